@@ -1,0 +1,182 @@
+//! Throughput and memory of `trialtail run` on generated training logs, against `grep -cE` in the same run.
+//!
+//! `cargo bench --bench throughput` generates two 100 MB logs with `benches/gen_log.py` (1 % and 30 % metric
+//! lines; cached in `target/bench-data/`), then runs, interleaved and several times each:
+//! - `grep -cE` over the four metric formats (the baseline; its output goes to a pipe, never /dev/null);
+//! - `trialtail run` with no flags (the default rules: `katib` + `tf-step`);
+//! - `trialtail run` with the four formats' presets and the target metric names, whose result is checked against
+//!   the generator's truth file (count, last, min, max per metric);
+//! - `trialtail run --katib-semantics` with Katib's default filter and the target names.
+//!
+//! It prints best-of-N MB/s and lines/s and the ratio to grep, then the peak RSS of `trialtail run` reading a
+//! 1 GB stream (the 30 % log ten times through stdin). Environment: `BENCH_SIZE` (default `100M`), `BENCH_ROUNDS`
+//! (default 5).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const GREP_FORMATS: &str = r"Accuracy at step [0-9]+: |^[0-9T:.-]+Z epoch [0-9]+: loss=|^\{'(loss|eval_loss)': |^\[[0-9]+\]	validation_0-logloss:";
+const TARGETS: &str =
+    "Accuracy,loss,accuracy,learning_rate,epoch,eval_loss,eval_accuracy,validation_0-logloss,validation_1-logloss";
+
+fn data_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
+    std::fs::create_dir_all(&dir).expect("create target/bench-data");
+    dir
+}
+
+fn generate(size: &str, frac: &str) -> (PathBuf, PathBuf) {
+    let dir = data_dir();
+    let log = dir.join(format!("gen-{size}-{frac}.log"));
+    let truth = dir.join(format!("gen-{size}-{frac}.truth.json"));
+    if !log.exists() || !truth.exists() {
+        eprintln!("generating {} …", log.display());
+        let status = Command::new("python3")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/gen_log.py"))
+            .args(["--size", size, "--metric-frac", frac, "--seed", "42", "--out"])
+            .arg(&log)
+            .arg("--truth")
+            .arg(&truth)
+            .status()
+            .expect("python3 runs benches/gen_log.py");
+        assert!(status.success(), "gen_log.py failed");
+    }
+    (log, truth)
+}
+
+/// Runs a command, its stdout to a pipe; returns wall time, stdout and stderr.
+fn timed(cmd: &mut Command) -> (Duration, String, String) {
+    let start = Instant::now();
+    let out = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).output().expect("spawn");
+    let elapsed = start.elapsed();
+    assert!(
+        out.status.success() || out.status.code() == Some(1),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (elapsed, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn trialtail() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_trialtail"))
+}
+
+struct Contender {
+    name: &'static str,
+    make: Box<dyn Fn(&Path) -> Command>,
+}
+
+fn contenders() -> Vec<Contender> {
+    vec![
+        Contender {
+            name: "grep -cE (baseline)",
+            make: Box::new(|p| {
+                let mut c = Command::new("grep");
+                c.arg("-cE").arg(GREP_FORMATS).arg(p).env("LC_ALL", "C");
+                c
+            }),
+        },
+        Contender {
+            name: "trialtail run (defaults)",
+            make: Box::new(|p| {
+                let mut c = trialtail();
+                c.arg("run").arg(p);
+                c
+            }),
+        },
+        Contender {
+            name: "trialtail run (4 presets, names)",
+            make: Box::new(|p| {
+                let mut c = trialtail();
+                c.args(["run", "--preset", "katib,tf-step,hf-trainer,xgboost", "--metrics", TARGETS]).arg(p);
+                c
+            }),
+        },
+        Contender {
+            name: "trialtail run --katib-semantics",
+            make: Box::new(|p| {
+                let mut c = trialtail();
+                c.args(["run", "--katib-semantics", "--metrics", TARGETS]).arg(p);
+                c
+            }),
+        },
+    ]
+}
+
+/// Checks the 4-preset run's table against the generator's truth: count, last, min and max per metric.
+fn verify(table: &str, truth: &Path) {
+    let truth: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(truth).unwrap()).unwrap();
+    let mut rows = BTreeMap::new();
+    for line in table.lines().skip(1) {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        rows.insert(cells[0].to_string(), cells[1..].iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    }
+    for (name, t) in truth["metrics"].as_object().unwrap() {
+        let row = rows.get(name).unwrap_or_else(|| panic!("no row for {name}"));
+        let num = |s: &str| s.parse::<f64>().unwrap();
+        assert_eq!(row[0].parse::<u64>().unwrap(), t["count"].as_u64().unwrap(), "{name} count");
+        for (cell, key) in [(1, "last"), (2, "min"), (3, "max")] {
+            assert_eq!(num(&row[cell]), t[key].as_f64().unwrap(), "{name} {key}");
+        }
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("throughput: benchmark");
+        return;
+    }
+    let size = std::env::var("BENCH_SIZE").unwrap_or_else(|_| "100M".into());
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(5);
+    let contenders = contenders();
+    for frac in ["0.01", "0.30"] {
+        let (log, truth) = generate(&size, frac);
+        let bytes = std::fs::metadata(&log).unwrap().len() as f64;
+        let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
+        let lines = t["lines"].as_f64().unwrap();
+        // Warm the page cache, check correctness once.
+        let (_, table, _) = timed(&mut (contenders[2].make)(&log));
+        verify(&table, &truth);
+        let mut best = vec![Duration::MAX; contenders.len()];
+        for _ in 0..rounds {
+            for (i, c) in contenders.iter().enumerate() {
+                let (d, _, _) = timed(&mut (c.make)(&log));
+                best[i] = best[i].min(d);
+            }
+        }
+        println!(
+            "\n{} MB, {} % metric lines, best of {rounds} (result verified against the truth file)",
+            bytes / 1e6,
+            (frac.parse::<f64>().unwrap() * 100.0).round()
+        );
+        println!("{:<36} {:>9} {:>11} {:>9}", "", "MB/s", "Mlines/s", "vs grep");
+        let base = best[0].as_secs_f64();
+        for (c, d) in contenders.iter().zip(&best) {
+            let s = d.as_secs_f64();
+            println!("{:<36} {:>9.0} {:>11.2} {:>8.2}x", c.name, bytes / 1e6 / s, lines / 1e6 / s, base / s);
+        }
+    }
+    // Peak memory on a 1 GB stream: the 30 % log ten times through stdin.
+    let (log, _) = generate(&size, "0.30");
+    let cat = format!("for i in 1 2 3 4 5 6 7 8 9 10; do cat '{}'; done", log.display());
+    let mut feeder = Command::new("sh").arg("-c").arg(&cat).stdout(Stdio::piped()).spawn().expect("sh");
+    let out = trialtail()
+        .args(["run", "--stats", "-"])
+        .stdin(feeder.stdout.take().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("trialtail");
+    let _ = feeder.wait();
+    let stats = String::from_utf8_lossy(&out.stderr);
+    let field = |k: &str| stats.split_whitespace().find_map(|f| f.strip_prefix(k)).unwrap_or("?").to_string();
+    let rss: f64 = field("peak_rss_bytes=").parse().unwrap_or(f64::NAN);
+    println!(
+        "\npeak RSS of `trialtail run -` over {:.1} GB ({} lines): {:.1} MiB",
+        field("bytes=").parse::<f64>().unwrap_or(f64::NAN) / 1e9,
+        field("lines="),
+        rss / (1 << 20) as f64
+    );
+}

@@ -1,0 +1,191 @@
+//! The aggregator: per metric, the count, latest, min, max and last step; the single state every sink reads.
+//!
+//! Metric names are interned once into a dense [`MetricId`]; the map is looked up with the borrowed name bytes,
+//! so an observation of a known metric allocates nothing (the latest value's text is copied into a buffer the
+//! metric keeps). At most `max_metrics` distinct names are kept: later new names are counted and dropped.
+//!
+//! Min and max are over values that parse as numbers and are not NaN (as Katib's controller computes them);
+//! `latest` is the last observation whatever it is.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A metric's index in the aggregator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MetricId(pub u32);
+
+/// One metric's running statistics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricStats {
+    /// The name as printed (bytes that are not UTF-8 replaced).
+    pub name: String,
+    /// Observations.
+    pub count: u64,
+    /// The latest value's text as printed.
+    pub latest_raw: String,
+    /// The latest value, when it parsed.
+    pub latest: Option<f64>,
+    /// The smallest non-NaN value and its text.
+    pub min: Option<(f64, String)>,
+    /// The largest non-NaN value and its text.
+    pub max: Option<(f64, String)>,
+    /// The step of the latest observation that had one.
+    pub step: Option<u64>,
+    /// The line of the latest observation.
+    pub line: u64,
+}
+
+impl MetricStats {
+    fn new(name: String) -> Self {
+        MetricStats {
+            name,
+            count: 0,
+            latest_raw: String::new(),
+            latest: None,
+            min: None,
+            max: None,
+            step: None,
+            line: 0,
+        }
+    }
+}
+
+/// FxHash: metric names are short and not attacker-chosen in a way that matters (the map is bounded).
+#[derive(Default)]
+pub struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0xf135_7aea_2e62_a9c5;
+        let mut h = self.0;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(c.try_into().unwrap_or_default())).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// Per-metric state, bounded in the number of metrics.
+#[derive(Debug)]
+pub struct Aggregator {
+    ids: FxMap<Box<[u8]>, MetricId>,
+    metrics: Vec<MetricStats>,
+    max_metrics: usize,
+    dropped: u64,
+}
+
+/// The default for `--max-metrics`.
+pub const DEFAULT_MAX_METRICS: usize = 1000;
+
+impl Aggregator {
+    /// An aggregator that keeps at most `max_metrics` distinct names.
+    pub fn new(max_metrics: usize) -> Self {
+        Aggregator { ids: FxMap::default(), metrics: Vec::new(), max_metrics, dropped: 0 }
+    }
+
+    /// The id of `name`, interning it when there is room; `None` when the metric limit is reached.
+    pub fn intern(&mut self, name: &[u8]) -> Option<MetricId> {
+        if let Some(&id) = self.ids.get(name) {
+            return Some(id);
+        }
+        if self.metrics.len() >= self.max_metrics {
+            if self.dropped == 0 {
+                tracing::warn!(
+                    limit = self.max_metrics,
+                    name = %String::from_utf8_lossy(name),
+                    "metric limit reached: observations of further new metric names are dropped (see --max-metrics)"
+                );
+            }
+            self.dropped += 1;
+            return None;
+        }
+        let id = MetricId(self.metrics.len() as u32);
+        self.ids.insert(name.into(), id);
+        self.metrics.push(MetricStats::new(String::from_utf8_lossy(name).into_owned()));
+        Some(id)
+    }
+
+    /// Records one observation of an interned metric.
+    pub fn record(&mut self, id: MetricId, raw: &[u8], value: Option<f64>, step: Option<u64>, line: u64) {
+        let m = &mut self.metrics[id.0 as usize];
+        m.count += 1;
+        m.latest_raw.clear();
+        m.latest_raw.push_str(&String::from_utf8_lossy(raw));
+        m.latest = value;
+        if step.is_some() {
+            m.step = step;
+        }
+        m.line = line;
+        if let Some(v) = value.filter(|v| !v.is_nan()) {
+            if m.min.as_ref().is_none_or(|(min, _)| v < *min) {
+                m.min = Some((v, m.latest_raw.clone()));
+            }
+            if m.max.as_ref().is_none_or(|(max, _)| v > *max) {
+                m.max = Some((v, m.latest_raw.clone()));
+            }
+        }
+    }
+
+    /// Every metric, in order of first appearance.
+    pub fn metrics(&self) -> &[MetricStats] {
+        &self.metrics
+    }
+
+    /// One metric.
+    pub fn get(&self, id: MetricId) -> &MetricStats {
+        &self.metrics[id.0 as usize]
+    }
+
+    /// Observations dropped because the metric limit was reached.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_count_latest_min_max_and_step() {
+        let mut a = Aggregator::new(10);
+        let id = a.intern(b"loss").unwrap();
+        a.record(id, b"0.5", Some(0.5), Some(1), 1);
+        a.record(id, b"nan", Some(f64::NAN), None, 2);
+        a.record(id, b"0.25", Some(0.25), Some(3), 3);
+        a.record(id, b"0.75", Some(0.75), None, 4);
+        let m = a.get(id);
+        assert_eq!((m.count, m.latest_raw.as_str(), m.step, m.line), (4, "0.75", Some(3), 4));
+        assert_eq!(m.min, Some((0.25, "0.25".to_string())));
+        assert_eq!(m.max, Some((0.75, "0.75".to_string())));
+    }
+
+    #[test]
+    fn non_numeric_values_count_but_do_not_move_min_max() {
+        let mut a = Aggregator::new(10);
+        let id = a.intern(b"genotype").unwrap();
+        a.record(id, b"Genotype(normal=[])", None, None, 1);
+        let m = a.get(id);
+        assert_eq!((m.count, m.latest, m.min.clone()), (1, None, None));
+    }
+
+    #[test]
+    fn the_metric_limit_drops_new_names_only() {
+        let mut a = Aggregator::new(2);
+        assert!(a.intern(b"a").is_some());
+        assert!(a.intern(b"b").is_some());
+        assert!(a.intern(b"c").is_none());
+        assert!(a.intern(b"d").is_none());
+        assert!(a.intern(b"a").is_some());
+        assert_eq!((a.metrics().len(), a.dropped()), (2, 2));
+    }
+}

@@ -1,0 +1,152 @@
+//! The command line: clap definitions only. Validation happens in [`crate::config`].
+//!
+//! Every flag has a one-line summary and a longer text (shown by `--help`) with its unit, default and
+//! interactions, and reads an environment variable `TRIALTAIL_<NAME>` when not given.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::rules::{Format, Preset};
+
+/// trialtail: turn training logs into metrics for Prometheus and Kubeflow Katib.
+#[derive(Debug, Parser)]
+#[command(name = "trialtail", version, propagate_version = true, max_term_width = 110)]
+#[command(long_about = "trialtail reads training logs and turns lines such as `Accuracy at step 120: 0.9134` or \
+`loss=0.2351` into observations: per metric a count, the latest value, the min, the max and the last step.\n\n\
+Start with `trialtail run train.log`; `trialtail run --help` lists the rules it understands.")]
+pub struct Cli {
+    /// Log level of trialtail's own diagnostics on stderr
+    ///
+    /// One of error, warn, info, debug, trace, or a tracing filter such as `trialtail=debug`.
+    #[arg(long, global = true, env = "TRIALTAIL_LOG", default_value = "warn", value_name = "LEVEL")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read a training log and report the metrics in it
+    #[command(long_about = RUN_ABOUT)]
+    Run(RunArgs),
+}
+
+const RUN_ABOUT: &str = "Read a training log and report the metrics in it.\n\n\
+Reads LOG to its end (or standard input for `-`) and prints a summary table: metric, count, latest, min, max, \
+last step. `--output json` prints one JSON object per observation instead.\n\n\
+With no rule flags, two presets are on: `katib` (every `name=value` pair, Katib's default format) and `tf-step` \
+(`Accuracy at step 120: 0.9134`). Without `--metrics` every name those rules capture is a metric, noise such as \
+tqdm's `v_num=1` included (bounded by `--max-metrics`); give `--metrics loss,accuracy` to keep only those.\n\n\
+Examples:\n  \
+trialtail run train.log\n  \
+trialtail run --preset keras --metrics loss,val_loss train.log\n  \
+trialtail run --metric accuracy='Accuracy at step (?P<step>\\d+): (?P<value>\\S+)' train.log\n  \
+python train.py 2>&1 | trialtail run --output json - | jq .value";
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// A summary table at the end.
+    Table,
+    /// One JSON object per observation, as it is found (in Katib semantics: the report, at the end).
+    Json,
+}
+
+/// `trialtail run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The log to read; `-` reads standard input
+    #[arg(value_name = "LOG", env = "TRIALTAIL_PATH")]
+    pub log: PathBuf,
+
+    /// What to print on stdout: a summary table or JSON lines
+    ///
+    /// `table` prints metric, count, latest, min, max and last step at the end. `json` prints one object per
+    /// observation as it is found: {"metric","value","raw","step","timestamp","line"}; `value` is null when the
+    /// value is not a finite number (see `raw`), `step` and `timestamp` are null when the line had none.
+    #[arg(long, value_enum, default_value_t = Output::Table, env = "TRIALTAIL_OUTPUT", help_heading = "Output")]
+    pub output: Output,
+
+    /// Print counters (bytes, lines, throughput, peak memory) to stderr at the end
+    #[arg(long, env = "TRIALTAIL_STATS", help_heading = "Output")]
+    pub stats: bool,
+
+    /// A Katib-style filter; repeatable
+    ///
+    /// A regex with named groups (?P<name>…) and (?P<value>…), optionally (?P<step>…); or, as in Katib, at least
+    /// two groups where group 1 is the name and group 2 the value. Applied to every line, all matches taken.
+    /// Giving any rule flag turns the default presets off.
+    #[arg(long = "filter", value_name = "REGEX", env = "TRIALTAIL_FILTER", help_heading = "Rules")]
+    pub filters: Vec<String>,
+
+    /// A metric with a fixed name; repeatable
+    ///
+    /// NAME=REGEX: every match of REGEX is an observation of NAME; the value is the (?P<value>…) group, or the
+    /// only group. An optional (?P<step>…) group gives the step.
+    /// Example: --metric accuracy='Accuracy at step (?P<step>\d+): (?P<value>\S+)'
+    #[arg(long = "metric", value_name = "NAME=REGEX", env = "TRIALTAIL_METRIC", help_heading = "Rules")]
+    pub metric_rules: Vec<String>,
+
+    /// Built-in rules for a framework's output; repeatable or comma-separated
+    ///
+    /// katib: name=value pairs (loss=0.2351). tf-step: `Accuracy at step 120: 0.9134`. keras: `- loss: 0.3 -
+    /// accuracy: 0.9`, progress-bar redraws included. hf-trainer: {'loss': 0.69, 'epoch': 1.0}. xgboost:
+    /// [3]<TAB>validation_0-logloss:0.61. lightgbm: [10]<TAB>valid_0's binary_logloss: 0.3. sklearn: `Iteration
+    /// 3, loss = 0.41`, `Validation score: 0.9`. tqdm: postfixes `…it/s, loss=0.3, acc=0.9]`.
+    /// Metrics are named as the framework prints them. Default (no rule flag at all): katib,tf-step.
+    #[arg(
+        long = "preset",
+        value_enum,
+        value_delimiter = ',',
+        value_name = "NAME",
+        env = "TRIALTAIL_PRESET",
+        help_heading = "Rules"
+    )]
+    pub presets: Vec<Preset>,
+
+    /// Keep only these metric names (comma- or semicolon-separated; Katib's -m)
+    ///
+    /// Names must match exactly as printed, and a line is only looked at when it contains one of them, which
+    /// makes collection faster. Without it every captured name is a metric. With --katib-semantics the first name
+    /// is Katib's objective.
+    #[arg(short = 'm', long = "metrics", value_name = "NAMES", env = "TRIALTAIL_METRICS", help_heading = "Rules")]
+    pub metrics: Vec<String>,
+
+    /// How lines are encoded: free text, or one JSON object per line
+    ///
+    /// json: every key whose value is a number or a numeric string is a metric (with --metrics, those keys);
+    /// `timestamp` (RFC 3339 string or epoch seconds) is the observation time, `step`/`global_step` the step.
+    #[arg(long, value_enum, default_value_t = Format::Text, env = "TRIALTAIL_FORMAT", help_heading = "Rules")]
+    pub format: Format,
+
+    /// Parse exactly as Katib's file metrics collector does
+    ///
+    /// ASCII classes, lines looked at only when they contain a metric name, exact names, values kept as printed
+    /// (not validated), `\r` not split, the first token as timestamp when RFC 3339, JSON string values only, and
+    /// the `unavailable` row when the objective (the first of --metrics) never appears. Needs --metrics; takes
+    /// --filter only. Output is what Katib would report, at the end.
+    #[arg(long, env = "TRIALTAIL_KATIB_SEMANTICS", help_heading = "Rules")]
+    pub katib_semantics: bool,
+
+    /// At most this many distinct metric names
+    ///
+    /// Observations of further new names are counted and dropped, with one warning. Range 1 to 1000000.
+    #[arg(long, default_value_t = 1000, value_name = "N", env = "TRIALTAIL_MAX_METRICS", help_heading = "Limits")]
+    pub max_metrics: usize,
+
+    /// Cut lines longer than this
+    ///
+    /// Bytes, with an optional K, KiB, M or MiB suffix (powers of 1024). The first SIZE bytes of a longer line are
+    /// still parsed; the rest up to the newline is skipped and counted. Range 16 bytes to 64 MiB.
+    #[arg(
+        long,
+        default_value = "64KiB",
+        value_name = "SIZE",
+        env = "TRIALTAIL_MAX_LINE_BYTES",
+        help_heading = "Limits"
+    )]
+    pub max_line_bytes: String,
+}

@@ -1,0 +1,225 @@
+//! The collector: line buffer → rules → aggregator, the whole sans-I/O core in one value.
+//!
+//! Sources push bytes in ([`Collector::space`] + [`Collector::commit`], or [`Collector::feed`]) and call
+//! [`Collector::finish`] at end of input. Every observation updates the [`Aggregator`] and is then shown to an
+//! [`ObservationSink`] (JSON lines, the Katib report); sinks that only need the aggregate read it afterwards.
+//!
+//! Invariants: no I/O, no allocation for a line that does not match, and the same observations whatever the
+//! chunking of the input. A value that is not a number is a counted parse error in native semantics and a raw
+//! string observation in Katib semantics.
+
+use crate::aggregate::{Aggregator, MetricId};
+use crate::lines::{Line, LineBuffer, LineStats};
+use crate::rules::{Match, Rules, Semantics};
+use crate::value;
+
+/// One observation, as sinks see it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Observation<'a> {
+    /// The metric's id in the aggregator.
+    pub metric: MetricId,
+    /// The metric's name as printed.
+    pub name: &'a [u8],
+    /// The value's text as printed.
+    pub raw: &'a [u8],
+    /// The value, when it parses as a number.
+    pub value: Option<f64>,
+    /// The step, when the rule captured one.
+    pub step: Option<u64>,
+    /// The line's own timestamp (verbatim), when it has one.
+    pub time: Option<&'a [u8]>,
+    /// The source line number.
+    pub line: u64,
+}
+
+/// Receives every observation as it is made.
+pub trait ObservationSink {
+    /// Called once per observation, after the aggregator was updated.
+    fn observe(&mut self, obs: &Observation<'_>);
+}
+
+/// A sink that ignores observations (the aggregate is all that is wanted).
+impl ObservationSink for () {
+    fn observe(&mut self, _: &Observation<'_>) {}
+}
+
+impl<A: ObservationSink, B: ObservationSink> ObservationSink for (A, B) {
+    fn observe(&mut self, obs: &Observation<'_>) {
+        self.0.observe(obs);
+        self.1.observe(obs);
+    }
+}
+
+/// Counters of what the collector saw, beyond the line buffer's.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// Observations recorded.
+    pub observations: u64,
+    /// Matches whose value was not a number (native semantics), not recorded.
+    pub parse_errors: u64,
+    /// JSON-format lines that were not JSON objects.
+    pub bad_json: u64,
+    /// JSON `timestamp` values that were neither RFC 3339 nor a number.
+    pub bad_timestamps: u64,
+    /// Observations dropped because `--max-metrics` names were already known.
+    pub dropped: u64,
+}
+
+/// The sans-I/O pipeline.
+#[derive(Debug)]
+pub struct Collector {
+    lines: LineBuffer,
+    rules: Rules,
+    agg: Aggregator,
+    counters: Counters,
+}
+
+impl Collector {
+    /// A collector with the given rules and limits.
+    pub fn new(rules: Rules, max_line_bytes: usize, max_metrics: usize) -> Self {
+        Collector {
+            lines: LineBuffer::new(max_line_bytes),
+            rules,
+            agg: Aggregator::new(max_metrics),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Free space to read into.
+    pub fn space(&mut self) -> &mut [u8] {
+        self.lines.space()
+    }
+
+    /// Marks `n` bytes of [`Collector::space`] as filled and processes every complete line.
+    pub fn commit(&mut self, n: usize, sink: &mut impl ObservationSink) {
+        self.lines.commit(n);
+        let Collector { lines, rules, agg, counters } = self;
+        lines.drain(|line| process(line, rules, agg, counters, sink));
+    }
+
+    /// Copies `chunk` in and processes every complete line.
+    pub fn feed(&mut self, chunk: &[u8], sink: &mut impl ObservationSink) {
+        let Collector { lines, rules, agg, counters } = self;
+        lines.feed(chunk, |line| process(line, rules, agg, counters, sink));
+    }
+
+    /// End of input: processes the last line even without its `\n`.
+    pub fn finish(&mut self, sink: &mut impl ObservationSink) {
+        let Collector { lines, rules, agg, counters } = self;
+        lines.finish(|line| process(line, rules, agg, counters, sink));
+    }
+
+    /// Drops a partial line (the stream it came from is gone) without processing it.
+    pub fn discard_partial(&mut self) {
+        self.lines.discard();
+    }
+
+    /// The aggregate so far.
+    pub fn aggregate(&self) -> &Aggregator {
+        &self.agg
+    }
+
+    /// The rules in use.
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// The line buffer's counters.
+    pub fn line_stats(&self) -> LineStats {
+        self.lines.stats()
+    }
+
+    /// The collector's counters.
+    pub fn counters(&self) -> Counters {
+        Counters { dropped: self.agg.dropped(), ..self.counters }
+    }
+}
+
+fn process(
+    line: Line<'_>,
+    rules: &mut Rules,
+    agg: &mut Aggregator,
+    counters: &mut Counters,
+    sink: &mut impl ObservationSink,
+) {
+    let katib = rules.semantics() == Semantics::Katib;
+    let issues = rules.scan(line.bytes, &mut |m: Match<'_>| {
+        let value = value::parse_value(m.raw);
+        if value.is_none() && !katib {
+            counters.parse_errors += 1;
+            return;
+        }
+        let Some(id) = agg.intern(m.name) else { return };
+        agg.record(id, m.raw, value, m.step, line.number);
+        counters.observations += 1;
+        sink.observe(&Observation {
+            metric: id,
+            name: m.name,
+            raw: m.raw,
+            value,
+            step: m.step,
+            time: m.time,
+            line: line.number,
+        });
+    });
+    if issues.bad_json {
+        if counters.bad_json == 0 {
+            tracing::warn!(line = line.number, "line is not a JSON object; skipped (later ones are only counted)");
+        }
+        counters.bad_json += 1;
+    }
+    if issues.bad_timestamp {
+        counters.bad_timestamps += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::{Format, RuleSpec};
+
+    #[derive(Default)]
+    struct Record(Vec<(String, String, Option<u64>, u64)>);
+
+    impl ObservationSink for Record {
+        fn observe(&mut self, o: &Observation<'_>) {
+            let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            self.0.push((s(o.name), s(o.raw), o.step, o.line));
+        }
+    }
+
+    fn collector(specs: &[RuleSpec]) -> Collector {
+        Collector::new(Rules::new(specs, &[], Semantics::Native, Format::Text).unwrap(), 64, 100)
+    }
+
+    #[test]
+    fn observations_carry_line_numbers_and_survive_garbage() {
+        let mut c = collector(&[]);
+        let mut rec = Record::default();
+        c.feed(b"\xff\xfe\x00 binary\nloss=0.5\n", &mut rec);
+        c.feed(&[b'x'; 200], &mut rec);
+        c.feed(b" loss=9\nAccuracy at step 3: nan\nloss=0.25", &mut rec);
+        c.finish(&mut rec);
+        let names: Vec<_> = rec.0.iter().map(|(n, r, s, l)| (n.as_str(), r.as_str(), *s, *l)).collect();
+        assert_eq!(names, [("loss", "0.5", None, 2), ("Accuracy", "nan", Some(3), 4), ("loss", "0.25", None, 5)]);
+        assert_eq!(c.line_stats().too_long, 1);
+        let loss = &c.aggregate().metrics()[0];
+        assert_eq!((loss.count, loss.min.as_ref().unwrap().0, loss.max.as_ref().unwrap().0), (2, 0.25, 0.5));
+    }
+
+    #[test]
+    fn native_non_numbers_are_parse_errors() {
+        let mut c = collector(&[RuleSpec::Filter(r"(\w+): (\S+)".into())]);
+        c.feed(b"genotype: Genotype(x)\nacc: 0.9\n", &mut ());
+        assert_eq!((c.counters().observations, c.counters().parse_errors), (1, 1));
+    }
+
+    #[test]
+    fn katib_keeps_raw_strings() {
+        let rules = Rules::new(&[], &["loss".into()], Semantics::Katib, Format::Text).unwrap();
+        let mut c = Collector::new(rules, 64, 100);
+        let mut rec = Record::default();
+        c.feed(b"loss=nan\nloss=0.5\n", &mut rec);
+        assert_eq!(rec.0.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(), ["", "0.5"]);
+    }
+}

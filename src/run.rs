@@ -1,0 +1,119 @@
+//! `trialtail run`: wires a validated configuration to its source and sinks.
+
+use std::io::{self, BufWriter, ErrorKind, Write};
+use std::time::Instant;
+
+use crate::cli::Output;
+use crate::collect::{Collector, ObservationSink};
+use crate::config::RunConfig;
+use crate::report::KatibReport;
+use crate::sink::stdout::{JsonLines, write_report_json, write_table};
+use crate::source::{self, file::SourceError};
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("writing the output failed")]
+    Output(#[source] io::Error),
+}
+
+impl RunError {
+    /// The process exit code: 2 for what the user can fix in the command line (a missing file), 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Source(SourceError::Open { .. } | SourceError::Directory { .. }) => 2,
+            RunError::Source(SourceError::Read { .. }) | RunError::Output(_) => 1,
+        }
+    }
+}
+
+fn output_error(e: io::Error) -> Result<(), RunError> {
+    // A reader that went away (`| head`) is not an error of ours.
+    if e.kind() == ErrorKind::BrokenPipe { Ok(()) } else { Err(RunError::Output(e)) }
+}
+
+/// Runs `trialtail run` to completion.
+pub fn run(cfg: RunConfig) -> Result<(), RunError> {
+    let started = Instant::now();
+    let mut reader = source::file::open(&cfg.log)?;
+    let mut collector = Collector::new(cfg.rules, cfg.max_line_bytes, cfg.max_metrics);
+    let stdout = io::stdout();
+    let read_result = match (&cfg.objective, cfg.output) {
+        (Some(objective), output) => {
+            let mut report = KatibReport::new(objective.clone());
+            let r = source::read_to_end(&mut reader, &mut collector, &mut report);
+            let mut out = BufWriter::new(stdout.lock());
+            let written = match output {
+                Output::Json => write_report_json(&mut out, &report.rows()),
+                Output::Table => write_table(&mut out, collector.aggregate()),
+            };
+            written.or_else(output_error)?;
+            r
+        }
+        (None, Output::Json) => {
+            let mut sink = JsonLines::new(BufWriter::new(stdout.lock()));
+            let r = source::read_to_end(&mut reader, &mut collector, &mut sink);
+            sink.finish().map(drop).or_else(output_error)?;
+            r
+        }
+        (None, Output::Table) => {
+            let r = source::read_to_end(&mut reader, &mut collector, &mut ());
+            write_table(&mut BufWriter::new(stdout.lock()), collector.aggregate()).or_else(output_error)?;
+            r
+        }
+    };
+    if cfg.stats {
+        print_stats(&collector, started);
+    }
+    let c = collector.counters();
+    if c.dropped > 0 {
+        tracing::warn!(dropped = c.dropped, "observations dropped by the metric limit (--max-metrics)");
+    }
+    match read_result {
+        Ok(_) => Ok(()),
+        Err(source) => {
+            let bytes = collector.line_stats().bytes;
+            Err(SourceError::Read { path: cfg.log, bytes, source }.into())
+        }
+    }
+}
+
+/// The process's peak resident memory in bytes (Linux), for `--stats`.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn print_stats(collector: &Collector, started: Instant) {
+    let l = collector.line_stats();
+    let c = collector.counters();
+    let secs = started.elapsed().as_secs_f64();
+    let mb_s = l.bytes as f64 / 1e6 / secs.max(1e-9);
+    let mut err = io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "bytes={} lines={} too_long_lines={} observations={} parse_errors={} bad_json_lines={} dropped={} \
+         metrics={} seconds={secs:.3} mb_per_s={mb_s:.1} peak_rss_bytes={}",
+        l.bytes,
+        l.lines,
+        l.too_long,
+        c.observations,
+        c.parse_errors,
+        c.bad_json,
+        c.dropped,
+        collector.aggregate().metrics().len(),
+        peak_rss().map_or_else(|| "unknown".to_string(), |b| b.to_string()),
+    );
+}
+
+/// Feeds `bytes` through a collector built from `cfg`'s rules (tests and benchmarks use this).
+pub fn collect_bytes(cfg: RunConfig, bytes: &[u8], sink: &mut impl ObservationSink) -> Collector {
+    let mut collector = Collector::new(cfg.rules, cfg.max_line_bytes, cfg.max_metrics);
+    collector.feed(bytes, sink);
+    collector.finish(sink);
+    collector
+}

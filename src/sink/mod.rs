@@ -1,0 +1,3 @@
+//! Sinks: where observations and aggregates go. Each sink is one file; none reaches into another.
+
+pub mod stdout;

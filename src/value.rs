@@ -1,0 +1,329 @@
+//! Small, allocation-free scanners shared by the rules: metric values, timestamps, byte classes.
+//!
+//! Everything here works on `&[u8]` and never allocates. The numeric grammar is the one the native rules accept:
+//! `[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?` or `[+-]?(nan|inf|infinity)` (any case) not followed by a word byte.
+
+/// `\s` as Go's RE2 (and so Katib) defines it: no vertical tab.
+pub fn is_go_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c)
+}
+
+/// `\w` in ASCII.
+pub fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Trims `\s` (Go's set) from both ends, as Katib's `strings.TrimSpace` does for ASCII.
+pub fn trim(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if is_go_space(*first) {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    while let [rest @ .., last] = s {
+        if is_go_space(*last) {
+            s = rest;
+        } else {
+            break;
+        }
+    }
+    s
+}
+
+fn digits(s: &[u8], mut i: usize) -> usize {
+    while i < s.len() && s[i].is_ascii_digit() {
+        i += 1;
+    }
+    i
+}
+
+/// The end of the number that starts at `s[at..]`, or `at` when none starts there.
+pub fn scan_number(s: &[u8], at: usize) -> usize {
+    let mut i = at;
+    if i < s.len() && (s[i] == b'+' || s[i] == b'-') {
+        i += 1;
+    }
+    let int_end = digits(s, i);
+    let mut end = int_end;
+    if int_end > i {
+        if end < s.len() && s[end] == b'.' {
+            end = digits(s, end + 1);
+        }
+    } else if i < s.len() && s[i] == b'.' {
+        let frac_end = digits(s, i + 1);
+        if frac_end == i + 1 {
+            return at;
+        }
+        end = frac_end;
+    } else {
+        return scan_special(s, i).unwrap_or(at);
+    }
+    if end < s.len() && (s[end] == b'e' || s[end] == b'E') {
+        let mut e = end + 1;
+        if e < s.len() && (s[e] == b'+' || s[e] == b'-') {
+            e += 1;
+        }
+        let exp_end = digits(s, e);
+        if exp_end > e {
+            end = exp_end;
+        }
+    }
+    end
+}
+
+/// `nan`, `inf`, `infinity` in any case at `s[i..]`, ending at a word boundary.
+fn scan_special(s: &[u8], i: usize) -> Option<usize> {
+    let rest = &s[i..];
+    let len = if starts_with_ignore_case(rest, b"infinity") {
+        8
+    } else if starts_with_ignore_case(rest, b"inf") || starts_with_ignore_case(rest, b"nan") {
+        3
+    } else {
+        return None;
+    };
+    match rest.get(len) {
+        Some(&b) if is_word(b) => None,
+        _ => Some(i + len),
+    }
+}
+
+fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
+    s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// Parses a metric value as printed: `0.91`, `1e-3`, `.5`, `+1.`, `nan`, `-inf`, surrounding spaces allowed.
+///
+/// # Performance
+/// `std`'s float parser (Eisel-Lemire) after a UTF-8 check of a few bytes; no allocation.
+pub fn parse_value(raw: &[u8]) -> Option<f64> {
+    let t = trim(raw);
+    if t.is_empty() || scan_number(t, 0) != t.len() {
+        return None;
+    }
+    std::str::from_utf8(t).ok()?.parse::<f64>().ok()
+}
+
+/// Parses a step: decimal digits that fit a `u64`.
+pub fn parse_step(raw: &[u8]) -> Option<u64> {
+    let t = trim(raw);
+    if t.is_empty() || t.len() > 20 || !t.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(t).ok()?.parse().ok()
+}
+
+/// Katib's zero time, used where a row has no timestamp of its own.
+pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// The line's first space-separated token when it is an RFC 3339 timestamp as Go's `time.RFC3339Nano` layout
+/// parses it (`2024-05-01T12:00:00.123456Z`, `2024-05-01T12:00:00+02:00`); the token is returned verbatim.
+pub fn line_timestamp(line: &[u8]) -> Option<&[u8]> {
+    let end = memchr::memchr(b' ', line).unwrap_or(line.len());
+    let token = &line[..end];
+    is_rfc3339(token).then_some(token)
+}
+
+fn num2(s: &[u8], at: usize) -> Option<u32> {
+    let (a, b) = (*s.get(at)?, *s.get(at + 1)?);
+    (a.is_ascii_digit() && b.is_ascii_digit()).then(|| u32::from(a - b'0') * 10 + u32::from(b - b'0'))
+}
+
+/// Whether `s` is a complete RFC 3339 date-time that Go's `time.Parse(time.RFC3339Nano, s)` accepts.
+pub fn is_rfc3339(s: &[u8]) -> bool {
+    if s.len() < 20 || s[4] != b'-' || s[7] != b'-' || s[10] != b'T' || s[13] != b':' || s[16] != b':' {
+        return false;
+    }
+    let (Some(y1), Some(y2)) = (num2(s, 0), num2(s, 2)) else {
+        return false;
+    };
+    let year = y1 * 100 + y2;
+    let (Some(month), Some(day), Some(hour), Some(min), Some(sec)) =
+        (num2(s, 5), num2(s, 8), num2(s, 11), num2(s, 14), num2(s, 17))
+    else {
+        return false;
+    };
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || min > 59 || sec > 59 {
+        return false;
+    }
+    let mut i = 19;
+    if i < s.len() && (s[i] == b'.' || s[i] == b',') {
+        let end = digits(s, i + 1);
+        if end == i + 1 {
+            return false;
+        }
+        i = end;
+    }
+    match &s[i..] {
+        b"Z" => true,
+        [sign, _, _, b':', _, _] if *sign == b'+' || *sign == b'-' => {
+            matches!((num2(s, i + 1), num2(s, i + 4)), (Some(h), Some(m)) if h < 24 && m < 60)
+        }
+        _ => false,
+    }
+}
+
+fn days_in_month(year: u32, month: u32) -> u32 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Formats Unix time (`secs` plus `nanos`, normalised as Go's `time.Unix` does) as Go's `time.RFC3339Nano` in UTC:
+/// trailing zeros of the fraction dropped, no fraction when it is zero.
+pub fn format_unix_rfc3339(secs: i64, nanos: i64) -> String {
+    let secs = secs.saturating_add(nanos.div_euclid(1_000_000_000));
+    let nanos = nanos.rem_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let tod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let mut out = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", tod / 3600, tod / 60 % 60, tod % 60);
+    if nanos > 0 {
+        let frac = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day) (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Converts an epoch-seconds number, as printed in a JSON line, to RFC 3339 in UTC.
+///
+/// `katib_quirk` reproduces Katib: the digits after the point, read as an integer, are nanoseconds
+/// (`1638422847.28721` → `…:27.000028721Z`). Without it the fraction is read as a fraction (`….28721Z`).
+/// The number is formatted as Go's `strconv.FormatFloat(v, 'f', -1, 64)` would print it first.
+pub fn epoch_to_rfc3339(v: f64, katib_quirk: bool) -> Option<String> {
+    if !v.is_finite() || v.abs() > 1e15 {
+        return None;
+    }
+    let text = format!("{v}");
+    let (int, frac) = text.split_once('.').unwrap_or((&text, ""));
+    let secs: i64 = int.parse().ok()?;
+    let nanos: i64 = if frac.is_empty() {
+        0
+    } else if katib_quirk {
+        frac.parse().ok()?
+    } else {
+        let mut padded = frac.chars().take(9).collect::<String>();
+        while padded.len() < 9 {
+            padded.push('0');
+        }
+        padded.parse().ok()?
+    };
+    let nanos = if text.starts_with('-') { -nanos } else { nanos };
+    Some(format_unix_rfc3339(secs, nanos))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_in_every_printed_form_parse() {
+        for (raw, v) in [
+            ("0.9134", 0.9134),
+            ("1e-3", 1e-3),
+            (".5", 0.5),
+            ("+1.", 1.0),
+            ("-7.53e-05", -7.53e-05),
+            ("1E0", 1.0),
+            ("3.0e-02", 0.03),
+            ("888", 888.0),
+            (" 0.5 ", 0.5),
+        ] {
+            assert_eq!(parse_value(raw.as_bytes()), Some(v), "{raw}");
+        }
+        assert!(parse_value(b"nan").unwrap().is_nan());
+        assert!(parse_value(b"NaN").unwrap().is_nan());
+        assert_eq!(parse_value(b"inf"), Some(f64::INFINITY));
+        assert_eq!(parse_value(b"-inf"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_value(b"-Infinity"), Some(f64::NEG_INFINITY));
+    }
+
+    #[test]
+    fn non_numbers_do_not_parse() {
+        for raw in ["", ".", "-", "e5", "1e", "0x10", "info", "nanny", "1.2.3", "Genotype(normal=[])", "1,5"] {
+            assert_eq!(parse_value(raw.as_bytes()), None, "{raw}");
+        }
+    }
+
+    #[test]
+    fn scan_number_stops_where_the_number_does() {
+        let cases: &[(&str, usize)] =
+            &[("1.5e3x", 5), ("1e", 1), ("1.e5", 4), ("-.5,", 3), ("inf]", 3), ("info", 0), ("+", 0), ("12abc", 2)];
+        for &(s, end) in cases {
+            assert_eq!(scan_number(s.as_bytes(), 0), end, "{s}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_accepts_what_go_accepts() {
+        for ok in [
+            "2024-05-01T12:00:00Z",
+            "2024-05-01T12:00:00.123456Z",
+            "2024-05-01T12:00:00.123456789123Z",
+            "2024-05-01T12:00:00+02:00",
+            "2024-05-01T12:00:00.5-07:30",
+            "2024-02-29T00:00:00Z",
+        ] {
+            assert!(is_rfc3339(ok.as_bytes()), "{ok}");
+        }
+        for bad in [
+            "2024-05-01 12:00:00Z",
+            "2024-05-01T12:00:00",
+            "2023-02-29T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-05-01T24:00:00Z",
+            "2024-05-01T12:00:60Z",
+            "2024-05-01T12:00:00.Z",
+            "2024-05-01T12:00:00+0200",
+            "2024-05-01T12:00:00z",
+            "I0000",
+        ] {
+            assert!(!is_rfc3339(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn line_timestamp_is_the_first_token_verbatim() {
+        assert_eq!(line_timestamp(b"2026-11-28T12:57:59Z INFO loss=1"), Some(&b"2026-11-28T12:57:59Z"[..]));
+        assert_eq!(line_timestamp(b"loss=1"), None);
+        assert_eq!(line_timestamp(b" 2026-11-28T12:57:59Z x"), None);
+    }
+
+    #[test]
+    fn epoch_floats_convert_with_and_without_the_katib_quirk() {
+        assert_eq!(epoch_to_rfc3339(1638422847.28721, true).unwrap(), "2021-12-02T05:27:27.000028721Z");
+        assert_eq!(epoch_to_rfc3339(1638422847.28721, false).unwrap(), "2021-12-02T05:27:27.28721Z");
+        assert_eq!(epoch_to_rfc3339(1638422847.0, true).unwrap(), "2021-12-02T05:27:27Z");
+        assert_eq!(epoch_to_rfc3339(0.0, false).unwrap(), "1970-01-01T00:00:00Z");
+        assert_eq!(format_unix_rfc3339(951_782_400, 0), "2000-02-29T00:00:00Z");
+        assert_eq!(format_unix_rfc3339(-1, 0), "1969-12-31T23:59:59Z");
+        assert!(epoch_to_rfc3339(f64::NAN, true).is_none());
+    }
+
+    #[test]
+    fn steps_are_plain_integers() {
+        assert_eq!(parse_step(b"120"), Some(120));
+        assert_eq!(parse_step(b"1.0"), None);
+        assert_eq!(parse_step(b""), None);
+    }
+}

@@ -1,0 +1,105 @@
+//! The command line as a user meets it: exit codes, error messages that name the flag, stdin, JSON output.
+
+use crate::{example, stderr, stdout, trialtail};
+
+#[test]
+fn stdin_is_read_with_a_dash() {
+    let out = trialtail(&["run", "--output", "json", "-"], Some(b"loss=0.5\nAccuracy at step 3: 0.9\n"));
+    assert!(out.status.success());
+    assert_eq!(
+        stdout(&out),
+        "{\"metric\":\"loss\",\"value\":0.5,\"raw\":\"0.5\",\"step\":null,\"timestamp\":null,\"line\":1}\n\
+         {\"metric\":\"Accuracy\",\"value\":0.9,\"raw\":\"0.9\",\"step\":3,\"timestamp\":null,\"line\":2}\n"
+    );
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line_naming_the_flag_or_path() {
+    let log = example("tf_accuracy_at_step.log");
+    let log = log.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--filter", "(", log], "--filter \"(\": invalid regex"),
+        (&["run", "--filter", "(a)", log], "--filter \"(a)\": needs"),
+        (&["run", "--katib-semantics", "-m", "loss", "--filter", "(a)", log], "at least two groups"),
+        (&["run", "--metric", "=x", log], "--metric \"=x\""),
+        (&["run", "--max-line-bytes", "12x", log], "--max-line-bytes \"12x\""),
+        (&["run", "--max-metrics", "0", log], "--max-metrics 0"),
+        (&["run", "/nonexistent/train.log"], "cannot open log /nonexistent/train.log: No such file"),
+        (&["run", "/"], "log / is a directory"),
+    ];
+    for (args, message) in cases {
+        let out = trialtail(args, None);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert!(err.contains(message), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(stdout(&out).is_empty());
+    }
+}
+
+#[test]
+fn an_unknown_preset_is_a_usage_error() {
+    let out = trialtail(&["run", "--preset", "pytorch", "-"], Some(b""));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("invalid value 'pytorch' for '--preset <NAME>'"));
+}
+
+#[test]
+fn binary_garbage_and_a_huge_line_are_survived_and_counted() {
+    let mut input = Vec::new();
+    input.extend_from_slice(b"\x00\xff\xfeloss=\x00 garbage\n");
+    input.extend(std::iter::repeat_n(b'x', 50 << 20));
+    input.extend_from_slice(b"\nloss=0.25\n\xc3\x28 loss=0.5\n");
+    let out = trialtail(&["run", "--stats", "-"], Some(&input));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row, ["loss", "2", "0.5", "0.25", "0.5", "-"]);
+    let stats = stderr(&out);
+    assert!(stats.contains("too_long_lines=1"), "{stats}");
+    assert!(stats.contains("lines=4"), "{stats}");
+}
+
+#[test]
+fn metric_names_restrict_the_output() {
+    let out = trialtail(&["run", "--metrics", "loss", "--output", "json", "-"], Some(b"v_num=1 loss=2 acc=3\n"));
+    let names: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["metric"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["loss"]);
+}
+
+#[test]
+fn without_names_every_pair_is_a_metric_up_to_the_limit() {
+    let out = trialtail(&["run", "--max-metrics", "2", "--stats", "-"], Some(b"a=1 b=2 c=3\nc=4 a=5\n"));
+    assert!(out.status.success());
+    let table = stdout(&out);
+    assert_eq!(table.lines().count(), 3, "{table}");
+    let err = stderr(&out);
+    assert!(err.contains("metric limit reached"), "{err}");
+    assert!(err.contains("dropped=2"), "{err}");
+}
+
+#[test]
+fn katib_semantics_prints_the_report_with_the_sentinel() {
+    let out =
+        trialtail(&["run", "--katib-semantics", "-m", "accuracy;loss", "--output", "json", "-"], Some(b"loss=0.5\n"));
+    assert!(out.status.success());
+    assert_eq!(
+        stdout(&out),
+        "{\"metric\":\"accuracy\",\"value\":null,\"raw\":\"unavailable\",\"step\":null,\
+         \"timestamp\":\"0001-01-01T00:00:00Z\",\"line\":null}\n"
+    );
+}
+
+#[test]
+fn help_teaches_the_rules_and_the_defaults() {
+    let out = trialtail(&["run", "--help"], None);
+    let help = stdout(&out);
+    for needle in
+        ["--preset", "tf-step", "--metrics", "--katib-semantics", "64KiB", "TRIALTAIL_MAX_METRICS", "Examples:"]
+    {
+        assert!(help.contains(needle), "--help lacks {needle}");
+    }
+}
