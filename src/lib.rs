@@ -15,4 +15,5 @@ pub mod rules;
 pub mod run;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod value;
