@@ -8,14 +8,15 @@
 //!   the generator's truth file (count, last, min, max per metric);
 //! - `trialtail run --katib-semantics` with Katib's default filter and the target names.
 //!
-//! It prints best-of-N MB/s and lines/s and the ratio to grep, then the peak RSS of `trialtail run` reading a
+//! It prints best-of-N MB/s and lines/s per CPU second (user + system time of the process, which a busy machine
+//! disturbs less than wall time) and the ratio to grep, then the peak RSS of `trialtail run` reading a
 //! 1 GB stream (the 30 % log ten times through stdin). Environment: `BENCH_SIZE` (default `100M`), `BENCH_ROUNDS`
 //! (default 5).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const GREP_FORMATS: &str = r"Accuracy at step [0-9]+: |^[0-9T:.-]+Z epoch [0-9]+: loss=|^\{'(loss|eval_loss)': |^\[[0-9]+\]	validation_0-logloss:";
 const TARGETS: &str =
@@ -46,11 +47,20 @@ fn generate(size: &str, frac: &str) -> (PathBuf, PathBuf) {
     (log, truth)
 }
 
-/// Runs a command, its stdout to a pipe; returns wall time, stdout and stderr.
+/// CPU time (user + system) of all reaped children so far.
+fn children_cpu() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let u = getrusage(UsageWho::RUSAGE_CHILDREN).expect("getrusage");
+    let tv = |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
+    tv(u.user_time()) + tv(u.system_time())
+}
+
+/// Runs a command, its stdout to a pipe; returns its CPU time (user + system: steadier than wall time on a busy
+/// machine), stdout and stderr.
 fn timed(cmd: &mut Command) -> (Duration, String, String) {
-    let start = Instant::now();
+    let before = children_cpu();
     let out = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).output().expect("spawn");
-    let elapsed = start.elapsed();
+    let elapsed = children_cpu() - before;
     assert!(
         out.status.success() || out.status.code() == Some(1),
         "{cmd:?} failed: {}",

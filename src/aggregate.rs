@@ -119,7 +119,10 @@ impl Aggregator {
         let m = &mut self.metrics[id.0 as usize];
         m.count += 1;
         m.latest_raw.clear();
-        m.latest_raw.push_str(&String::from_utf8_lossy(raw));
+        match std::str::from_utf8(raw) {
+            Ok(text) => m.latest_raw.push_str(text),
+            Err(_) => m.latest_raw.push_str(&String::from_utf8_lossy(raw)),
+        }
         m.latest = value;
         if step.is_some() {
             m.step = step;

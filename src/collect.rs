@@ -9,8 +9,8 @@
 //! string observation in Katib semantics.
 
 use crate::aggregate::{Aggregator, MetricId};
-use crate::lines::{Line, LineBuffer, LineStats};
-use crate::rules::{Match, Rules, Semantics};
+use crate::lines::{Line, LineBuffer, LineSink, LineStats};
+use crate::rules::{LineIssues, Match, Rules, Semantics};
 use crate::value;
 
 /// One observation, as sinks see it.
@@ -94,19 +94,19 @@ impl Collector {
     pub fn commit(&mut self, n: usize, sink: &mut impl ObservationSink) {
         self.lines.commit(n);
         let Collector { lines, rules, agg, counters } = self;
-        lines.drain(|line| process(line, rules, agg, counters, sink));
+        lines.drain_into(&mut Pipeline { rules, agg, counters, sink });
     }
 
     /// Copies `chunk` in and processes every complete line.
     pub fn feed(&mut self, chunk: &[u8], sink: &mut impl ObservationSink) {
         let Collector { lines, rules, agg, counters } = self;
-        lines.feed(chunk, |line| process(line, rules, agg, counters, sink));
+        lines.feed_into(chunk, &mut Pipeline { rules, agg, counters, sink });
     }
 
     /// End of input: processes the last line even without its `\n`.
     pub fn finish(&mut self, sink: &mut impl ObservationSink) {
         let Collector { lines, rules, agg, counters } = self;
-        lines.finish(|line| process(line, rules, agg, counters, sink));
+        lines.finish_into(&mut Pipeline { rules, agg, counters, sink });
     }
 
     /// Drops a partial line (the stream it came from is gone) without processing it.
@@ -135,36 +135,66 @@ impl Collector {
     }
 }
 
-fn process(
-    line: Line<'_>,
-    rules: &mut Rules,
+/// The collector's parts, borrowed for one drain: lines in, observations out.
+struct Pipeline<'a, S> {
+    rules: &'a mut Rules,
+    agg: &'a mut Aggregator,
+    counters: &'a mut Counters,
+    sink: &'a mut S,
+}
+
+impl<S: ObservationSink> LineSink for Pipeline<'_, S> {
+    fn line(&mut self, line: Line<'_>) {
+        let Pipeline { rules, agg, counters, sink } = self;
+        let katib = rules.semantics() == Semantics::Katib;
+        let issues = rules.scan(line.bytes, &mut |m| observe(m, line.number, katib, agg, counters, *sink));
+        note_issues(issues, line.number, counters);
+    }
+
+    fn block(&mut self, block: &[u8], first: u64) -> u64 {
+        let Pipeline { rules, agg, counters, sink } = self;
+        let katib = rules.semantics() == Semantics::Katib;
+        let mut issues = Vec::new();
+        let lines = rules.scan_block(
+            block,
+            first,
+            &mut |m, number| observe(m, number, katib, agg, counters, *sink),
+            &mut |found, number| {
+                if found != LineIssues::default() {
+                    issues.push((found, number));
+                }
+            },
+        );
+        for (found, number) in issues {
+            note_issues(found, number, counters);
+        }
+        lines
+    }
+}
+
+fn observe(
+    m: Match<'_>,
+    line: u64,
+    katib: bool,
     agg: &mut Aggregator,
     counters: &mut Counters,
     sink: &mut impl ObservationSink,
 ) {
-    let katib = rules.semantics() == Semantics::Katib;
-    let issues = rules.scan(line.bytes, &mut |m: Match<'_>| {
-        let value = value::parse_value(m.raw);
-        if value.is_none() && !katib {
-            counters.parse_errors += 1;
-            return;
-        }
-        let Some(id) = agg.intern(m.name) else { return };
-        agg.record(id, m.raw, value, m.step, line.number);
-        counters.observations += 1;
-        sink.observe(&Observation {
-            metric: id,
-            name: m.name,
-            raw: m.raw,
-            value,
-            step: m.step,
-            time: m.time,
-            line: line.number,
-        });
-    });
+    let value = if m.numeric { value::parse_number(m.raw) } else { value::parse_value(m.raw) };
+    if value.is_none() && !katib {
+        counters.parse_errors += 1;
+        return;
+    }
+    let Some(id) = agg.intern(m.name) else { return };
+    agg.record(id, m.raw, value, m.step, line);
+    counters.observations += 1;
+    sink.observe(&Observation { metric: id, name: m.name, raw: m.raw, value, step: m.step, time: m.time, line });
+}
+
+fn note_issues(issues: LineIssues, line: u64, counters: &mut Counters) {
     if issues.bad_json {
         if counters.bad_json == 0 {
-            tracing::warn!(line = line.number, "line is not a JSON object; skipped (later ones are only counted)");
+            tracing::warn!(line, "line is not a JSON object; skipped (later ones are only counted)");
         }
         counters.bad_json += 1;
     }
@@ -212,6 +242,103 @@ mod tests {
         let mut c = collector(&[RuleSpec::Filter(r"(\w+): (\S+)".into())]);
         c.feed(b"genotype: Genotype(x)\nacc: 0.9\n", &mut ());
         assert_eq!((c.counters().observations, c.counters().parse_errors), (1, 1));
+    }
+
+    /// Block scanning (finders, skipped lines) must equal scanning every line, whatever the chunking.
+    mod chunking {
+        use super::*;
+        use crate::lines::LineBuffer;
+        use proptest::prelude::*;
+
+        type Obs = Vec<(Vec<u8>, Vec<u8>, Option<u64>, u64)>;
+
+        fn rule_sets() -> Vec<(Vec<RuleSpec>, Vec<String>, Semantics)> {
+            vec![
+                (vec![], vec![], Semantics::Native),
+                (vec![], vec!["loss".into(), "Accuracy".into()], Semantics::Native),
+                (
+                    vec![
+                        RuleSpec::Preset(crate::rules::Preset::Xgboost),
+                        RuleSpec::Preset(crate::rules::Preset::Keras),
+                        RuleSpec::Filter(r"^(?P<name>\w+): (?P<value>\S+)$".into()),
+                    ],
+                    vec![],
+                    Semantics::Native,
+                ),
+                (vec![], vec!["loss".into(), "acc".into()], Semantics::Katib),
+            ]
+        }
+
+        /// The reference: every line scanned on its own, values kept as the collector keeps them.
+        fn by_lines(mut rules: Rules, max: usize, input: &[u8]) -> Obs {
+            let katib = rules.semantics() == Semantics::Katib;
+            let mut buf = LineBuffer::new(max);
+            let mut out = Vec::new();
+            let mut each = |line: Line<'_>| {
+                let n = line.number;
+                rules.scan(line.bytes, &mut |m| {
+                    if katib || value::parse_value(m.raw).is_some() {
+                        out.push((m.name.to_vec(), m.raw.to_vec(), m.step, n));
+                    }
+                });
+            };
+            buf.feed(input, &mut each);
+            buf.finish(&mut each);
+            out
+        }
+
+        #[derive(Default)]
+        struct Rec(Obs);
+        impl ObservationSink for Rec {
+            fn observe(&mut self, o: &Observation<'_>) {
+                self.0.push((o.name.to_vec(), o.raw.to_vec(), o.step, o.line));
+            }
+        }
+
+        fn line() -> impl Strategy<Value = Vec<u8>> {
+            let atoms = prop_oneof![
+                Just(b"loss=0.5".to_vec()),
+                Just(b"Accuracy at step 3: 0.9".to_vec()),
+                Just(b" - acc: 0.1".to_vec()),
+                Just(b"[7]\tvalidation_0-logloss:0.61".to_vec()),
+                Just(b"acc: 2".to_vec()),
+                Just(b"noise words ".to_vec()),
+                Just(b"\r".to_vec()),
+                Just(b"\x1b[1m".to_vec()),
+                Just(b"\x08".to_vec()),
+                Just(b"=".to_vec()),
+                Just(vec![b'x'; 40]),
+                any::<u8>().prop_map(|b| vec![b]),
+            ];
+            proptest::collection::vec(atoms, 0..6).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+            #[test]
+            fn chunked_block_scanning_equals_line_by_line(
+                lines in proptest::collection::vec(line(), 0..30),
+                cuts in proptest::collection::vec(0usize..2000, 0..6),
+                max in prop_oneof![Just(16usize), Just(64), Just(4096)],
+                set in 0usize..4,
+            ) {
+                let input = lines.join(&b'\n');
+                let (specs, names, semantics) = rule_sets().swap_remove(set);
+                let reference = by_lines(Rules::new(&specs, &names, semantics, Format::Text).unwrap(), max, &input);
+                let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
+                cuts.sort_unstable();
+                let mut c = Collector::new(Rules::new(&specs, &names, semantics, Format::Text).unwrap(), max, 1000);
+                let mut rec = Rec::default();
+                let mut at = 0;
+                for cut in cuts {
+                    c.feed(&input[at..cut], &mut rec);
+                    at = cut;
+                }
+                c.feed(&input[at..], &mut rec);
+                c.finish(&mut rec);
+                prop_assert_eq!(rec.0, reference);
+            }
+        }
     }
 
     #[test]

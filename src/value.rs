@@ -105,6 +105,11 @@ pub fn parse_value(raw: &[u8]) -> Option<f64> {
     std::str::from_utf8(t).ok()?.parse::<f64>().ok()
 }
 
+/// Parses text already known to be in the number grammar (see [`scan_number`]) without checking it again.
+pub fn parse_number(raw: &[u8]) -> Option<f64> {
+    std::str::from_utf8(raw).ok()?.parse::<f64>().ok()
+}
+
 /// Parses a step: decimal digits that fit a `u64`.
 pub fn parse_step(raw: &[u8]) -> Option<u64> {
     let t = trim(raw);
