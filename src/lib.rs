@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod katib_api;
 pub mod lines;
 pub mod report;
 pub mod rules;
