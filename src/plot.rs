@@ -1,0 +1,679 @@
+//! `trialtail plot`: the curves of a log's metrics, drawn to SVG or PNG with `plotters`.
+//!
+//! Two halves. [`Recorder`] is an [`ObservationSink`] that keeps every metric's points (index, step, time,
+//! value) in memory, bounded: past [`MAX_POINTS`] points a metric keeps every other point and from then on
+//! records every second observation (and so on, doubling), so a huge log costs at most `MAX_POINTS` points per
+//! metric and the curve keeps its shape. [`render`] draws the recorded series: one panel per metric or group of
+//! metrics (see [`Panels`]), NaN and infinite values as gaps with a red cross on the panel's edge, min and max
+//! marked, the latest, min and max in the legend.
+//!
+//! Text is laid out with DejaVu Sans, built into the binary (`assets/fonts/`, its license beside it): nothing is
+//! looked up on the system or fetched at run time, and the PNG is encoded by the `png` crate from plotters' RGB
+//! buffer. What it deliberately does not do: follow a growing log (it reads to the end), or plot non-numeric
+//! values (Katib semantics' raw strings count as gaps).
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::cli::{Panels, PlotArgs, XAxis};
+use crate::collect::{Collector, Observation, ObservationSink};
+use crate::config::{ConfigError, RuleConfig};
+use crate::source::{self, file::SourceError};
+
+/// Points kept per metric before the recorder starts thinning (see the module docs).
+pub const MAX_POINTS: usize = 20_000;
+
+/// The font every picture's text is laid out with.
+const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+const FAMILY: &str = "sans-serif";
+
+/// Why a plot could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("--output {path:?}: the file name must end in .svg or .png")]
+    Format { path: PathBuf },
+    #[error("--{flag} {value}: must be between {min} and {max} pixels")]
+    Size { flag: &'static str, value: u32, min: u32, max: u32 },
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("no metrics found in {log} (check the rule flags; `trialtail run` shows what is matched)")]
+    Empty { log: String },
+    #[error("--x {axis}: no observation has a {what}")]
+    NoX { axis: &'static str, what: &'static str },
+    #[error("the built-in font could not be loaded")]
+    Font,
+    #[error("drawing {path} failed: {message}")]
+    Draw { path: PathBuf, message: String },
+    #[error("writing {path} failed")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl PlotError {
+    /// The process exit code: 2 for what the user can fix in the command line, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PlotError::Config(_) | PlotError::Format { .. } | PlotError::Size { .. } | PlotError::NoX { .. } => 2,
+            PlotError::Source(SourceError::Open { .. } | SourceError::Directory { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// The picture's file format, from the output's extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Scalable vector graphics.
+    Svg,
+    /// A PNG bitmap.
+    Png,
+}
+
+/// A validated `trialtail plot`.
+#[derive(Debug)]
+pub struct PlotConfig {
+    /// The log path, `-` for stdin.
+    pub log: PathBuf,
+    /// The picture's path.
+    pub output: PathBuf,
+    /// The picture's format.
+    pub format: Format,
+    /// The picture's width in pixels.
+    pub width: u32,
+    /// The picture's height in pixels; `None` for 300 per row of panels.
+    pub height: Option<u32>,
+    /// What the x axis shows.
+    pub x: XAxis,
+    /// How metrics share panels.
+    pub panels: Panels,
+    /// Rules and limits.
+    pub rules: RuleConfig,
+}
+
+fn check_size(flag: &'static str, value: u32, min: u32) -> Result<u32, PlotError> {
+    const MAX: u32 = 8000;
+    if (min..=MAX).contains(&value) { Ok(value) } else { Err(PlotError::Size { flag, value, min, max: MAX }) }
+}
+
+impl TryFrom<PlotArgs> for PlotConfig {
+    type Error = PlotError;
+
+    fn try_from(a: PlotArgs) -> Result<Self, PlotError> {
+        let ext = a.output.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+        let format = match ext.as_deref() {
+            Some("svg") => Format::Svg,
+            Some("png") => Format::Png,
+            _ => return Err(PlotError::Format { path: a.output }),
+        };
+        let width = check_size("width", a.width, 200)?;
+        let height = a.height.map(|h| check_size("height", h, 150)).transpose()?;
+        let rules = RuleConfig::try_from(a.rules)?;
+        Ok(PlotConfig { log: a.log, output: a.output, format, width, height, x: a.x, panels: a.panels, rules })
+    }
+}
+
+/// One recorded observation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// The observation's index within its metric (0-based, counting every observation, thinned or not).
+    pub index: u64,
+    /// The step, when the rule captured one.
+    pub step: Option<u64>,
+    /// Unix seconds of the line's timestamp, when it had one.
+    pub time: Option<f64>,
+    /// The value; NaN when it was not a number.
+    pub value: f64,
+}
+
+/// One metric's recorded points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// The metric's name as printed.
+    pub name: String,
+    /// The points kept, in order.
+    pub points: Vec<Point>,
+    /// Observations seen.
+    pub seen: u64,
+    /// Every `stride`-th observation is kept.
+    stride: u64,
+}
+
+/// Records every metric's points, bounded by `max_points` per metric.
+#[derive(Debug)]
+pub struct Recorder {
+    series: Vec<Series>,
+    max_points: usize,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder::new(MAX_POINTS)
+    }
+}
+
+impl Recorder {
+    /// A recorder keeping at most `max_points` (at least 2) points per metric.
+    pub fn new(max_points: usize) -> Self {
+        Recorder { series: Vec::new(), max_points: max_points.max(2) }
+    }
+
+    /// Every metric's series, in order of first appearance.
+    pub fn series(&self) -> &[Series] {
+        &self.series
+    }
+}
+
+impl ObservationSink for Recorder {
+    fn observe(&mut self, o: &Observation<'_>) {
+        let i = o.metric.0 as usize;
+        while self.series.len() <= i {
+            self.series.push(Series { name: String::new(), points: Vec::new(), seen: 0, stride: 1 });
+        }
+        let s = &mut self.series[i];
+        if s.seen == 0 {
+            s.name = String::from_utf8_lossy(o.name).into_owned();
+        }
+        let index = s.seen;
+        s.seen += 1;
+        if index % s.stride != 0 {
+            return;
+        }
+        let time = o.time.and_then(rfc3339_seconds);
+        s.points.push(Point { index, step: o.step, time, value: o.value.unwrap_or(f64::NAN) });
+        if s.points.len() >= self.max_points {
+            // Keep the points whose index is a multiple of the doubled stride.
+            s.stride *= 2;
+            let stride = s.stride;
+            s.points.retain(|p| p.index % stride == 0);
+        }
+    }
+}
+
+/// Unix seconds of an RFC 3339 timestamp (`2024-05-01T12:00:00.5Z`, `…+02:00`), `None` when it is not one.
+pub fn rfc3339_seconds(s: &[u8]) -> Option<f64> {
+    if !crate::value::is_rfc3339(s) {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { std::str::from_utf8(s.get(r)?).ok()?.parse().ok() };
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let mut secs = (days * 86_400 + h * 3600 + mi * 60 + sec) as f64;
+    let mut i = 19;
+    if matches!(s.get(i), Some(b'.' | b',')) {
+        let start = i + 1;
+        i = start;
+        while s.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        let frac: f64 = format!("0.{}", std::str::from_utf8(&s[start..i]).ok()?).parse().ok()?;
+        secs += frac;
+    }
+    if let [sign @ (b'+' | b'-'), ..] = &s[i..] {
+        let offset = (num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60) as f64;
+        secs += if *sign == b'+' { -offset } else { offset };
+    }
+    Some(secs)
+}
+
+/// Runs `trialtail plot` to completion: reads the log, records, draws, writes.
+pub fn run(cfg: PlotConfig) -> Result<(), PlotError> {
+    let mut reader = source::file::open(&cfg.log)?;
+    let r = cfg.rules;
+    let mut collector = Collector::new(r.rules, r.max_line_bytes, r.max_metrics);
+    let mut recorder = Recorder::default();
+    let read = source::read_to_end(&mut reader, &mut collector, &mut recorder);
+    if let Err(source) = read {
+        let bytes = collector.line_stats().bytes;
+        return Err(SourceError::Read { path: cfg.log, bytes, source }.into());
+    }
+    let title = if cfg.log.as_os_str() == source::file::STDIN {
+        "standard input".to_string()
+    } else {
+        cfg.log.file_name().map_or_else(|| cfg.log.display().to_string(), |n| n.to_string_lossy().into_owned())
+    };
+    if recorder.series().is_empty() {
+        return Err(PlotError::Empty { log: title });
+    }
+    let style = Style { title, width: cfg.width, height: cfg.height, x: cfg.x, panels: cfg.panels };
+    let picture = render(recorder.series(), &style, cfg.format).map_err(|e| match e {
+        RenderError::Draw(message) => PlotError::Draw { path: cfg.output.clone(), message },
+        RenderError::Font => PlotError::Font,
+        RenderError::NoX { axis, what } => PlotError::NoX { axis, what },
+    })?;
+    std::fs::write(&cfg.output, picture).map_err(|source| PlotError::Write { path: cfg.output, source })
+}
+
+/// What a picture looks like.
+#[derive(Debug, Clone)]
+pub struct Style {
+    /// The title (the log's file name).
+    pub title: String,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels, `None` for 300 per row of panels plus the title.
+    pub height: Option<u32>,
+    /// What the x axis shows.
+    pub x: XAxis,
+    /// How metrics share panels.
+    pub panels: Panels,
+}
+
+/// Why rendering failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("{0}")]
+    Draw(String),
+    #[error("the built-in font could not be loaded")]
+    Font,
+    #[error("--x {axis}: no observation has a {what}")]
+    NoX { axis: &'static str, what: &'static str },
+}
+
+fn draw_err(e: impl std::fmt::Display) -> RenderError {
+    RenderError::Draw(e.to_string())
+}
+
+fn register_font() -> Result<(), RenderError> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_ok());
+    if ok { Ok(()) } else { Err(RenderError::Font) }
+}
+
+/// Line colours, one per metric in a panel (Tableau 10, readable on white and for most colour blindness).
+pub const PALETTE: [RGBColor; 8] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xff, 0x7f, 0x0e),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0x94, 0x67, 0xbd),
+    RGBColor(0x8c, 0x56, 0x4b),
+    RGBColor(0xe3, 0x77, 0xc2),
+    RGBColor(0x7f, 0x7f, 0x7f),
+    RGBColor(0x17, 0xbe, 0xcf),
+];
+
+/// The marker colour of non-finite values.
+pub const NON_FINITE: RGBColor = RGBColor(0xd6, 0x27, 0x28);
+
+/// Draws `series` and returns the encoded picture.
+pub fn render(series: &[Series], style: &Style, format: Format) -> Result<Vec<u8>, RenderError> {
+    register_font()?;
+    let groups = group(series, style.panels);
+    let cols = if groups.len() > 3 { 2 } else { 1 };
+    let rows = groups.len().div_ceil(cols).max(1);
+    let width = style.width;
+    let height = style.height.unwrap_or(60 + 300 * rows as u32);
+    let plan = Plan { series, groups: &groups, rows, cols, style };
+    match format {
+        Format::Svg => {
+            let mut text = String::new();
+            {
+                let root = SVGBackend::with_string(&mut text, (width, height)).into_drawing_area();
+                plan.draw(&root)?;
+                root.present().map_err(draw_err)?;
+            }
+            Ok(text.into_bytes())
+        }
+        Format::Png => {
+            let mut rgb = vec![0u8; width as usize * height as usize * 3];
+            {
+                let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
+                plan.draw(&root)?;
+                root.present().map_err(draw_err)?;
+            }
+            let mut png = Vec::new();
+            let mut enc = png::Encoder::new(&mut png, width, height);
+            enc.set_color(png::ColorType::Rgb);
+            enc.set_depth(png::BitDepth::Eight);
+            let mut w = enc.write_header().map_err(draw_err)?;
+            w.write_image_data(&rgb).map_err(draw_err)?;
+            w.finish().map_err(draw_err)?;
+            Ok(png)
+        }
+    }
+}
+
+/// The name without a train/validation prefix: metrics with the same stem share a panel with `--panels auto`.
+///
+/// `val_loss` → `loss`, `eval-rmse` → `rmse`, `validation_0-logloss` → `logloss`, `valid_0's auc` → `auc`.
+pub fn stem(name: &str) -> &str {
+    const PREFIXES: [&str; 8] = ["validation", "training", "valid", "train", "eval", "test", "val", "dev"];
+    let lower = name.to_ascii_lowercase();
+    for p in PREFIXES {
+        let Some(rest) = lower.strip_prefix(p) else { continue };
+        let mut i = name.len() - rest.len();
+        let b = name.as_bytes();
+        // An optional `_0` / `-1` dataset index, then an optional `'s` (LightGBM), then one separator.
+        if matches!(b.get(i), Some(b'_' | b'-')) && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+            while b.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+        }
+        if b[i..].starts_with(b"'s") {
+            i += 2;
+        }
+        if matches!(b.get(i), Some(b'_' | b'-' | b' ' | b':' | b'/' | b'.')) && i + 1 < b.len() {
+            return name[i + 1..].trim_start();
+        }
+    }
+    name
+}
+
+/// Which series go into which panel, in order of first appearance.
+pub fn group(series: &[Series], panels: Panels) -> Vec<Vec<usize>> {
+    let shown: Vec<usize> = (0..series.len()).filter(|&i| series[i].seen > 0).collect();
+    match panels {
+        Panels::Each => shown.into_iter().map(|i| vec![i]).collect(),
+        Panels::One => vec![shown],
+        Panels::Auto => {
+            let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+            for i in shown {
+                let key = stem(&series[i].name).to_string();
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, g)) => g.push(i),
+                    None => groups.push((key, vec![i])),
+                }
+            }
+            groups.into_iter().map(|(_, g)| g).collect()
+        }
+    }
+}
+
+/// The x value of a point under an axis choice; `None` leaves the point out.
+fn x_of(p: &Point, axis: XAxis, all_steps: bool, t0: f64) -> Option<f64> {
+    match axis {
+        XAxis::Index => Some(p.index as f64),
+        XAxis::Step => p.step.map(|s| s as f64),
+        XAxis::Auto if all_steps => p.step.map(|s| s as f64),
+        XAxis::Auto => Some(p.index as f64),
+        XAxis::Time => p.time.map(|t| t - t0),
+    }
+}
+
+/// A tick label: few significant digits, scientific for very large or small numbers.
+pub fn tick(v: f64, span: f64) -> String {
+    if v == 0.0 {
+        return "0".to_string();
+    }
+    let a = v.abs();
+    if !(1e-4..1e6).contains(&a) {
+        return format!("{v:.2e}");
+    }
+    let step = (span / 5.0).abs().max(f64::MIN_POSITIVE);
+    let decimals = (-step.log10().floor() + 1.0).clamp(0.0, 6.0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+}
+
+/// A value as the legend prints it: up to 4 significant digits.
+fn short(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let a = v.abs();
+    if !(1e-3..1e6).contains(&a) {
+        return format!("{v:.3e}");
+    }
+    let decimals = (3.0 - a.log10().floor()).clamp(0.0, 6.0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+}
+
+struct Plan<'a> {
+    series: &'a [Series],
+    groups: &'a [Vec<usize>],
+    rows: usize,
+    cols: usize,
+    style: &'a Style,
+}
+
+/// One series prepared for a panel: its points as (x, value), and its min, max and latest finite points.
+struct Prepared<'a> {
+    name: &'a str,
+    points: Vec<(f64, f64)>,
+    min: Option<(f64, f64)>,
+    max: Option<(f64, f64)>,
+    latest: Option<(f64, f64)>,
+}
+
+impl Plan<'_> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), RenderError> {
+        root.fill(&WHITE).map_err(draw_err)?;
+        let root = root.titled(&self.style.title, (FAMILY, 22)).map_err(draw_err)?;
+        let t0 = self.series.iter().flat_map(|s| s.points.iter().filter_map(|p| p.time)).fold(f64::INFINITY, f64::min);
+        if self.style.x == XAxis::Time && !t0.is_finite() {
+            return Err(RenderError::NoX { axis: "time", what: "timestamp" });
+        }
+        if self.style.x == XAxis::Step && !self.series.iter().any(|s| s.points.iter().any(|p| p.step.is_some())) {
+            return Err(RenderError::NoX { axis: "step", what: "step" });
+        }
+        let areas = root.split_evenly((self.rows, self.cols));
+        for (group, area) in self.groups.iter().zip(&areas) {
+            let prepared: Vec<Prepared<'_>> = group
+                .iter()
+                .map(|&i| {
+                    let s = &self.series[i];
+                    let all_steps = s.points.iter().all(|p| p.step.is_some());
+                    let points: Vec<(f64, f64)> = s
+                        .points
+                        .iter()
+                        .filter_map(|p| x_of(p, self.style.x, all_steps, t0).map(|x| (x, p.value)))
+                        .collect();
+                    let finite = || points.iter().copied().filter(|p| p.1.is_finite());
+                    Prepared {
+                        name: &s.name,
+                        min: finite().reduce(|a, b| if b.1 < a.1 { b } else { a }),
+                        max: finite().reduce(|a, b| if b.1 > a.1 { b } else { a }),
+                        latest: finite().next_back(),
+                        points,
+                    }
+                })
+                .collect();
+            let x_desc = match self.style.x {
+                XAxis::Time => "seconds since the first timestamp",
+                XAxis::Index => "observation",
+                XAxis::Step => "step",
+                XAxis::Auto => {
+                    let steps = group.iter().all(|&i| self.series[i].points.iter().all(|p| p.step.is_some()));
+                    if steps { "step" } else { "observation" }
+                }
+            };
+            self.panel(area, &prepared, x_desc)?;
+        }
+        Ok(())
+    }
+
+    fn panel<DB: DrawingBackend>(
+        &self,
+        area: &DrawingArea<DB, Shift>,
+        series: &[Prepared<'_>],
+        x_desc: &str,
+    ) -> Result<(), RenderError> {
+        let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+        let ys = || series.iter().flat_map(|s| s.points.iter().map(|p| p.1).filter(|v| v.is_finite()));
+        let (x0, x1) = padded(xs().fold(f64::INFINITY, f64::min), xs().fold(f64::NEG_INFINITY, f64::max), 0.0);
+        let (y0, y1) = padded(ys().fold(f64::INFINITY, f64::min), ys().fold(f64::NEG_INFINITY, f64::max), 0.08);
+        let names: Vec<&str> = series.iter().map(|s| s.name).collect();
+        let caption = names.join(", ");
+        let (x_span, y_span) = (x1 - x0, y1 - y0);
+        let x_fmt = |v: &f64| tick(*v, x_span);
+        let y_fmt = |v: &f64| tick(*v, y_span);
+        let mut chart = ChartBuilder::on(area)
+            .caption(caption, (FAMILY, 17))
+            .margin(8)
+            .margin_right(20)
+            .x_label_area_size(42)
+            .y_label_area_size(68)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(draw_err)?;
+        let integer_x = x_desc != "seconds since the first timestamp";
+        let x_labels = if integer_x { (x_span as usize + 1).clamp(2, 8) } else { 8 };
+        chart
+            .configure_mesh()
+            .x_labels(x_labels)
+            .y_labels(6)
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
+            .x_desc(x_desc)
+            .label_style((FAMILY, 13))
+            .axis_desc_style((FAMILY, 14))
+            .light_line_style(RGBColor(0xee, 0xee, 0xee))
+            .bold_line_style(RGBColor(0xd8, 0xd8, 0xd8))
+            .draw()
+            .map_err(draw_err)?;
+        let mut non_finite = false;
+        for (k, s) in series.iter().enumerate() {
+            let color = PALETTE[k % PALETTE.len()];
+            let line = color.stroke_width(2);
+            // Split the line at non-finite values: every run of finite points is one polyline.
+            let runs: Vec<&[(f64, f64)]> = s.points.split(|p| !p.1.is_finite()).filter(|r| !r.is_empty()).collect();
+            let mut label = format!("{}  latest {}", s.name, s.latest.map_or_else(|| "-".into(), |p| short(p.1)));
+            if let (Some(min), Some(max)) = (s.min, s.max) {
+                label.push_str(&format!("  min {}  max {}", short(min.1), short(max.1)));
+            }
+            let dots = s.points.len() <= 60;
+            let mut first = true;
+            for run in runs {
+                let anno = chart.draw_series(LineSeries::new(run.iter().copied(), line)).map_err(draw_err)?;
+                if first {
+                    // A bar, not a path: the only polylines of a series' colour are its data.
+                    anno.label(label.clone())
+                        .legend(move |(x, y)| Rectangle::new([(x, y - 1), (x + 18, y + 2)], color.filled()));
+                    first = false;
+                }
+                if dots || run.len() == 1 {
+                    chart.draw_series(run.iter().map(|&p| Circle::new(p, 2, color.filled()))).map_err(draw_err)?;
+                }
+            }
+            // Min and max: a ring around the point; the latest: a filled dot.
+            for p in [s.min, s.max].into_iter().flatten() {
+                chart.draw_series(std::iter::once(Circle::new(p, 5, color.stroke_width(2)))).map_err(draw_err)?;
+            }
+            if let Some(p) = s.latest {
+                chart.draw_series(std::iter::once(Circle::new(p, 4, color.filled()))).map_err(draw_err)?;
+            }
+            let bad: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .filter(|p| !p.1.is_finite())
+                .map(|p| (p.0, if p.1 == f64::INFINITY { y1 } else { y0 }))
+                .collect();
+            if !bad.is_empty() {
+                non_finite = true;
+                chart
+                    .draw_series(bad.iter().map(|&p| Cross::new(p, 6, NON_FINITE.stroke_width(2))))
+                    .map_err(draw_err)?;
+            }
+        }
+        if non_finite {
+            // A legend entry for the crosses, drawn once per panel.
+            chart
+                .draw_series(std::iter::empty::<Cross<(f64, f64), i32>>())
+                .map_err(draw_err)?
+                .label("NaN / inf (gap)")
+                .legend(|(x, y)| Cross::new((x + 9, y), 5, NON_FINITE.stroke_width(2)));
+        }
+        // The legend goes to the right, on the side away from where the first curve ends.
+        let end_high = series.first().and_then(|s| s.latest).is_some_and(|p| p.1 > (y0 + y1) / 2.0);
+        let position = if end_high { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight };
+        chart
+            .configure_series_labels()
+            .position(position)
+            .margin(8)
+            .label_font((FAMILY, 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(0xbb, 0xbb, 0xbb))
+            .draw()
+            .map_err(draw_err)?;
+        Ok(())
+    }
+}
+
+/// A range around `lo..hi` with `pad` of its span on each side; a point range is widened so it can be drawn.
+fn padded(lo: f64, hi: f64, pad: f64) -> (f64, f64) {
+    if !lo.is_finite() || !hi.is_finite() {
+        return (0.0, 1.0);
+    }
+    if hi - lo <= f64::EPSILON * lo.abs().max(1.0) {
+        let d = if lo == 0.0 { 1.0 } else { lo.abs() * 0.1 };
+        return (lo - d, hi + d);
+    }
+    let d = (hi - lo) * pad;
+    (lo - d, hi + d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::MetricId;
+
+    fn obs(metric: u32, value: f64, step: Option<u64>) -> Observation<'static> {
+        Observation { metric: MetricId(metric), name: b"loss", raw: b"", value: Some(value), step, time: None, line: 1 }
+    }
+
+    #[test]
+    fn stems_strip_train_and_validation_prefixes() {
+        for (name, want) in [
+            ("val_loss", "loss"),
+            ("loss", "loss"),
+            ("eval-rmse", "rmse"),
+            ("train-rmse", "rmse"),
+            ("validation_0-logloss", "logloss"),
+            ("valid_0's binary_logloss", "binary_logloss"),
+            ("training's auc", "auc"),
+            ("val_sparse_top_k_categorical_accuracy", "sparse_top_k_categorical_accuracy"),
+            ("value", "value"),
+            ("val_", "val_"),
+            ("Validation score", "score"),
+        ] {
+            assert_eq!(stem(name), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_recorder_thins_to_every_other_point_past_its_bound() {
+        let mut r = Recorder::new(4);
+        for i in 0..9 {
+            r.observe(&obs(0, i as f64, Some(i)));
+        }
+        let s = &r.series()[0];
+        assert_eq!(s.seen, 9);
+        let kept: Vec<u64> = s.points.iter().map(|p| p.index).collect();
+        assert_eq!(kept, [0, 4, 8], "stride doubled twice, every point a multiple of it");
+        assert!(s.points.len() < 4);
+    }
+
+    #[test]
+    fn timestamps_become_unix_seconds() {
+        assert_eq!(rfc3339_seconds(b"1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(rfc3339_seconds(b"2024-05-01T12:00:00.5Z"), Some(1_714_564_800.5));
+        assert_eq!(rfc3339_seconds(b"2024-05-01T14:00:00+02:00"), Some(1_714_564_800.0));
+        assert_eq!(rfc3339_seconds(b"yesterday"), None);
+    }
+
+    #[test]
+    fn ticks_have_few_digits() {
+        assert_eq!(tick(0.9733, 0.9), "0.97");
+        assert_eq!(tick(120.0, 300.0), "120");
+        assert_eq!(tick(0.00002, 0.0001), "2.00e-5");
+        assert_eq!(short(0.97333336), "0.9733");
+        assert_eq!(short(74.05998), "74.06");
+    }
+}
