@@ -27,7 +27,8 @@ use crate::source::{self, file::SourceError};
 /// Points kept per metric before the recorder starts thinning (see the module docs).
 pub const MAX_POINTS: usize = 20_000;
 
-/// The font every picture's text is laid out with.
+/// The font every picture's text is laid out with. Sizes are even: plotters' ab_glyph text puts each glyph at
+/// `size / 2` plus its top, truncated, and an odd size moves small glyphs (the `.`) up by a pixel.
 const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 const FAMILY: &str = "sans-serif";
 
@@ -341,6 +342,7 @@ pub fn render(series: &[Series], style: &Style, format: Format) -> Result<Vec<u8
             let mut enc = png::Encoder::new(&mut png, width, height);
             enc.set_color(png::ColorType::Rgb);
             enc.set_depth(png::BitDepth::Eight);
+            enc.set_compression(png::Compression::Best);
             let mut w = enc.write_header().map_err(draw_err)?;
             w.write_image_data(&rgb).map_err(draw_err)?;
             w.finish().map_err(draw_err)?;
@@ -407,19 +409,32 @@ fn x_of(p: &Point, axis: XAxis, all_steps: bool, t0: f64) -> Option<f64> {
     }
 }
 
-/// A tick label: few significant digits, scientific for very large or small numbers.
-pub fn tick(v: f64, span: f64) -> String {
-    if v == 0.0 {
+/// A tick label on an axis from `lo` to `hi`: as few digits as the tick spacing needs, and scientific notation
+/// for the whole axis when its numbers are very large or very small (so all its labels look alike).
+pub fn tick(v: f64, lo: f64, hi: f64) -> String {
+    let span = (hi - lo).abs().max(f64::MIN_POSITIVE);
+    // A tick computed as a sum of float steps lands near zero, not on it.
+    if v.abs() < span * 1e-9 {
         return "0".to_string();
     }
-    let a = v.abs();
-    if !(1e-4..1e6).contains(&a) {
-        return format!("{v:.2e}");
+    let mag = lo.abs().max(hi.abs());
+    if !(1e-3..1e6).contains(&mag) {
+        return trim_sci(&format!("{v:.2e}"));
     }
-    let step = (span / 5.0).abs().max(f64::MIN_POSITIVE);
-    let decimals = (-step.log10().floor() + 1.0).clamp(0.0, 6.0) as usize;
-    let s = format!("{v:.decimals$}");
+    let decimals = (-(span / 5.0).log10().floor() + 1.0).clamp(0.0, 8.0) as usize;
+    trim_zeros(format!("{v:.decimals$}"))
+}
+
+fn trim_zeros(s: String) -> String {
     if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+}
+
+/// `1.50e-4` → `1.5e-4`, `2.00e-4` → `2e-4`.
+fn trim_sci(s: &str) -> String {
+    match s.split_once('e') {
+        Some((mantissa, exp)) => format!("{}e{exp}", trim_zeros(mantissa.to_string())),
+        None => s.to_string(),
+    }
 }
 
 /// A value as the legend prints it: up to 4 significant digits.
@@ -429,11 +444,10 @@ fn short(v: f64) -> String {
     }
     let a = v.abs();
     if !(1e-3..1e6).contains(&a) {
-        return format!("{v:.3e}");
+        return trim_sci(&format!("{v:.3e}"));
     }
     let decimals = (3.0 - a.log10().floor()).clamp(0.0, 6.0) as usize;
-    let s = format!("{v:.decimals$}");
-    if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s }
+    trim_zeros(format!("{v:.decimals$}"))
 }
 
 struct Plan<'a> {
@@ -508,15 +522,15 @@ impl Plan<'_> {
     ) -> Result<(), RenderError> {
         let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
         let ys = || series.iter().flat_map(|s| s.points.iter().map(|p| p.1).filter(|v| v.is_finite()));
-        let (x0, x1) = padded(xs().fold(f64::INFINITY, f64::min), xs().fold(f64::NEG_INFINITY, f64::max), 0.0);
+        let (x0, x1) = padded(xs().fold(f64::INFINITY, f64::min), xs().fold(f64::NEG_INFINITY, f64::max), 0.015);
         let (y0, y1) = padded(ys().fold(f64::INFINITY, f64::min), ys().fold(f64::NEG_INFINITY, f64::max), 0.08);
         let names: Vec<&str> = series.iter().map(|s| s.name).collect();
         let caption = names.join(", ");
-        let (x_span, y_span) = (x1 - x0, y1 - y0);
-        let x_fmt = |v: &f64| tick(*v, x_span);
-        let y_fmt = |v: &f64| tick(*v, y_span);
+        let x_span = x1 - x0;
+        let x_fmt = |v: &f64| tick(*v, x0, x1);
+        let y_fmt = |v: &f64| tick(*v, y0, y1);
         let mut chart = ChartBuilder::on(area)
-            .caption(caption, (FAMILY, 17))
+            .caption(caption, (FAMILY, 16))
             .margin(8)
             .margin_right(20)
             .x_label_area_size(42)
@@ -532,10 +546,11 @@ impl Plan<'_> {
             .x_label_formatter(&x_fmt)
             .y_label_formatter(&y_fmt)
             .x_desc(x_desc)
-            .label_style((FAMILY, 13))
+            .label_style((FAMILY, 14))
             .axis_desc_style((FAMILY, 14))
             .light_line_style(RGBColor(0xee, 0xee, 0xee))
             .bold_line_style(RGBColor(0xd8, 0xd8, 0xd8))
+            .max_light_lines(1)
             .draw()
             .map_err(draw_err)?;
         let mut non_finite = false;
@@ -597,7 +612,7 @@ impl Plan<'_> {
             .configure_series_labels()
             .position(position)
             .margin(8)
-            .label_font((FAMILY, 13))
+            .label_font((FAMILY, 12))
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(0xbb, 0xbb, 0xbb))
             .draw()
@@ -670,9 +685,12 @@ mod tests {
 
     #[test]
     fn ticks_have_few_digits() {
-        assert_eq!(tick(0.9733, 0.9), "0.97");
-        assert_eq!(tick(120.0, 300.0), "120");
-        assert_eq!(tick(0.00002, 0.0001), "2.00e-5");
+        assert_eq!(tick(0.9733, 0.05, 0.95), "0.97");
+        assert_eq!(tick(120.0, 0.0, 300.0), "120");
+        assert_eq!(tick(6.78e-21, 0.0, 2e-4), "0", "float noise near zero");
+        assert_eq!(tick(1.5e-4, 0.0, 2e-4), "1.5e-4", "a tiny axis is all scientific");
+        assert_eq!(tick(1e-4, 0.0, 2e-4), "1e-4");
+        assert_eq!(short(2e-4), "2e-4");
         assert_eq!(short(0.97333336), "0.9733");
         assert_eq!(short(74.05998), "74.06");
     }
