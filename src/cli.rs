@@ -248,7 +248,7 @@ pub struct PlotArgs {
     ///
     /// auto: the step when every observation of the metric has one, else the index. time: seconds since the
     /// first timestamp (a line's RFC 3339 first token, or a JSON line's `timestamp`).
-    #[arg(long, value_enum, default_value_t = XAxis::Auto, env = "TRIALTAIL_X", help_heading = "Picture")]
+    #[arg(long, value_enum, default_value_t = XAxis::Auto, value_name = "AXIS", env = "TRIALTAIL_X", help_heading = "Picture")]
     pub x: XAxis,
 
     /// How metrics share panels: auto, each or one

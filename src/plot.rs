@@ -18,6 +18,7 @@ use std::sync::OnceLock;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::cli::{Panels, PlotArgs, XAxis};
 use crate::collect::{Collector, Observation, ObservationSink};
@@ -524,17 +525,21 @@ impl Plan<'_> {
         let ys = || series.iter().flat_map(|s| s.points.iter().map(|p| p.1).filter(|v| v.is_finite()));
         let (x0, x1) = padded(xs().fold(f64::INFINITY, f64::min), xs().fold(f64::NEG_INFINITY, f64::max), 0.015);
         let (y0, y1) = padded(ys().fold(f64::INFINITY, f64::min), ys().fold(f64::NEG_INFINITY, f64::max), 0.08);
-        let names: Vec<&str> = series.iter().map(|s| s.name).collect();
-        let caption = names.join(", ");
+        let non_finite = series.iter().any(|s| s.points.iter().any(|p| !p.1.is_finite()));
+        // The caption and the legend go above the plot, never over the data.
+        let layout = layout_legend(area, &legend_items(series, non_finite))?;
+        let head_h = CAPTION_H + layout.last().map_or(0, |l| l.y + LEGEND_LINE_H) + 4;
+        let (head, body) = area.split_vertically(head_h);
+        draw_legend(&head, &caption(series), &layout)?;
         let x_span = x1 - x0;
         let x_fmt = |v: &f64| tick(*v, x0, x1);
         let y_fmt = |v: &f64| tick(*v, y0, y1);
-        let mut chart = ChartBuilder::on(area)
-            .caption(caption, (FAMILY, 16))
+        let mut chart = ChartBuilder::on(&body)
             .margin(8)
+            .margin_top(4)
             .margin_right(20)
             .x_label_area_size(42)
-            .y_label_area_size(68)
+            .y_label_area_size(Y_LABEL_W)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(draw_err)?;
         let integer_x = x_desc != "seconds since the first timestamp";
@@ -553,26 +558,14 @@ impl Plan<'_> {
             .max_light_lines(1)
             .draw()
             .map_err(draw_err)?;
-        let mut non_finite = false;
         for (k, s) in series.iter().enumerate() {
             let color = PALETTE[k % PALETTE.len()];
             let line = color.stroke_width(2);
             // Split the line at non-finite values: every run of finite points is one polyline.
-            let runs: Vec<&[(f64, f64)]> = s.points.split(|p| !p.1.is_finite()).filter(|r| !r.is_empty()).collect();
-            let mut label = format!("{}  latest {}", s.name, s.latest.map_or_else(|| "-".into(), |p| short(p.1)));
-            if let (Some(min), Some(max)) = (s.min, s.max) {
-                label.push_str(&format!("  min {}  max {}", short(min.1), short(max.1)));
-            }
+            let runs = s.points.split(|p| !p.1.is_finite()).filter(|r| !r.is_empty());
             let dots = s.points.len() <= 60;
-            let mut first = true;
             for run in runs {
-                let anno = chart.draw_series(LineSeries::new(run.iter().copied(), line)).map_err(draw_err)?;
-                if first {
-                    // A bar, not a path: the only polylines of a series' colour are its data.
-                    anno.label(label.clone())
-                        .legend(move |(x, y)| Rectangle::new([(x, y - 1), (x + 18, y + 2)], color.filled()));
-                    first = false;
-                }
+                chart.draw_series(LineSeries::new(run.iter().copied(), line)).map_err(draw_err)?;
                 if dots || run.len() == 1 {
                     chart.draw_series(run.iter().map(|&p| Circle::new(p, 2, color.filled()))).map_err(draw_err)?;
                 }
@@ -584,41 +577,132 @@ impl Plan<'_> {
             if let Some(p) = s.latest {
                 chart.draw_series(std::iter::once(Circle::new(p, 4, color.filled()))).map_err(draw_err)?;
             }
-            let bad: Vec<(f64, f64)> = s
-                .points
-                .iter()
-                .filter(|p| !p.1.is_finite())
-                .map(|p| (p.0, if p.1 == f64::INFINITY { y1 } else { y0 }))
-                .collect();
-            if !bad.is_empty() {
-                non_finite = true;
-                chart
-                    .draw_series(bad.iter().map(|&p| Cross::new(p, 6, NON_FINITE.stroke_width(2))))
-                    .map_err(draw_err)?;
-            }
+            // NaN and -inf on the bottom edge, +inf on the top edge.
+            let bad = s.points.iter().filter(|p| !p.1.is_finite());
+            let bad = bad.map(|p| (p.0, if p.1 == f64::INFINITY { y1 } else { y0 }));
+            chart.draw_series(bad.map(|p| Cross::new(p, 6, NON_FINITE.stroke_width(2)))).map_err(draw_err)?;
         }
-        if non_finite {
-            // A legend entry for the crosses, drawn once per panel.
-            chart
-                .draw_series(std::iter::empty::<Cross<(f64, f64), i32>>())
-                .map_err(draw_err)?
-                .label("NaN / inf (gap)")
-                .legend(|(x, y)| Cross::new((x + 9, y), 5, NON_FINITE.stroke_width(2)));
-        }
-        // The legend goes to the right, on the side away from where the first curve ends.
-        let end_high = series.first().and_then(|s| s.latest).is_some_and(|p| p.1 > (y0 + y1) / 2.0);
-        let position = if end_high { SeriesLabelPosition::LowerRight } else { SeriesLabelPosition::UpperRight };
-        chart
-            .configure_series_labels()
-            .position(position)
-            .margin(8)
-            .label_font((FAMILY, 12))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(0xbb, 0xbb, 0xbb))
-            .draw()
-            .map_err(draw_err)?;
         Ok(())
     }
+}
+
+/// Height of a panel's caption line, and of a legend line, in pixels.
+const CAPTION_H: i32 = 30;
+const LEGEND_LINE_H: i32 = 18;
+/// Width of the y axis' label area: the legend starts there.
+const Y_LABEL_W: i32 = 68;
+
+/// What marks a legend item.
+#[derive(Debug, Clone, Copy)]
+enum Key {
+    /// A bar in a series' colour.
+    Bar(RGBColor),
+    /// The non-finite cross.
+    Cross,
+    /// Nothing (the second line of a long item).
+    None,
+}
+
+/// The panel's title: the metric's name, the shared stem of a train/validation group, else the names.
+fn caption(series: &[Prepared<'_>]) -> String {
+    match series {
+        [one] => one.name.to_string(),
+        [first, rest @ ..] if rest.iter().all(|s| stem(s.name) == stem(first.name)) => stem(first.name).to_string(),
+        _ => series.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
+    }
+}
+
+/// The legend's items: per series its name with latest, min and max, and the cross when values are missing.
+fn legend_items(series: &[Prepared<'_>], non_finite: bool) -> Vec<(Key, String, String)> {
+    let mut items: Vec<(Key, String, String)> = series
+        .iter()
+        .enumerate()
+        .map(|(k, s)| {
+            let mut values = format!("latest {}", s.latest.map_or_else(|| "-".into(), |p| short(p.1)));
+            if let (Some(min), Some(max)) = (s.min, s.max) {
+                values.push_str(&format!("   min {}   max {}", short(min.1), short(max.1)));
+            }
+            // A lone series is named by the panel's caption already.
+            let name = if series.len() == 1 { String::new() } else { s.name.to_string() };
+            (Key::Bar(PALETTE[k % PALETTE.len()]), name, values)
+        })
+        .collect();
+    if non_finite {
+        items.push((Key::Cross, "NaN / inf (gap)".to_string(), String::new()));
+    }
+    items
+}
+
+/// One placed legend item.
+struct Placed {
+    key: Key,
+    text: String,
+    x: i32,
+    y: i32,
+}
+
+const LEGEND_FONT: u32 = 14;
+const KEY_W: i32 = 22;
+const ITEM_GAP: i32 = 24;
+
+/// Lays items out left to right from the y axis, wrapping lines; an item wider than a line is split into its
+/// name and its values.
+fn layout_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    items: &[(Key, String, String)],
+) -> Result<Vec<Placed>, RenderError> {
+    let font: TextStyle<'_> = (FAMILY, LEGEND_FONT).into();
+    let left = Y_LABEL_W + 8;
+    let right = area.dim_in_pixel().0 as i32 - 20;
+    let width = |t: &str| area.estimate_text_size(t, &font).map(|(w, _)| w as i32).map_err(draw_err);
+    let mut units: Vec<(Key, String)> = Vec::new();
+    for (key, name, values) in items {
+        let whole = match (name.is_empty(), values.is_empty()) {
+            (_, true) => name.clone(),
+            (true, false) => values.clone(),
+            (false, false) => format!("{name}   {values}"),
+        };
+        if KEY_W + width(&whole)? <= right - left || name.is_empty() || values.is_empty() {
+            units.push((*key, whole));
+        } else {
+            units.push((*key, name.clone()));
+            units.push((Key::None, values.clone()));
+        }
+    }
+    let (mut x, mut y) = (left, 0);
+    let mut placed = Vec::new();
+    for (key, text) in units {
+        let w = KEY_W + width(&text)?;
+        if x > left && (x + w > right || matches!(key, Key::None)) {
+            (x, y) = (left, y + LEGEND_LINE_H);
+        }
+        placed.push(Placed { key, text, x, y });
+        x += w + ITEM_GAP;
+    }
+    Ok(placed)
+}
+
+fn draw_legend<DB: DrawingBackend>(
+    head: &DrawingArea<DB, Shift>,
+    caption: &str,
+    placed: &[Placed],
+) -> Result<(), RenderError> {
+    let (w, _) = head.dim_in_pixel();
+    let title: TextStyle<'_> = TextStyle::from((FAMILY, 16)).pos(Pos::new(HPos::Center, VPos::Top));
+    head.draw(&Text::new(caption.to_string(), (w as i32 / 2, 10), title)).map_err(draw_err)?;
+    let font: TextStyle<'_> = (FAMILY, LEGEND_FONT).into();
+    for p in placed {
+        let y = CAPTION_H + p.y;
+        match p.key {
+            Key::Bar(color) => {
+                head.draw(&Rectangle::new([(p.x, y + 7), (p.x + 16, y + 10)], color.filled())).map_err(draw_err)?
+            }
+            Key::Cross => head.draw(&Cross::new((p.x + 8, y + 8), 5, NON_FINITE.stroke_width(2))).map_err(draw_err)?,
+            Key::None => {}
+        }
+        head.draw(&Text::new(p.text.clone(), (p.x + KEY_W, y + 1), font.clone())).map_err(draw_err)?;
+    }
+    Ok(())
 }
 
 /// A range around `lo..hi` with `pad` of its span on each side; a point range is widened so it can be drawn.
