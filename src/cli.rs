@@ -39,7 +39,9 @@ pub enum Command {
 
 const RUN_ABOUT: &str = "Read a training log and report the metrics in it.\n\n\
 Reads LOG to its end (or standard input for `-`) and prints a summary table: metric, count, latest, min, max, \
-last step. `--output json` prints one JSON object per observation instead.\n\n\
+last step; on a terminal with a `trend` column, a sparkline of each metric's history. `--output json` prints \
+one JSON object per observation instead. Reading a large file on a terminal shows a progress bar on stderr \
+(`--no-progress`, `--quiet`). `trialtail plot` draws the same metrics as curves.\n\n\
 With no rule flags, two presets are on: `katib` (every `name=value` pair, Katib's default format) and `tf-step` \
 (`Accuracy at step 120: 0.9134`). Without `--metrics` every name those rules capture is a metric, noise such as \
 tqdm's `v_num=1` included (bounded by `--max-metrics`); give `--metrics loss,accuracy` to keep only those.\n\n\

@@ -26,7 +26,7 @@ use crate::config::{ConfigError, RuleConfig};
 use crate::source::{self, file::SourceError};
 
 /// Points kept per metric before the recorder starts thinning (see the module docs).
-pub const MAX_POINTS: usize = 20_000;
+pub const MAX_POINTS: usize = 10_000;
 
 /// The font every picture's text is laid out with. Sizes are even: plotters' ab_glyph text puts each glyph at
 /// `size / 2` plus its top, truncated, and an odd size moves small glyphs (the `.`) up by a pixel.
@@ -316,11 +316,12 @@ pub const NON_FINITE: RGBColor = RGBColor(0xd6, 0x27, 0x28);
 /// Draws `series` and returns the encoded picture.
 pub fn render(series: &[Series], style: &Style, format: Format) -> Result<Vec<u8>, RenderError> {
     register_font()?;
-    let groups = group(series, style.panels);
+    let mut groups = group(series, style.panels);
+    limit(&mut groups, series);
     let cols = if groups.len() > 3 { 2 } else { 1 };
     let rows = groups.len().div_ceil(cols).max(1);
     let width = style.width;
-    let height = style.height.unwrap_or(60 + 300 * rows as u32);
+    let height = style.height.unwrap_or((60 + 300 * rows as u32).min(8000));
     let plan = Plan { series, groups: &groups, rows, cols, style };
     match format {
         Format::Svg => {
@@ -349,6 +350,30 @@ pub fn render(series: &[Series], style: &Style, format: Format) -> Result<Vec<u8
             w.finish().map_err(draw_err)?;
             Ok(png)
         }
+    }
+}
+
+/// Panels in one picture, at most.
+pub const MAX_PANELS: usize = 24;
+
+/// Keeps at most [`MAX_PANELS`] panels and one line per palette colour in a panel, warning about the rest: a
+/// picture of a thousand tiny panels helps nobody, and `--metrics` picks what to draw.
+fn limit(groups: &mut Vec<Vec<usize>>, series: &[Series]) {
+    let mut left_out: Vec<&str> = Vec::new();
+    for g in groups.iter_mut() {
+        left_out.extend(g.iter().skip(PALETTE.len()).map(|&i| series[i].name.as_str()));
+        g.truncate(PALETTE.len());
+    }
+    left_out.extend(groups.iter().skip(MAX_PANELS).flatten().map(|&i| series[i].name.as_str()));
+    groups.truncate(MAX_PANELS);
+    if !left_out.is_empty() {
+        tracing::warn!(
+            count = left_out.len(),
+            first = left_out[0],
+            "too many metrics for one picture ({MAX_PANELS} panels of at most {} lines): the rest are not drawn; \
+             pick metrics with --metrics",
+            PALETTE.len()
+        );
     }
 }
 
@@ -722,6 +747,18 @@ fn padded(lo: f64, hi: f64, pad: f64) -> (f64, f64) {
 mod tests {
     use super::*;
     use crate::aggregate::MetricId;
+
+    #[test]
+    fn pictures_are_bounded_in_panels_and_lines() {
+        let series: Vec<Series> =
+            (0..100).map(|i| Series { name: format!("m{i}"), points: Vec::new(), seen: 1, stride: 1 }).collect();
+        let mut each = group(&series, Panels::Each);
+        limit(&mut each, &series);
+        assert_eq!(each.len(), MAX_PANELS);
+        let mut one = group(&series, Panels::One);
+        limit(&mut one, &series);
+        assert_eq!((one.len(), one[0].len()), (1, PALETTE.len()));
+    }
 
     fn obs(metric: u32, value: f64, step: Option<u64>) -> Observation<'static> {
         Observation { metric: MetricId(metric), name: b"loss", raw: b"", value: Some(value), step, time: None, line: 1 }

@@ -184,3 +184,11 @@ fn time_on_x_uses_the_lines_timestamps() {
     assert!(svg.has_text("seconds since the first timestamp"), "{:?}", svg.texts);
     assert!(svg.has_text("60"), "the last point is 60 s in: {:?}", svg.texts);
 }
+
+#[test]
+fn plot_help_teaches_the_picture_flags_and_the_rules() {
+    let help = stdout(&trialtail(&["plot", "--help"], None));
+    for needle in ["--output <FILE>", "--panels", "--x <AXIS>", "TRIALTAIL_WIDTH", "--preset", "Examples:"] {
+        assert!(help.contains(needle), "plot --help lacks {needle}");
+    }
+}
