@@ -199,7 +199,7 @@ trialtail plot --preset xgboost --panels each --width 1600 train.log -o xgb.png"
 /// What the x axis shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum XAxis {
-    /// The step where every observation of the metric has one, else the observation index.
+    /// The step when every observation in the panel has one, else the observation index.
     Auto,
     /// The observation's index within its metric (0, 1, 2, …).
     Index,
@@ -248,7 +248,7 @@ pub struct PlotArgs {
 
     /// What the x axis shows: auto, index, step or time
     ///
-    /// auto: the step when every observation of the metric has one, else the index. time: seconds since the
+    /// auto: the step when every observation in a panel has one, else the index. time: seconds since the
     /// first timestamp (a line's RFC 3339 first token, or a JSON line's `timestamp`).
     #[arg(long, value_enum, default_value_t = XAxis::Auto, value_name = "AXIS", env = "TRIALTAIL_X", help_heading = "Picture")]
     pub x: XAxis,

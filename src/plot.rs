@@ -5,7 +5,8 @@
 //! records every second observation (and so on, doubling), so a huge log costs at most `MAX_POINTS` points per
 //! metric and the curve keeps its shape. [`render`] draws the recorded series: one panel per metric or group of
 //! metrics (see [`Panels`]), NaN and infinite values as gaps with a red cross on the panel's edge, min and max
-//! marked, the latest, min and max in the legend.
+//! ringed, the latest a dot, and the latest, min and max in a legend above the panel, never over the data.
+//! A picture is bounded too: at most [`MAX_PANELS`] panels of one line per palette colour.
 //!
 //! Text is laid out with DejaVu Sans, built into the binary (`assets/fonts/`, its license beside it): nothing is
 //! looked up on the system or fetched at run time, and the PNG is encoded by the `png` crate from plotters' RGB
@@ -506,11 +507,12 @@ impl Plan<'_> {
         }
         let areas = root.split_evenly((self.rows, self.cols));
         for (group, area) in self.groups.iter().zip(&areas) {
+            // One x axis per panel: steps only when every point of every line in it has one.
+            let all_steps = group.iter().all(|&i| self.series[i].points.iter().all(|p| p.step.is_some()));
             let prepared: Vec<Prepared<'_>> = group
                 .iter()
                 .map(|&i| {
                     let s = &self.series[i];
-                    let all_steps = s.points.iter().all(|p| p.step.is_some());
                     let points: Vec<(f64, f64)> = s
                         .points
                         .iter()
@@ -530,10 +532,8 @@ impl Plan<'_> {
                 XAxis::Time => "seconds since the first timestamp",
                 XAxis::Index => "observation",
                 XAxis::Step => "step",
-                XAxis::Auto => {
-                    let steps = group.iter().all(|&i| self.series[i].points.iter().all(|p| p.step.is_some()));
-                    if steps { "step" } else { "observation" }
-                }
+                XAxis::Auto if all_steps => "step",
+                XAxis::Auto => "observation",
             };
             self.panel(area, &prepared, x_desc)?;
         }
