@@ -436,8 +436,9 @@ fn x_of(p: &Point, axis: XAxis, all_steps: bool, t0: f64) -> Option<f64> {
     }
 }
 
-/// A tick label on an axis from `lo` to `hi`: as few digits as the tick spacing needs, and scientific notation
-/// for the whole axis when its numbers are very large or very small (so all its labels look alike).
+/// A tick label on an axis from `lo` to `hi`: as few digits as the tick spacing needs, millions and more in one
+/// SI unit for the whole axis (M, G, T), and scientific notation for the whole axis when its numbers are tiny
+/// or beyond T (so all its labels look alike).
 pub fn tick(v: f64, lo: f64, hi: f64) -> String {
     let span = (hi - lo).abs().max(f64::MIN_POSITIVE);
     // A tick computed as a sum of float steps lands near zero, not on it.
@@ -445,11 +446,19 @@ pub fn tick(v: f64, lo: f64, hi: f64) -> String {
         return "0".to_string();
     }
     let mag = lo.abs().max(hi.abs());
-    if !(1e-3..1e6).contains(&mag) {
+    if !(1e-3..1e15).contains(&mag) {
         return trim_sci(&format!("{v:.2e}"));
     }
-    let decimals = (-(span / 5.0).log10().floor() + 1.0).clamp(0.0, 8.0) as usize;
-    trim_zeros(format!("{v:.decimals$}"))
+    // Millions and more in one SI unit for the whole axis: 0.2M, 0.4M, …, 1.4M.
+    let (unit, suffix) = match mag {
+        m if m >= 1e12 => (1e12, "T"),
+        m if m >= 1e9 => (1e9, "G"),
+        m if m >= 1e6 => (1e6, "M"),
+        _ => (1.0, ""),
+    };
+    let decimals = (-(span / unit / 5.0).log10().floor() + 1.0).clamp(0.0, 8.0) as usize;
+    let text = trim_zeros(format!("{:.decimals$}", v / unit));
+    if text == "0" { text } else { text + suffix }
 }
 
 fn trim_zeros(s: String) -> String {
@@ -811,6 +820,9 @@ mod tests {
         assert_eq!(tick(6.78e-21, 0.0, 2e-4), "0", "float noise near zero");
         assert_eq!(tick(1.5e-4, 0.0, 2e-4), "1.5e-4", "a tiny axis is all scientific");
         assert_eq!(tick(1e-4, 0.0, 2e-4), "1e-4");
+        assert_eq!(tick(1_200_000.0, 0.0, 1_500_000.0), "1.2M", "a long axis counts in millions");
+        assert_eq!(tick(200_000.0, 0.0, 1_500_000.0), "0.2M");
+        assert_eq!(tick(40_000.0, 0.0, 150_000.0), "40000");
         assert_eq!(short(2e-4), "2e-4");
         assert_eq!(short(0.97333336), "0.9733");
         assert_eq!(short(74.05998), "74.06");
