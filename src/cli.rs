@@ -95,7 +95,7 @@ pub struct RunArgs {
     /// Redraw the summary table in place while following a log (needs a terminal on stdout)
     ///
     /// A few times a second, with a sparkline per metric. Only has an effect with --follow, which this build
-    /// does not have yet: the flag is accepted and ignored when reading to the end.
+    /// does not have yet: reading to the end, the flag only prints a warning.
     #[arg(long, env = "TRIALTAIL_LIVE", help_heading = "Output")]
     pub live: bool,
 

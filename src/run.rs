@@ -40,6 +40,10 @@ fn output_error(e: io::Error) -> Result<(), RunError> {
 /// Runs `trialtail run` to completion.
 pub fn run(cfg: RunConfig) -> Result<(), RunError> {
     let started = Instant::now();
+    if cfg.live {
+        // The renderer is ready (crate::live); the follow mode that drives it is not in this build yet.
+        tracing::warn!("--live has no effect when reading to the end: it redraws the table while following a log");
+    }
     let reader = source::file::open(&cfg.log)?;
     // The bar erases itself at end of file, before the table is printed.
     let mut reader = progress::wrap(reader, &cfg.log, cfg.progress);

@@ -102,3 +102,11 @@ fn quiet_silences_warnings() {
     assert_eq!(stderr(&quiet), "");
     assert_eq!(stdout(&quiet), stdout(&loud));
 }
+
+#[test]
+fn live_is_accepted_and_says_it_needs_follow_mode() {
+    let out = trialtail(&["run", "--live", "-"], Some(b"loss=1\n"));
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("--live has no effect when reading to the end"), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("metric"));
+}
