@@ -34,6 +34,10 @@ struct Bar<W: Write> {
 }
 
 /// A reader that shows its progress through a file of known size.
+///
+/// # Performance
+/// Over a 148 MB log (release), `trialtail run` on a pseudo-terminal with the bar took 1.47–1.55 s and piped
+/// without it 1.46–1.49 s, measured in the same run on a loaded machine: within noise.
 pub struct Progress<R: Read, W: Write> {
     inner: R,
     read: u64,

@@ -88,6 +88,10 @@ pub fn render(values: impl Iterator<Item = f64> + Clone) -> String {
 }
 
 /// Every metric's history, indexed by metric id.
+///
+/// # Performance
+/// A few float operations per observation. `trialtail run` (release) over a 148 MB log with 3 million
+/// observations: 0.60–0.75 s with the history kept, 0.68–0.72 s before it existed (same machine, same run).
 #[derive(Debug, Default, Clone)]
 pub struct Sparklines {
     metrics: Vec<History>,
