@@ -32,11 +32,16 @@ pub enum Command {
     /// Read a training log and report the metrics in it
     #[command(long_about = RUN_ABOUT)]
     Run(RunArgs),
+    /// Draw the curves of a training log's metrics as SVG or PNG
+    #[command(long_about = PLOT_ABOUT)]
+    Plot(PlotArgs),
 }
 
 const RUN_ABOUT: &str = "Read a training log and report the metrics in it.\n\n\
 Reads LOG to its end (or standard input for `-`) and prints a summary table: metric, count, latest, min, max, \
-last step. `--output json` prints one JSON object per observation instead.\n\n\
+last step; on a terminal with a `trend` column, a sparkline of each metric's history. `--output json` prints \
+one JSON object per observation instead. Reading a large file on a terminal shows a progress bar on stderr \
+(`--no-progress`, `--quiet`). `trialtail plot` draws the same metrics as curves.\n\n\
 With no rule flags, two presets are on: `katib` (every `name=value` pair, Katib's default format) and `tf-step` \
 (`Accuracy at step 120: 0.9134`). Without `--metrics` every name those rules capture is a metric, noise such as \
 tqdm's `v_num=1` included (bounded by `--max-metrics`); give `--metrics loss,accuracy` to keep only those.\n\n\
@@ -74,6 +79,33 @@ pub struct RunArgs {
     #[arg(long, env = "TRIALTAIL_STATS", help_heading = "Output")]
     pub stats: bool,
 
+    /// Never show the progress bar on stderr
+    ///
+    /// The bar (bytes read, MB/s, ETA) shows only when stderr is a terminal and LOG is a regular file of at least
+    /// 8 MiB read to its end; it is redrawn at most 5 times a second and erased at the end.
+    #[arg(long, env = "TRIALTAIL_NO_PROGRESS", help_heading = "Output")]
+    pub no_progress: bool,
+
+    /// Print nothing on stderr but errors: no progress bar, no warnings
+    ///
+    /// --stats is still printed when given. Same as --no-progress --log-level error.
+    #[arg(short = 'q', long, env = "TRIALTAIL_QUIET", help_heading = "Output")]
+    pub quiet: bool,
+
+    /// Redraw the summary table in place while following a log (needs a terminal on stdout)
+    ///
+    /// A few times a second, with a sparkline per metric. Only has an effect with --follow, which this build
+    /// does not have yet: reading to the end, the flag only prints a warning.
+    #[arg(long, env = "TRIALTAIL_LIVE", help_heading = "Output")]
+    pub live: bool,
+
+    #[command(flatten)]
+    pub rules: RuleArgs,
+}
+
+/// The rule and limit flags, shared by `run` and `plot`.
+#[derive(Debug, Args)]
+pub struct RuleArgs {
     /// A Katib-style filter; repeatable
     ///
     /// A regex with named groups (?P<name>…) and (?P<value>…), optionally (?P<step>…); or, as in Katib, at least
@@ -149,4 +181,86 @@ pub struct RunArgs {
         help_heading = "Limits"
     )]
     pub max_line_bytes: String,
+}
+
+const PLOT_ABOUT: &str = "Draw the curves of a training log's metrics as SVG or PNG.\n\n\
+Reads LOG to its end (or standard input for `-`) with the same rules as `trialtail run` and draws one panel per \
+metric: x is the step when the rule captured one, else the observation's index; y is the value. Values that are \
+NaN or infinite leave a gap in the line and get a red cross on the panel's edge. The legend gives each metric's \
+latest, min and max; the min and max points are marked.\n\n\
+With `--panels auto` (the default) metrics that differ only by a train/validation prefix share a panel \
+(`loss` and `val_loss`, `train-rmse` and `eval-rmse`), as they share a scale; `--panels one` overlays all of them, \
+`--panels each` gives every metric its own.\n\n\
+Examples:\n  \
+trialtail plot train.log -o curves.svg\n  \
+trialtail plot --preset keras --metrics loss,val_loss train.log -o loss.png\n  \
+trialtail plot --preset xgboost --panels each --width 1600 train.log -o xgb.png";
+
+/// What the x axis shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum XAxis {
+    /// The step when every observation in the panel has one, else the observation index.
+    Auto,
+    /// The observation's index within its metric (0, 1, 2, …).
+    Index,
+    /// The step the rule captured; observations without one are left out.
+    Step,
+    /// Seconds since the first timestamp in the log; observations without a timestamp are left out.
+    Time,
+}
+
+/// How metrics are spread over panels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Panels {
+    /// One panel per metric, but `x` with `val_x`, `train-x` with `eval-x` (and the like) together.
+    Auto,
+    /// One panel per metric.
+    Each,
+    /// Every metric overlaid in one panel.
+    One,
+}
+
+/// `trialtail plot`.
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// The log to read; `-` reads standard input
+    #[arg(value_name = "LOG", env = "TRIALTAIL_PATH")]
+    pub log: PathBuf,
+
+    /// The picture to write: FILE.svg or FILE.png
+    ///
+    /// The format follows the extension. The PNG's text uses the DejaVu Sans font built into trialtail; the
+    /// SVG names `sans-serif` and is laid out for DejaVu Sans's metrics.
+    #[arg(short = 'o', long, value_name = "FILE", env = "TRIALTAIL_PLOT_OUTPUT", help_heading = "Picture")]
+    pub output: PathBuf,
+
+    /// Width of the picture in pixels
+    ///
+    /// Range 200 to 8000. With more than 3 panels they are laid out in two columns.
+    #[arg(long, default_value_t = 1000, value_name = "PX", env = "TRIALTAIL_WIDTH", help_heading = "Picture")]
+    pub width: u32,
+
+    /// Height of the picture in pixels; default 300 per row of panels plus the title
+    ///
+    /// Range 150 to 8000.
+    #[arg(long, value_name = "PX", env = "TRIALTAIL_HEIGHT", help_heading = "Picture")]
+    pub height: Option<u32>,
+
+    /// What the x axis shows: auto, index, step or time
+    ///
+    /// auto: the step when every observation in a panel has one, else the index. time: seconds since the
+    /// first timestamp (a line's RFC 3339 first token, or a JSON line's `timestamp`).
+    #[arg(long, value_enum, default_value_t = XAxis::Auto, value_name = "AXIS", env = "TRIALTAIL_X", help_heading = "Picture")]
+    pub x: XAxis,
+
+    /// How metrics share panels: auto, each or one
+    ///
+    /// auto: metrics whose names differ only by a train/val/valid/validation/eval/test prefix share a panel.
+    /// each: a panel per metric. one: everything overlaid in one panel (pick metrics on one scale with
+    /// --metrics).
+    #[arg(long, value_enum, default_value_t = Panels::Auto, env = "TRIALTAIL_PANELS", help_heading = "Picture")]
+    pub panels: Panels,
+
+    #[command(flatten)]
+    pub rules: RuleArgs,
 }

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::cli::{Output, RunArgs};
+use crate::cli::{Output, RuleArgs, RunArgs};
 use crate::rules::{RuleError, RuleSpec, Rules, Semantics};
 
 /// Why the flags do not make a configuration.
@@ -26,6 +26,10 @@ pub struct RunConfig {
     pub output: Output,
     /// Print counters at the end.
     pub stats: bool,
+    /// Show a progress bar on stderr when it is a terminal.
+    pub progress: bool,
+    /// Redraw the summary while following (ready for follow mode).
+    pub live: bool,
     /// The compiled rules.
     pub rules: Rules,
     /// Katib's objective (the first metric name) in Katib semantics.
@@ -57,10 +61,42 @@ pub fn split_names(values: &[String]) -> Vec<String> {
     values.iter().flat_map(|v| v.split([',', ';'])).map(|n| n.trim().to_string()).collect()
 }
 
+/// The validated rule and limit flags, shared by `run` and `plot`.
+#[derive(Debug)]
+pub struct RuleConfig {
+    /// The compiled rules.
+    pub rules: Rules,
+    /// Katib's objective (the first metric name) in Katib semantics.
+    pub objective: Option<String>,
+    /// Line length limit.
+    pub max_line_bytes: usize,
+    /// Metric name limit.
+    pub max_metrics: usize,
+}
+
 impl TryFrom<RunArgs> for RunConfig {
     type Error = ConfigError;
 
     fn try_from(a: RunArgs) -> Result<Self, ConfigError> {
+        let r = RuleConfig::try_from(a.rules)?;
+        Ok(RunConfig {
+            log: a.log,
+            output: a.output,
+            stats: a.stats,
+            progress: !a.no_progress && !a.quiet,
+            live: a.live,
+            rules: r.rules,
+            objective: r.objective,
+            max_line_bytes: r.max_line_bytes,
+            max_metrics: r.max_metrics,
+        })
+    }
+}
+
+impl TryFrom<RuleArgs> for RuleConfig {
+    type Error = ConfigError;
+
+    fn try_from(a: RuleArgs) -> Result<Self, ConfigError> {
         let max_line_bytes = match parse_size(&a.max_line_bytes) {
             None => return Err(ConfigError::MaxLineBytes { value: a.max_line_bytes, reason: "not a size" }),
             Some(n) if !(16..=64 << 20).contains(&n) => {
@@ -88,15 +124,7 @@ impl TryFrom<RunArgs> for RunConfig {
         let semantics = if a.katib_semantics { Semantics::Katib } else { Semantics::Native };
         let rules = Rules::new(&specs, &names, semantics, a.format)?;
         let objective = (semantics == Semantics::Katib).then(|| names[0].clone());
-        Ok(RunConfig {
-            log: a.log,
-            output: a.output,
-            stats: a.stats,
-            rules,
-            objective,
-            max_line_bytes,
-            max_metrics: a.max_metrics,
-        })
+        Ok(RuleConfig { rules, objective, max_line_bytes, max_metrics: a.max_metrics })
     }
 }
 

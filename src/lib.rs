@@ -3,7 +3,8 @@
 //! The core is sans-I/O and synchronous: [`lines`] (bytes → lines), [`rules`] (lines → matches), [`aggregate`]
 //! (per-metric state) and [`collect`] (the three wired together). [`source`]s push bytes in; [`sink`]s take
 //! observations and aggregates out. [`cli`] and [`config`] turn flags into a validated configuration, [`run`]
-//! wires a configuration to its source and sinks.
+//! wires a configuration to its source and sinks; [`plot`] draws a log's curves;
+//! [`progress`] and [`live`] show a run's progress on a terminal.
 
 pub mod aggregate;
 pub mod cli;
@@ -11,6 +12,9 @@ pub mod collect;
 pub mod config;
 pub mod katib_api;
 pub mod lines;
+pub mod live;
+pub mod plot;
+pub mod progress;
 pub mod report;
 pub mod rules;
 pub mod run;

@@ -5,13 +5,16 @@ use std::process::ExitCode;
 use clap::Parser;
 use trialtail::cli::{Cli, Command};
 use trialtail::config::RunConfig;
+use trialtail::plot::PlotConfig;
 
 /// Exit code for a bad command line or configuration.
 const USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level);
+    // --quiet: errors only, whatever --log-level says.
+    let quiet = matches!(&cli.command, Command::Run(a) if a.quiet);
+    let filter = tracing_subscriber::EnvFilter::try_new(if quiet { "error" } else { &cli.log_level });
     let filter = match filter {
         Ok(f) => f,
         Err(e) => {
@@ -43,5 +46,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Plot(args) => match PlotConfig::try_from(args).and_then(trialtail::plot::run) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                let code = e.exit_code();
+                eprintln!("trialtail: {:#}", anyhow::Error::from(e));
+                ExitCode::from(code)
+            }
+        },
     }
 }

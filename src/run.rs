@@ -1,12 +1,15 @@
 //! `trialtail run`: wires a validated configuration to its source and sinks.
 
-use std::io::{self, BufWriter, ErrorKind, Write};
+use std::io::{self, BufWriter, ErrorKind, IsTerminal, Write};
 use std::time::Instant;
 
 use crate::cli::Output;
 use crate::collect::{Collector, ObservationSink};
 use crate::config::RunConfig;
+use crate::live::write_table_sparklines;
+use crate::progress;
 use crate::report::KatibReport;
+use crate::sink::sparkline::Sparklines;
 use crate::sink::stdout::{JsonLines, write_report_json, write_table};
 use crate::source::{self, file::SourceError};
 
@@ -37,7 +40,13 @@ fn output_error(e: io::Error) -> Result<(), RunError> {
 /// Runs `trialtail run` to completion.
 pub fn run(cfg: RunConfig) -> Result<(), RunError> {
     let started = Instant::now();
-    let mut reader = source::file::open(&cfg.log)?;
+    if cfg.live {
+        // The renderer is ready (crate::live); the follow mode that drives it is not in this build yet.
+        tracing::warn!("--live has no effect when reading to the end: it redraws the table while following a log");
+    }
+    let reader = source::file::open(&cfg.log)?;
+    // The bar erases itself at end of file, before the table is printed.
+    let mut reader = progress::wrap(reader, &cfg.log, cfg.progress);
     let mut collector = Collector::new(cfg.rules, cfg.max_line_bytes, cfg.max_metrics);
     let stdout = io::stdout();
     let read_result = match (&cfg.objective, cfg.output) {
@@ -59,8 +68,17 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
             r
         }
         (None, Output::Table) => {
-            let r = source::read_to_end(&mut reader, &mut collector, &mut ());
-            write_table(&mut BufWriter::new(stdout.lock()), collector.aggregate()).or_else(output_error)?;
+            // A sparkline column on a terminal; the history is bounded and cheap, so it is always kept.
+            let mut sparks = Sparklines::new();
+            let r = source::read_to_end(&mut reader, &mut collector, &mut sparks);
+            let mut out = BufWriter::new(stdout.lock());
+            let metrics = collector.aggregate().metrics();
+            let written = if stdout.is_terminal() {
+                write_table_sparklines(&mut out, metrics, &sparks)
+            } else {
+                write_table(&mut out, collector.aggregate())
+            };
+            written.or_else(output_error)?;
             r
         }
     };

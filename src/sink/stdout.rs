@@ -8,7 +8,7 @@ use std::io::{self, Write};
 
 use serde::Serialize;
 
-use crate::aggregate::Aggregator;
+use crate::aggregate::{Aggregator, MetricStats};
 use crate::collect::{Observation, ObservationSink};
 use crate::report::Row;
 
@@ -85,38 +85,52 @@ pub fn write_report_json(out: &mut impl Write, rows: &[Row<'_>]) -> io::Result<(
 
 /// Writes the summary table: metric, count, latest, min, max, last step.
 pub fn write_table(out: &mut impl Write, agg: &Aggregator) -> io::Result<()> {
-    let header = ["metric", "count", "latest", "min", "max", "step"];
+    write_table_with(out, agg.metrics(), None)
+}
+
+/// An extra, left-aligned last column of the summary table: its header and each metric's cell by index.
+pub type Column<'a> = (&'a str, &'a dyn Fn(usize) -> String);
+
+/// Writes the summary table of `metrics`, with an optional extra last column (the sparklines).
+pub fn write_table_with(out: &mut impl Write, metrics: &[MetricStats], extra: Option<Column<'_>>) -> io::Result<()> {
+    let mut header = vec!["metric", "count", "latest", "min", "max", "step"];
+    header.extend(extra.map(|(h, _)| h));
     let dash = || "-".to_string();
-    let rows: Vec<[String; 6]> = agg
-        .metrics()
+    let rows: Vec<Vec<String>> = metrics
         .iter()
-        .map(|m| {
-            [
+        .enumerate()
+        .map(|(i, m)| {
+            let mut row = vec![
                 m.name.clone(),
                 m.count.to_string(),
                 m.latest_raw.clone(),
                 m.min.as_ref().map_or_else(dash, |(_, s)| s.clone()),
                 m.max.as_ref().map_or_else(dash, |(_, s)| s.clone()),
                 m.step.map_or_else(dash, |s| s.to_string()),
-            ]
+            ];
+            row.extend(extra.map(|(_, cell)| cell(i)));
+            row
         })
         .collect();
     if rows.is_empty() {
         writeln!(out, "no metrics found")?;
         return out.flush();
     }
-    let mut widths = header.map(str::len);
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (w, cell) in widths.iter_mut().zip(r) {
             *w = (*w).max(cell.chars().count());
         }
     }
+    let last = if extra.is_some() { header.len() - 1 } else { usize::MAX };
     let line = |out: &mut dyn Write, cells: &[&str]| -> io::Result<()> {
         let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            // The name is left-aligned, numbers right-aligned.
+        for (i, (cell, &w)) in cells.iter().zip(&widths).enumerate() {
+            // The name (and the extra column) left-aligned, numbers right-aligned.
             if i == 0 {
                 s.push_str(&format!("{cell:<w$}"));
+            } else if i == last {
+                s.push_str(&format!("  {cell:<w$}"));
             } else {
                 s.push_str(&format!("  {cell:>w$}"));
             }
@@ -125,7 +139,7 @@ pub fn write_table(out: &mut impl Write, agg: &Aggregator) -> io::Result<()> {
     };
     line(out, &header)?;
     for r in &rows {
-        line(out, &r.each_ref().map(String::as_str))?;
+        line(out, &r.iter().map(String::as_str).collect::<Vec<_>>())?;
     }
     out.flush()
 }

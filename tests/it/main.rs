@@ -2,11 +2,13 @@
 //!
 //! Each module pins one area: `golden` the example logs against recorded outputs and against what the training
 //! processes recorded in memory, `katib` Katib's parsing contract, `cli` the command line's behaviour as a user
-//! meets it.
+//! meets it, `plot` the pictures, `terminal` what a terminal shows and a pipe does not.
 
 mod cli;
 mod golden;
 mod katib;
+mod plot;
+mod terminal;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

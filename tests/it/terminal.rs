@@ -1,0 +1,112 @@
+//! What `trialtail run` shows on a terminal and what it writes into a pipe.
+//!
+//! A pseudo-terminal comes from util-linux's `script -qec CMD /dev/null` (stdout and stderr both on the pty,
+//! merged in what `script` prints); the pipe is the plain [`trialtail`] helper. The large log is written here:
+//! 9 MiB of lines, just above the size that gets a progress bar.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::{example, stderr, stdout, trialtail};
+
+/// Quotes `s` for `sh`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Runs the binary with `args` on a pseudo-terminal; returns everything it wrote there.
+fn on_a_terminal(args: &[&str]) -> String {
+    let mut cmd = sh_quote(env!("CARGO_BIN_EXE_trialtail"));
+    for a in args {
+        cmd.push(' ');
+        cmd.push_str(&sh_quote(a));
+    }
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("TRIALTAIL_LOG")
+        .output()
+        .expect("util-linux `script` runs");
+    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes the large log; returns its path and its number of `loss` observations.
+fn big_log(dir: &Path) -> (String, u64) {
+    let path = dir.join("big.log");
+    let mut text = String::with_capacity(9 << 20);
+    let mut i = 0u64;
+    while text.len() < 9 << 20 {
+        text.push_str(&format!("step {i} some chatter that does not match anything at all ........ loss={}\n", i % 7));
+        i += 1;
+    }
+    std::fs::write(&path, text).unwrap();
+    (path.to_str().unwrap().to_string(), i)
+}
+
+#[test]
+fn the_table_has_a_sparkline_column_on_a_terminal_only() {
+    let log = example("xgboost_native.log");
+    let log = log.to_str().unwrap();
+    let tty = on_a_terminal(&["run", "--preset", "xgboost", log]);
+    let header = tty.lines().next().unwrap();
+    assert!(header.ends_with("trend\r") || header.ends_with("trend"), "{tty:?}");
+    let eval = tty.lines().find(|l| l.starts_with("eval-rmse")).unwrap();
+    // eval-rmse falls fast, then flattens and rises a little: the first block is the highest.
+    assert!(eval.contains('█'), "{eval}");
+    assert!(eval.trim_end().chars().rev().take(16).all(|c| "▁▂▃▄▅▆▇█".contains(c)), "{eval}");
+
+    let piped = trialtail(&["run", "--preset", "xgboost", log], None);
+    let text = stdout(&piped);
+    assert!(!text.contains("trend") && !text.contains('█') && !text.contains('\x1b'), "{text}");
+    assert_eq!(text.lines().next().unwrap(), "metric      count    latest       min       max  step");
+}
+
+#[test]
+fn the_progress_bar_shows_on_a_terminal_and_erases_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = big_log(dir.path());
+    let tty = on_a_terminal(&["run", &log]);
+    assert!(tty.contains("MB/s") && tty.contains("ETA"), "{tty:?}");
+    assert!(tty.contains("\r\x1b[2K"), "erased before the table: {tty:?}");
+    let table_at = tty.find("metric").unwrap();
+    assert!(tty[..table_at].ends_with("\x1b[2K"), "the table starts on a clean line: {tty:?}");
+
+    for flag in ["--no-progress", "--quiet"] {
+        let quiet = on_a_terminal(&["run", flag, &log]);
+        assert!(!quiet.contains("MB/s") && !quiet.contains("\x1b[2K"), "{flag}: {quiet:?}");
+        assert!(quiet.contains("loss"), "{flag}: the table is still printed: {quiet:?}");
+    }
+}
+
+#[test]
+fn nothing_but_the_table_goes_into_pipes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, lines) = big_log(dir.path());
+    let out = trialtail(&["run", &log], None);
+    assert!(out.status.success());
+    assert_eq!(stderr(&out), "", "no progress bar into a pipe");
+    let table = stdout(&out);
+    assert!(!table.contains('\x1b') && !table.contains("trend"), "{table}");
+    assert_eq!(
+        table.lines().nth(1).unwrap().split_whitespace().take(2).collect::<Vec<_>>(),
+        ["loss", &lines.to_string()]
+    );
+}
+
+#[test]
+fn quiet_silences_warnings() {
+    let input = b"a=1 b=2 c=3\n";
+    let loud = trialtail(&["run", "--max-metrics", "1", "-"], Some(input));
+    assert!(stderr(&loud).contains("metric limit reached"));
+    let quiet = trialtail(&["run", "--quiet", "--max-metrics", "1", "-"], Some(input));
+    assert_eq!(stderr(&quiet), "");
+    assert_eq!(stdout(&quiet), stdout(&loud));
+}
+
+#[test]
+fn live_is_accepted_and_says_it_needs_follow_mode() {
+    let out = trialtail(&["run", "--live", "-"], Some(b"loss=1\n"));
+    assert!(out.status.success());
+    assert!(stderr(&out).contains("--live has no effect when reading to the end"), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("metric"));
+}
