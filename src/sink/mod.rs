@@ -1,3 +1,6 @@
 //! Sinks: where observations and aggregates go. Each sink is one file; none reaches into another.
 
+pub mod prometheus;
+pub mod pushgateway;
+pub mod stats;
 pub mod stdout;

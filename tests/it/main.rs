@@ -2,11 +2,13 @@
 //!
 //! Each module pins one area: `golden` the example logs against recorded outputs and against what the training
 //! processes recorded in memory, `katib` Katib's parsing contract, `cli` the command line's behaviour as a user
-//! meets it.
+//! meets it, `prom` the Prometheus endpoint and Pushgateway against real Prometheus parts (helpers in `support`).
 
 mod cli;
 mod golden;
 mod katib;
+mod prom;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
