@@ -273,6 +273,45 @@ mod tests {
         assert_eq!(t.path(&Labels::default()), "/p/metrics/job/trialtail");
     }
 
+    fn pusher(addr: std::net::SocketAddr) -> (Pusher, Arc<crate::sink::stats::SinkStats>) {
+        let stats = Arc::new(crate::sink::stats::SinkStats::default());
+        let exposition = Arc::new(Exposition::new(&Labels::default(), stats.clone()));
+        let (_publisher, rx) = crate::state::Publisher::new(Duration::ZERO);
+        let target = PushTarget::parse(&format!("http://{addr}")).unwrap();
+        (Pusher::new(target, &Labels::default(), exposition, rx), stats)
+    }
+
+    #[tokio::test]
+    async fn a_refused_push_is_retried_and_every_failure_counted_as_connect() {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let (p, stats) = pusher(addr);
+        let err = p.push().await.unwrap_err();
+        assert_eq!(err.kind(), "connect");
+        assert_eq!(stats.snapshot()[SINK].errors["connect"], u64::from(ATTEMPTS));
+        assert_eq!(stats.snapshot()[SINK].observations, 0);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_push_is_not_retried_and_says_what_the_gateway_said() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (p, stats) = pusher(listener.local_addr().unwrap());
+        let gateway = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0; 65536];
+            let _ = s.read(&mut buf).await.unwrap();
+            let request = String::from_utf8_lossy(&buf).into_owned();
+            s.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 12\r\n\r\ninconsistent").await.unwrap();
+            request
+        });
+        let err = p.push().await.unwrap_err();
+        assert!(matches!(&err, PushError::Status { status: 400, body } if body == "inconsistent"), "{err:?}");
+        assert_eq!(stats.snapshot()[SINK].errors["status"], 1);
+        let request = gateway.await.unwrap();
+        assert!(request.starts_with("PUT /metrics/job/trialtail HTTP/1.1\r\n"), "{request}");
+        assert!(request.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"), "{request}");
+    }
+
     #[test]
     fn base64url_pads_and_uses_the_url_alphabet() {
         assert_eq!(base64url(b"a"), "YQ==");

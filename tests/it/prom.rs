@@ -132,14 +132,17 @@ fn prometheus_scrapes_latest_min_max_step_and_identity_labels_before_trialtail_e
 fn promtool_accepts_the_exposition_and_openmetrics_is_served_on_request() {
     let Some(promtool) = support::tool("promtool") else { return };
     let listen = free_addr();
-    let log = log_file();
-    let path = log.path().to_str().expect("utf-8 path");
     let listen_arg = listen.to_string();
-    let mut args = vec![path, "--listen", &listen_arg, "--linger", "300s"];
+    let mut args = vec!["-", "--listen", &listen_arg, "--linger", "300s"];
     args.extend(IDENTITY);
-    let tt = Trialtail::spawn(&args, false);
+    // Standard input kept open: the log has not ended, so these scrapes do not end the linger.
+    let mut tt = Trialtail::spawn(&args, true);
+    let mut stdin = tt.0.stdin.take().expect("stdin");
+    stdin.write_all(LOG.as_bytes()).expect("write the log");
     let openmetrics = wait_for("trialtail to serve OpenMetrics", || {
-        get(listen, "/metrics", Some("application/openmetrics-text;version=1.0.0")).ok().filter(|r| r.status == 200)
+        get(listen, "/metrics", Some("application/openmetrics-text;version=1.0.0"))
+            .ok()
+            .filter(|r| r.status == 200 && r.body.contains("metric=\"grad_norm\""))
     });
     assert!(openmetrics.content_type.starts_with("application/openmetrics-text"), "{openmetrics:?}");
     assert!(openmetrics.body.ends_with("# EOF\n"));
@@ -147,6 +150,7 @@ fn promtool_accepts_the_exposition_and_openmetrics_is_served_on_request() {
     let text = get(listen, "/metrics", None).expect("GET /metrics");
     assert!(text.content_type.starts_with("text/plain; version=0.0.4"), "{text:?}");
     assert!(text.body.contains("trialtail_metric_latest{metric=\"grad_norm\",trial=\"trial-1\""));
+    drop(stdin);
 
     let mut check = Command::new(promtool)
         .args(["check", "metrics"])
@@ -159,6 +163,7 @@ fn promtool_accepts_the_exposition_and_openmetrics_is_served_on_request() {
     let out = check.wait_with_output().expect("promtool");
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{}", text.body);
+    wait_for("the final scrape", || get(listen, "/metrics", None).ok().filter(|r| r.body.contains("ended 1\n")));
     let (status, stderr) = tt.wait(PATIENCE);
     assert!(status.success(), "{stderr}");
 }
@@ -199,6 +204,38 @@ fn pushgateway_receives_the_final_values_grouped_by_trial_and_namespace() {
 }
 
 #[test]
+fn push_interval_pushes_while_the_log_is_still_being_read() {
+    let Some(gw) = support::pushgateway() else { return };
+    let url = format!("http://{}", gw.addr);
+    let mut tt = Trialtail::spawn(&["-", "--pushgateway", &url, "--push-interval", "200ms", "--trial", "t-2"], true);
+    let mut stdin = tt.0.stdin.take().expect("stdin");
+    stdin.write_all(b"loss=0.25\n").expect("write");
+    wait_for("the periodic push", || {
+        let body = get(gw.addr, "/metrics", None).ok()?.body;
+        body.lines()
+            .any(|l| l.starts_with("trialtail_metric_latest{") && l.contains("trial=\"t-2\"") && l.ends_with(" 0.25"))
+            .then_some(())
+    });
+    assert!(tt.0.try_wait().expect("try_wait").is_none(), "still reading");
+    drop(stdin);
+    let (status, stderr) = tt.wait(PATIENCE);
+    assert!(status.success(), "{stderr}");
+}
+
+#[test]
+fn bad_export_flags_are_usage_errors_naming_the_flag() {
+    let log = log_file();
+    let path = log.path().to_str().expect("utf-8 path");
+    for (flag, value) in
+        [("--listen", "nowhere"), ("--linger", "5x"), ("--pushgateway", "https://gw:9091"), ("--push-interval", "1d")]
+    {
+        let (status, stderr) = Trialtail::spawn(&[path, flag, value], false).wait(PATIENCE);
+        assert_eq!(status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+}
+
+#[test]
 fn linger_keeps_serving_until_a_scrape_returned_the_final_values() {
     let listen = free_addr();
     let listen_arg = listen.to_string();
@@ -217,9 +254,10 @@ fn linger_keeps_serving_until_a_scrape_returned_the_final_values() {
     // The log ended; no scrape has seen that yet, so trialtail must still be there.
     std::thread::sleep(Duration::from_millis(1500));
     assert!(tt.0.try_wait().expect("try_wait").is_none(), "exited before the final values were scraped");
-    let last = get(listen, "/metrics", None).expect("the final scrape");
+    let last = wait_for("the final scrape", || {
+        get(listen, "/metrics", None).ok().filter(|r| r.body.contains("trialtail_source_ended 1\n"))
+    });
     assert!(last.body.contains("trialtail_metric_latest{metric=\"loss\"} 0.5\n"), "{}", last.body);
-    assert!(last.body.contains("trialtail_source_ended 1\n"));
     let (status, stderr) = tt.wait(PATIENCE);
     assert!(status.success(), "{stderr}");
 }
