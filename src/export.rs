@@ -20,6 +20,9 @@ use crate::sink::pushgateway::{self, PushTarget, Pusher};
 use crate::sink::stats::SinkStats;
 use crate::state::{PUBLISH_INTERVAL, Phase, Publisher, SnapshotRx, SourceStats};
 
+/// trialtail's conventional port, for modes that serve by default (`--listen :9478`).
+pub const DEFAULT_PORT: u16 = 9478;
+
 /// Time responses in flight get to finish when the server shuts down.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 

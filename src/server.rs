@@ -189,6 +189,7 @@ fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
         "/metrics" => {
             let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
             let format = Format::negotiate(accept);
+            tracing::debug!(?format, "scrape");
             let (body, ended) = shared.render(format);
             let mut resp = Response::new(Full::new(body));
             resp.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(format.content_type()));

@@ -30,8 +30,13 @@ struct Trialtail(Child);
 
 impl Trialtail {
     fn spawn(args: &[&str], stdin: bool) -> Trialtail {
+        Trialtail::spawn_with(args, stdin, "info")
+    }
+
+    /// With a `--log-level` filter.
+    fn spawn_with(args: &[&str], stdin: bool, log: &str) -> Trialtail {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_trialtail"));
-        cmd.arg("run").args(args).env_remove("TRIALTAIL_LOG").env("TRIALTAIL_LOG", "info");
+        cmd.arg("run").args(args).env("TRIALTAIL_LOG", log);
         for k in ["KATIB_TRIAL_NAME", "POD_NAME", "POD_NAMESPACE"] {
             cmd.env_remove(k);
         }
@@ -89,8 +94,9 @@ fn prometheus_scrapes_latest_min_max_step_and_identity_labels_before_trialtail_e
     let mut args = vec![path, "--listen", &listen_arg, "--linger", "300s"];
     args.extend(IDENTITY);
     let started = Instant::now();
-    let (status, stderr) = Trialtail::spawn(&args, false).wait(PATIENCE * 2);
+    let (status, stderr) = Trialtail::spawn_with(&args, false, "info,trialtail::server=debug").wait(PATIENCE * 2);
     assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("format=OpenMetrics"), "Prometheus negotiated OpenMetrics: {stderr}");
     assert!(started.elapsed() < Duration::from_secs(200), "the linger ended by a scrape, not by its timeout");
     assert!(!stderr.contains("were not scraped"), "{stderr}");
 
