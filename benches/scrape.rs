@@ -270,7 +270,8 @@ fn bench_mtail(probes: u64, poll: Option<&str>) {
     for i in 0..METRICS {
         feed.push_str(&format!("step={i} metric_{i:03}=0.{i:03}\n"));
     }
-    std::fs::write(&log, feed).expect("write log");
+    // mtail starts at the end of a file that exists: the metrics are appended once it listens.
+    std::fs::write(&log, "").expect("create the log");
     let listen = free_addr();
     let mut cmd = Command::new(mtail);
     cmd.arg("--progs")
@@ -284,13 +285,15 @@ fn bench_mtail(probes: u64, poll: Option<&str>) {
         cmd.args(["--poll_interval", p]);
     }
     let mut child = cmd.spawn().expect("spawn mtail");
+    wait_for("mtail to listen", || Client::connect(listen).and_then(|mut c| c.get().map(drop)).is_ok());
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).expect("open the log to append");
+    file.write_all(feed.as_bytes()).expect("append the metrics");
     wait_serving(listen);
     let name = format!("mtail ({})", poll.map_or("default poll".to_string(), |p| format!("--poll_interval {p}")));
     if poll.is_none() {
         let rps = throughput(listen, 1, 3);
         println!("scrape {name}, {METRICS} metrics, 1 keep-alive client: {rps:.0} requests/s");
     }
-    let mut file = std::fs::OpenOptions::new().append(true).open(&log).expect("open the log to append");
     let lat = latency(
         listen,
         probes,
