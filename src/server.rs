@@ -230,3 +230,55 @@ impl Shared {
         (body, snap.phase == Phase::Ended)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::collect::Collector;
+    use crate::rules::{Format as RuleFormat, Rules, Semantics};
+    use crate::sink::prometheus::Labels;
+    use crate::sink::stats::SinkStats;
+    use crate::state::{Publisher, SourceStats};
+
+    async fn request(addr: SocketAddr, method: &str, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("{method} {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn ready_after_the_first_read_and_the_linger_ends_with_the_final_scrape() {
+        let (mut publisher, rx) = Publisher::new(Duration::ZERO);
+        let exposition = Arc::new(Exposition::new(&Labels::default(), Arc::new(SinkStats::default())));
+        let server = spawn("127.0.0.1:0".parse().unwrap(), rx, exposition).unwrap();
+        let addr = server.local_addr();
+        assert!(request(addr, "GET", "/healthz").await.starts_with("HTTP/1.0 200"));
+        assert!(request(addr, "GET", "/readyz").await.starts_with("HTTP/1.0 503"));
+        assert!(request(addr, "GET", "/nope").await.starts_with("HTTP/1.0 404"));
+        let post = request(addr, "POST", "/metrics").await;
+        assert!(post.starts_with("HTTP/1.0 405") && post.to_ascii_lowercase().contains("allow: get, head"), "{post}");
+
+        let rules = Rules::new(&[], &[], Semantics::Native, RuleFormat::Text).unwrap();
+        let mut c = Collector::new(rules, 1024, 10);
+        c.feed(b"loss=1\n", &mut ());
+        publisher.publish(&c, SourceStats::default(), Phase::Reading);
+        assert!(request(addr, "GET", "/readyz").await.starts_with("HTTP/1.0 200"));
+        assert!(request(addr, "GET", "/metrics").await.contains("trialtail_metric_latest{metric=\"loss\"} 1\n"));
+        assert!(!server.linger(Duration::from_millis(50)).await, "a scrape while reading is not final");
+
+        c.feed(b"loss=2\n", &mut ());
+        publisher.publish(&c, SourceStats::default(), Phase::Ended);
+        assert!(request(addr, "HEAD", "/metrics").await.starts_with("HTTP/1.0 200"));
+        assert!(!server.final_scraped(), "HEAD returns no values");
+        let last = request(addr, "GET", "/metrics").await;
+        assert!(last.contains("trialtail_metric_latest{metric=\"loss\"} 2\n"), "{last}");
+        assert!(last.contains("trialtail_sink_observations_total{sink=\"prometheus\"} 2\n"), "{last}");
+        assert!(server.linger(Duration::from_secs(60)).await);
+        server.shutdown(Duration::from_secs(5)).await;
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "closed after shutdown");
+    }
+}

@@ -119,14 +119,14 @@ impl Drop for Daemon {
     }
 }
 
-/// A real Prometheus server on loopback scraping `targets` every 500 ms (job `trialtail`), or `None` when the
+/// A real Prometheus server on loopback scraping `targets` every second (job `trialtail`), or `None` when the
 /// binary is missing outside CI.
 pub fn prometheus(targets: &[SocketAddr]) -> Option<Daemon> {
     let bin = tool("prometheus")?;
     let dir = tempfile::tempdir().expect("tempdir");
     let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
     let config = format!(
-        "global:\n  scrape_interval: 500ms\n  scrape_timeout: 500ms\n\
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
          scrape_configs:\n  - job_name: trialtail\n    static_configs:\n      - targets: [{}]\n",
         targets.join(", ")
     );
