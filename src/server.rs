@@ -8,7 +8,8 @@
 //! [`ServerHandle::shutdown`]. The rendered text is cached per snapshot generation and format, so Prometheus
 //! and a load generator alike cost one copy of a reference-counted buffer per scrape while nothing changes.
 //!
-//! Bounded: at most [`MAX_CONNECTIONS`] connections (more are closed at once), request headers must arrive
+//! Bounded: at most [`MAX_CONNECTIONS`] connections (more are closed at once and counted as
+//! `trialtail_sink_errors_total{sink="prometheus",kind="connection_limit"}`), request headers must arrive
 //! within [`HEADER_TIMEOUT`]. Plain HTTP/1.1 only (no TLS: the endpoint is scraped inside the cluster).
 
 use std::convert::Infallible;
@@ -135,12 +136,14 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: w
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(error = %e, "accepting a connection failed");
+                        shared.exposition.sinks().error(SINK, "accept");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
                 let Ok(permit) = limit.clone().try_acquire_owned() else {
                     tracing::debug!("too many connections, closing one");
+                    shared.exposition.sinks().error(SINK, "connection_limit");
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
