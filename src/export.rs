@@ -61,6 +61,7 @@ pub enum ExportError {
 /// The running endpoint and pusher of one run.
 #[derive(Debug)]
 pub struct Exporter {
+    sinks: Arc<SinkStats>,
     server: Option<ServerHandle>,
     pusher: Option<Arc<Pusher>>,
     periodic: Option<JoinHandle<()>>,
@@ -70,7 +71,8 @@ pub struct Exporter {
 impl Exporter {
     /// Starts what `cfg` asks for, reading snapshots from `rx`. Call from inside a tokio runtime.
     pub fn start(cfg: &ExportConfig, rx: SnapshotRx) -> Result<Self, ExportError> {
-        let exposition = Arc::new(Exposition::new(&cfg.labels, Arc::new(SinkStats::default())));
+        let sinks = Arc::new(SinkStats::default());
+        let exposition = Arc::new(Exposition::new(&cfg.labels, sinks.clone()));
         let server = cfg.listen.map(|addr| server::spawn(addr, rx.clone(), exposition.clone())).transpose()?;
         let pusher =
             cfg.pushgateway.clone().map(|target| Arc::new(Pusher::new(target, &cfg.labels, exposition.clone(), rx)));
@@ -78,12 +80,18 @@ impl Exporter {
             (Some(p), Some(every)) if !every.is_zero() => Some(p.clone().spawn_periodic(every)),
             _ => None,
         };
-        Ok(Exporter { server, pusher, periodic, linger: cfg.linger })
+        Ok(Exporter { sinks, server, pusher, periodic, linger: cfg.linger })
     }
 
     /// The address `/metrics` is served on, when it is.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.server.as_ref().map(ServerHandle::local_addr)
+    }
+
+    /// The sinks' counters this run exports: other sinks (stdout, Katib) report their deliveries and failures
+    /// here, e.g. `exporter.sinks().delivered("stdout", observations)`.
+    pub fn sinks(&self) -> &Arc<SinkStats> {
+        &self.sinks
     }
 
     /// The end of a run, after [`Phase::Ended`] was published: pushes the final values, serves until one scrape
@@ -142,6 +150,11 @@ impl Background {
     /// The address `/metrics` is served on, when it is.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.exporter.local_addr()
+    }
+
+    /// The sinks' counters (see [`Exporter::sinks`]).
+    pub fn sinks(&self) -> &Arc<SinkStats> {
+        self.exporter.sinks()
     }
 
     /// The publisher the read loop calls ([`Publisher::maybe_publish`] after reads).
