@@ -101,6 +101,9 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub rules: RuleArgs,
+
+    #[command(flatten)]
+    pub export: ExportArgs,
 }
 
 /// The rule and limit flags, shared by `run` and `plot`.
@@ -181,6 +184,65 @@ pub struct RuleArgs {
         help_heading = "Limits"
     )]
     pub max_line_bytes: String,
+}
+
+/// The Prometheus endpoint, the Pushgateway and the labels they add (shared by every mode that exports).
+#[derive(Debug, Clone, Default, Args)]
+pub struct ExportArgs {
+    /// Serve /metrics, /healthz and /readyz on this address (conventional port 9478)
+    ///
+    /// HOST:PORT, [IPV6]:PORT, or :PORT for every interface, e.g. `--listen :9478` or `--listen 127.0.0.1:9478`
+    /// (9478 is trialtail's port). /metrics speaks the Prometheus text format, or OpenMetrics when the scraper asks
+    /// for it; /readyz answers 200 once the log was opened and read. Off by default in `trialtail run`, which
+    /// reads a finished log and exits; when the log ends it keeps serving for --linger.
+    #[arg(long, value_name = "ADDR", env = "TRIALTAIL_LISTEN", help_heading = "Prometheus")]
+    pub listen: Option<String>,
+
+    /// After the log ended, serve until one scrape returned the final values, at most this long
+    ///
+    /// A duration: 30s, 500ms, 2m, or plain seconds; 0 exits at once. Default 30s. Only with --listen.
+    #[arg(long, value_name = "DURATION", default_value = "30s", env = "TRIALTAIL_LINGER", help_heading = "Prometheus")]
+    pub linger: String,
+
+    /// Push the final values to this Prometheus Pushgateway
+    ///
+    /// http://HOST[:PORT][/PREFIX] (port 9091 by default; no https). The exposition is PUT to
+    /// /metrics/job/trialtail/trial/<trial>/namespace/<namespace> (the labels that are known) when the log ended,
+    /// and every --push-interval before. A failed push is retried, logged and counted, never fatal.
+    #[arg(long, value_name = "URL", env = "TRIALTAIL_PUSHGATEWAY", help_heading = "Prometheus")]
+    pub pushgateway: Option<String>,
+
+    /// Also push to the Pushgateway this often while reading
+    ///
+    /// A duration (10s, 1m); 0, the default, pushes only at the end. Skips pushes when nothing changed.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "0",
+        env = "TRIALTAIL_PUSH_INTERVAL",
+        help_heading = "Prometheus"
+    )]
+    pub push_interval: String,
+
+    /// The Katib trial, as label `trial` [env: KATIB_TRIAL_NAME as a fallback]
+    ///
+    /// Added to every per-metric series and used as a Pushgateway grouping label.
+    #[arg(long, value_name = "NAME", env = "TRIALTAIL_TRIAL", help_heading = "Prometheus")]
+    pub trial: Option<String>,
+
+    /// The Katib experiment, as label `experiment`
+    #[arg(long, value_name = "NAME", env = "TRIALTAIL_EXPERIMENT", help_heading = "Prometheus")]
+    pub experiment: Option<String>,
+
+    /// The Kubernetes namespace, as label `namespace` [env: POD_NAMESPACE as a fallback]
+    ///
+    /// Added to every per-metric series and used as a Pushgateway grouping label.
+    #[arg(long, value_name = "NAME", env = "TRIALTAIL_NAMESPACE", help_heading = "Prometheus")]
+    pub namespace: Option<String>,
+
+    /// The pod, as label `pod` [env: POD_NAME as a fallback]
+    #[arg(long, value_name = "NAME", env = "TRIALTAIL_POD", help_heading = "Prometheus")]
+    pub pod: Option<String>,
 }
 
 const PLOT_ABOUT: &str = "Draw the curves of a training log's metrics as SVG or PNG.\n\n\

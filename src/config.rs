@@ -1,10 +1,15 @@
 //! From parsed flags to a validated configuration: everything that can be wrong with the flags fails here, at
 //! start-up, with a message naming the flag and the value.
 
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
+use std::time::Duration;
 
-use crate::cli::{Output, RuleArgs, RunArgs};
+use crate::cli::{ExportArgs, Output, RuleArgs, RunArgs};
+use crate::export::ExportConfig;
 use crate::rules::{RuleError, RuleSpec, Rules, Semantics};
+use crate::sink::prometheus::Labels;
+use crate::sink::pushgateway::{PushError, PushTarget};
 
 /// Why the flags do not make a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +20,12 @@ pub enum ConfigError {
     MaxLineBytes { value: String, reason: &'static str },
     #[error("--max-metrics {value}: must be between 1 and 1000000")]
     MaxMetrics { value: usize },
+    #[error("--listen {value:?}: expected HOST:PORT, [IPV6]:PORT or :PORT")]
+    Listen { value: String },
+    #[error("--{flag} {value:?}: expected a duration such as 30s, 500ms, 2m (at most a day)")]
+    Duration { flag: &'static str, value: String },
+    #[error(transparent)]
+    Pushgateway(#[from] PushError),
 }
 
 /// A validated `trialtail run`.
@@ -38,6 +49,8 @@ pub struct RunConfig {
     pub max_line_bytes: usize,
     /// Metric name limit.
     pub max_metrics: usize,
+    /// The Prometheus endpoint and Pushgateway.
+    pub export: ExportConfig,
 }
 
 /// Parses a size such as `65536`, `64K`, `64KiB`, `1M`, `1MiB` (powers of 1024).
@@ -89,6 +102,7 @@ impl TryFrom<RunArgs> for RunConfig {
             objective: r.objective,
             max_line_bytes: r.max_line_bytes,
             max_metrics: r.max_metrics,
+            export: ExportConfig::from_args(a.export, |k| std::env::var(k).ok())?,
         })
     }
 }
@@ -128,6 +142,65 @@ impl TryFrom<RuleArgs> for RuleConfig {
     }
 }
 
+/// Parses a duration: `30s`, `500ms`, `2m`, `1h`, or plain (fractional) seconds; at most a day.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let secs = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return None,
+    } * num.parse::<f64>().ok()?;
+    (secs.is_finite() && (0.0..=86_400.0).contains(&secs)).then(|| Duration::from_secs_f64(secs))
+}
+
+/// Parses `--listen`: `HOST:PORT` with an IP host or `localhost`, `[IPV6]:PORT`, or `:PORT` (every interface).
+pub fn parse_listen(s: &str) -> Option<SocketAddr> {
+    let t = s.trim();
+    if let Some(port) = t.strip_prefix(':') {
+        return Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port.parse().ok()?)));
+    }
+    if let Some(port) = t.strip_prefix("localhost:") {
+        return Some(SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port.parse().ok()?)));
+    }
+    t.parse().ok()
+}
+
+impl ExportConfig {
+    /// Validates the export flags; `env` looks up the Kubernetes fallbacks (`KATIB_TRIAL_NAME`,
+    /// `POD_NAMESPACE`, `POD_NAME`) for labels not given as flags.
+    pub fn from_args(a: ExportArgs, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let duration = |flag: &'static str, value: &str| {
+            parse_duration(value).ok_or_else(|| ConfigError::Duration { flag, value: value.to_string() })
+        };
+        let listen = match a.listen.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(v) => Some(parse_listen(v).ok_or_else(|| ConfigError::Listen { value: v.to_string() })?),
+        };
+        let pushgateway = match a.pushgateway.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => Some(PushTarget::parse(url)?),
+        };
+        let push_interval = Some(duration("push-interval", &a.push_interval)?).filter(|d| !d.is_zero());
+        let label = |flag: Option<String>, fallback: &str| flag.or_else(|| env(fallback)).filter(|v| !v.is_empty());
+        Ok(ExportConfig {
+            listen,
+            linger: duration("linger", &a.linger)?,
+            pushgateway,
+            push_interval,
+            labels: Labels {
+                trial: label(a.trial, "KATIB_TRIAL_NAME"),
+                experiment: a.experiment.filter(|v| !v.is_empty()),
+                namespace: label(a.namespace, "POD_NAMESPACE"),
+                pod: label(a.pod, "POD_NAME"),
+            },
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +212,48 @@ mod tests {
         assert_eq!(parse_size("1M"), Some(1 << 20));
         assert_eq!(parse_size("1x"), None);
         assert_eq!(parse_size(""), None);
+    }
+
+    #[test]
+    fn durations_take_units_and_reject_garbage() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        for bad in ["", "s", "-1s", "2d", "1e3", "25h"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn listen_addresses_take_a_port_shorthand() {
+        assert_eq!(parse_listen(":9478"), Some("0.0.0.0:9478".parse().unwrap()));
+        assert_eq!(parse_listen("127.0.0.1:1"), Some("127.0.0.1:1".parse().unwrap()));
+        assert_eq!(parse_listen("[::1]:9478"), Some("[::1]:9478".parse().unwrap()));
+        assert_eq!(parse_listen("localhost:9"), Some("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(parse_listen("9478"), None);
+        assert_eq!(parse_listen("host:9478"), None);
+    }
+
+    #[test]
+    fn labels_fall_back_to_the_kubernetes_environment() {
+        let env = |k: &str| match k {
+            "KATIB_TRIAL_NAME" => Some("t-env".to_string()),
+            "POD_NAMESPACE" => Some("ns-env".to_string()),
+            _ => None,
+        };
+        let args = ExportArgs {
+            linger: "30s".into(),
+            push_interval: "0".into(),
+            namespace: Some("ns-flag".into()),
+            ..Default::default()
+        };
+        let cfg = ExportConfig::from_args(args, env).unwrap();
+        assert_eq!(cfg.labels.trial.as_deref(), Some("t-env"));
+        assert_eq!(cfg.labels.namespace.as_deref(), Some("ns-flag"), "a flag wins over the environment");
+        assert_eq!((cfg.labels.pod.as_deref(), cfg.push_interval, cfg.listen), (None, None, None));
+        assert!(!cfg.is_enabled());
     }
 
     #[test]

@@ -3,13 +3,15 @@
 //! The core is sans-I/O and synchronous: [`lines`] (bytes → lines), [`rules`] (lines → matches), [`aggregate`]
 //! (per-metric state) and [`collect`] (the three wired together). [`source`]s push bytes in; [`sink`]s take
 //! observations and aggregates out. [`cli`] and [`config`] turn flags into a validated configuration, [`run`]
-//! wires a configuration to its source and sinks; [`plot`] draws a log's curves;
-//! [`progress`] and [`live`] show a run's progress on a terminal.
+//! wires a configuration to its source and sinks. [`server`] serves `/metrics` from published [`state`]
+//! snapshots; [`export`] starts it (and the Pushgateway sink) for a run and ends it. [`plot`] draws a log's
+//! curves; [`progress`] and [`live`] show a run's progress on a terminal.
 
 pub mod aggregate;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod export;
 pub mod katib_api;
 pub mod lines;
 pub mod live;
@@ -18,6 +20,7 @@ pub mod progress;
 pub mod report;
 pub mod rules;
 pub mod run;
+pub mod server;
 pub mod sink;
 pub mod source;
 pub mod state;

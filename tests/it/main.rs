@@ -2,12 +2,15 @@
 //!
 //! Each module pins one area: `golden` the example logs against recorded outputs and against what the training
 //! processes recorded in memory, `katib` Katib's parsing contract, `cli` the command line's behaviour as a user
-//! meets it, `plot` the pictures, `terminal` what a terminal shows and a pipe does not.
+//! meets it, `plot` the pictures, `terminal` what a terminal shows and a pipe does not, `prom` the Prometheus
+//! endpoint and Pushgateway against real Prometheus parts (helpers in `support`).
 
 mod cli;
 mod golden;
 mod katib;
 mod plot;
+mod prom;
+mod support;
 mod terminal;
 
 use std::path::{Path, PathBuf};
