@@ -16,4 +16,5 @@ pub mod run;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod stop;
 pub mod value;

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
                 }
             };
             match trialtail::run::run(cfg) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     let code = e.exit_code();
                     eprintln!("trialtail: {:#}", anyhow::Error::from(e));

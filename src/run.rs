@@ -1,14 +1,27 @@
 //! `trialtail run`: wires a validated configuration to its source and sinks.
+//!
+//! The local mode (a file read to its end) is a plain synchronous loop: it is the fast path and stays free of
+//! any runtime. The live modes (`--follow`, standard input, a wrapped command) run on a current-thread tokio
+//! runtime with SIGINT/SIGTERM handling. Either way the shared state that sinks read ([`Publisher`] /
+//! [`SnapshotRx`]) is created in one place, [`run`], and the output (table, JSON lines or the Katib report) is
+//! written by one [`Output`] value.
 
+use std::fs::File;
 use std::io::{self, BufWriter, ErrorKind, Write};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::cli::Output;
-use crate::collect::{Collector, ObservationSink};
-use crate::config::RunConfig;
+use crate::cli::Output as OutputKind;
+use crate::collect::{Collector, Observation, ObservationSink};
+use crate::config::{RunConfig, Source};
 use crate::report::KatibReport;
 use crate::sink::stdout::{JsonLines, write_report_json, write_table};
-use crate::source::{self, file::SourceError};
+use crate::source::child::{self, spawn_exit_code};
+use crate::source::file::{self as file_source, SourceError};
+use crate::source::tail::Tailer;
+use crate::source::{self, End, Live, LiveSink, StopOptions};
+use crate::state::{PUBLISH_INTERVAL, Phase, Publisher, SnapshotRx, SourceStats};
+use crate::stop::Signals;
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -17,14 +30,24 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error("writing the output failed")]
     Output(#[source] io::Error),
+    #[error("--output-file {path}: cannot create it")]
+    OutputFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl RunError {
-    /// The process exit code: 2 for what the user can fix in the command line (a missing file), 1 otherwise.
+    /// The process exit code: 2 for what the user can fix in the command line (a missing file), 127/126 for a
+    /// command that cannot be run, 128+N after a second signal N, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            RunError::Source(SourceError::Open { .. } | SourceError::Directory { .. }) => 2,
-            RunError::Source(SourceError::Read { .. }) | RunError::Output(_) => 1,
+            RunError::Source(SourceError::Open { .. } | SourceError::Directory { .. })
+            | RunError::OutputFile { .. } => 2,
+            RunError::Source(SourceError::Spawn { source, .. }) => spawn_exit_code(source),
+            RunError::Source(SourceError::Interrupted { signal }) => 128u8.wrapping_add(*signal as u8),
+            RunError::Source(SourceError::Read { .. } | SourceError::Runtime(_)) | RunError::Output(_) => 1,
         }
     }
 }
@@ -34,50 +57,146 @@ fn output_error(e: io::Error) -> Result<(), RunError> {
     if e.kind() == ErrorKind::BrokenPipe { Ok(()) } else { Err(RunError::Output(e)) }
 }
 
-/// Runs `trialtail run` to completion.
-pub fn run(cfg: RunConfig) -> Result<(), RunError> {
+type Dest = BufWriter<Box<dyn Write>>;
+
+/// What `trialtail run` prints, and where.
+enum Output {
+    /// One JSON object per observation, as found.
+    Json(JsonLines<Dest>),
+    /// The Katib report, at the end.
+    Report(KatibReport, OutputKind, Dest),
+    /// The summary table, at the end.
+    Table(Dest),
+}
+
+impl ObservationSink for Output {
+    fn observe(&mut self, obs: &Observation<'_>) {
+        match self {
+            Output::Json(sink) => sink.observe(obs),
+            Output::Report(report, ..) => report.observe(obs),
+            Output::Table(_) => {}
+        }
+    }
+}
+
+impl LiveSink for Output {
+    fn flush(&mut self) {
+        if let Output::Json(sink) = self {
+            sink.flush();
+        }
+    }
+}
+
+impl Output {
+    fn new(cfg: &RunConfig, dest: Dest) -> Self {
+        match (&cfg.objective, cfg.output) {
+            (Some(objective), kind) => Output::Report(KatibReport::new(objective.clone()), kind, dest),
+            (None, OutputKind::Json) => Output::Json(JsonLines::new(dest)),
+            (None, OutputKind::Table) => Output::Table(dest),
+        }
+    }
+
+    /// Writes what is written at the end.
+    fn finish(self, collector: &Collector) -> Result<(), RunError> {
+        let written = match self {
+            Output::Json(sink) => sink.finish().map(drop),
+            Output::Report(report, OutputKind::Json, mut out) => write_report_json(&mut out, &report.rows()),
+            Output::Report(_, OutputKind::Table, mut out) | Output::Table(mut out) => {
+                write_table(&mut out, collector.aggregate())
+            }
+        };
+        written.or_else(output_error)
+    }
+}
+
+/// Where the output goes: `--output-file`, else stdout – or stderr when wrapping a command (whose stdout it is).
+fn destination(cfg: &RunConfig) -> Result<Dest, RunError> {
+    let w: Box<dyn Write> = match (&cfg.output_file, &cfg.source) {
+        (Some(path), _) => {
+            Box::new(File::create(path).map_err(|source| RunError::OutputFile { path: path.clone(), source })?)
+        }
+        (None, Source::Command(_)) => Box::new(io::stderr()),
+        (None, _) => Box::new(io::stdout()),
+    };
+    Ok(BufWriter::new(w))
+}
+
+/// Runs `trialtail run` to completion and returns the exit code (the wrapped command's in wrap mode).
+pub fn run(cfg: RunConfig) -> Result<u8, RunError> {
     let started = Instant::now();
-    let mut reader = source::file::open(&cfg.log)?;
+    // The local mode opens its file before anything is printed: a missing file prints one error, no table.
+    let local = match &cfg.source {
+        Source::File(path) => Some(file_source::open(path)?),
+        _ => None,
+    };
+    let mut out = Output::new(&cfg, destination(&cfg)?);
+    let stop = StopOptions { until_idle: cfg.until_idle, grace: cfg.shutdown_grace };
     let mut collector = Collector::new(cfg.rules, cfg.max_line_bytes, cfg.max_metrics);
-    let stdout = io::stdout();
-    let read_result = match (&cfg.objective, cfg.output) {
-        (Some(objective), output) => {
-            let mut report = KatibReport::new(objective.clone());
-            let r = source::read_to_end(&mut reader, &mut collector, &mut report);
-            let mut out = BufWriter::new(stdout.lock());
-            let written = match output {
-                Output::Json => write_report_json(&mut out, &report.rows()),
-                Output::Table => write_table(&mut out, collector.aggregate()),
+    // The shared state: the one place where snapshots are published from, and where sinks subscribe.
+    let (mut publisher, snapshots): (Publisher, SnapshotRx) = Publisher::new(PUBLISH_INTERVAL);
+
+    let result = match local {
+        Some(mut reader) => {
+            let r = source::read_to_end(&mut reader, &mut collector, &mut out);
+            let stats = SourceStats { opens: 1, read_errors: u64::from(r.is_err()), ..SourceStats::default() };
+            publisher.publish(&collector, stats, Phase::Ended);
+            r.map(|_| End::Eof).map_err(|source| {
+                let path = match &cfg.source {
+                    Source::File(p) => p.clone(),
+                    _ => PathBuf::new(),
+                };
+                SourceError::Read { path, bytes: collector.line_stats().bytes, source }
+            })
+        }
+        None => {
+            let mut live = Live {
+                collector: &mut collector,
+                sink: &mut out,
+                publisher: &mut publisher,
+                stats: SourceStats::default(),
+                phase: Phase::Starting,
             };
-            written.or_else(output_error)?;
-            r
-        }
-        (None, Output::Json) => {
-            let mut sink = JsonLines::new(BufWriter::new(stdout.lock()));
-            let r = source::read_to_end(&mut reader, &mut collector, &mut sink);
-            sink.finish().map(drop).or_else(output_error)?;
-            r
-        }
-        (None, Output::Table) => {
-            let r = source::read_to_end(&mut reader, &mut collector, &mut ());
-            write_table(&mut BufWriter::new(stdout.lock()), collector.aggregate()).or_else(output_error)?;
-            r
+            run_live(&cfg.source, stop, cfg.max_line_bytes, &mut live)
         }
     };
+    // Whatever happened to the source, what was observed is written (a second signal aside: that exits now).
+    let result = match result {
+        Err(e @ SourceError::Interrupted { .. }) => return Err(e.into()),
+        r => r,
+    };
+    out.finish(&collector)?;
     if cfg.stats {
-        print_stats(&collector, started);
+        print_stats(&collector, snapshots.borrow().source, started);
     }
     let c = collector.counters();
     if c.dropped > 0 {
         tracing::warn!(dropped = c.dropped, "observations dropped by the metric limit (--max-metrics)");
     }
-    match read_result {
-        Ok(_) => Ok(()),
-        Err(source) => {
-            let bytes = collector.line_stats().bytes;
-            Err(SourceError::Read { path: cfg.log, bytes, source }.into())
-        }
+    match result? {
+        End::Exited(code) => Ok(code),
+        End::Eof | End::Idle | End::Signalled(_) => Ok(0),
     }
+}
+
+/// The live modes, on a current-thread runtime.
+fn run_live(
+    source: &Source,
+    stop: StopOptions,
+    max_line_bytes: usize,
+    live: &mut Live<'_, Output>,
+) -> Result<End, SourceError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SourceError::Runtime)?;
+    rt.block_on(async {
+        let mut signals = Signals::new().map_err(SourceError::Runtime)?;
+        match source {
+            Source::Follow { path, from_end } => {
+                source::file::follow(Tailer::new(path, *from_end), live, &mut signals, stop).await
+            }
+            Source::Stdin => source::stdin::follow(live, &mut signals, stop.grace).await,
+            Source::Command(command) => child::wrap(command, live, &mut signals, max_line_bytes, stop.grace).await,
+            Source::File(_) => Ok(End::Eof),
+        }
+    })
 }
 
 /// The process's peak resident memory in bytes (Linux), for `--stats`.
@@ -88,7 +207,7 @@ pub fn peak_rss() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn print_stats(collector: &Collector, started: Instant) {
+fn print_stats(collector: &Collector, source: SourceStats, started: Instant) {
     let l = collector.line_stats();
     let c = collector.counters();
     let secs = started.elapsed().as_secs_f64();
@@ -97,7 +216,8 @@ fn print_stats(collector: &Collector, started: Instant) {
     let _ = writeln!(
         err,
         "bytes={} lines={} too_long_lines={} observations={} parse_errors={} bad_json_lines={} dropped={} \
-         metrics={} seconds={secs:.3} mb_per_s={mb_s:.1} peak_rss_bytes={}",
+         metrics={} opens={} rotations={} truncations={} read_errors={} seconds={secs:.3} mb_per_s={mb_s:.1} \
+         peak_rss_bytes={}",
         l.bytes,
         l.lines,
         l.too_long,
@@ -106,6 +226,10 @@ fn print_stats(collector: &Collector, started: Instant) {
         c.bad_json,
         c.dropped,
         collector.aggregate().metrics().len(),
+        source.opens,
+        source.rotations,
+        source.truncations,
+        source.read_errors,
         peak_rss().map_or_else(|| "unknown".to_string(), |b| b.to_string()),
     );
 }
