@@ -18,7 +18,8 @@
 //!   the rotated file but never read here; nothing else is lost, nothing is read twice.
 //! - **truncate and regrow between two checks**: if the file is truncated and grows back past the old offset
 //!   before the tailer looks, its size alone says nothing happened. The tailer keeps the first
-//!   [`HEAD_BYTES`] bytes it read as a fingerprint and compares them at every end of file; a file whose new
+//!   [`HEAD_BYTES`] bytes it read as a fingerprint and compares them before reading on and at every end of
+//!   file; a file whose new
 //!   start is byte-for-byte the old start (a log that always begins with the same banner) still escapes, and
 //!   then the bytes between the old start and the old offset are skipped.
 //! - A file deleted while a writer keeps writing to it is only re-read on the slow safety timer (no directory
@@ -243,6 +244,24 @@ impl Tailer {
                 }
                 continue;
             };
+            // Before reading on from the offset: a truncation (even one regrown past the offset) makes those
+            // bytes the middle of something else.
+            if open.seen.offset > 0 {
+                match look(&self.path, open) {
+                    Ok(now) if classify(&open.seen, &now) == Change::Truncated => {
+                        if !self.restart(c) {
+                            continue;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.stats.read_errors += 1;
+                        tracing::warn!(path = %self.path.display(), error = %e, "checking the log failed");
+                        return Ok(Step::Eof(total));
+                    }
+                }
+            }
+            let Some(open) = self.open.as_mut() else { continue };
             // Read to the end of the file, or to the budget.
             loop {
                 if total >= budget {
@@ -282,17 +301,7 @@ impl Tailer {
                     return Ok(Step::Eof(total));
                 }
                 Change::Truncated => {
-                    self.stats.truncations += 1;
-                    tracing::info!(path = %self.path.display(), "log truncated; reading it from its start");
-                    c.discard_partial();
-                    if let Err(e) = open.file.seek(SeekFrom::Start(0)) {
-                        self.stats.read_errors += 1;
-                        tracing::warn!(path = %self.path.display(), error = %e, "seek failed; reopening");
-                        self.open = None;
-                        continue;
-                    }
-                    open.seen.offset = 0;
-                    open.seen.head = Head::default();
+                    self.restart(c);
                 }
                 Change::Gone => {
                     if !open.gone {
@@ -331,6 +340,24 @@ fn look(path: &Path, open: &Open) -> io::Result<Now> {
 }
 
 impl Tailer {
+    /// The open file was truncated: drop the partial line and read it again from its start. `false` when the
+    /// file had to be closed instead (it is reopened on the next step).
+    fn restart(&mut self, c: &mut Collector) -> bool {
+        let Some(open) = self.open.as_mut() else { return false };
+        self.stats.truncations += 1;
+        tracing::info!(path = %self.path.display(), "log truncated; reading it from its start");
+        c.discard_partial();
+        if let Err(e) = open.file.seek(SeekFrom::Start(0)) {
+            self.stats.read_errors += 1;
+            tracing::warn!(path = %self.path.display(), error = %e, "seek failed; reopening");
+            self.open = None;
+            return false;
+        }
+        open.seen.offset = 0;
+        open.seen.head = Head::default();
+        true
+    }
+
     /// Opens the path; `false` when it names no file yet.
     fn try_open(&mut self) -> Result<bool, TailError> {
         let file = match File::open(&self.path) {
@@ -369,6 +396,190 @@ impl Tailer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collect::Observation;
+    use crate::rules::{Format, Rules, Semantics};
+    use std::io::Write;
+
+    /// The raw values observed, in order.
+    #[derive(Default)]
+    struct Values(Vec<String>);
+
+    impl ObservationSink for Values {
+        fn observe(&mut self, o: &Observation<'_>) {
+            self.0.push(String::from_utf8_lossy(o.raw).into_owned());
+        }
+    }
+
+    fn collector(max_line: usize) -> Collector {
+        Collector::new(Rules::new(&[], &[], Semantics::Native, Format::Text).unwrap(), max_line, 100_000)
+    }
+
+    fn append(path: &Path, bytes: &[u8]) {
+        std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(bytes).unwrap();
+    }
+
+    /// A temp dir, the log path in it (not created), and a tailer of it with its collector and values.
+    fn tailing(from_end: bool, max_line: usize) -> (tempfile::TempDir, PathBuf, Tailer, Collector, Values) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.log");
+        let t = Tailer::new(&path, from_end);
+        (dir, path, t, collector(max_line), Values::default())
+    }
+
+    /// Steps until the tailer waits.
+    fn settle(t: &mut Tailer, c: &mut Collector, v: &mut Values) -> Step {
+        loop {
+            match t.step(c, v, 1 << 20).unwrap() {
+                Step::More(_) => {}
+                other => return other,
+            }
+        }
+    }
+
+    #[test]
+    fn a_truncate_that_regrows_past_the_offset_is_caught_by_the_head() {
+        let (_dir, path, mut t, mut c, mut v) = tailing(false, 1024);
+        append(&path, b"loss=1\nloss=2\n");
+        settle(&mut t, &mut c, &mut v);
+        // Truncated and regrown past the old offset (14 bytes) before the tailer looks again.
+        std::fs::write(&path, b"loss=30\nloss=40\nloss=50\n").unwrap();
+        settle(&mut t, &mut c, &mut v);
+        assert_eq!(v.0, ["1", "2", "30", "40", "50"]);
+        assert_eq!(t.stats().truncations, 1);
+    }
+
+    #[test]
+    fn crlf_nul_invalid_utf8_long_and_partial_lines_are_read_once() {
+        let (_dir, path, mut t, mut c, mut v) = tailing(false, 32);
+        assert_eq!(settle(&mut t, &mut c, &mut v), Step::Missing, "not created yet");
+        append(&path, b"loss=1\r\n\x00\xff\xfe garbage\nloss=");
+        assert_eq!(settle(&mut t, &mut c, &mut v), Step::Eof(25));
+        append(&path, b"2\n");
+        append(&path, &[b'x'; 100]);
+        append(&path, b" loss=9\n\xc3\x28 loss=3\n");
+        settle(&mut t, &mut c, &mut v);
+        assert_eq!(v.0, ["1", "2", "3"]);
+        assert_eq!((c.line_stats().lines, c.line_stats().too_long), (5, 1));
+        assert_eq!(t.stats().opens, 1);
+    }
+
+    #[test]
+    fn from_end_skips_what_the_file_holds() {
+        let (_dir, path, mut t, mut c, mut v) = tailing(true, 1024);
+        append(&path, b"loss=1\n");
+        settle(&mut t, &mut c, &mut v);
+        append(&path, b"loss=2\n");
+        settle(&mut t, &mut c, &mut v);
+        assert_eq!(v.0, ["2"]);
+    }
+
+    /// One step of the property test's script.
+    #[derive(Debug, Clone)]
+    enum Action {
+        /// Append this many complete lines.
+        Write(u8),
+        /// Append one line in two writes, with a tailer step between them.
+        Split,
+        /// Let the tailer read.
+        Step,
+        /// Rename the file away and create a new one.
+        Rotate,
+        /// Copy the file away and truncate it (copytruncate).
+        Truncate,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Fate {
+        Pending,
+        Read,
+        AtRisk,
+    }
+
+    use proptest::prelude::*;
+
+    fn action() -> impl Strategy<Value = Action> {
+        prop_oneof![
+            4 => (1u8..5).prop_map(Action::Write),
+            1 => Just(Action::Split),
+            4 => Just(Action::Step),
+            1 => Just(Action::Rotate),
+            1 => Just(Action::Truncate),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Random write/rotate/truncate scripts against a model: no line is read twice, lines come in order,
+        /// every line the model says must survive is read, and nothing is read that was not written.
+        #[test]
+        fn random_writes_rotations_and_truncations_match_the_model(actions in proptest::collection::vec(action(), 1..40)) {
+            let (dir, path, mut t, mut c, mut v) = tailing(false, 1024);
+            // Model: every line's id, the generation of the file it went to, its fate.
+            let mut lines: Vec<(u64, u32, Fate)> = Vec::new();
+            let (mut cur, mut open): (u32, Option<u32>) = (0, None);
+            let mut next = 0u64;
+            let step_path = path.clone();
+            let path_exists = |p: &Path| p.exists();
+            let step = |t: &mut Tailer, c: &mut Collector, v: &mut Values, lines: &mut Vec<(u64, u32, Fate)>, cur: u32, open: &mut Option<u32>| {
+                settle(t, c, v);
+                for l in lines.iter_mut().filter(|l| l.2 == Fate::Pending) {
+                    // The open file is drained, the path's file read; a file in between was never opened.
+                    l.2 = if l.1 == cur || Some(l.1) == *open { Fate::Read } else { Fate::AtRisk };
+                }
+                if path_exists(&step_path) {
+                    *open = Some(cur);
+                }
+            };
+            for a in &actions {
+                match a {
+                    Action::Write(n) => {
+                        let mut buf = Vec::new();
+                        for _ in 0..*n {
+                            buf.extend_from_slice(format!("loss={next}\n").as_bytes());
+                            lines.push((next, cur, Fate::Pending));
+                            next += 1;
+                        }
+                        append(&path, &buf);
+                    }
+                    Action::Split => {
+                        append(&path, b"loss=");
+                        step(&mut t, &mut c, &mut v, &mut lines, cur, &mut open);
+                        append(&path, format!("{next}\n").as_bytes());
+                        lines.push((next, cur, Fate::Pending));
+                        next += 1;
+                    }
+                    Action::Step => step(&mut t, &mut c, &mut v, &mut lines, cur, &mut open),
+                    Action::Rotate => {
+                        if path.exists() {
+                            std::fs::rename(&path, dir.path().join(format!("train.log.{cur}"))).unwrap();
+                        }
+                        cur += 1;
+                        append(&path, b"");
+                    }
+                    Action::Truncate => {
+                        if path.exists() {
+                            std::fs::copy(&path, dir.path().join(format!("train.log.{cur}.copy"))).unwrap();
+                            std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+                        }
+                        for l in lines.iter_mut().filter(|l| l.2 == Fate::Pending && l.1 == cur) {
+                            l.2 = Fate::AtRisk;
+                        }
+                    }
+                }
+            }
+            step(&mut t, &mut c, &mut v, &mut lines, cur, &mut open);
+            let read: Vec<u64> = v.0.iter().map(|s| s.parse().unwrap()).collect();
+            prop_assert!(read.windows(2).all(|w| w[0] < w[1]), "in order, none twice: {read:?}");
+            prop_assert!(read.iter().all(|id| (*id) < next), "only what was written: {read:?}");
+            let must: Vec<u64> = lines.iter().filter(|l| l.2 == Fate::Read).map(|l| l.0).collect();
+            let missing: Vec<u64> = must.iter().copied().filter(|id| !read.contains(id)).collect();
+            prop_assert!(missing.is_empty(), "lost {missing:?}; read {read:?}");
+            if !actions.iter().any(|a| matches!(a, Action::Truncate)) && lines.iter().all(|l| l.2 != Fate::AtRisk) {
+                prop_assert_eq!(read.len() as u64, next, "nothing lost without truncation");
+            }
+        }
+    }
 
     fn id(ino: u64) -> FileId {
         FileId { dev: 1, ino }
