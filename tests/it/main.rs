@@ -2,11 +2,12 @@
 //!
 //! Each module pins one area: `golden` the example logs against recorded outputs and against what the training
 //! processes recorded in memory, `katib` Katib's parsing contract, `cli` the command line's behaviour as a user
-//! meets it.
+//! meets it, `live` following files, signals and wrapped commands.
 
 mod cli;
 mod golden;
 mod katib;
+mod live;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
