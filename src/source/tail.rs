@@ -19,9 +19,8 @@
 //! - **truncate and regrow between two checks**: if the file is truncated and grows back past the old offset
 //!   before the tailer looks, its size alone says nothing happened. The tailer keeps the first
 //!   [`HEAD_BYTES`] bytes it read as a fingerprint and compares them before reading on and at every end of
-//!   file; a file whose new
-//!   start is byte-for-byte the old start (a log that always begins with the same banner) still escapes, and
-//!   then the bytes between the old start and the old offset are skipped.
+//!   file; a file whose new start is byte-for-byte the old start (a log that always begins with the same
+//!   banner) still escapes, and then the bytes between the old start and the old offset are skipped.
 //! - A file deleted while a writer keeps writing to it is only re-read on the slow safety timer (no directory
 //!   event names it any more).
 //!
