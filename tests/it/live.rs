@@ -27,6 +27,7 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// A running `trialtail` whose stdout lines are collected as they come.
 struct Running {
     child: Child,
+    stdin: Option<std::process::ChildStdin>,
     lines: Arc<Mutex<Vec<String>>>,
     reader: Option<std::thread::JoinHandle<()>>,
 }
@@ -35,13 +36,14 @@ impl Running {
     fn start(args: &[&str]) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_trialtail"))
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env_remove("TRIALTAIL_LOG")
             .spawn()
             .expect("spawn trialtail");
         let out = child.stdout.take().expect("stdout");
+        let stdin = child.stdin.take();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();
         let reader = std::thread::spawn(move || {
@@ -50,7 +52,7 @@ impl Running {
                 sink.lock().unwrap().push(line);
             }
         });
-        Running { child, lines, reader: Some(reader) }
+        Running { child, stdin, lines, reader: Some(reader) }
     }
 
     /// Follows `log` with JSON output; `extra` flags come first.
@@ -303,4 +305,25 @@ fn sigterm_is_forwarded_to_the_wrapped_command_and_its_code_kept() {
     assert_eq!(status.code(), Some(3), "{err}");
     assert_eq!(lines, ["ready", "loss=3"]);
     assert!(err.contains("loss "), "the summary goes to stderr: {err}");
+}
+
+#[test]
+fn follow_polls_when_the_directory_does_not_exist_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("later").join("train.log");
+    let t = Running::follow(&log, &[]);
+    std::fs::create_dir(dir.path().join("later")).unwrap();
+    append(&log, b"loss=1\n");
+    expect_then_stop(t, &["1"]);
+}
+
+#[test]
+fn stdin_is_followed_live_and_a_signal_ends_it_with_exit_0() {
+    let mut t = Running::start(&["run", "--output", "json", "-"]);
+    let mut stdin = t.stdin.take().expect("stdin");
+    stdin.write_all(b"loss=1\n").unwrap();
+    stdin.flush().unwrap();
+    // Published while the pipe is still open; then a signal ends it.
+    expect_then_stop(t, &["1"]);
+    drop(stdin);
 }
