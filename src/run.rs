@@ -192,7 +192,7 @@ fn run_live(
             Source::Follow { path, from_end } => {
                 source::file::follow(Tailer::new(path, *from_end), live, &mut signals, stop).await
             }
-            Source::Stdin => source::stdin::follow(live, &mut signals, stop.grace).await,
+            Source::Stdin => source::stdin::follow(live, &mut signals).await,
             Source::Command(command) => child::wrap(command, live, &mut signals, max_line_bytes, stop.grace).await,
             Source::File(_) => Ok(End::Eof),
         }

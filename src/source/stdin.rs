@@ -7,7 +7,6 @@
 
 use std::io::{self, ErrorKind, Read};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
@@ -43,13 +42,9 @@ fn reader(tx: mpsc::Sender<Chunk>) {
     }
 }
 
-/// Reads standard input until EOF or a signal. The grace period does not apply: the chunks already read are
-/// few and processed at once.
-pub async fn follow<S: LiveSink>(
-    live: &mut Live<'_, S>,
-    signals: &mut Signals,
-    _grace: Duration,
-) -> Result<End, SourceError> {
+/// Reads standard input until EOF or a signal. No grace period is needed: on a signal only the few chunks
+/// already read are processed.
+pub async fn follow<S: LiveSink>(live: &mut Live<'_, S>, signals: &mut Signals) -> Result<End, SourceError> {
     let (tx, mut rx) = mpsc::channel::<Chunk>(4);
     std::thread::Builder::new().name("stdin".into()).spawn(move || reader(tx)).map_err(SourceError::Runtime)?;
     live.phase = Phase::Reading;

@@ -227,11 +227,6 @@ impl Tailer {
         self.stats
     }
 
-    /// The path currently names no file and the tailer holds the old one open (or none).
-    pub fn is_waiting_for_path(&self) -> bool {
-        self.open.as_ref().is_none_or(|o| o.gone)
-    }
-
     /// Opens the path if needed, reads up to about `budget` bytes, and at end of file checks for rotation and
     /// truncation (acting on them at once). Never waits.
     pub fn step(&mut self, c: &mut Collector, sink: &mut impl ObservationSink, budget: u64) -> Result<Step, TailError> {
