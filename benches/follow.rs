@@ -81,7 +81,8 @@ fn main() {
     lat.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!(
-        "follow latency over {samples} appends: p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms  (targets: p50 <= 5, p99 <= 50)",
+        "follow latency over {samples} appends: p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms  max {:.3} ms  \
+         (targets: p50 <= 5, p99 <= 50)",
         ms(percentile(&lat, 0.50)),
         ms(percentile(&lat, 0.90)),
         ms(percentile(&lat, 0.99)),
@@ -92,7 +93,8 @@ fn main() {
     std::thread::sleep(Duration::from_secs(idle_secs));
     let (stat1, sched1) = (stat_cpu(pid), schedstat_cpu(pid));
     println!(
-        "idle CPU over {idle_secs} s of a quiet file: utime+stime {:.3} s, schedstat {:.6} s  (target <= 0.01 s per 10 s)",
+        "idle CPU over {idle_secs} s of a quiet file: utime+stime {:.3} s, schedstat {:.6} s  \
+         (target <= 0.01 s per 10 s)",
         stat1 - stat0,
         sched1 - sched0,
     );

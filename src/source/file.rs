@@ -118,7 +118,8 @@ fn watch(path: &Path, wake: Arc<Notify>) -> Option<RecommendedWatcher> {
         }
     };
     if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the log's directory; polling (at most every 250 ms)");
+        let dir = dir.display();
+        tracing::warn!(%dir, error = %e, "cannot watch the log's directory; polling (at most every 250 ms)");
         return None;
     }
     Some(watcher)

@@ -275,7 +275,8 @@ impl Tailer {
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) => {
                         self.stats.read_errors += 1;
-                        tracing::warn!(path = %self.path.display(), error = %e, "read failed; retrying on the next change");
+                        let path = self.path.display();
+                        tracing::warn!(%path, error = %e, "read failed; retrying on the next change");
                         return Ok(Step::Eof(total));
                     }
                 }
@@ -501,77 +502,84 @@ mod tests {
         ]
     }
 
+    /// Runs a script of actions against real files and the model; see the property below.
+    fn run_script(actions: &[Action]) -> Result<(), TestCaseError> {
+        let (dir, path, mut t, mut c, mut v) = tailing(false, 1024);
+        // Model: every line's id, the generation of the file it went to, its fate.
+        let mut lines: Vec<(u64, u32, Fate)> = Vec::new();
+        let (mut cur, mut open): (u32, Option<u32>) = (0, None);
+        let mut next = 0u64;
+        let mut step = |t: &mut Tailer, c: &mut Collector, v: &mut Values, lines: &mut Vec<_>, cur: u32| {
+            settle(t, c, v);
+            for l in lines.iter_mut().filter(|l: &&mut (u64, u32, Fate)| l.2 == Fate::Pending) {
+                // The open file is drained, the path's file read; a file in between was never opened.
+                l.2 = if l.1 == cur || Some(l.1) == open { Fate::Read } else { Fate::AtRisk };
+            }
+            if path.exists() {
+                open = Some(cur);
+            }
+        };
+        for a in actions {
+            match a {
+                Action::Write(n) => {
+                    let mut buf = Vec::new();
+                    for _ in 0..*n {
+                        buf.extend_from_slice(format!("loss={next}\n").as_bytes());
+                        lines.push((next, cur, Fate::Pending));
+                        next += 1;
+                    }
+                    append(&path, &buf);
+                }
+                Action::Split => {
+                    append(&path, b"loss=");
+                    step(&mut t, &mut c, &mut v, &mut lines, cur);
+                    append(&path, format!("{next}\n").as_bytes());
+                    lines.push((next, cur, Fate::Pending));
+                    next += 1;
+                }
+                Action::Step => step(&mut t, &mut c, &mut v, &mut lines, cur),
+                Action::Rotate => {
+                    if path.exists() {
+                        std::fs::rename(&path, dir.path().join(format!("train.log.{cur}"))).unwrap();
+                    }
+                    cur += 1;
+                    append(&path, b"");
+                }
+                Action::Truncate => {
+                    if path.exists() {
+                        std::fs::copy(&path, dir.path().join(format!("train.log.{cur}.copy"))).unwrap();
+                        std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+                    }
+                    for l in lines.iter_mut().filter(|l| l.2 == Fate::Pending && l.1 == cur) {
+                        l.2 = Fate::AtRisk;
+                    }
+                }
+            }
+        }
+        step(&mut t, &mut c, &mut v, &mut lines, cur);
+        let read: Vec<u64> = v.0.iter().map(|s| s.parse().unwrap()).collect();
+        prop_assert!(read.windows(2).all(|w| w[0] < w[1]), "in order, none twice: {read:?}");
+        prop_assert!(read.iter().all(|id| *id < next), "only what was written: {read:?}");
+        let must = lines.iter().filter(|l| l.2 == Fate::Read).map(|l| l.0);
+        let missing: Vec<u64> = must.filter(|id| !read.contains(id)).collect();
+        prop_assert!(missing.is_empty(), "lost {missing:?}; read {read:?}");
+        let truncated = actions.iter().any(|a| matches!(a, Action::Truncate));
+        if !truncated && lines.iter().all(|l| l.2 != Fate::AtRisk) {
+            prop_assert_eq!(read.len() as u64, next, "nothing lost without truncation");
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
         /// Random write/rotate/truncate scripts against a model: no line is read twice, lines come in order,
         /// every line the model says must survive is read, and nothing is read that was not written.
         #[test]
-        fn random_writes_rotations_and_truncations_match_the_model(actions in proptest::collection::vec(action(), 1..40)) {
-            let (dir, path, mut t, mut c, mut v) = tailing(false, 1024);
-            // Model: every line's id, the generation of the file it went to, its fate.
-            let mut lines: Vec<(u64, u32, Fate)> = Vec::new();
-            let (mut cur, mut open): (u32, Option<u32>) = (0, None);
-            let mut next = 0u64;
-            let step_path = path.clone();
-            let path_exists = |p: &Path| p.exists();
-            let step = |t: &mut Tailer, c: &mut Collector, v: &mut Values, lines: &mut Vec<(u64, u32, Fate)>, cur: u32, open: &mut Option<u32>| {
-                settle(t, c, v);
-                for l in lines.iter_mut().filter(|l| l.2 == Fate::Pending) {
-                    // The open file is drained, the path's file read; a file in between was never opened.
-                    l.2 = if l.1 == cur || Some(l.1) == *open { Fate::Read } else { Fate::AtRisk };
-                }
-                if path_exists(&step_path) {
-                    *open = Some(cur);
-                }
-            };
-            for a in &actions {
-                match a {
-                    Action::Write(n) => {
-                        let mut buf = Vec::new();
-                        for _ in 0..*n {
-                            buf.extend_from_slice(format!("loss={next}\n").as_bytes());
-                            lines.push((next, cur, Fate::Pending));
-                            next += 1;
-                        }
-                        append(&path, &buf);
-                    }
-                    Action::Split => {
-                        append(&path, b"loss=");
-                        step(&mut t, &mut c, &mut v, &mut lines, cur, &mut open);
-                        append(&path, format!("{next}\n").as_bytes());
-                        lines.push((next, cur, Fate::Pending));
-                        next += 1;
-                    }
-                    Action::Step => step(&mut t, &mut c, &mut v, &mut lines, cur, &mut open),
-                    Action::Rotate => {
-                        if path.exists() {
-                            std::fs::rename(&path, dir.path().join(format!("train.log.{cur}"))).unwrap();
-                        }
-                        cur += 1;
-                        append(&path, b"");
-                    }
-                    Action::Truncate => {
-                        if path.exists() {
-                            std::fs::copy(&path, dir.path().join(format!("train.log.{cur}.copy"))).unwrap();
-                            std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
-                        }
-                        for l in lines.iter_mut().filter(|l| l.2 == Fate::Pending && l.1 == cur) {
-                            l.2 = Fate::AtRisk;
-                        }
-                    }
-                }
-            }
-            step(&mut t, &mut c, &mut v, &mut lines, cur, &mut open);
-            let read: Vec<u64> = v.0.iter().map(|s| s.parse().unwrap()).collect();
-            prop_assert!(read.windows(2).all(|w| w[0] < w[1]), "in order, none twice: {read:?}");
-            prop_assert!(read.iter().all(|id| (*id) < next), "only what was written: {read:?}");
-            let must: Vec<u64> = lines.iter().filter(|l| l.2 == Fate::Read).map(|l| l.0).collect();
-            let missing: Vec<u64> = must.iter().copied().filter(|id| !read.contains(id)).collect();
-            prop_assert!(missing.is_empty(), "lost {missing:?}; read {read:?}");
-            if !actions.iter().any(|a| matches!(a, Action::Truncate)) && lines.iter().all(|l| l.2 != Fate::AtRisk) {
-                prop_assert_eq!(read.len() as u64, next, "nothing lost without truncation");
-            }
+        fn random_writes_rotations_and_truncations_match_the_model(
+            actions in proptest::collection::vec(action(), 1..40)
+        ) {
+            run_script(&actions)?;
         }
     }
 
