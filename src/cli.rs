@@ -131,7 +131,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Output::Table, env = "TRIALTAIL_OUTPUT", help_heading = "Output")]
     pub output: Output,
 
-    /// Print counters (bytes, lines, throughput, peak memory) to stderr at the end
+    /// Print counters (bytes, lines, opens, rotations, truncations, throughput, memory) to stderr at the end
     #[arg(long, env = "TRIALTAIL_STATS", help_heading = "Output")]
     pub stats: bool,
 
