@@ -30,6 +30,8 @@ struct Running {
     stdin: Option<std::process::ChildStdin>,
     lines: Arc<Mutex<Vec<String>>>,
     reader: Option<std::thread::JoinHandle<()>>,
+    err: Arc<Mutex<String>>,
+    err_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -52,7 +54,19 @@ impl Running {
                 sink.lock().unwrap().push(line);
             }
         });
-        Running { child, stdin, lines, reader: Some(reader) }
+        let mut err_pipe = child.stderr.take().expect("stderr");
+        let err = Arc::new(Mutex::new(String::new()));
+        let err_sink = err.clone();
+        let err_reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    return;
+                }
+                err_sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Running { child, stdin, lines, reader: Some(reader), err, err_reader: Some(err_reader) }
     }
 
     /// Follows `log` with JSON output; `extra` flags come first.
@@ -80,12 +94,11 @@ impl Running {
 
     /// Waits for the exit; returns the status, every stdout line and stderr.
     fn finish(mut self) -> (ExitStatus, Vec<String>, String) {
-        let mut err = String::new();
-        self.child.stderr.take().expect("stderr").read_to_string(&mut err).expect("read stderr");
         let status = self.child.wait().expect("wait");
-        if let Some(r) = self.reader.take() {
+        for r in [self.reader.take(), self.err_reader.take()].into_iter().flatten() {
             r.join().expect("reader");
         }
+        let err = self.err.lock().unwrap().clone();
         let lines = self.lines.lock().unwrap().clone();
         (status, lines, err)
     }
@@ -326,4 +339,32 @@ fn stdin_is_followed_live_and_a_signal_ends_it_with_exit_0() {
     // Published while the pipe is still open; then a signal ends it.
     expect_then_stop(t, &["1"]);
     drop(stdin);
+}
+
+#[test]
+fn a_second_signal_stops_a_long_drain_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("train.log");
+    // A backlog that takes a while to read: the two signals land while it is being read.
+    let line = [b"x".repeat(99), b"\n".to_vec()].concat();
+    let mut backlog = Vec::with_capacity(128 << 20);
+    while backlog.len() < 128 << 20 {
+        backlog.extend_from_slice(&line);
+    }
+    append(&log, &backlog);
+    drop(backlog);
+    let log = log.to_str().unwrap();
+    let t = Running::start(&["run", "--follow", "--shutdown-grace", "5m", "--log-level", "info", log]);
+    let pid = t.child.id();
+    wait_until("trialtail's watcher thread", || {
+        std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|d| d.count() >= 2)
+    });
+    t.signal(Signal::TERM);
+    // Two signals sent back to back are one to a process that has not looked yet: wait for the first's drain.
+    wait_until("the drain", || t.err.lock().unwrap().contains("stopping: reading what is readable"));
+    t.signal(Signal::TERM);
+    let (status, lines, err) = t.finish();
+    assert_eq!(status.code(), Some(128 + 15), "{err}");
+    assert!(lines.is_empty(), "no summary after a second signal");
+    assert!(err.contains("stopped at once by a second signal 15"), "{err}");
 }
