@@ -3,6 +3,7 @@
 //! Every flag has a one-line summary and a longer text (shown by `--help`) with its unit, default and
 //! interactions, and reads an environment variable `TRIALTAIL_<NAME>` when not given.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -31,7 +32,7 @@ pub struct Cli {
 pub enum Command {
     /// Read a training log and report the metrics in it
     #[command(long_about = RUN_ABOUT)]
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Draw the curves of a training log's metrics as SVG or PNG
     #[command(long_about = PLOT_ABOUT)]
     Plot(PlotArgs),
@@ -45,8 +46,13 @@ one JSON object per observation instead. Reading a large file on a terminal show
 With no rule flags, two presets are on: `katib` (every `name=value` pair, Katib's default format) and `tf-step` \
 (`Accuracy at step 120: 0.9134`). Without `--metrics` every name those rules capture is a metric, noise such as \
 tqdm's `v_num=1` included (bounded by `--max-metrics`); give `--metrics loss,accuracy` to keep only those.\n\n\
+`--follow` keeps following LOG as it grows (rotation, truncation and a file that does not exist yet included), \
+until SIGINT/SIGTERM or `--until-idle`. After `--`, a command is run instead (no shell) and its stdout and stderr \
+are passed through and parsed; trialtail exits with its exit code and prints the summary to stderr.\n\n\
 Examples:\n  \
 trialtail run train.log\n  \
+trialtail run --follow --output json /var/log/train.log\n  \
+trialtail run --output-file metrics.json --output json -- python -u train.py --lr 0.1\n  \
 trialtail run --preset keras --metrics loss,val_loss train.log\n  \
 trialtail run --metric accuracy='Accuracy at step (?P<step>\\d+): (?P<value>\\S+)' train.log\n  \
 python train.py 2>&1 | trialtail run --output json - | jq .value";
@@ -64,8 +70,63 @@ pub enum Output {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The log to read; `-` reads standard input
+    ///
+    /// Read to its end, or followed with --follow. Leave it out when wrapping a command after `--`.
     #[arg(value_name = "LOG", env = "TRIALTAIL_PATH")]
-    pub log: PathBuf,
+    pub log: Option<PathBuf>,
+
+    /// A training command to run and read (after `--`), instead of a LOG
+    ///
+    /// `trialtail run [OPTIONS] -- python train.py --lr 0.1` runs the command directly (no shell), passes its
+    /// stdout and stderr through to trialtail's own, byte for byte and each to its own stream, parses both as
+    /// they arrive, and exits with the command's exit code (128+N when it died of signal N). SIGINT and SIGTERM
+    /// are forwarded to it. The summary goes to stderr, or to --output-file.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+
+    /// Keep following LOG as it grows, like `tail -F`
+    ///
+    /// Reads from the start (see --from-end) and then waits for more, driven by inotify (a polling fallback of at
+    /// most 250 ms when inotify is unavailable or exhausted). LOG may not exist yet. Rotation (rename + create),
+    /// deletion and recreation, and truncation (copytruncate) are followed. Ends on SIGINT/SIGTERM (after reading
+    /// what is readable, within --shutdown-grace) or after --until-idle.
+    #[arg(short = 'f', long, env = "TRIALTAIL_FOLLOW", help_heading = "Live")]
+    pub follow: bool,
+
+    /// With --follow: skip what LOG already holds and read only what is appended
+    ///
+    /// Applies to the file found at start only; a file that appears later (rotation, recreation) is read from
+    /// its start.
+    #[arg(long, env = "TRIALTAIL_FROM_END", requires = "follow", help_heading = "Live")]
+    pub from_end: bool,
+
+    /// End a follow once LOG has been quiet this long
+    ///
+    /// A duration such as 500ms, 5s, 2m or 1h. Quiet means no byte read (the file not existing counts as
+    /// quiet). Default: follow until a signal. Needs --follow.
+    #[arg(long, value_name = "DURATION", env = "TRIALTAIL_UNTIL_IDLE", requires = "follow", help_heading = "Live")]
+    pub until_idle: Option<String>,
+
+    /// Time allowed to drain and flush after SIGINT/SIGTERM
+    ///
+    /// A duration such as 500ms, 5s or 1m. On the first signal trialtail reads what is already readable,
+    /// flushes its outputs and exits 0; if that takes longer than this it stops reading and flushes what it
+    /// has. A second signal exits at once (128+N). Default 5s.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5s",
+        env = "TRIALTAIL_SHUTDOWN_GRACE",
+        help_heading = "Live"
+    )]
+    pub shutdown_grace: String,
+
+    /// Write the output (table or JSON lines) to this file instead of stdout
+    ///
+    /// Created or truncated at start. Useful when wrapping a command, whose output owns stdout (without it the
+    /// output goes to stderr then).
+    #[arg(long, value_name = "PATH", env = "TRIALTAIL_OUTPUT_FILE", help_heading = "Output")]
+    pub output_file: Option<PathBuf>,
 
     /// What to print on stdout: a summary table or JSON lines
     ///
@@ -75,7 +136,7 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Output::Table, env = "TRIALTAIL_OUTPUT", help_heading = "Output")]
     pub output: Output,
 
-    /// Print counters (bytes, lines, throughput, peak memory) to stderr at the end
+    /// Print counters (bytes, lines, opens, rotations, truncations, throughput, memory) to stderr at the end
     #[arg(long, env = "TRIALTAIL_STATS", help_heading = "Output")]
     pub stats: bool,
 
@@ -94,8 +155,9 @@ pub struct RunArgs {
 
     /// Redraw the summary table in place while following a log (needs a terminal on stdout)
     ///
-    /// A few times a second, with a sparkline per metric. Only has an effect with --follow, which this build
-    /// does not have yet: reading to the end, the flag only prints a warning.
+    /// A few times a second (at most every 250 ms, and whenever the followed file goes quiet), with a sparkline
+    /// per metric; the last frame stays as the summary. Only with --follow and stdout on a terminal; elsewhere
+    /// the plain table is printed at the end.
     #[arg(long, env = "TRIALTAIL_LIVE", help_heading = "Output")]
     pub live: bool,
 

@@ -1,6 +1,7 @@
 //! From parsed flags to a validated configuration: everything that can be wrong with the flags fails here, at
 //! start-up, with a message naming the flag and the value.
 
+use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -26,13 +27,43 @@ pub enum ConfigError {
     Duration { flag: &'static str, value: String },
     #[error(transparent)]
     Pushgateway(#[from] PushError),
+    #[error("give a LOG (or `-` for standard input) or a command after `--`")]
+    NoSource,
+    #[error("give either a LOG or a command after `--`, not both")]
+    TwoSources,
+    #[error("--follow needs a LOG file, not standard input or a command")]
+    FollowWhat,
+}
+
+/// Where the log comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file read to its end.
+    File(PathBuf),
+    /// Standard input, read until EOF.
+    Stdin,
+    /// A file followed as it grows.
+    Follow {
+        /// The path (it may not exist yet).
+        path: PathBuf,
+        /// Skip what the file holds at start.
+        from_end: bool,
+    },
+    /// A command to run; its stdout and stderr are the log.
+    Command(Vec<OsString>),
 }
 
 /// A validated `trialtail run`.
 #[derive(Debug)]
 pub struct RunConfig {
-    /// The log path, `-` for stdin.
-    pub log: PathBuf,
+    /// Where the log comes from.
+    pub source: Source,
+    /// End a follow after this long without data.
+    pub until_idle: Option<Duration>,
+    /// Time allowed to drain and flush after the first signal.
+    pub shutdown_grace: Duration,
+    /// Write the output here instead of stdout (stderr when wrapping a command).
+    pub output_file: Option<PathBuf>,
     /// What to print.
     pub output: Output,
     /// Print counters at the end.
@@ -92,8 +123,27 @@ impl TryFrom<RunArgs> for RunConfig {
 
     fn try_from(a: RunArgs) -> Result<Self, ConfigError> {
         let r = RuleConfig::try_from(a.rules)?;
+        let source = match (a.log, a.command.is_empty()) {
+            (Some(_), false) => return Err(ConfigError::TwoSources),
+            (None, true) => return Err(ConfigError::NoSource),
+            (None, false) if a.follow => return Err(ConfigError::FollowWhat),
+            (None, false) => Source::Command(a.command),
+            (Some(p), true) if p.as_os_str() == crate::source::file::STDIN => {
+                if a.follow {
+                    return Err(ConfigError::FollowWhat);
+                }
+                Source::Stdin
+            }
+            (Some(path), true) if a.follow => Source::Follow { path, from_end: a.from_end },
+            (Some(path), true) => Source::File(path),
+        };
+        let until_idle = a.until_idle.as_deref().map(|v| duration("until-idle", v)).transpose()?;
+        let shutdown_grace = duration("shutdown-grace", &a.shutdown_grace)?;
         Ok(RunConfig {
-            log: a.log,
+            source,
+            until_idle,
+            shutdown_grace,
+            output_file: a.output_file,
             output: a.output,
             stats: a.stats,
             progress: !a.no_progress && !a.quiet,
@@ -155,6 +205,10 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         _ => return None,
     } * num.parse::<f64>().ok()?;
     (secs.is_finite() && (0.0..=86_400.0).contains(&secs)).then(|| Duration::from_secs_f64(secs))
+}
+
+fn duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
+    parse_duration(value).ok_or_else(|| ConfigError::Duration { flag, value: value.to_string() })
 }
 
 /// Parses `--listen`: `HOST:PORT` with an IP host or `localhost`, `[IPV6]:PORT`, or `:PORT` (every interface).

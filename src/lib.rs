@@ -24,4 +24,5 @@ pub mod server;
 pub mod sink;
 pub mod source;
 pub mod state;
+pub mod stop;
 pub mod value;

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Run(args) => {
-            let cfg = match RunConfig::try_from(args) {
+            let cfg = match RunConfig::try_from(*args) {
                 Ok(cfg) => cfg,
                 Err(e) => {
                     eprintln!("trialtail: {e}");
@@ -38,7 +38,7 @@ fn main() -> ExitCode {
                 }
             };
             match trialtail::run::run(cfg) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     let code = e.exit_code();
                     eprintln!("trialtail: {:#}", anyhow::Error::from(e));

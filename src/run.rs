@@ -1,19 +1,32 @@
 //! `trialtail run`: wires a validated configuration to its source and sinks.
+//!
+//! The local mode (a file read to its end) is a plain synchronous loop: it is the fast path and stays free of
+//! any runtime. The live modes (`--follow`, standard input, a wrapped command) run on a current-thread tokio
+//! runtime with SIGINT/SIGTERM handling. Either way the shared state that sinks read ([`Publisher`] /
+//! [`SnapshotRx`]) is created in one place, [`run`], the Prometheus endpoint and the Pushgateway
+//! ([`crate::export`]) read it, and the output (table, JSON lines or the Katib report) is written by one
+//! [`Output`] value.
 
+use std::fs::File;
 use std::io::{self, BufWriter, ErrorKind, IsTerminal, Read, Write};
+use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::cli::Output;
-use crate::collect::{Collector, ObservationSink};
-use crate::config::RunConfig;
-use crate::export::{Background, ExportError};
-use crate::live::write_table_sparklines;
+use crate::cli::Output as OutputKind;
+use crate::collect::{Collector, Observation, ObservationSink};
+use crate::config::{RunConfig, Source};
+use crate::export::{Background, ExportConfig, ExportError, Exporter};
+use crate::live::{Live as LiveTable, write_table_sparklines};
 use crate::progress;
 use crate::report::KatibReport;
 use crate::sink::sparkline::Sparklines;
 use crate::sink::stdout::{JsonLines, write_report_json, write_table};
-use crate::source::{self, file::SourceError};
-use crate::state::{Phase, SourceStats};
+use crate::source::child::{self, spawn_exit_code};
+use crate::source::file::{self as file_source, SourceError};
+use crate::source::tail::Tailer;
+use crate::source::{self, End, Live, LiveSink, StopOptions};
+use crate::state::{PUBLISH_INTERVAL, Phase, Publisher, SnapshotRx, SourceStats};
+use crate::stop::Signals;
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,17 +35,28 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error("writing the output failed")]
     Output(#[source] io::Error),
+    #[error("--output-file {path}: cannot create it")]
+    OutputFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error(transparent)]
     Export(#[from] ExportError),
 }
 
 impl RunError {
-    /// The process exit code: 2 for what the user can fix in the command line (a missing file), 1 otherwise.
+    /// The process exit code: 2 for what the user can fix in the command line (a missing file), 127/126 for a
+    /// command that cannot be run, 128+N after a second signal N, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            RunError::Source(SourceError::Open { .. } | SourceError::Directory { .. }) => 2,
-            RunError::Export(ExportError::Server(_)) => 2,
-            RunError::Source(SourceError::Read { .. }) | RunError::Output(_) | RunError::Export(_) => 1,
+            RunError::Source(SourceError::Open { .. } | SourceError::Directory { .. })
+            | RunError::OutputFile { .. }
+            | RunError::Export(ExportError::Server(_)) => 2,
+            RunError::Export(_) => 1,
+            RunError::Source(SourceError::Spawn { source, .. }) => spawn_exit_code(source),
+            RunError::Source(SourceError::Interrupted { signal }) => 128u8.wrapping_add(*signal as u8),
+            RunError::Source(SourceError::Read { .. } | SourceError::Runtime(_)) | RunError::Output(_) => 1,
         }
     }
 }
@@ -42,71 +66,188 @@ fn output_error(e: io::Error) -> Result<(), RunError> {
     if e.kind() == ErrorKind::BrokenPipe { Ok(()) } else { Err(RunError::Output(e)) }
 }
 
-/// Runs `trialtail run` to completion.
-pub fn run(cfg: RunConfig) -> Result<(), RunError> {
-    let started = Instant::now();
-    if cfg.live {
-        // The renderer is ready (crate::live); the follow mode that drives it is not in this build yet.
-        tracing::warn!("--live has no effect when reading to the end: it redraws the table while following a log");
+type Dest = BufWriter<Box<dyn Write>>;
+
+/// What `trialtail run` prints, and where.
+enum Output {
+    /// One JSON object per observation, as found.
+    Json(JsonLines<Dest>),
+    /// The Katib report, at the end.
+    Report(KatibReport, OutputKind, Dest),
+    /// The summary table, at the end; with a sparkline column on a terminal, redrawn while following (`--live`).
+    Table { out: Dest, sparks: Sparklines, terminal: bool, live: Option<LiveTable> },
+}
+
+impl ObservationSink for Output {
+    fn observe(&mut self, obs: &Observation<'_>) {
+        match self {
+            Output::Json(sink) => sink.observe(obs),
+            Output::Report(report, ..) => report.observe(obs),
+            Output::Table { sparks, .. } => sparks.observe(obs),
+        }
     }
-    let reader = source::file::open(&cfg.log)?;
-    // The bar erases itself at end of file, before the table is printed.
-    let mut reader = progress::wrap(reader, &cfg.log, cfg.progress);
+}
+
+impl LiveSink for Output {
+    fn flush(&mut self, collector: &Collector) {
+        match self {
+            Output::Json(sink) => sink.flush(),
+            Output::Table { out, sparks, live, .. } => {
+                // A frame at most every few hundred milliseconds; a failed write stops the redraws, not the run.
+                if let Some(table) = live
+                    && table.maybe_draw(out, collector.aggregate().metrics(), sparks).is_err()
+                {
+                    *live = None;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Output {
+    fn new(cfg: &RunConfig, dest: Dest) -> Self {
+        match (&cfg.objective, cfg.output) {
+            (Some(objective), kind) => Output::Report(KatibReport::new(objective.clone()), kind, dest),
+            (None, OutputKind::Json) => Output::Json(JsonLines::new(dest)),
+            (None, OutputKind::Table) => {
+                // Sparklines and redraws only where a person looks: stdout on a terminal, no --output-file.
+                let terminal = cfg.output_file.is_none()
+                    && !matches!(cfg.source, Source::Command(_))
+                    && io::stdout().is_terminal();
+                let live = (cfg.live && terminal && matches!(cfg.source, Source::Follow { .. })).then(LiveTable::new);
+                Output::Table { out: dest, sparks: Sparklines::new(), terminal, live }
+            }
+        }
+    }
+
+    /// Writes what is written at the end.
+    fn finish(self, collector: &Collector) -> Result<(), RunError> {
+        let written = match self {
+            Output::Json(sink) => sink.finish().map(drop),
+            Output::Report(report, OutputKind::Json, mut out) => write_report_json(&mut out, &report.rows()),
+            Output::Report(_, OutputKind::Table, mut out) => write_table(&mut out, collector.aggregate()),
+            Output::Table { mut out, sparks, live: Some(mut live), .. } => {
+                live.draw(&mut out, collector.aggregate().metrics(), &sparks)
+            }
+            Output::Table { mut out, sparks, terminal: true, .. } => {
+                write_table_sparklines(&mut out, collector.aggregate().metrics(), &sparks)
+            }
+            Output::Table { mut out, .. } => write_table(&mut out, collector.aggregate()),
+        };
+        written.or_else(output_error)
+    }
+}
+
+/// Where the output goes: `--output-file`, else stdout – or stderr when wrapping a command (whose stdout it is).
+fn destination(cfg: &RunConfig) -> Result<Dest, RunError> {
+    let w: Box<dyn Write> = match (&cfg.output_file, &cfg.source) {
+        (Some(path), _) => {
+            Box::new(File::create(path).map_err(|source| RunError::OutputFile { path: path.clone(), source })?)
+        }
+        (None, Source::Command(_)) => Box::new(io::stderr()),
+        (None, _) => Box::new(io::stdout()),
+    };
+    Ok(BufWriter::new(w))
+}
+
+/// Runs `trialtail run` to completion and returns the exit code (the wrapped command's in wrap mode).
+pub fn run(cfg: RunConfig) -> Result<u8, RunError> {
+    let started = Instant::now();
+    // The local mode opens its file before anything is printed: a missing file prints one error, no table.
+    let local = match &cfg.source {
+        Source::File(path) => Some(file_source::open(path)?),
+        _ => None,
+    };
+    let mut out = Output::new(&cfg, destination(&cfg)?);
+    let stop = StopOptions { until_idle: cfg.until_idle, grace: cfg.shutdown_grace };
     let mut collector = Collector::new(cfg.rules, cfg.max_line_bytes, cfg.max_metrics);
-    // `--listen`/`--pushgateway`: scrapes are served from another thread; without them, nothing changes here.
-    let mut export = Background::start(&cfg.export)?;
-    let stdout = io::stdout();
-    let read_result = match (&cfg.objective, cfg.output) {
-        (Some(objective), output) => {
-            let mut report = KatibReport::new(objective.clone());
-            let r = read(&mut reader, &mut collector, &mut report, export.as_mut());
-            let mut out = BufWriter::new(stdout.lock());
-            let written = match output {
-                Output::Json => write_report_json(&mut out, &report.rows()),
-                Output::Table => write_table(&mut out, collector.aggregate()),
+    // The shared state: the one place where snapshots are published from, and where sinks subscribe.
+    let (mut publisher, snapshots): (Publisher, SnapshotRx) = Publisher::new(PUBLISH_INTERVAL);
+
+    if cfg.live && !matches!(cfg.source, Source::Follow { .. }) {
+        tracing::warn!("--live redraws the table while following a log (--follow); it has no effect here");
+    }
+
+    let result = match local {
+        Some(reader) => {
+            // The bar (a terminal on stderr only) erases itself at end of file, before the table is printed.
+            let log = match &cfg.source {
+                Source::File(p) => p.clone(),
+                _ => PathBuf::new(),
             };
-            written.or_else(output_error)?;
-            r
+            let mut reader = progress::wrap(reader, &log, cfg.progress);
+            // `--listen`/`--pushgateway`: scrapes are served from another thread; without them, nothing changes.
+            let mut export = Background::start(&cfg.export)?;
+            let r = read(&mut reader, &mut collector, &mut out, export.as_mut());
+            let stats = SourceStats { opens: 1, read_errors: u64::from(r.is_err()), ..SourceStats::default() };
+            publisher.publish(&collector, stats, Phase::Ended);
+            if let Some(export) = export {
+                export.finish(&collector, stats);
+            }
+            r.map(|_| End::Eof)
+                .map_err(|source| SourceError::Read { path: log, bytes: collector.line_stats().bytes, source }.into())
         }
-        (None, Output::Json) => {
-            let mut sink = JsonLines::new(BufWriter::new(stdout.lock()));
-            let r = read(&mut reader, &mut collector, &mut sink, export.as_mut());
-            sink.finish().map(drop).or_else(output_error)?;
-            r
-        }
-        (None, Output::Table) => {
-            // A sparkline column on a terminal; the history is bounded and cheap, so it is always kept.
-            let mut sparks = Sparklines::new();
-            let r = read(&mut reader, &mut collector, &mut sparks, export.as_mut());
-            let mut out = BufWriter::new(stdout.lock());
-            let metrics = collector.aggregate().metrics();
-            let written = if stdout.is_terminal() {
-                write_table_sparklines(&mut out, metrics, &sparks)
-            } else {
-                write_table(&mut out, collector.aggregate())
+        None => {
+            let mut live = Live {
+                collector: &mut collector,
+                sink: &mut out,
+                publisher: &mut publisher,
+                stats: SourceStats::default(),
+                phase: Phase::Starting,
             };
-            written.or_else(output_error)?;
-            r
+            run_live(&cfg.source, &cfg.export, cfg.max_line_bytes, stop, snapshots.clone(), &mut live)
         }
     };
+    // Whatever happened to the source, what was observed is written (a second signal aside: that exits now).
+    let result = match result {
+        Err(RunError::Source(e @ SourceError::Interrupted { .. })) => return Err(e.into()),
+        r => r,
+    };
+    out.finish(&collector)?;
     if cfg.stats {
-        print_stats(&collector, started);
+        print_stats(&collector, snapshots.borrow().source, started);
     }
     let c = collector.counters();
     if c.dropped > 0 {
         tracing::warn!(dropped = c.dropped, "observations dropped by the metric limit (--max-metrics)");
     }
-    if let Some(export) = export {
-        let read_errors = u64::from(read_result.is_err());
-        export.finish(&collector, SourceStats { opens: 1, read_errors, ..SourceStats::default() });
+    match result? {
+        End::Exited(code) => Ok(code),
+        End::Eof | End::Idle | End::Signalled(_) => Ok(0),
     }
-    match read_result {
-        Ok(_) => Ok(()),
-        Err(source) => {
-            let bytes = collector.line_stats().bytes;
-            Err(SourceError::Read { path: cfg.log, bytes, source }.into())
+}
+
+/// The live modes, on a current-thread runtime; the Prometheus endpoint and the Pushgateway run beside them
+/// and end (lingering for a last scrape, pushing the final values) after the source has ended.
+fn run_live(
+    source: &Source,
+    export: &ExportConfig,
+    max_line_bytes: usize,
+    stop: StopOptions,
+    snapshots: SnapshotRx,
+    live: &mut Live<'_, Output>,
+) -> Result<End, RunError> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SourceError::Runtime)?;
+    rt.block_on(async {
+        let exporter = if export.is_enabled() { Some(Exporter::start(export, snapshots)?) } else { None };
+        let mut signals = Signals::new().map_err(SourceError::Runtime)?;
+        let end = match source {
+            Source::Follow { path, from_end } => {
+                source::file::follow(Tailer::new(path, *from_end), live, &mut signals, stop).await
+            }
+            Source::Stdin => source::stdin::follow(live, &mut signals).await,
+            Source::Command(command) => child::wrap(command, live, &mut signals, max_line_bytes, stop.grace).await,
+            Source::File(_) => Ok(End::Eof),
+        };
+        if let Some(exporter) = exporter {
+            // The final snapshot is published by the source's end; a second signal skips the linger.
+            if !matches!(end, Err(SourceError::Interrupted { .. })) {
+                exporter.finish().await;
+            }
         }
-    }
+        Ok(end?)
+    })
 }
 
 /// Reads to the end like [`source::read_to_end`], publishing snapshots for the exporter when there is one.
@@ -115,8 +256,7 @@ pub fn run(cfg: RunConfig) -> Result<(), RunError> {
 /// one publishes at most every [`crate::state::PUBLISH_INTERVAL`], so a fast file is not slowed by copying.
 ///
 /// # Performance
-/// Without an exporter this is [`source::read_to_end`] itself. With one, a fast pipe (whose reads are short)
-/// publishes once per read: one copy of every metric's statistics per read of up to 64 KiB.
+/// Without an exporter this is [`source::read_to_end`] itself.
 fn read(
     reader: &mut impl Read,
     collector: &mut Collector,
@@ -125,30 +265,13 @@ fn read(
 ) -> io::Result<u64> {
     let Some(export) = export else { return source::read_to_end(reader, collector, sink) };
     let stats = SourceStats { opens: 1, ..SourceStats::default() };
-    let mut total = 0u64;
-    loop {
-        let space = collector.space();
-        let (len, read) = (space.len(), reader.read(space));
-        match read {
-            Ok(0) => break,
-            Ok(n) => {
-                total += n as u64;
-                collector.commit(n, sink);
-                if n < len {
-                    export.publisher().publish(collector, stats, Phase::Reading);
-                } else {
-                    export.publisher().maybe_publish(collector, stats, Phase::Reading);
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => {
-                collector.finish(sink);
-                return Err(e);
-            }
+    source::read_to_end_with(reader, collector, sink, |collector, short| {
+        if short {
+            export.publisher().publish(collector, stats, Phase::Reading);
+        } else {
+            export.publisher().maybe_publish(collector, stats, Phase::Reading);
         }
-    }
-    collector.finish(sink);
-    Ok(total)
+    })
 }
 
 /// The process's peak resident memory in bytes (Linux), for `--stats`.
@@ -159,7 +282,7 @@ pub fn peak_rss() -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn print_stats(collector: &Collector, started: Instant) {
+fn print_stats(collector: &Collector, source: SourceStats, started: Instant) {
     let l = collector.line_stats();
     let c = collector.counters();
     let secs = started.elapsed().as_secs_f64();
@@ -168,7 +291,8 @@ fn print_stats(collector: &Collector, started: Instant) {
     let _ = writeln!(
         err,
         "bytes={} lines={} too_long_lines={} observations={} parse_errors={} bad_json_lines={} dropped={} \
-         metrics={} seconds={secs:.3} mb_per_s={mb_s:.1} peak_rss_bytes={}",
+         metrics={} opens={} rotations={} truncations={} read_errors={} seconds={secs:.3} mb_per_s={mb_s:.1} \
+         peak_rss_bytes={}",
         l.bytes,
         l.lines,
         l.too_long,
@@ -177,6 +301,10 @@ fn print_stats(collector: &Collector, started: Instant) {
         c.bad_json,
         c.dropped,
         collector.aggregate().metrics().len(),
+        source.opens,
+        source.rotations,
+        source.truncations,
+        source.read_errors,
         peak_rss().map_or_else(|| "unknown".to_string(), |b| b.to_string()),
     );
 }

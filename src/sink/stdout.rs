@@ -39,6 +39,15 @@ impl<W: Write> JsonLines<W> {
         JsonLines { out, error: None }
     }
 
+    /// Flushes what is buffered (live modes call this before they wait); an error is kept for [`Self::finish`].
+    pub fn flush(&mut self) {
+        if self.error.is_none()
+            && let Err(e) = self.out.flush()
+        {
+            self.error = Some(e);
+        }
+    }
+
     /// Flushes and returns the first write error, if any.
     pub fn finish(mut self) -> io::Result<W> {
         if let Some(e) = self.error.take() {

@@ -26,6 +26,10 @@ fn bad_input_exits_2_with_one_line_naming_the_flag_or_path() {
         (&["run", "--max-metrics", "0", log], "--max-metrics 0"),
         (&["run", "/nonexistent/train.log"], "cannot open log /nonexistent/train.log: No such file"),
         (&["run", "/"], "log / is a directory"),
+        (&["run", "--follow", "-"], "--follow needs a LOG file"),
+        (&["run", log, "--", "true"], "either a LOG or a command"),
+        (&["run", "--follow", "--until-idle", "5 parsecs", log], "--until-idle \"5 parsecs\": expected a duration"),
+        (&["run", "--shutdown-grace", "x", log], "--shutdown-grace \"x\""),
     ];
     for (args, message) in cases {
         let out = trialtail(args, None);

@@ -3,11 +3,13 @@
 //! Each module pins one area: `golden` the example logs against recorded outputs and against what the training
 //! processes recorded in memory, `katib` Katib's parsing contract, `cli` the command line's behaviour as a user
 //! meets it, `plot` the pictures, `terminal` what a terminal shows and a pipe does not, `prom` the Prometheus
-//! endpoint and Pushgateway against real Prometheus parts (helpers in `support`).
+//! endpoint and Pushgateway against real Prometheus parts (helpers in `support`), `live` following files,
+//! signals and wrapped commands.
 
 mod cli;
 mod golden;
 mod katib;
+mod live;
 mod plot;
 mod prom;
 mod support;

@@ -290,3 +290,30 @@ fn a_taken_listen_port_is_a_usage_error_naming_the_flag() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(&format!("--listen {addr}: cannot listen")), "{stderr}");
 }
+
+#[test]
+fn a_followed_file_is_served_live_and_a_signal_ends_the_linger() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("train.log");
+    let listen = free_addr();
+    let listen_arg = listen.to_string();
+    let log_arg = log.to_str().expect("utf-8 path");
+    let tt = Trialtail::spawn(&["--follow", log_arg, "--listen", &listen_arg, "--linger", "300s"], false);
+    wait_for("/healthz", || get(listen, "/healthz", None).ok().filter(|r| r.status == 200));
+    assert_eq!(get(listen, "/readyz", None).expect("GET /readyz").status, 503, "the file does not exist yet");
+    std::fs::write(&log, "loss=0.5\n").expect("write the log");
+    let has = |value: &'static str| {
+        move |r: &support::Response| r.body.contains(&format!("trialtail_metric_latest{{metric=\"loss\"}} {value}\n"))
+    };
+    wait_for("the first value", || get(listen, "/metrics", None).ok().filter(has("0.5")));
+    assert_eq!(get(listen, "/readyz", None).expect("GET /readyz").status, 200);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).expect("append");
+    f.write_all(b"loss=0.25\n").expect("append a line");
+    wait_for("the appended value", || get(listen, "/metrics", None).ok().filter(has("0.25")));
+    // SIGTERM ends the follow; the final values are served until one scrape has them.
+    let pid = tt.0.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    wait_for("the final scrape", || get(listen, "/metrics", None).ok().filter(has("0.25")));
+    let (status, stderr) = tt.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+}

@@ -104,9 +104,26 @@ fn quiet_silences_warnings() {
 }
 
 #[test]
-fn live_is_accepted_and_says_it_needs_follow_mode() {
+fn live_without_follow_says_it_has_no_effect() {
     let out = trialtail(&["run", "--live", "-"], Some(b"loss=1\n"));
     assert!(out.status.success());
-    assert!(stderr(&out).contains("--live has no effect when reading to the end"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--live redraws the table while following a log"), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("metric"));
+}
+
+#[test]
+fn live_redraws_the_followed_table_on_a_terminal_and_not_in_a_pipe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("train.log");
+    std::fs::write(&path, "loss=0.9\nloss=0.5\nAccuracy at step 3: 0.7\n").expect("write the log");
+    let path = path.to_str().expect("utf-8 path");
+    let screen = on_a_terminal(&["run", "--follow", "--live", "--until-idle", "500ms", path]);
+    // At least two frames: the second moves the cursor back up over the first and clears below it.
+    assert!(screen.contains("\x1b[J"), "no redraw: {screen:?}");
+    assert!(screen.contains("trend"), "no sparkline column: {screen:?}");
+    assert!(screen.contains("Accuracy"), "{screen:?}");
+    let piped = trialtail(&["run", "--follow", "--live", "--until-idle", "500ms", path], None);
+    assert!(piped.status.success());
+    assert!(!stdout(&piped).contains('\x1b'), "escape codes in a pipe: {:?}", stdout(&piped));
+    assert!(stdout(&piped).starts_with("metric"));
 }
