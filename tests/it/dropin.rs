@@ -552,3 +552,46 @@ fn end_to_end_early_stopping_kills_the_training_reports_and_sets_the_trial_statu
     assert_eq!(rows[..2], owned(&[("0001-01-01T00:00:00Z", "accuracy", "0.2"), ("0001-01-01T00:00:00Z", "loss", "1")]));
     assert_eq!(*katib.0.statuses.lock().unwrap(), ["e2e-trial"]);
 }
+
+#[test]
+fn drop_in_mode_serves_metrics_while_training_runs() {
+    let t = tempfile::tempdir().unwrap();
+    let katib = Katib::default();
+    let addr = free_addr();
+    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    let training = "sh -c 'echo accuracy=0.5; sleep 30'";
+    let pid = katib_shell(t.path(), training);
+    let listen = free_addr();
+    let (db, path) = (addr.to_string(), t.path().join("metrics.log").display().to_string());
+    let mut args = webhook_args(&db, &path, "1", &[]);
+    args.truncate(args.len() - 6); // the defaults of webhook_args: set -main-pid and -listen here
+    let (pid_s, listen_s) = (pid.to_string(), listen.to_string());
+    args.extend(["-main-pid", &pid_s, "-listen", &listen_s, "-p", "100ms"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trialtail"))
+        .args(&args)
+        .env("POD_NAMESPACE", "team-a")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + crate::support::PATIENCE;
+    let body = loop {
+        if let Ok(r) = crate::support::get(listen, "/metrics", None)
+            && r.body.contains("accuracy")
+        {
+            break r.body;
+        }
+        assert!(Instant::now() < deadline, "no accuracy on /metrics");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = kill_shell(pid);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(body.contains("trial=\"e2e-trial\""), "{body}");
+    assert!(body.contains("namespace=\"team-a\""), "{body}");
+}
+
+/// Ends the fake training shell (the test's own child).
+fn kill_shell(pid: u32) -> std::io::Result<()> {
+    Command::new("kill").arg(pid.to_string()).status().map(drop)
+}
