@@ -595,3 +595,73 @@ fn drop_in_mode_serves_metrics_while_training_runs() {
 fn kill_shell(pid: u32) -> std::io::Result<()> {
     Command::new("kill").arg(pid.to_string()).status().map(drop)
 }
+
+/// A real shared PID namespace, as in a pod with `shareProcessNamespace: true`: a holder started with
+/// `unshare --pid --fork --mount-proc` plays the pause container (pid 1), the training shell and trialtail join it
+/// with `nsenter`, so both see ppid 0 and trialtail finds the shell by scanning the real `/proc`. Needs root:
+/// skipped (with a message) when the namespace cannot be made, failing instead when `CI` is set.
+#[test]
+fn in_a_real_pid_namespace_the_training_shell_is_found_and_reported() {
+    let holder = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child", "sleep", "300"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut holder) = holder else {
+        assert!(std::env::var_os("CI").is_none(), "unshare is missing and CI is set");
+        eprintln!("SKIPPED: unshare not found");
+        return;
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    // The holder's child, `sleep`, is pid 1 of the new namespace: the target to join.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let target = loop {
+        let children = trialtail::wait::procfs::children(Path::new("/proc"), holder.id());
+        if let Some(&c) = children.first() {
+            break c;
+        }
+        if let Ok(Some(status)) = holder.try_wait() {
+            assert!(std::env::var_os("CI").is_none(), "unshare failed ({status}) and CI is set");
+            eprintln!("SKIPPED: cannot create a PID namespace here ({status}); needs root");
+            return;
+        }
+        assert!(Instant::now() < deadline, "the namespace's pid 1 did not appear");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _holder = Kill(holder);
+    let target = target.to_string();
+
+    let t = tempfile::tempdir().unwrap();
+    let katib = Katib::default();
+    let addr = free_addr();
+    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    let log = t.path().join("metrics.log");
+    let script = format!(
+        "sh -c 'sleep 1; echo \"accuracy=0.9 loss=0.1\"' 1>{} 2>&1 && echo completed > {}/$$.pid",
+        log.display(),
+        t.path().display()
+    );
+    let shell = Command::new("nsenter")
+        .args(["--target", &target, "--pid", "--mount", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _shell = Kill(shell);
+    std::thread::sleep(Duration::from_millis(300)); // the shell exists before trialtail scans, as in a pod
+    let (db, path) = (addr.to_string(), log.display().to_string());
+    let mut cmd = Command::new("nsenter");
+    cmd.args(["--target", &target, "--pid", "--mount", env!("CARGO_BIN_EXE_trialtail")]);
+    cmd.args(["-t", "ns-trial", "-m", "accuracy;loss", "-o-type", "maximize", "-s-db", &db, "-path", &path]);
+    cmd.args(["-format", "TEXT", "-listen", "off", "-p", "100ms"]);
+    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", crate::stderr(&out));
+    assert_eq!(crate::stdout(&out), "accuracy=0.9 loss=0.1\n");
+    let z = "0001-01-01T00:00:00Z";
+    assert_eq!(katib.rows(), owned(&[(z, "accuracy", "0.9"), (z, "loss", "0.1")]));
+}
