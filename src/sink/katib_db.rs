@@ -111,17 +111,18 @@ fn status(s: &tonic::Status) -> String {
 /// Reports `rows` for `trial` to the DB manager at `address` (`host:port`), within `deadline` overall.
 pub async fn report(address: &str, trial: &str, rows: &[Row<'_>], deadline: Duration) -> Result<(), KatibDbError> {
     let endpoint = endpoint(address)?;
-    let logs = metric_logs(rows);
-    let chunks = logs.len().div_ceil(CHUNK_ROWS).max(1);
+    let chunks = rows.len().div_ceil(CHUNK_ROWS).max(1);
     let mut retry = Retry::new("ReportObservationLog", address, deadline);
     let mut client: Option<DbManagerClient<tonic::transport::Channel>> = None;
-    for (i, chunk) in logs.chunks(CHUNK_ROWS).enumerate() {
+    // Messages are built one chunk at a time: memory holds one chunk's messages, not the whole report's twice.
+    for (i, chunk) in rows.chunks(CHUNK_ROWS).enumerate() {
+        let request = ReportObservationLogRequest {
+            trial_name: trial.to_string(),
+            observation_log: Some(ObservationLog { metric_logs: metric_logs(chunk) }),
+        };
         loop {
             let left = retry.left();
-            let request = ReportObservationLogRequest {
-                trial_name: trial.to_string(),
-                observation_log: Some(ObservationLog { metric_logs: chunk.to_vec() }),
-            };
+            let request = request.clone();
             let attempt = async {
                 let c = match &mut client {
                     Some(c) => c,
@@ -139,7 +140,7 @@ pub async fn report(address: &str, trial: &str, rows: &[Row<'_>], deadline: Dura
         }
         tracing::debug!(chunk = i + 1, chunks, rows = chunk.len(), "report chunk accepted");
     }
-    tracing::info!(rows = logs.len(), chunks, %address, "observations reported to the Katib DB manager");
+    tracing::info!(rows = rows.len(), chunks, %address, "observations reported to the Katib DB manager");
     Ok(())
 }
 
