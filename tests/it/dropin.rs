@@ -591,9 +591,11 @@ fn drop_in_mode_serves_metrics_while_training_runs() {
     assert!(body.contains("namespace=\"team-a\""), "{body}");
 }
 
-/// Ends the fake training shell (the test's own child).
+/// Ends the fake training shell (the test's own child) and its training.
 fn kill_shell(pid: u32) -> std::io::Result<()> {
-    Command::new("kill").arg(pid.to_string()).status().map(drop)
+    let mut pids = trialtail::wait::procfs::children(Path::new("/proc"), pid);
+    pids.push(pid);
+    Command::new("kill").args(pids.iter().map(u32::to_string)).status().map(drop)
 }
 
 /// A real shared PID namespace, as in a pod with `shareProcessNamespace: true`: a holder started with
@@ -701,4 +703,29 @@ fn peak_rss_stays_small_on_a_one_gigabyte_log() {
     eprintln!("1 GB log, 100000 observations: peak RSS {} KiB, {:?}", rss, started.elapsed());
     assert_eq!(katib.rows().len(), 100_000);
     assert!(rss <= 32 * 1024, "peak RSS {rss} KiB");
+}
+
+#[test]
+fn timeout_passing_reports_nothing_and_exits_255() {
+    let t = tempfile::tempdir().unwrap();
+    let katib = Katib::default();
+    let addr = free_addr();
+    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    let pid = katib_shell(t.path(), "sh -c 'echo accuracy=0.5; sleep 20'");
+    let (db, path, pid_s) = (addr.to_string(), t.path().join("metrics.log").display().to_string(), pid.to_string());
+    let out = crate::trialtail(&webhook_args(&db, &path, &pid_s, &["-timeout", "500ms"]), None);
+    let _ = kill_shell(pid);
+    assert_eq!(out.status.code(), Some(255), "{}", crate::stderr(&out));
+    assert!(crate::stderr(&out).contains("-timeout"), "{}", crate::stderr(&out));
+    assert_eq!(katib.calls(), 0);
+}
+
+#[test]
+fn katib_help_prints_the_usage_and_exit_codes() {
+    let out = crate::trialtail(&["katib", "-h"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let text = crate::stdout(&out);
+    for flag in ["-t string", "-stop-rule", "-report-deadline", "Exit codes"] {
+        assert!(text.contains(flag), "{flag}: {text}");
+    }
 }
