@@ -15,7 +15,7 @@ use crate::rules::{Format, Preset};
 #[command(name = "trialtail", version, propagate_version = true, max_term_width = 110)]
 #[command(long_about = "trialtail reads training logs and turns lines such as `Accuracy at step 120: 0.9134` or \
 `loss=0.2351` into observations: per metric a count, the latest value, the min, the max and the last step.\n\n\
-Start with `trialtail run train.log`; `trialtail run --help` lists the rules it understands.")]
+Start with `trialtail run train.log`; `trialtail run --help` lists the rules it understands.\n\nStarted with Katib's collector arguments (`trialtail -t <trial> -m <metrics> -s-db <host:port> -path <file> ...`, or `trialtail katib ...`), trialtail is a drop-in replacement for Katib's file metrics collector; `trialtail katib -h` lists those flags and the exit codes.")]
 pub struct Cli {
     /// Log level of trialtail's own diagnostics on stderr
     ///

@@ -5,14 +5,18 @@
 //! observations and aggregates out. [`cli`] and [`config`] turn flags into a validated configuration, [`run`]
 //! wires a configuration to its source and sinks. [`server`] serves `/metrics` from published [`state`]
 //! snapshots; [`export`] starts it (and the Pushgateway sink) for a run and ends it. [`plot`] draws a log's
-//! curves; [`progress`] and [`live`] show a run's progress on a terminal.
+//! curves; [`progress`] and [`live`] show a run's progress on a terminal. [`dropin`] is the Katib drop-in mode
+//! ([`katib_args`], [`wait`], [`early_stop`], [`sink::katib_db`]).
 
 pub mod aggregate;
 pub mod cli;
 pub mod collect;
 pub mod config;
+pub mod dropin;
+pub mod early_stop;
 pub mod export;
 pub mod katib_api;
+pub mod katib_args;
 pub mod lines;
 pub mod live;
 pub mod plot;
@@ -26,3 +30,4 @@ pub mod source;
 pub mod state;
 pub mod stop;
 pub mod value;
+pub mod wait;

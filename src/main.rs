@@ -11,6 +11,14 @@ use trialtail::plot::PlotConfig;
 const USAGE: u8 = 2;
 
 fn main() -> ExitCode {
+    // Katib's pod webhook passes only Go-style args (`-t … -m … -s-db …`): the drop-in mode, before clap.
+    let args: Vec<String> = std::env::args_os().skip(1).filter_map(|a| a.into_string().ok()).collect();
+    if args.first().is_some_and(|a| a == "katib") {
+        return katib(&args[1..]);
+    }
+    if trialtail::katib_args::is_katib_command_line(&args) {
+        return katib(&args);
+    }
     let cli = Cli::parse();
     // --quiet: errors only, whatever --log-level says.
     let quiet = matches!(&cli.command, Command::Run(a) if a.quiet);
@@ -54,5 +62,38 @@ fn main() -> ExitCode {
                 ExitCode::from(code)
             }
         },
+    }
+}
+
+/// The Katib drop-in mode: Go `flag` errors print the usage and exit 2; see [`trialtail::dropin`] for the rest.
+fn katib(args: &[String]) -> ExitCode {
+    use trialtail::katib_args::{ArgsError, parse, usage};
+    let parsed = match parse(args, |k| std::env::var(k).ok()) {
+        Ok(p) => p,
+        Err(ArgsError::Help) => {
+            print!("{}", usage());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprint!("{e}\n{}", usage());
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    let level = std::env::var("TRIALTAIL_LOG").unwrap_or_else(|_| "info".to_string());
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .init();
+    match trialtail::dropin::run(parsed) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e.exit_code();
+            eprintln!("trialtail: {:#}", anyhow::Error::from(e));
+            ExitCode::from(code)
+        }
     }
 }

@@ -24,10 +24,13 @@
 //! - A file deleted while a writer keeps writing to it is only re-read on the slow safety timer (no directory
 //!   event names it any more).
 //!
+//! An optional echo ([`Tailer::with_echo`]) receives every byte read, as read, before it is parsed (Katib's UI
+//! shows the metrics file through the collector's stdout); a failed echo write is logged once and echoing stops.
+//!
 //! What it deliberately does not do: follow several files, remember offsets across restarts, or decode lines.
 
 use std::fs::File;
-use std::io::{self, ErrorKind, Read, Seek, SeekFrom};
+use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -203,6 +206,16 @@ pub struct Tailer {
     skip_first: bool,
     stats: SourceStats,
     warned_open: bool,
+    echo: Option<Echo>,
+}
+
+/// Where read bytes are copied to, as read.
+struct Echo(Box<dyn Write + Send>);
+
+impl std::fmt::Debug for Echo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Echo")
+    }
 }
 
 impl Tailer {
@@ -214,7 +227,14 @@ impl Tailer {
             skip_first: from_end,
             stats: SourceStats::default(),
             warned_open: false,
+            echo: None,
         }
+    }
+
+    /// Copies every byte read to `out` (flushed after each read), before it is parsed.
+    pub fn with_echo(mut self, out: impl Write + Send + 'static) -> Self {
+        self.echo = Some(Echo(Box::new(out)));
+        self
     }
 
     /// The followed path.
@@ -270,6 +290,12 @@ impl Tailer {
                         }
                         open.seen.offset += n as u64;
                         total += n as u64;
+                        if let Some(Echo(out)) = &mut self.echo
+                            && let Err(e) = out.write_all(&space[..n]).and_then(|()| out.flush())
+                        {
+                            tracing::warn!(error = %e, "echoing the log failed; echo stopped");
+                            self.echo = None;
+                        }
                         c.commit(n, sink);
                     }
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}

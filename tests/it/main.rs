@@ -7,6 +7,7 @@
 //! signals and wrapped commands.
 
 mod cli;
+mod dropin;
 mod golden;
 mod katib;
 mod live;

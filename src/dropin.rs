@@ -1,0 +1,248 @@
+//! The Katib drop-in mode: trialtail run as Katib's file metrics collector (`metrics-logger-and-collector`).
+//!
+//! Started with Katib's arguments ([`crate::katib_args`]), it plays Katib's two roles at once. As the *logger* it
+//! follows `-path` from its start (the file may not exist yet) and echoes every byte to stdout as it arrives. As
+//! the *collector* it parses the same bytes with Katib's semantics into a [`KatibReport`], serves `/metrics` while
+//! training runs, and waits for the training ([`crate::wait::procfs`], checked every `-p`; the file is polled with
+//! a back-off from 10 ms to 250 ms, never in a busy loop). Then:
+//! - training completed: read what is left, report ([`crate::sink::katib_db`]), exit 0 once Katib accepted it;
+//! - training failed (no `completed` marker) or `-timeout` passed: report nothing, exit 255, as Katib does;
+//! - every `-stop-rule` fired ([`crate::early_stop`]): mark `early-stopped`, SIGTERM the training shell's child,
+//!   report, wait (bounded) for the shell to exit, call `EarlyStopping/SetTrialStatus`.
+//!
+//! SIGTERM/SIGINT keep their default action (the pod is going away; Katib's collector dies the same way).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::time::{Instant, sleep};
+
+use crate::collect::Collector;
+use crate::early_stop::{EarlyStop, StopRule, StopRuleError, parse_rule};
+use crate::export::{ExportConfig, ExportError, Exporter};
+use crate::katib_args::KatibArgs;
+use crate::report::KatibReport;
+use crate::rules::{RuleError, RuleSpec, Rules, Semantics};
+use crate::sink::katib_db::{self, KatibDbError};
+use crate::sink::prometheus::Labels;
+use crate::source::tail::{Step, TailError, Tailer};
+use crate::state::{PUBLISH_INTERVAL, Phase, Publisher};
+use crate::wait::procfs::{self, EARLY_STOPPED, Status, WaitError, Waiter};
+
+/// Exit code: the report was not accepted before `-report-deadline`.
+pub const EXIT_REPORT_FAILED: u8 = 3;
+/// Exit code: `SetTrialStatus` was not accepted after an early stop.
+pub const EXIT_SET_TRIAL_STATUS_FAILED: u8 = 4;
+/// Exit code: the training failed, `-timeout` passed, or another fatal error (Katib's `klog.Fatal`).
+pub const EXIT_FATAL: u8 = 255;
+
+/// The longest line parsed (Katib has no limit; DARTS genotypes make long lines).
+const MAX_LINE_BYTES: usize = 1 << 20;
+/// Bytes read per step before the processes and rules are looked at again.
+const STEP_BUDGET: u64 = 4 << 20;
+const IDLE_MIN: Duration = Duration::from_millis(10);
+const IDLE_MAX: Duration = Duration::from_millis(250);
+
+/// Why the drop-in mode did not end with an accepted report.
+#[derive(Debug, thiserror::Error)]
+pub enum DropInError {
+    #[error(transparent)]
+    Rules(#[from] RuleError),
+    #[error(transparent)]
+    StopRule(#[from] StopRuleError),
+    #[error(transparent)]
+    Wait(#[from] WaitError),
+    #[error("cannot start the runtime")]
+    Runtime(#[source] io::Error),
+    #[error("following the metrics file failed")]
+    Tail(#[from] TailError),
+    #[error("training failed: {marker} {found}; reporting nothing (as Katib does)")]
+    TrainingFailed { marker: PathBuf, found: String },
+    #[error("training still running after -timeout {0:?}; reporting nothing (as Katib does)")]
+    Timeout(Duration),
+    #[error("cannot write the early-stopped marker {path}")]
+    Marker {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the report was not accepted")]
+    Report(#[source] KatibDbError),
+    #[error("SetTrialStatus after the early stop was not accepted")]
+    SetTrialStatus(#[source] KatibDbError),
+}
+
+impl DropInError {
+    /// The process exit code (see the README's table).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DropInError::Rules(_) | DropInError::StopRule(_) => 2,
+            DropInError::Report(_) => EXIT_REPORT_FAILED,
+            DropInError::SetTrialStatus(_) => EXIT_SET_TRIAL_STATUS_FAILED,
+            _ => EXIT_FATAL,
+        }
+    }
+}
+
+/// How the wait ended.
+enum Ending {
+    Completed,
+    EarlyStopped,
+}
+
+/// Runs the drop-in mode to its end. `Ok` means the report (and after an early stop, SetTrialStatus) was accepted.
+pub fn run(a: KatibArgs) -> Result<(), DropInError> {
+    for w in &a.warnings {
+        tracing::warn!("{w}");
+    }
+    let specs: Vec<RuleSpec> = a.filters.iter().cloned().map(RuleSpec::Filter).collect();
+    let rules = Rules::new(&specs, &a.metrics, Semantics::Katib, a.format)?;
+    let stop_rules = a.stop_rules.iter().map(|r| parse_rule(r)).collect::<Result<Vec<_>, _>>()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(DropInError::Runtime)?;
+    rt.block_on(run_async(a, rules, stop_rules))
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+async fn run_async(a: KatibArgs, rules: Rules, stop_rules: Vec<StopRule>) -> Result<(), DropInError> {
+    let objective = a.metrics[0].clone();
+    let dir = a.path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let mut waiter = match a.main_pid {
+        Some(pid) => Waiter::new(&a.proc_root, &dir, pid, Vec::new()),
+        None => {
+            let scan = procfs::scan(&a.proc_root, &dir, std::process::id())?;
+            let others = if a.wait_all { scan.others } else { Vec::new() };
+            Waiter::new(&a.proc_root, &dir, scan.main, others)
+        }
+    };
+    tracing::info!(main_pid = waiter.main(), path = %a.path.display(), "waiting for the training");
+
+    let (mut publisher, snapshots) = Publisher::new(PUBLISH_INTERVAL);
+    let export = ExportConfig {
+        listen: a.listen,
+        labels: Labels {
+            trial: Some(a.trial.clone()),
+            namespace: env("POD_NAMESPACE"),
+            pod: env("POD_NAME"),
+            experiment: None,
+        },
+        ..ExportConfig::default()
+    };
+    // A busy port must not fail the trial: /metrics is a bonus in this mode.
+    let exporter = match export.is_enabled().then(|| Exporter::start(&export, snapshots)).transpose() {
+        Ok(e) => e,
+        Err(e @ ExportError::Server(_) | e @ ExportError::Runtime(_)) => {
+            tracing::warn!(error = %e, "cannot serve /metrics; collecting without it");
+            None
+        }
+    };
+
+    let mut collector = Collector::new(rules, MAX_LINE_BYTES, 1000);
+    let mut sink = (KatibReport::new(objective.clone()), EarlyStop::new(stop_rules, objective, a.objective_type));
+    let mut tailer = Tailer::new(&a.path, false).with_echo(io::stdout());
+    let started = Instant::now();
+    let mut next_check = Instant::now();
+    let mut idle = IDLE_MIN;
+    let ending = loop {
+        let step = tailer.step(&mut collector, &mut sink, STEP_BUDGET)?;
+        let phase = if tailer.stats().opens > 0 { Phase::Reading } else { Phase::Starting };
+        publisher.maybe_publish(&collector, tailer.stats(), phase);
+        if sink.1.fired() {
+            break Ending::EarlyStopped;
+        }
+        if let Step::More(_) = step {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        idle = if step.bytes() > 0 { IDLE_MIN } else { (idle * 2).min(IDLE_MAX) };
+        let now = Instant::now();
+        if now >= next_check {
+            match waiter.poll() {
+                Status::Running => {}
+                Status::Completed => break Ending::Completed,
+                Status::Failed { marker } => {
+                    let found = match marker {
+                        None => "is missing".to_string(),
+                        Some(m) => format!("holds {:?}, not \"completed\"", m.trim()),
+                    };
+                    let e = DropInError::TrainingFailed { marker: waiter.marker(), found };
+                    tracing::error!("{e}");
+                    return Err(e);
+                }
+            }
+            if let Some(t) = a.timeout
+                && started.elapsed() >= t
+            {
+                let e = DropInError::Timeout(t);
+                tracing::error!("{e}");
+                return Err(e);
+            }
+            next_check = now + a.poll;
+        }
+        sleep(idle.min(next_check.saturating_duration_since(now))).await;
+    };
+
+    if let Ending::EarlyStopped = ending {
+        stop_training(&a, &waiter)?;
+    }
+    // What the training wrote before it ended is read before the report.
+    while let Step::More(_) = tailer.step(&mut collector, &mut sink, STEP_BUDGET)? {}
+    tailer.finish(&mut collector, &mut sink);
+    publisher.publish(&collector, tailer.stats(), Phase::Ended);
+
+    let rows = sink.0.rows();
+    let reported = katib_db::report(&a.db_manager, &a.trial, &rows, a.report_deadline).await;
+    let result = match (reported, &ending) {
+        (Err(e), _) => Err(DropInError::Report(e)),
+        (Ok(()), Ending::Completed) => Ok(()),
+        (Ok(()), Ending::EarlyStopped) => {
+            wait_for_exit(&a.proc_root, waiter.main(), a.early_stop_wait).await;
+            match &a.early_stop {
+                Some(addr) => katib_db::set_trial_status(addr, &a.trial, a.report_deadline)
+                    .await
+                    .map_err(DropInError::SetTrialStatus),
+                None => {
+                    tracing::warn!("no -s-earlystop: the trial's early stop is not reported to Katib");
+                    Ok(())
+                }
+            }
+        }
+    };
+    if let Some(exporter) = exporter {
+        exporter.finish().await;
+    }
+    result
+}
+
+/// Katib's early stop, first steps: the `early-stopped` marker, then SIGTERM to the training shell's child.
+fn stop_training(a: &KatibArgs, waiter: &Waiter) -> Result<(), DropInError> {
+    let marker = waiter.marker();
+    tracing::info!(marker = %marker.display(), "all early-stopping rules fired: stopping the training");
+    std::fs::write(&marker, EARLY_STOPPED).map_err(|source| DropInError::Marker { path: marker.clone(), source })?;
+    let children = procfs::children(&a.proc_root, waiter.main());
+    if children.len() != 1 {
+        tracing::warn!(main_pid = waiter.main(), ?children, "expected one child of the training shell");
+    }
+    for child in children {
+        let Some(pid) = i32::try_from(child).ok().and_then(rustix::process::Pid::from_raw) else { continue };
+        if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
+            tracing::warn!(pid = child, error = %e, "cannot SIGTERM the training process");
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `<root>/<pid>` is gone, at most `limit`.
+async fn wait_for_exit(root: &Path, pid: u32, limit: Duration) {
+    let end = Instant::now() + limit;
+    while root.join(pid.to_string()).exists() {
+        if Instant::now() >= end {
+            tracing::warn!(pid, ?limit, "the training did not exit after the early stop");
+            return;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,384 @@
+//! Katib's collector command line, Go `flag` style, translated into a [`KatibArgs`].
+//!
+//! Katib's pod webhook sets only the container's `args` (CONTRACT §1): `-t <trial> -m <objective>[;<more>]
+//! -o-type <minimize|maximize> -s-db <host:port> [-path <file>] [-f <filter>[;<filter>]] [-format TEXT|JSON]
+//! [-w true|false] [-stop-rule <rule>]... [-s-earlystop <host:port>]`, plus `-p` and `-timeout` which exist but
+//! are never passed. Go's `flag` package accepts `-x v`, `-x=v`, `--x v` and `--x=v`, stops at the first
+//! non-flag argument or at `--`, and answers an unknown flag with its usage and exit code 2; so does this module.
+//!
+//! Deliberate differences from Katib: a missing or empty `-format` means TEXT (with a warning) instead of a failed
+//! collection; an unknown `-format` or a bad duration fails at start-up (exit 2) instead of at the end.
+//!
+//! trialtail adds a few flags of its own, each also read from an environment variable (flag wins):
+//! `-report-deadline`, `-listen`, `-proc-root`, `-main-pid`, `-early-stop-wait`. This module only parses; it
+//! does no I/O beyond reading those variables through the function it is given.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::parse_listen;
+use crate::export::DEFAULT_PORT;
+use crate::rules::Format;
+
+/// Katib's own flags (names without dashes). A command line whose first argument is one of these is Katib's.
+pub const KATIB_FLAGS: &[&str] =
+    &["t", "m", "o-type", "s-db", "path", "f", "format", "w", "p", "timeout", "stop-rule", "s-earlystop"];
+
+/// trialtail's additional drop-in flags, with the environment variable each falls back to.
+pub const EXTRA_FLAGS: &[(&str, &str)] = &[
+    ("report-deadline", "TRIALTAIL_REPORT_DEADLINE"),
+    ("listen", "TRIALTAIL_LISTEN"),
+    ("proc-root", "TRIALTAIL_PROC_ROOT"),
+    ("main-pid", "TRIALTAIL_MAIN_PID"),
+    ("early-stop-wait", "TRIALTAIL_EARLY_STOP_WAIT"),
+];
+
+/// The default time allowed for the report to be accepted, retries included.
+pub const DEFAULT_REPORT_DEADLINE: Duration = Duration::from_secs(300);
+/// The default bounded wait for the training to exit after an early stop.
+pub const DEFAULT_EARLY_STOP_WAIT: Duration = Duration::from_secs(60);
+
+/// Whether the objective is minimized or maximized (`-o-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectiveType {
+    /// `minimize`: the best value so far is the smallest.
+    Minimize,
+    /// `maximize`: the best value so far is the largest.
+    Maximize,
+}
+
+/// The drop-in mode's validated command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KatibArgs {
+    /// `-t`: the trial name.
+    pub trial: String,
+    /// `-m`, split on `;`: the first is the objective.
+    pub metrics: Vec<String>,
+    /// `-o-type`; `None` when missing or unknown (early stopping then compares the latest value).
+    pub objective_type: Option<ObjectiveType>,
+    /// `-s-db`: the DB manager, `host:port`.
+    pub db_manager: String,
+    /// `-path`: the metrics file.
+    pub path: PathBuf,
+    /// `-f`, split on `;`: the filters (empty: Katib's default).
+    pub filters: Vec<String>,
+    /// `-format`.
+    pub format: Format,
+    /// `-w`: also wait for every other process of the pod.
+    pub wait_all: bool,
+    /// `-p`: how often the processes are checked.
+    pub poll: Duration,
+    /// `-timeout`: give up waiting after this long (`None`: never).
+    pub timeout: Option<Duration>,
+    /// `-stop-rule`, each `name;value;comparison;startStep`.
+    pub stop_rules: Vec<String>,
+    /// `-s-earlystop`: the early-stopping service, `host:port`.
+    pub early_stop: Option<String>,
+    /// `-report-deadline`: the time the report may take, retries included.
+    pub report_deadline: Duration,
+    /// `-listen`: where `/metrics` is served (`None`: not served).
+    pub listen: Option<SocketAddr>,
+    /// `-proc-root`: the proc filesystem to scan (tests use fake trees).
+    pub proc_root: PathBuf,
+    /// `-main-pid`: the training shell's pid, skipping the scan (tests outside a PID namespace).
+    pub main_pid: Option<u32>,
+    /// `-early-stop-wait`: how long the training gets to exit after an early stop.
+    pub early_stop_wait: Duration,
+    /// Notes for the log (a missing `-format`, ignored arguments), emitted once tracing is set up.
+    pub warnings: Vec<String>,
+}
+
+/// Why Katib's command line was refused. Go's `flag` prints the message and the usage and exits 2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgsError {
+    #[error("flag provided but not defined: -{flag}")]
+    Unknown { flag: String },
+    #[error("flag needs an argument: -{flag}")]
+    MissingValue { flag: String },
+    #[error("invalid value {value:?} for flag -{flag}: {reason}")]
+    Invalid { flag: &'static str, value: String, reason: &'static str },
+    #[error("flag -{flag} is required")]
+    Required { flag: &'static str },
+    /// `-h`/`-help`: usage, exit 0.
+    #[error("help requested")]
+    Help,
+}
+
+impl ArgsError {
+    /// The exit code, as Go's `flag` uses it: 0 for help, 2 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        if matches!(self, ArgsError::Help) { 0 } else { 2 }
+    }
+}
+
+/// The flag name of a Go-style argument (`-x`, `--x`, `-x=v`), or `None` when it is not a flag.
+fn flag_name(arg: &str) -> Option<&str> {
+    if arg == "-" || arg == "--" || !arg.starts_with('-') {
+        return None;
+    }
+    let s = arg.strip_prefix("--").unwrap_or(&arg[1..]);
+    Some(s.split_once('=').map_or(s, |(n, _)| n))
+}
+
+/// Whether `args` (without the program name) are Katib's: the first one is one of [`KATIB_FLAGS`].
+pub fn is_katib_command_line(args: &[String]) -> bool {
+    args.first().and_then(|a| flag_name(a)).is_some_and(|n| KATIB_FLAGS.contains(&n))
+}
+
+/// Go's `strconv.ParseBool`.
+fn go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// Go's `time.ParseDuration`: `0`, or a sequence of decimal numbers with units `ns us µs ms s m h`
+/// (`1m30s`, `1.5s`, `300ms`), optionally signed. Negative durations are refused here.
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    let s = s.strip_prefix('+').unwrap_or(s);
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    if s.is_empty() || s.starts_with('-') {
+        return None;
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(n);
+        if num.is_empty() || num == "." {
+            return None;
+        }
+        let value: f64 = num.parse().ok()?;
+        let u = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(u);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = tail;
+    }
+    (total.is_finite() && total < 1e12).then(|| Duration::from_secs_f64(total))
+}
+
+/// Parses Katib's command line (without the program name). `env` reads environment variables for the extra flags.
+pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<KatibArgs, ArgsError> {
+    let mut values: Vec<(String, String)> = Vec::new();
+    let mut warnings = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        if arg == "--" {
+            i += 1;
+            break;
+        }
+        let Some(name) = flag_name(arg) else { break };
+        if name.is_empty() || name.starts_with('-') || name.starts_with('=') {
+            return Err(ArgsError::Unknown { flag: name.to_string() });
+        }
+        if name == "h" || name == "help" {
+            return Err(ArgsError::Help);
+        }
+        if !KATIB_FLAGS.contains(&name) && !EXTRA_FLAGS.iter().any(|(f, _)| *f == name) {
+            return Err(ArgsError::Unknown { flag: name.to_string() });
+        }
+        let body = arg.strip_prefix("--").unwrap_or(&arg[1..]);
+        let value = match body.split_once('=') {
+            Some((_, v)) => v.to_string(),
+            None => {
+                i += 1;
+                args.get(i).cloned().ok_or_else(|| ArgsError::MissingValue { flag: name.to_string() })?
+            }
+        };
+        values.push((name.to_string(), value));
+        i += 1;
+    }
+    if i < args.len() {
+        warnings.push(format!("ignoring arguments after the flags: {:?}", &args[i..]));
+    }
+    // The last occurrence wins, as in Go; -stop-rule accumulates.
+    let last = |flag: &str| values.iter().rev().find(|(n, _)| n == flag).map(|(_, v)| v.clone());
+    let extra =
+        |flag: &str| last(flag).or_else(|| EXTRA_FLAGS.iter().find(|(f, _)| *f == flag).and_then(|(_, var)| env(var)));
+    // Names are trimmed (Katib trims matched names too); filters are kept as written.
+    let split = |v: Option<String>, trim: bool| -> Vec<String> {
+        v.map(|v| {
+            v.split(';')
+                .map(|s| if trim { s.trim() } else { s })
+                .filter(|s| !s.trim().is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    let duration = |flag: &'static str, v: String| {
+        parse_go_duration(&v).ok_or(ArgsError::Invalid {
+            flag,
+            value: v,
+            reason: "not a Go duration such as 1s or 2m30s",
+        })
+    };
+
+    let trial = last("t").unwrap_or_default();
+    let metrics = split(last("m"), true);
+    if metrics.is_empty() {
+        return Err(ArgsError::Required { flag: "m" });
+    }
+    let objective_type = match last("o-type").as_deref() {
+        Some("minimize") => Some(ObjectiveType::Minimize),
+        Some("maximize") => Some(ObjectiveType::Maximize),
+        other => {
+            warnings.push(format!(
+                "-o-type {other:?} is neither minimize nor maximize; stop rules compare the latest value"
+            ));
+            None
+        }
+    };
+    let db_manager = last("s-db").unwrap_or_else(|| "katib-db-manager.kubeflow:6789".to_string());
+    let path = PathBuf::from(last("path").unwrap_or_else(|| "/var/log/katib/metrics.log".to_string()));
+    let filters = split(last("f"), false);
+    let format = match last("format").as_deref().map(str::trim) {
+        None | Some("") => {
+            warnings.push("-format is missing: reading the log as TEXT (Katib would fail the collection)".into());
+            Format::Text
+        }
+        Some(f) if f.eq_ignore_ascii_case("TEXT") => Format::Text,
+        Some(f) if f.eq_ignore_ascii_case("JSON") => Format::Json,
+        Some(f) => return Err(ArgsError::Invalid { flag: "format", value: f.into(), reason: "must be TEXT or JSON" }),
+    };
+    // Katib's -w is a string flag read with strconv.ParseBool: anything that is not a Go bool means false.
+    let wait_all = last("w").is_none_or(|v| go_bool(&v).unwrap_or(false));
+    let poll = duration("p", last("p").unwrap_or_else(|| "1s".into()))?;
+    if poll.is_zero() {
+        return Err(ArgsError::Invalid { flag: "p", value: "0".into(), reason: "must be positive" });
+    }
+    let timeout = Some(duration("timeout", last("timeout").unwrap_or_else(|| "0".into()))?).filter(|d| !d.is_zero());
+    let stop_rules = values.iter().filter(|(n, _)| n == "stop-rule").map(|(_, v)| v.clone()).collect();
+    let early_stop = last("s-earlystop").filter(|s| !s.is_empty());
+    let report_deadline = match extra("report-deadline") {
+        Some(v) => duration("report-deadline", v)?,
+        None => DEFAULT_REPORT_DEADLINE,
+    };
+    let early_stop_wait = match extra("early-stop-wait") {
+        Some(v) => duration("early-stop-wait", v)?,
+        None => DEFAULT_EARLY_STOP_WAIT,
+    };
+    let listen = match extra("listen") {
+        None => Some(SocketAddr::from(([0, 0, 0, 0], DEFAULT_PORT))),
+        Some(v) if v.is_empty() || v == "off" => None,
+        Some(v) => Some(parse_listen(&v).ok_or(ArgsError::Invalid {
+            flag: "listen",
+            value: v,
+            reason: "not HOST:PORT, :PORT or off",
+        })?),
+    };
+    let proc_root = PathBuf::from(extra("proc-root").unwrap_or_else(|| "/proc".into()));
+    let main_pid = match extra("main-pid") {
+        None => None,
+        Some(v) => Some(v.trim().parse::<u32>().ok().filter(|p| *p > 0).ok_or(ArgsError::Invalid {
+            flag: "main-pid",
+            value: v,
+            reason: "not a process id",
+        })?),
+    };
+    Ok(KatibArgs {
+        trial,
+        metrics,
+        objective_type,
+        db_manager,
+        path,
+        filters,
+        format,
+        wait_all,
+        poll,
+        timeout,
+        stop_rules,
+        early_stop,
+        report_deadline,
+        listen,
+        proc_root,
+        main_pid,
+        early_stop_wait,
+        warnings,
+    })
+}
+
+/// The usage text, Go `flag` style (printed on stderr with a flag error, on stdout for `-h`).
+pub fn usage() -> String {
+    "Usage of trialtail (Katib drop-in mode, Katib's file metrics collector arguments):\n  \
+-t string\n    \tthe trial name\n  \
+-m string\n    \tmetric names separated by ';', the first is the objective\n  \
+-o-type string\n    \tobjective type: minimize or maximize\n  \
+-s-db string\n    \tthe Katib DB manager, host:port (default \"katib-db-manager.kubeflow:6789\")\n  \
+-path string\n    \tthe metrics file, read from its start and echoed to stdout (default \"/var/log/katib/metrics.log\")\n  \
+-f string\n    \tfilters (regular expressions, group 1 = name, group 2 = value) separated by ';'\n  \
+-format string\n    \tTEXT or JSON (missing: TEXT, with a warning)\n  \
+-w string\n    \twait for every process of the pod, not only the training (default \"true\")\n  \
+-p duration\n    \thow often the processes are checked (default 1s)\n  \
+-timeout duration\n    \tgive up waiting for the training after this long; 0 = never (default 0)\n  \
+-stop-rule value\n    \tan early-stopping rule name;value;equal|less|greater;startStep (repeatable)\n  \
+-s-earlystop string\n    \tthe early-stopping service, host:port\n\
+trialtail's own (each also from the environment variable named):\n  \
+-report-deadline duration\n    \ttime the report may take, retries included; TRIALTAIL_REPORT_DEADLINE (default 5m0s)\n  \
+-listen string\n    \tserve /metrics here, or off; TRIALTAIL_LISTEN (default \":9478\")\n  \
+-proc-root string\n    \tthe proc filesystem scanned for the training process; TRIALTAIL_PROC_ROOT (default \"/proc\")\n  \
+-main-pid int\n    \tthe training shell's pid, skipping the scan (testing); TRIALTAIL_MAIN_PID\n  \
+-early-stop-wait duration\n    \ttime the training gets to exit after an early stop; TRIALTAIL_EARLY_STOP_WAIT (default 1m0s)\n\
+Exit codes: 0 reported; 2 bad arguments; 3 the report was not accepted before -report-deadline; \
+4 SetTrialStatus failed after an early stop; 255 the training failed (no `completed` marker) or -timeout passed, \
+nothing reported.\n"
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn parse_ok(a: &[&str]) -> KatibArgs {
+        parse(&args(a), |_| None).unwrap()
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_go_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_go_duration("1.5h"), Some(Duration::from_secs(5400)));
+        for bad in ["", "1", "s", "-1s", "1x", "1s2"] {
+            assert_eq!(parse_go_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn go_bool_semantics_for_w() {
+        for (v, want) in [("true", true), ("1", true), ("T", true), ("false", false), ("yes", false), ("", false)] {
+            assert_eq!(parse_ok(&["-m", "loss", &format!("-w={v}")]).wait_all, want, "{v}");
+        }
+        assert!(parse_ok(&["-m", "loss"]).wait_all, "-w defaults to true");
+    }
+
+    #[test]
+    fn detection_needs_a_katib_flag_first() {
+        assert!(is_katib_command_line(&args(&["-t", "x"])));
+        assert!(is_katib_command_line(&args(&["--s-db=h:1"])));
+        assert!(!is_katib_command_line(&args(&["run", "-t"])));
+        assert!(!is_katib_command_line(&args(&["--help"])));
+        assert!(!is_katib_command_line(&args(&["--log-level", "x"])));
+        assert!(!is_katib_command_line(&[]));
+    }
+}
