@@ -7,8 +7,8 @@
 //! 2. scrape throughput: `trialtail run - --listen` fed 100 metrics through a pipe it keeps reading; keep-alive
 //!    HTTP/1.1 clients on loopback `GET /metrics` for a few seconds (requests/s, per client count);
 //! 3. latency: a line `probe=N` is written, then `/metrics` is polled back to back until it shows N (p50, p99
-//!    over `BENCH_PROBES`, default 200, probes 20 ms apart). trialtail reads a pipe (`trialtail run -`):
-//!    follow mode is not on this branch, and a pipe is what a wrapped command's output is. mtail tails a file it
+//!    over `BENCH_PROBES`, default 200, probes 20 ms apart). trialtail reads a pipe (`trialtail run -`), what a
+//!    wrapped command's output is (`benches/follow.rs` times a followed file). mtail tails a file it
 //!    polls: measured with its default poll and with `--poll_interval 1ms`, when `/usr/bin/mtail` exists;
 //! 4. idle cost: CPU time (utime + stime from /proc) of each process over 5 s with nothing to read.
 

@@ -1,4 +1,4 @@
-//! The Katib drop-in mode (issue 5): Katib's argument forms, the `/proc` waiter on fake trees, and the report
+//! The Katib drop-in mode: Katib's argument forms, the `/proc` waiter on fake trees, and the report
 //! received by a real tonic `DBManager`/`EarlyStopping` server on loopback – through the library and through the
 //! binary started with the exact arguments Katib's webhook builds. The fake `/proc` trees exist because a real
 //! pod's shared PID namespace cannot be had in a test without root; `-main-pid` stands in for the scan when the
