@@ -4,7 +4,7 @@
 //! The fixtures are a Katib-shaped pod (the training container `train`, trialtail as a native sidecar in
 //! `initContainers`), its Job and its Trial linked by controller ownerReferences only – no label, no
 //! `KATIB_TRIAL_NAME` – so the owner walk is what finds the Trial. The test writes log lines, cuts the log
-//! stream, fails a patch, flips the container to terminated, and checks the Trial's stored status while it
+//! stream, fails a patch, restarts the container, flips the container to terminated, and checks the Trial's stored status while it
 //! trains and at the end, and how many requests it all cost.
 
 use std::io::{BufRead, BufReader};
@@ -120,6 +120,14 @@ fn sidecar_writes_live_observations_to_the_trial_and_exits_when_training_ends() 
     fake.write_log(&["loss=0.3"]);
     wait_for("the newer observations", || metric(&metrics(&fake), "loss").is_some_and(|m| m["latest"] == "0.3"));
 
+    // The container restarts: its stream ends, the new instance is read from its start.
+    fake.set_pod(|p| {
+        p["status"]["containerStatuses"][0]["restartCount"] = json!(1);
+        p["status"]["containerStatuses"][0]["state"] = json!({"running": {"startedAt": "2026-01-01T00:01:00Z"}});
+    });
+    fake.cut_log_streams();
+    wait_for("the restart's stream", || fake.count("GET", "/log", "") >= 3);
+
     // Training ends: the container terminates, trialtail drains, flushes and exits 0.
     fake.write_log(&["accuracy=0.65"]);
     set_state(&fake, json!({"terminated": {"exitCode": 0}}));
@@ -160,6 +168,9 @@ fn sidecar_writes_live_observations_to_the_trial_and_exits_when_training_ends() 
         start.elapsed().as_secs_f64()
     );
     assert!((2..=12).contains(&patches), "patches: {patches}\n{:#?}", fake.requests());
-    assert_eq!(logs, 2, "one stream, one reconnect");
+    assert!(
+        (3..=4).contains(&logs),
+        "one stream, one reconnect, one restart (and at most one more at the end): {logs}"
+    );
     assert!(total <= patches + logs + watches + 6, "{:#?}", fake.requests());
 }
