@@ -174,3 +174,65 @@ fn sidecar_writes_live_observations_to_the_trial_and_exits_when_training_ends() 
     );
     assert!(total <= patches + logs + watches + 6, "{:#?}", fake.requests());
 }
+
+#[test]
+fn sigterm_ends_the_sidecar_with_the_final_status_written() {
+    let mut p = pod();
+    p["metadata"]["ownerReferences"] = json!([]);
+    let fake = KubeFake::start(p, job(), trial());
+    set_state(&fake, json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig("ns")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trialtail"))
+        .args([
+            "run",
+            "--source",
+            "pod-log",
+            "--container",
+            "train",
+            "--status-interval",
+            "1h",
+            "--shutdown-grace",
+            "1s",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAME", "t1-abc")
+        .env("POD_NAMESPACE", "ns")
+        .env("KATIB_TRIAL_NAME", "t1")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("ALL_PROXY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn trialtail");
+    fake.write_log(&["accuracy=0.25", "accuracy=0.5"]);
+    wait_for("the log stream", || fake.count("GET", "/log", "") > 0);
+    // Give the lines time to arrive: with a one-hour interval, only the final flush writes them.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(fake.count("PATCH", "/status", ""), 0, "nothing before the end with a one-hour interval");
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < PATIENCE, "trialtail did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        metrics(&fake),
+        json!([
+            {"name": "accuracy", "latest": "0.5", "min": "0.25", "max": "0.5"},
+            {"name": "loss", "latest": "unavailable", "min": "unavailable", "max": "unavailable"},
+        ])
+    );
+    assert_eq!(fake.count("PATCH", "/status", ""), 1, "one final patch");
+    assert_eq!(fake.count("GET", "/jobs/", ""), 0, "KATIB_TRIAL_NAME: no owner walk");
+}
