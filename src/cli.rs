@@ -161,11 +161,64 @@ pub struct RunArgs {
     #[arg(long, env = "TRIALTAIL_LIVE", help_heading = "Output")]
     pub live: bool,
 
+    /// Where the log comes from: `log` (LOG, standard input or a command) or `pod-log`
+    ///
+    /// `pod-log` is the native sidecar mode: trialtail runs in the training pod (POD_NAME and POD_NAMESPACE
+    /// from the downward API), follows --container's log through the Kubernetes API (in-cluster service
+    /// account, or KUBECONFIG), finds the Katib Trial (--trial, KATIB_TRIAL_NAME, the pod label
+    /// katib.kubeflow.org/trial, or the pod's controller owners), writes live observations to the Trial's status
+    /// every --status-interval, and exits 0 once the container terminated and its log was read (or on
+    /// SIGTERM). Without a Trial it still runs, for Prometheus only. Takes no LOG.
+    #[arg(
+        long = "source",
+        value_enum,
+        value_name = "KIND",
+        default_value = "log",
+        env = "TRIALTAIL_SOURCE",
+        help_heading = "Kubernetes"
+    )]
+    pub source_kind: SourceKind,
+
+    /// With --source pod-log: the container whose log is read
+    ///
+    /// Default: the Trial's spec.primaryContainerName, else the pod's first regular container that is not
+    /// trialtail itself (named `trialtail` or `metrics-logger-and-collector`).
+    #[arg(long, value_name = "NAME", env = "TRIALTAIL_CONTAINER", help_heading = "Kubernetes")]
+    pub container: Option<String>,
+
+    /// With --source pod-log: time between two writes of the Trial's status
+    ///
+    /// A duration such as 5s or 1m (default 5s, at least 100ms). A write happens only when something new was
+    /// observed, so an idle trial costs no requests; the final values are written at once when training ends.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5s",
+        env = "TRIALTAIL_STATUS_INTERVAL",
+        help_heading = "Kubernetes"
+    )]
+    pub status_interval: String,
+
+    /// With --source pod-log: do not write observations to the Trial's status
+    ///
+    /// The Trial is still looked up for the `trial` label and the default container.
+    #[arg(long, env = "TRIALTAIL_NO_TRIAL_STATUS", help_heading = "Kubernetes")]
+    pub no_trial_status: bool,
+
     #[command(flatten)]
     pub rules: RuleArgs,
 
     #[command(flatten)]
     pub export: ExportArgs,
+}
+
+/// `--source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    /// LOG, standard input (`-`) or a command after `--`.
+    Log,
+    /// A container's log through the Kubernetes API (native sidecar).
+    PodLog,
 }
 
 /// The rule and limit flags, shared by `run` and `plot`.

@@ -50,6 +50,18 @@ impl<A: ObservationSink, B: ObservationSink> ObservationSink for (A, B) {
     }
 }
 
+/// A sink whose observations without a time of their own get `time`.
+struct Timed<'t, S> {
+    sink: &'t mut S,
+    time: &'t [u8],
+}
+
+impl<S: ObservationSink> ObservationSink for Timed<'_, S> {
+    fn observe(&mut self, obs: &Observation<'_>) {
+        self.sink.observe(&Observation { time: obs.time.or(Some(self.time)), ..*obs });
+    }
+}
+
 /// Counters of what the collector saw, beyond the line buffer's.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counters {
@@ -101,6 +113,14 @@ impl Collector {
     pub fn feed(&mut self, chunk: &[u8], sink: &mut impl ObservationSink) {
         let Collector { lines, rules, agg, counters } = self;
         lines.feed_into(chunk, &mut Pipeline { rules, agg, counters, sink });
+    }
+
+    /// Feeds one complete line (`line` without its `\n`) whose observations take `time` unless the line has a
+    /// time of its own: the pod-log source passes the kubelet's timestamp, cut off the line, this way.
+    pub fn feed_line_at(&mut self, line: &[u8], time: &[u8], sink: &mut impl ObservationSink) {
+        let mut timed = Timed { sink, time };
+        self.feed(line, &mut timed);
+        self.feed(b"\n", &mut timed);
     }
 
     /// End of input: processes the last line even without its `\n`.
@@ -235,6 +255,23 @@ mod tests {
         assert_eq!(c.line_stats().too_long, 1);
         let loss = &c.aggregate().metrics()[0];
         assert_eq!((loss.count, loss.min.as_ref().unwrap().0, loss.max.as_ref().unwrap().0), (2, 0.25, 0.5));
+    }
+
+    #[test]
+    fn a_line_fed_with_a_time_carries_it_unless_it_has_its_own() {
+        struct Times(Vec<Option<String>>);
+        impl ObservationSink for Times {
+            fn observe(&mut self, o: &Observation<'_>) {
+                self.0.push(o.time.map(|t| String::from_utf8_lossy(t).into_owned()));
+            }
+        }
+        let mut c = collector(&[]);
+        let mut times = Times(Vec::new());
+        c.feed_line_at(b"loss=0.5", b"2026-11-28T15:00:00.5Z", &mut times);
+        c.feed_line_at(b"2026-01-01T00:00:00Z loss=0.4", b"2026-11-28T15:00:01Z", &mut times);
+        c.feed_line_at(b"no metric here", b"2026-11-28T15:00:02Z", &mut times);
+        assert_eq!(times.0, [Some("2026-11-28T15:00:00.5Z".into()), Some("2026-01-01T00:00:00Z".into())]);
+        assert_eq!(c.line_stats().lines, 3);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{ExportArgs, Output, RuleArgs, RunArgs};
+use crate::cli::{ExportArgs, Output, RuleArgs, RunArgs, SourceKind};
 use crate::export::ExportConfig;
 use crate::rules::{RuleError, RuleSpec, Rules, Semantics};
 use crate::sink::prometheus::Labels;
@@ -33,6 +33,8 @@ pub enum ConfigError {
     TwoSources,
     #[error("--follow needs a LOG file, not standard input or a command")]
     FollowWhat,
+    #[error("--source pod-log reads the container's log through the Kubernetes API: give no LOG, command or --follow")]
+    PodLogWhat,
 }
 
 /// Where the log comes from.
@@ -51,6 +53,13 @@ pub enum Source {
     },
     /// A command to run; its stdout and stderr are the log.
     Command(Vec<OsString>),
+    /// A container's log through the Kubernetes API (native sidecar).
+    PodLog {
+        /// `--container`, when given.
+        container: Option<String>,
+        /// Write observations to the Trial's status.
+        trial_status: bool,
+    },
 }
 
 /// A validated `trialtail run`.
@@ -62,6 +71,8 @@ pub struct RunConfig {
     pub until_idle: Option<Duration>,
     /// Time allowed to drain and flush after the first signal.
     pub shutdown_grace: Duration,
+    /// Time between two Trial status writes (pod-log source).
+    pub status_interval: Duration,
     /// Write the output here instead of stdout (stderr when wrapping a command).
     pub output_file: Option<PathBuf>,
     /// What to print.
@@ -123,7 +134,18 @@ impl TryFrom<RunArgs> for RunConfig {
 
     fn try_from(a: RunArgs) -> Result<Self, ConfigError> {
         let r = RuleConfig::try_from(a.rules)?;
+        let status_interval = duration("status-interval", &a.status_interval)?;
+        if status_interval < Duration::from_millis(100) {
+            return Err(ConfigError::Duration { flag: "status-interval", value: a.status_interval });
+        }
+        let pod_log_misused = a.follow || a.log.is_some() || !a.command.is_empty();
         let source = match (a.log, a.command.is_empty()) {
+            _ if a.source_kind == SourceKind::PodLog && pod_log_misused => {
+                return Err(ConfigError::PodLogWhat);
+            }
+            _ if a.source_kind == SourceKind::PodLog => {
+                Source::PodLog { container: a.container.filter(|c| !c.is_empty()), trial_status: !a.no_trial_status }
+            }
             (Some(_), false) => return Err(ConfigError::TwoSources),
             (None, true) => return Err(ConfigError::NoSource),
             (None, false) if a.follow => return Err(ConfigError::FollowWhat),
@@ -143,6 +165,7 @@ impl TryFrom<RunArgs> for RunConfig {
             source,
             until_idle,
             shutdown_grace,
+            status_interval,
             output_file: a.output_file,
             output: a.output,
             stats: a.stats,

@@ -16,9 +16,11 @@ use crate::cli::Output as OutputKind;
 use crate::collect::{Collector, Observation, ObservationSink};
 use crate::config::{RunConfig, Source};
 use crate::export::{Background, ExportConfig, ExportError, Exporter};
+use crate::k8s::KubeError;
 use crate::live::{Live as LiveTable, write_table_sparklines};
 use crate::progress;
 use crate::report::KatibReport;
+use crate::sidecar::{self, SidecarConfig, SidecarError};
 use crate::sink::sparkline::Sparklines;
 use crate::sink::stdout::{JsonLines, write_report_json, write_table};
 use crate::source::child::{self, spawn_exit_code};
@@ -43,6 +45,8 @@ pub enum RunError {
     },
     #[error(transparent)]
     Export(#[from] ExportError),
+    #[error(transparent)]
+    Sidecar(#[from] SidecarError),
 }
 
 impl RunError {
@@ -54,6 +58,8 @@ impl RunError {
             | RunError::OutputFile { .. }
             | RunError::Export(ExportError::Server(_)) => 2,
             RunError::Export(_) => 1,
+            RunError::Sidecar(SidecarError::NoPod | SidecarError::Kube(KubeError::NoNamespace)) => 2,
+            RunError::Sidecar(_) => 1,
             RunError::Source(SourceError::Spawn { source, .. }) => spawn_exit_code(source),
             RunError::Source(SourceError::Interrupted { signal }) => 128u8.wrapping_add(*signal as u8),
             RunError::Source(SourceError::Read { .. } | SourceError::Runtime(_)) | RunError::Output(_) => 1,
@@ -196,7 +202,16 @@ pub fn run(cfg: RunConfig) -> Result<u8, RunError> {
                 stats: SourceStats::default(),
                 phase: Phase::Starting,
             };
-            run_live(&cfg.source, &cfg.export, cfg.max_line_bytes, stop, snapshots.clone(), &mut live)
+            let sidecar = match &cfg.source {
+                Source::PodLog { container, trial_status } => Some(SidecarConfig {
+                    container: container.clone(),
+                    trial_status: *trial_status,
+                    status_interval: cfg.status_interval,
+                    grace: cfg.shutdown_grace,
+                }),
+                _ => None,
+            };
+            run_live(&cfg.source, &cfg.export, cfg.max_line_bytes, stop, sidecar, snapshots.clone(), &mut live)
         }
     };
     // Whatever happened to the source, what was observed is written (a second signal aside: that exits now).
@@ -225,20 +240,25 @@ fn run_live(
     export: &ExportConfig,
     max_line_bytes: usize,
     stop: StopOptions,
+    sidecar: Option<SidecarConfig>,
     snapshots: SnapshotRx,
     live: &mut Live<'_, Output>,
 ) -> Result<End, RunError> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SourceError::Runtime)?;
     rt.block_on(async {
-        let exporter = if export.is_enabled() { Some(Exporter::start(export, snapshots)?) } else { None };
         let mut signals = Signals::new().map_err(SourceError::Runtime)?;
+        // The sidecar starts its own exporter once it knows the Trial's labels.
+        if let Some(sidecar) = &sidecar {
+            return Ok(sidecar::run(sidecar, export, snapshots, live, &mut signals).await?);
+        }
+        let exporter = if export.is_enabled() { Some(Exporter::start(export, snapshots)?) } else { None };
         let end = match source {
             Source::Follow { path, from_end } => {
                 source::file::follow(Tailer::new(path, *from_end), live, &mut signals, stop).await
             }
             Source::Stdin => source::stdin::follow(live, &mut signals).await,
             Source::Command(command) => child::wrap(command, live, &mut signals, max_line_bytes, stop.grace).await,
-            Source::File(_) => Ok(End::Eof),
+            Source::File(_) | Source::PodLog { .. } => Ok(End::Eof),
         };
         if let Some(exporter) = exporter {
             // The final snapshot is published by the source's end; a second signal skips the linger.

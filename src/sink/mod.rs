@@ -6,3 +6,4 @@ pub mod pushgateway;
 pub mod sparkline;
 pub mod stats;
 pub mod stdout;
+pub mod trial_status;

@@ -13,6 +13,7 @@ use crate::state::{Phase, Publisher, SourceStats};
 
 pub mod child;
 pub mod file;
+pub mod pod_log;
 pub mod stdin;
 pub mod tail;
 

@@ -670,8 +670,12 @@ fn in_a_real_pid_namespace_the_training_shell_is_found_and_reported() {
 
 /// The drop-in's memory bound: peak RSS ≤ 32 MiB for a 1 GB metrics file holding 100 000 observations,
 /// reported at the end (a few seconds: it writes 1 GB to a temporary directory).
-/// `cargo test --test it peak_rss -- --nocapture` prints the figure.
+///
+/// The peak is read from `RUSAGE_CHILDREN`, which covers every child this test process ever reaped: it must run
+/// alone, so it is ignored in the suite and `.ci/run` runs it by itself afterwards
+/// (`cargo test --test it peak_rss -- --ignored --nocapture`).
 #[test]
+#[ignore = "run alone: RUSAGE_CHILDREN counts the other tests' children; .ci/run runs it separately"]
 fn peak_rss_stays_small_on_a_one_gigabyte_log() {
     use std::io::Write;
     let t = tempfile::tempdir().unwrap();

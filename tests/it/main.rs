@@ -13,6 +13,7 @@ mod katib;
 mod live;
 mod plot;
 mod prom;
+mod sidecar;
 mod support;
 mod terminal;
 

@@ -1,0 +1,308 @@
+//! The Trial status sink: live observations on the owning Katib `Trial`, while it trains.
+//!
+//! A merge patch (`application/merge-patch+json`) on the `trials/status` subresource (`kubeflow.org/v1beta1`)
+//! sets `status.observation.metrics[]` to `{name, latest, min, max}`, every field a string and `"unavailable"`
+//! where there is no value (Katib's shape, katib/CONTRACT §7; the CRD declares no schema, so
+//! [`observation_patch`] is the only thing that keeps the shape right). The metrics written are the ones the Trial
+//! asks for (`spec.objective.objectiveMetricName` then `additionalMetricNames`), or every metric observed when the
+//! Trial could not be read. A merge patch replaces a list whole, so each patch carries the complete list.
+//!
+//! Invariants: it reads the published [`Snapshot`] on its own timer (`--status-interval`) and patches only when
+//! the snapshot's generation changed, so an idle sidecar makes no requests and a fast log costs at most one
+//! patch per interval; it never slows the reader. When the source ends ([`Phase::Ended`]) it writes the final
+//! state at once and returns. Errors: 409 re-reads the Trial and retries; 403/404 log one line naming the RBAC
+//! verb and resource and stop this sink only; 429, 5xx and transport errors back off exponentially (bounded),
+//! always retrying with the newest snapshot. The caller bounds the final flush with its grace period.
+//!
+//! It does not find the Trial (see [`crate::k8s`]), write conditions, or touch `spec`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+
+use crate::aggregate::MetricStats;
+use crate::state::{Phase, Snapshot, SnapshotRx};
+
+/// Katib's sentinel for a metric without a value.
+pub const UNAVAILABLE: &str = "unavailable";
+
+/// The default `--status-interval`.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The first back-off after a retryable failure; it doubles up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The longest back-off between two attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How long one request may take before it counts as a timeout (retried with back-off).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Conflicts retried in a row before the patch waits for the next interval.
+const MAX_CONFLICTS: u32 = 5;
+
+/// The Trial resource, `kubeflow.org/v1beta1` `trials`.
+pub fn trial_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("kubeflow.org", "v1beta1", "Trial"), "trials")
+}
+
+/// Why the sink stopped before the end.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error(
+        "cannot {verb} {resource} {name:?} in namespace {namespace:?} (HTTP {code}): the service account needs \
+         verb {verb:?} on kubeflow.org {resource}; the Trial status sink stops, everything else goes on"
+    )]
+    Denied { verb: &'static str, resource: &'static str, name: String, namespace: String, code: u16 },
+    #[error("the Trial status sink stopped")]
+    Stopped,
+}
+
+/// What the sink needs to know.
+#[derive(Debug, Clone)]
+pub struct StatusConfig {
+    /// The Trial's name.
+    pub trial: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Time between two patches (`--status-interval`).
+    pub interval: Duration,
+}
+
+/// The metric names a Trial asks for: the objective metric, then the additional ones, without duplicates.
+/// `None` when the Trial names none (then every observed metric is written).
+pub fn requested_metrics(trial: &Value) -> Option<Vec<String>> {
+    let objective = trial.pointer("/spec/objective")?;
+    let mut names: Vec<String> = Vec::new();
+    let first = objective.get("objectiveMetricName").and_then(Value::as_str);
+    let more = objective.get("additionalMetricNames").and_then(Value::as_array).into_iter().flatten();
+    for name in first.into_iter().chain(more.filter_map(Value::as_str)) {
+        if !name.is_empty() && !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    (!names.is_empty()).then_some(names)
+}
+
+fn entry(name: &str, m: Option<&MetricStats>) -> Value {
+    let text = |v: Option<&str>| v.filter(|s| !s.is_empty()).unwrap_or(UNAVAILABLE).to_string();
+    let m = m.filter(|m| m.count > 0);
+    json!({
+        "name": name,
+        "latest": text(m.map(|m| m.latest_raw.as_str())),
+        "min": text(m.and_then(|m| m.min.as_ref()).map(|(_, s)| s.as_str())),
+        "max": text(m.and_then(|m| m.max.as_ref()).map(|(_, s)| s.as_str())),
+    })
+}
+
+/// The merge patch body for `metrics`: the requested names in their order (those never seen are
+/// `"unavailable"`), or every observed metric when `requested` is `None`.
+pub fn observation_patch(requested: Option<&[String]>, metrics: &[MetricStats]) -> Value {
+    let list: Vec<Value> = match requested {
+        Some(names) => names.iter().map(|n| entry(n, metrics.iter().find(|m| &m.name == n))).collect(),
+        None => metrics.iter().map(|m| entry(&m.name, Some(m))).collect(),
+    };
+    json!({ "status": { "observation": { "metrics": list } } })
+}
+
+/// Checks a patch body against Katib's status shape: `status.observation.metrics` is a list of objects with
+/// exactly the string fields `name`, `latest`, `min`, `max`, names unique. Returns what is wrong.
+pub fn check_katib_shape(body: &Value) -> Result<(), String> {
+    let list = body
+        .pointer("/status/observation/metrics")
+        .and_then(Value::as_array)
+        .ok_or("status.observation.metrics is not a list")?;
+    let mut seen = Vec::new();
+    for item in list {
+        let obj = item.as_object().ok_or_else(|| format!("{item} is not an object"))?;
+        for key in ["name", "latest", "min", "max"] {
+            if !obj.get(key).is_some_and(Value::is_string) {
+                return Err(format!("{item}: {key} is not a string"));
+            }
+        }
+        if obj.len() != 4 {
+            return Err(format!("{item}: fields other than name, latest, min, max"));
+        }
+        let name = &obj["name"];
+        if seen.contains(&name) {
+            return Err(format!("metric {name} listed twice"));
+        }
+        seen.push(name);
+    }
+    Ok(())
+}
+
+enum Outcome {
+    Retry,
+    Conflict,
+    Denied(u16),
+    Skip,
+}
+
+fn classify(e: &kube::Error) -> Outcome {
+    match e {
+        kube::Error::Api(s) => match s.code {
+            409 => Outcome::Conflict,
+            403 | 404 | 401 => Outcome::Denied(s.code),
+            429 | 500..=599 => Outcome::Retry,
+            // 400/422: the body is wrong; sending it again will not help, the next snapshot may.
+            _ => Outcome::Skip,
+        },
+        _ => Outcome::Retry,
+    }
+}
+
+/// The running sink.
+pub struct TrialStatus {
+    api: Api<DynamicObject>,
+    cfg: StatusConfig,
+    requested: Option<Vec<String>>,
+    written: Option<u64>,
+    patches: u64,
+}
+
+impl TrialStatus {
+    /// A sink patching `cfg.trial` through `client`.
+    pub fn new(client: kube::Client, cfg: StatusConfig) -> Self {
+        let api = Api::namespaced_with(client, &cfg.namespace, &trial_resource());
+        TrialStatus { api, cfg, requested: None, written: None, patches: 0 }
+    }
+
+    /// Starts the sink on the current runtime; the handle ends after the final flush (or when the sink stopped).
+    pub fn spawn(self, rx: SnapshotRx) -> JoinHandle<Result<u64, StatusError>> {
+        tokio::spawn(self.run(rx))
+    }
+
+    fn denied(&self, verb: &'static str, resource: &'static str, code: u16) -> StatusError {
+        StatusError::Denied {
+            verb,
+            resource,
+            name: self.cfg.trial.clone(),
+            namespace: self.cfg.namespace.clone(),
+            code,
+        }
+    }
+
+    /// Reads the Trial for the metrics it asks for. A Trial that cannot be read leaves every observed metric
+    /// to be written (a missing `get` permission is said once, as a warning: the patch may still be allowed).
+    async fn read_trial(&mut self) {
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.api.get(&self.cfg.trial)).await {
+            Ok(Ok(trial)) => {
+                let value = serde_json::to_value(&trial).unwrap_or_default();
+                self.requested = requested_metrics(&value);
+            }
+            Ok(Err(e)) => {
+                if let Outcome::Denied(code) = classify(&e) {
+                    tracing::warn!("{}", self.denied("get", "trials", code));
+                } else {
+                    tracing::warn!(error = %e, trial = %self.cfg.trial, "cannot read the Trial; writing every observed metric");
+                }
+            }
+            Err(_) => {
+                tracing::warn!(trial = %self.cfg.trial, "reading the Trial timed out; writing every observed metric")
+            }
+        }
+    }
+
+    /// Runs until the source ended and the final state was written; returns the number of patches sent.
+    pub async fn run(mut self, mut rx: SnapshotRx) -> Result<u64, StatusError> {
+        self.read_trial().await;
+        let mut tick = tokio::time::interval(self.cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut open = true;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = rx.changed(), if open => {
+                    // Only the end is urgent; other changes wait for the tick.
+                    open = changed.is_ok();
+                    if open && rx.borrow().phase != Phase::Ended {
+                        continue;
+                    }
+                }
+            }
+            let snapshot = rx.borrow_and_update().clone();
+            let last = snapshot.phase == Phase::Ended || !open;
+            self.write(&snapshot, &mut rx).await?;
+            if last {
+                return Ok(self.patches);
+            }
+        }
+    }
+
+    /// Writes `snapshot` (or a newer one, when retries take long) unless its generation is already written.
+    async fn write(&mut self, snapshot: &Arc<Snapshot>, rx: &mut SnapshotRx) -> Result<(), StatusError> {
+        let mut snapshot = snapshot.clone();
+        let mut backoff = FIRST_BACKOFF;
+        let mut conflicts = 0;
+        loop {
+            let ended = snapshot.phase == Phase::Ended;
+            if self.written == Some(snapshot.generation) || (snapshot.metrics.is_empty() && !ended) {
+                return Ok(());
+            }
+            let body = observation_patch(self.requested.as_deref(), &snapshot.metrics);
+            let (params, patch) = (PatchParams::default(), Patch::Merge(&body));
+            let result =
+                tokio::time::timeout(REQUEST_TIMEOUT, self.api.patch_status(&self.cfg.trial, &params, &patch)).await;
+            self.patches += 1;
+            let outcome = match result {
+                Ok(Ok(_)) => {
+                    self.written = Some(snapshot.generation);
+                    return Ok(());
+                }
+                Ok(Err(e)) => {
+                    let outcome = classify(&e);
+                    if matches!(outcome, Outcome::Retry | Outcome::Skip) {
+                        tracing::warn!(error = %e, trial = %self.cfg.trial, "patching the Trial status failed");
+                    }
+                    outcome
+                }
+                Err(_) => {
+                    tracing::warn!(trial = %self.cfg.trial, "patching the Trial status timed out");
+                    Outcome::Retry
+                }
+            };
+            match outcome {
+                Outcome::Conflict if conflicts < MAX_CONFLICTS => {
+                    conflicts += 1;
+                    self.read_trial().await;
+                }
+                Outcome::Conflict | Outcome::Skip => return Ok(()),
+                Outcome::Denied(code) => {
+                    let e = self.denied("patch", "trials/status", code);
+                    tracing::error!("{e}");
+                    return Err(e);
+                }
+                Outcome::Retry => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            // Retry with the newest state.
+            let newer = rx.borrow_and_update().clone();
+            if newer.generation >= snapshot.generation {
+                snapshot = newer;
+            }
+        }
+    }
+}
+
+/// Ends a spawned sink: waits at most `grace` for its final flush; returns the patches sent when it finished.
+pub async fn finish(handle: JoinHandle<Result<u64, StatusError>>, grace: Duration) -> Option<u64> {
+    match tokio::time::timeout(grace, handle).await {
+        Ok(Ok(Ok(n))) => Some(n),
+        Ok(Ok(Err(_))) | Ok(Err(_)) => None,
+        Err(_) => {
+            tracing::warn!(?grace, "the final Trial status was not written within the grace period");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

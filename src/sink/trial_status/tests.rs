@@ -1,0 +1,223 @@
+//! `tower_test` scenarios for the Trial status sink: each drives the sink against a mocked API server and
+//! checks every request it makes (method, path, content type, body shape) and when it makes it (paused time).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::{Method, Request, Response, StatusCode};
+use kube::client::Body;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::*;
+use crate::aggregate::MetricStats;
+use crate::state::{Phase, Snapshot};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+type Responder = tower_test::mock::SendResponse<Response<Body>>;
+
+const TRIAL_PATH: &str = "/apis/kubeflow.org/v1beta1/namespaces/ns/trials/t1";
+
+fn sink(interval: Duration) -> (TrialStatus, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = kube::Client::new(service, "ns");
+    let cfg = StatusConfig { trial: "t1".into(), namespace: "ns".into(), interval };
+    (TrialStatus::new(client, cfg), handle)
+}
+
+fn metric(name: &str, values: &[f64]) -> MetricStats {
+    let text = |v: f64| v.to_string();
+    let min = values.iter().copied().fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))));
+    let max = values.iter().copied().fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
+    MetricStats {
+        name: name.into(),
+        count: values.len() as u64,
+        latest_raw: values.last().map(|v| text(*v)).unwrap_or_default(),
+        latest: values.last().copied(),
+        min: min.map(|v| (v, text(v))),
+        max: max.map(|v| (v, text(v))),
+        step: None,
+        line: values.len() as u64,
+    }
+}
+
+fn snapshot(generation: u64, phase: Phase, metrics: Vec<MetricStats>) -> Arc<Snapshot> {
+    Arc::new(Snapshot { metrics, phase, generation, ..Snapshot::default() })
+}
+
+fn trial() -> Value {
+    json!({
+        "apiVersion": "kubeflow.org/v1beta1", "kind": "Trial",
+        "metadata": {"name": "t1", "namespace": "ns", "resourceVersion": "7"},
+        "spec": {"objective": {"type": "maximize", "objectiveMetricName": "accuracy",
+                               "additionalMetricNames": ["loss"]}},
+    })
+}
+
+fn respond(send: Responder, code: u16, body: &Value) {
+    let response = Response::builder()
+        .status(StatusCode::from_u16(code).unwrap())
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(body).unwrap()))
+        .unwrap();
+    send.send_response(response);
+}
+
+fn status(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": reason, "reason": reason, "code": code})
+}
+
+/// The next request, checked to be a GET of the Trial.
+async fn expect_get(handle: &mut Handle) -> Responder {
+    let (req, send) = handle.next_request().await.expect("a request");
+    assert_eq!((req.method(), req.uri().path()), (&Method::GET, TRIAL_PATH));
+    send
+}
+
+/// The next request, checked to be a merge patch of the Trial status in Katib's shape; returns its body.
+async fn expect_patch(handle: &mut Handle) -> (Value, Responder) {
+    let (req, send) = handle.next_request().await.expect("a request");
+    assert_eq!((req.method(), req.uri().path()), (&Method::PATCH, format!("{TRIAL_PATH}/status").as_str()));
+    let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok());
+    assert_eq!(content_type, Some("application/merge-patch+json"));
+    let bytes = req.into_body().collect_bytes().await.unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    check_katib_shape(&body).unwrap_or_else(|e| panic!("not Katib's shape: {e}: {body}"));
+    (body, send)
+}
+
+/// No request within `within` (paused time: this passes instantly).
+async fn expect_none(handle: &mut Handle, within: Duration) {
+    if let Ok(Some((req, _))) = tokio::time::timeout(within, handle.next_request()).await {
+        panic!("unexpected request {} {}", req.method(), req.uri());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn patches_the_requested_metrics_as_strings_with_merge_patch_once_per_interval() {
+    let (sink, mut handle) = sink(Duration::from_secs(5));
+    let (tx, rx) = watch::channel(snapshot(0, Phase::Starting, vec![]));
+    let task = sink.spawn(rx);
+    respond(expect_get(&mut handle).await, 200, &trial());
+    expect_none(&mut handle, Duration::from_secs(60)).await; // nothing observed yet: no request
+    // Many snapshots within one interval: one patch, of the newest.
+    for g in 1..=50 {
+        tx.send_replace(snapshot(g, Phase::Reading, vec![metric("loss", &[0.5, 0.25]), metric("other", &[1.0])]));
+    }
+    let (body, send) = expect_patch(&mut handle).await;
+    assert_eq!(
+        body,
+        json!({"status": {"observation": {"metrics": [
+            {"name": "accuracy", "latest": "unavailable", "min": "unavailable", "max": "unavailable"},
+            {"name": "loss", "latest": "0.25", "min": "0.25", "max": "0.5"},
+        ]}}})
+    );
+    respond(send, 200, &trial());
+    expect_none(&mut handle, Duration::from_secs(60)).await; // same generation: idle costs nothing
+    // The end is written at once, without waiting for the tick.
+    let t0 = Instant::now();
+    tx.send_replace(snapshot(51, Phase::Ended, vec![metric("loss", &[0.5, 0.25, 0.125]), metric("accuracy", &[0.9])]));
+    let (body, send) = expect_patch(&mut handle).await;
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    assert_eq!(body["status"]["observation"]["metrics"][0]["latest"], "0.9");
+    assert_eq!(body["status"]["observation"]["metrics"][1]["min"], "0.125");
+    respond(send, 200, &trial());
+    assert_eq!(task.await.unwrap().unwrap(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn conflict_rereads_the_trial_and_retries() {
+    let (sink, mut handle) = sink(Duration::from_secs(5));
+    let (_tx, rx) = watch::channel(snapshot(1, Phase::Ended, vec![metric("accuracy", &[0.8])]));
+    let task = sink.spawn(rx);
+    respond(expect_get(&mut handle).await, 200, &trial());
+    let (_, send) = expect_patch(&mut handle).await;
+    respond(send, 409, &status(409, "Conflict"));
+    respond(expect_get(&mut handle).await, 200, &trial());
+    let (body, send) = expect_patch(&mut handle).await;
+    assert_eq!(body["status"]["observation"]["metrics"][0]["latest"], "0.8");
+    respond(send, 200, &trial());
+    assert_eq!(task.await.unwrap().unwrap(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn forbidden_stops_the_sink_with_one_error_naming_verb_and_resource() {
+    let (sink, mut handle) = sink(Duration::from_secs(5));
+    let (tx, rx) = watch::channel(snapshot(1, Phase::Reading, vec![metric("accuracy", &[0.8])]));
+    let task = sink.spawn(rx);
+    respond(expect_get(&mut handle).await, 200, &trial());
+    let (_, send) = expect_patch(&mut handle).await;
+    respond(send, 403, &status(403, "Forbidden"));
+    let err = task.await.unwrap().unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("verb \"patch\" on kubeflow.org trials/status") && text.contains("403"), "{text}");
+    tx.send_replace(snapshot(2, Phase::Ended, vec![metric("accuracy", &[0.9])]));
+    expect_none(&mut handle, Duration::from_secs(600)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_errors_back_off_exponentially_and_retry_with_the_newest_snapshot() {
+    let (sink, mut handle) = sink(Duration::from_secs(5));
+    let (tx, rx) = watch::channel(snapshot(1, Phase::Reading, vec![metric("accuracy", &[0.1])]));
+    let task = sink.spawn(rx);
+    respond(expect_get(&mut handle).await, 200, &trial());
+    let (_, send) = expect_patch(&mut handle).await;
+    let mut last = Instant::now();
+    respond(send, 503, &status(503, "ServiceUnavailable"));
+    let mut gaps = Vec::new();
+    for code in [500, 429, 502] {
+        let (_, send) = expect_patch(&mut handle).await;
+        gaps.push(last.elapsed());
+        last = Instant::now();
+        respond(send, code, &status(code, "Error"));
+    }
+    tx.send_replace(snapshot(2, Phase::Reading, vec![metric("accuracy", &[0.1, 0.2])]));
+    let (body, send) = expect_patch(&mut handle).await;
+    gaps.push(last.elapsed());
+    assert_eq!(body["status"]["observation"]["metrics"][0]["latest"], "0.2", "the newest state is retried");
+    respond(send, 200, &trial());
+    let ms: Vec<u128> = gaps.iter().map(Duration::as_millis).collect();
+    assert_eq!(ms, [500, 1000, 2000, 4000]);
+    tx.send_replace(snapshot(3, Phase::Ended, vec![metric("accuracy", &[0.1, 0.2])]));
+    let (_, send) = expect_patch(&mut handle).await;
+    respond(send, 200, &trial());
+    assert_eq!(task.await.unwrap().unwrap(), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn final_flush_writes_every_observed_metric_when_the_trial_cannot_be_read() {
+    let (sink, mut handle) = sink(Duration::from_secs(3600));
+    let (tx, rx) = watch::channel(snapshot(1, Phase::Reading, vec![metric("loss", &[2.0])]));
+    let task = sink.spawn(rx);
+    respond(expect_get(&mut handle).await, 404, &status(404, "NotFound"));
+    expect_none(&mut handle, Duration::from_secs(60)).await;
+    tx.send_replace(snapshot(2, Phase::Ended, vec![metric("loss", &[2.0, 1.0]), metric("acc", &[0.5])]));
+    let (body, send) = expect_patch(&mut handle).await;
+    assert_eq!(
+        body["status"]["observation"]["metrics"],
+        json!([
+            {"name": "loss", "latest": "1", "min": "1", "max": "2"},
+            {"name": "acc", "latest": "0.5", "min": "0.5", "max": "0.5"},
+        ])
+    );
+    respond(send, 200, &trial());
+    assert_eq!(task.await.unwrap().unwrap(), 1);
+}
+
+#[test]
+fn requested_metrics_come_from_the_objective_without_duplicates() {
+    let t = json!({"spec": {"objective": {"objectiveMetricName": "acc", "additionalMetricNames": ["loss", "acc"]}}});
+    assert_eq!(requested_metrics(&t), Some(vec!["acc".to_string(), "loss".to_string()]));
+    assert_eq!(requested_metrics(&json!({"spec": {}})), None);
+}
+
+#[test]
+fn the_shape_check_rejects_numbers_and_duplicates() {
+    let ok = observation_patch(None, &[metric("a", &[1.0])]);
+    assert!(check_katib_shape(&ok).is_ok());
+    let number = json!({"status": {"observation": {"metrics": [{"name": "a", "latest": 1, "min": "1", "max": "1"}]}}});
+    assert!(check_katib_shape(&number).is_err());
+    let m = json!({"name": "a", "latest": "1", "min": "1", "max": "1"});
+    assert!(check_katib_shape(&json!({"status": {"observation": {"metrics": [m, m]}}})).is_err());
+}

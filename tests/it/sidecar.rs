@@ -1,0 +1,240 @@
+//! The native sidecar end to end: `trialtail run --source pod-log` as a real process against the fake API
+//! server (`support::kube_fake`) over HTTP, with a kubeconfig in a temp file.
+//!
+//! The fixtures are a Katib-shaped pod (the training container `train`, trialtail as a native sidecar in
+//! `initContainers`), its Job and its Trial linked by controller ownerReferences only – no label, no
+//! `KATIB_TRIAL_NAME` – so the owner walk is what finds the Trial. The test writes log lines, cuts the log
+//! stream, fails a patch, restarts the container, flips the container to terminated, and checks the Trial's stored status while it
+//! trains and at the end, and how many requests it all cost.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::PATIENCE;
+use crate::support::kube_fake::KubeFake;
+
+fn pod() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "t1-abc", "namespace": "ns", "resourceVersion": "1",
+            "labels": {"katib.kubeflow.org/experiment": "exp"},
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "t1", "uid": "u1", "controller": true}]},
+        "spec": {
+            "initContainers": [{"name": "trialtail", "image": "trialtail", "restartPolicy": "Always"}],
+            "containers": [{"name": "train", "image": "train"}],
+        },
+        "status": {"containerStatuses": [{"name": "train", "image": "train", "imageID": "", "ready": false,
+            "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]},
+    })
+}
+
+fn job() -> Value {
+    json!({"apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "t1", "namespace": "ns",
+            "ownerReferences": [{"apiVersion": "kubeflow.org/v1beta1", "kind": "Trial", "name": "t1", "uid": "u2",
+                                 "controller": true}]}})
+}
+
+fn trial() -> Value {
+    json!({"apiVersion": "kubeflow.org/v1beta1", "kind": "Trial",
+        "metadata": {"name": "t1", "namespace": "ns", "resourceVersion": "1"},
+        "spec": {"primaryContainerName": "train",
+                 "objective": {"type": "maximize", "objectiveMetricName": "accuracy", "additionalMetricNames": ["loss"]}},
+        "status": {"conditions": [{"type": "Running", "status": "True"}]}})
+}
+
+fn set_state(fake: &KubeFake, state: Value) {
+    fake.set_pod(|p| p["status"]["containerStatuses"][0]["state"] = state);
+}
+
+fn metrics(fake: &KubeFake) -> Value {
+    fake.trial().pointer("/status/observation/metrics").cloned().unwrap_or(Value::Null)
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn metric<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
+    list.as_array()?.iter().find(|m| m["name"] == name)
+}
+
+#[test]
+fn sidecar_writes_live_observations_to_the_trial_and_exits_when_training_ends() {
+    let fake = KubeFake::start(pod(), job(), trial());
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig("ns")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trialtail"))
+        .args(["run", "--source", "pod-log", "--status-interval", "1s", "--output", "json", "--shutdown-grace", "5s"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAME", "t1-abc")
+        .env("POD_NAMESPACE", "ns")
+        .env_remove("KATIB_TRIAL_NAME")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("ALL_PROXY")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn trialtail");
+    let stdout = child.stdout.take().unwrap();
+    let stdout = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>());
+    let stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut { stderr }, &mut s).ok();
+        s
+    });
+
+    // While the container is starting nothing is read; then it runs and prints.
+    wait_for("the pod watch", || fake.count("GET", "/pods", "watch=true") > 0);
+    assert_eq!(fake.count("GET", "/log", ""), 0, "no log request while the container is starting");
+    set_state(&fake, json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}));
+    fake.write_log(&["epoch 1", "accuracy=0.5", "loss=0.9"]);
+    wait_for("the first observations on the Trial", || {
+        metric(&metrics(&fake), "accuracy").is_some_and(|m| m["latest"] == "0.5")
+    });
+    let live = metrics(&fake);
+    assert_eq!(metric(&live, "loss").unwrap(), &json!({"name": "loss", "latest": "0.9", "min": "0.9", "max": "0.9"}));
+
+    // A cut stream is reopened with sinceTime; the seam's lines are not counted twice. A 503 is retried.
+    fake.cut_log_streams();
+    fake.fail_patches(&[503]);
+    wait_for("the reconnect", || fake.count("GET", "/log", "sinceTime") > 0);
+    fake.write_log(&["accuracy=0.7", "loss=0.4"]);
+    // Many lines within one interval cost one patch.
+    let many: Vec<String> = (0..200).map(|i| format!("loss={}", 0.5 + f64::from(i) / 1000.0)).collect();
+    fake.write_log(&many.iter().map(String::as_str).collect::<Vec<_>>());
+    fake.write_log(&["loss=0.3"]);
+    wait_for("the newer observations", || metric(&metrics(&fake), "loss").is_some_and(|m| m["latest"] == "0.3"));
+
+    // The container restarts: its stream ends, the new instance is read from its start.
+    fake.set_pod(|p| {
+        p["status"]["containerStatuses"][0]["restartCount"] = json!(1);
+        p["status"]["containerStatuses"][0]["state"] = json!({"running": {"startedAt": "2026-01-01T00:01:00Z"}});
+    });
+    fake.cut_log_streams();
+    wait_for("the restart's stream", || fake.count("GET", "/log", "") >= 3);
+
+    // Training ends: the container terminates, trialtail drains, flushes and exits 0.
+    fake.write_log(&["accuracy=0.65"]);
+    set_state(&fake, json!({"terminated": {"exitCode": 0}}));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < PATIENCE, "trialtail did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = stdout.join().unwrap();
+    let err = stderr.join().unwrap();
+    assert!(status.success(), "exit {status:?}\nstderr:\n{err}");
+    let end = metrics(&fake);
+    assert_eq!(
+        end,
+        json!([
+            {"name": "accuracy", "latest": "0.65", "min": "0.5", "max": "0.7"},
+            {"name": "loss", "latest": "0.3", "min": "0.3", "max": "0.9"},
+        ]),
+        "stderr:\n{err}"
+    );
+    // Katib's own status fields are left alone.
+    assert_eq!(fake.trial()["status"]["conditions"][0]["type"], "Running");
+    // Every line observed exactly once (none lost or doubled at the seam), each with the kubelet's time.
+    let observations: Vec<Value> = out.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(observations.len(), 2 + 2 + 200 + 1 + 1, "stdout:\n{}", out.join("\n"));
+    assert!(observations.iter().all(|o| o["timestamp"].as_str().is_some_and(|t| t.ends_with('Z'))));
+
+    let patches = fake.count("PATCH", "/status", "");
+    let logs = fake.count("GET", "/log", "");
+    let watches = fake.count("GET", "/pods", "watch=true");
+    let total = fake.requests().len();
+    for r in fake.requests() {
+        eprintln!("request: {} {}?{}", r.method, r.path, r.query);
+    }
+    eprintln!(
+        "requests: {total} in all; {patches} status patches (one failed), {logs} log streams, {watches} pod watches, \
+         (206 observations from 207 lines, about 2 s of training)"
+    );
+    assert!((2..=12).contains(&patches), "patches: {patches}\n{:#?}", fake.requests());
+    assert!(
+        (3..=4).contains(&logs),
+        "one stream, one reconnect, one restart (and at most one more at the end): {logs}"
+    );
+    assert!(total <= patches + logs + watches + 6, "{:#?}", fake.requests());
+}
+
+#[test]
+fn sigterm_ends_the_sidecar_with_the_final_status_written() {
+    let mut p = pod();
+    p["metadata"]["ownerReferences"] = json!([]);
+    let fake = KubeFake::start(p, job(), trial());
+    set_state(&fake, json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig("ns")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trialtail"))
+        .args([
+            "run",
+            "--source",
+            "pod-log",
+            "--container",
+            "train",
+            "--status-interval",
+            "1h",
+            "--shutdown-grace",
+            "1s",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAME", "t1-abc")
+        .env("POD_NAMESPACE", "ns")
+        .env("KATIB_TRIAL_NAME", "t1")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("HTTP_PROXY")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("ALL_PROXY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn trialtail");
+    fake.write_log(&["accuracy=0.25", "accuracy=0.5"]);
+    wait_for("the log stream", || fake.count("GET", "/log", "") > 0);
+    // Give the lines time to arrive: with a one-hour interval, only the final flush writes them.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(fake.count("PATCH", "/status", ""), 0, "nothing before the end with a one-hour interval");
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < PATIENCE, "trialtail did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        metrics(&fake),
+        json!([
+            {"name": "accuracy", "latest": "0.5", "min": "0.25", "max": "0.5"},
+            {"name": "loss", "latest": "unavailable", "min": "unavailable", "max": "unavailable"},
+        ])
+    );
+    assert_eq!(fake.count("PATCH", "/status", ""), 1, "one final patch");
+    assert_eq!(fake.count("GET", "/jobs/", ""), 0, "KATIB_TRIAL_NAME: no owner walk");
+}

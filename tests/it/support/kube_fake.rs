@@ -1,0 +1,338 @@
+//! A fake Kubernetes API server over real HTTP on 127.0.0.1, for running trialtail's sidecar as a real process.
+//!
+//! No kube-apiserver can be installed here, so this serves the few endpoints the sidecar uses the way the API
+//! server does: GET of a pod, a Job and a Trial; a pod watch (`watch=true`, one JSON event per line) that the
+//! test drives by replacing the pod; the pod log with `follow=true&timestamps=true` (RFC 3339 nanosecond
+//! prefixes, `sinceTime` rounded down to the second as the API server does) that the test writes lines into
+//! and can cut to force a reconnect; and merge patches on `trials/<name>/status`, applied to the stored Trial
+//! with a new `resourceVersion` each time, with error codes the test queues. Every request is counted.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// One request, as counted.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pod: Value,
+    job: Value,
+    trial: Value,
+    version: u64,
+    /// (timestamp, line) in order.
+    log: Vec<(jiff::Timestamp, String)>,
+    /// Bumped to end every open log stream.
+    cuts: u64,
+    /// Status codes the next status patches answer with.
+    patch_errors: VecDeque<u16>,
+    /// The Trial's status after each successful patch.
+    statuses: Vec<Value>,
+    requests: Vec<Seen>,
+}
+
+/// The fake API server; dropping it stops it.
+pub struct KubeFake {
+    state: Arc<Mutex<State>>,
+    changed: Arc<Notify>,
+    addr: SocketAddr,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for KubeFake {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn json_response(code: u16, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(body).unwrap())).boxed())
+        .unwrap()
+}
+
+fn status(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "message": reason, "code": code})
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let t = target.as_object_mut().unwrap();
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        _ => *target = patch.clone(),
+    }
+}
+
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.replace("%3A", ":").replace("%3D", "=").replace("%2B", "+"))
+    })
+}
+
+fn container_terminated(pod: &Value, container: &str) -> bool {
+    pod.pointer("/status/containerStatuses")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|s| s["name"] == container && s.pointer("/state/terminated").is_some())
+}
+
+impl KubeFake {
+    /// Serves `pod`, `job` and `trial` on a free loopback port.
+    pub fn start(pod: Value, job: Value, trial: Value) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let state = Arc::new(Mutex::new(State { pod, job, trial, version: 1, ..State::default() }));
+        let changed = Arc::new(Notify::new());
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (fake_state, fake_changed) = (state.clone(), changed.clone());
+        rt.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { continue };
+                let (state, changed) = (state.clone(), changed.clone());
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let (state, changed) = (state.clone(), changed.clone());
+                        async move { Ok::<_, Infallible>(handle(req, state, changed).await) }
+                    });
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        KubeFake { state: fake_state, changed: fake_changed, addr, rt: Some(rt) }
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A kubeconfig pointing at this server, namespace `namespace`.
+    pub fn kubeconfig(&self, namespace: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\nusers:\n- name: u\n  \
+             user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: fake\n    user: u\n    namespace: {namespace}\n\
+             current-context: c\n",
+            self.url()
+        )
+    }
+
+    /// Replaces the pod (a new resourceVersion; watchers get a MODIFIED event).
+    pub fn set_pod(&self, f: impl FnOnce(&mut Value)) {
+        let mut s = self.state.lock().unwrap();
+        f(&mut s.pod);
+        s.version += 1;
+        let v = s.version.to_string();
+        s.pod["metadata"]["resourceVersion"] = json!(v);
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
+    /// Appends log lines, each stamped now (nanosecond precision, strictly increasing).
+    pub fn write_log(&self, lines: &[&str]) {
+        let mut s = self.state.lock().unwrap();
+        for line in lines {
+            let mut ts = jiff::Timestamp::now();
+            if let Some((last, _)) = s.log.last()
+                && ts <= *last
+            {
+                ts = *last + jiff::SignedDuration::from_nanos(1);
+            }
+            s.log.push((ts, line.to_string()));
+        }
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
+    /// Ends every open log stream (the client must reconnect).
+    pub fn cut_log_streams(&self) {
+        self.state.lock().unwrap().cuts += 1;
+        self.changed.notify_waiters();
+    }
+
+    /// The next status patches answer with these codes, in order.
+    pub fn fail_patches(&self, codes: &[u16]) {
+        self.state.lock().unwrap().patch_errors.extend(codes);
+    }
+
+    /// The stored Trial.
+    pub fn trial(&self) -> Value {
+        self.state.lock().unwrap().trial.clone()
+    }
+
+    /// The requests so far.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// How many requests match `method` and a path ending in `suffix` (and a query containing `query`).
+    pub fn count(&self, method: &str, suffix: &str, query: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.method == method && r.path.ends_with(suffix) && r.query.contains(query))
+            .count()
+    }
+}
+
+async fn handle(req: Request<Incoming>, state: Arc<Mutex<State>>, changed: Arc<Notify>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    state.lock().unwrap().requests.push(Seen { method: method.to_string(), path: path.clone(), query: query.clone() });
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (&method, parts.as_slice()) {
+        (&Method::GET, ["api", "v1", "namespaces", _, "pods"]) if query.contains("watch=true") => {
+            watch_pod(state, changed)
+        }
+        (&Method::GET, ["api", "v1", "namespaces", _, "pods", _name]) => {
+            json_response(200, &state.lock().unwrap().pod.clone())
+        }
+        (&Method::GET, ["api", "v1", "namespaces", _, "pods", _name, "log"]) => {
+            assert!(query.contains("follow=true") && query.contains("timestamps=true"), "log query {query}");
+            let container = query_param(&query, "container").unwrap_or_default();
+            let since = query_param(&query, "sinceTime").map(|s| s.parse::<jiff::Timestamp>().unwrap());
+            stream_log(state, changed, container, since)
+        }
+        (&Method::GET, ["apis", "batch", "v1", "namespaces", _, "jobs", _name]) => {
+            json_response(200, &state.lock().unwrap().job.clone())
+        }
+        (&Method::GET, ["apis", "kubeflow.org", "v1beta1", "namespaces", _, "trials", _name]) => {
+            json_response(200, &state.lock().unwrap().trial.clone())
+        }
+        (&Method::PATCH, ["apis", "kubeflow.org", "v1beta1", "namespaces", _, "trials", _name, "status"]) => {
+            let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if content_type != "application/merge-patch+json" {
+                return json_response(415, &status(415, "UnsupportedMediaType"));
+            }
+            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let mut s = state.lock().unwrap();
+            if let Some(code) = s.patch_errors.pop_front() {
+                return json_response(code, &status(code, "Injected"));
+            }
+            // Only the status subresource is patched: anything else in the body is ignored, as the API server does.
+            let mut trial = s.trial.clone();
+            merge(&mut trial["status"], &patch["status"]);
+            s.version += 1;
+            trial["metadata"]["resourceVersion"] = json!(s.version.to_string());
+            s.trial = trial.clone();
+            s.statuses.push(trial["status"].clone());
+            json_response(200, &trial)
+        }
+        _ => json_response(404, &status(404, "NotFound")),
+    }
+}
+
+fn streaming(rx: tokio::sync::mpsc::Receiver<Bytes>, content_type: &str) -> Response<Body> {
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, Infallible>(Frame::data(chunk)), rx))
+    });
+    Response::builder().status(200).header("content-type", content_type).body(StreamBody::new(stream).boxed()).unwrap()
+}
+
+fn watch_pod(state: Arc<Mutex<State>>, changed: Arc<Notify>) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        let mut sent = None;
+        loop {
+            let notified = changed.notified();
+            let pod = state.lock().unwrap().pod.clone();
+            let version = pod["metadata"]["resourceVersion"].clone();
+            if sent.as_ref() != Some(&version) {
+                let event = json!({"type": "MODIFIED", "object": pod});
+                let mut line = serde_json::to_vec(&event).unwrap();
+                line.push(b'\n');
+                if tx.send(Bytes::from(line)).await.is_err() {
+                    return;
+                }
+                sent = Some(version);
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    streaming(rx, "application/json")
+}
+
+fn stream_log(
+    state: Arc<Mutex<State>>,
+    changed: Arc<Notify>,
+    container: String,
+    since: Option<jiff::Timestamp>,
+) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    // The API server rounds sinceTime down to the second: the client sees the seam's lines again.
+    let since = since.map(|t| jiff::Timestamp::from_second(t.as_second()).unwrap());
+    tokio::spawn(async move {
+        let (mut next, cuts) = {
+            let s = state.lock().unwrap();
+            let start = since.map_or(0, |t| s.log.iter().position(|(ts, _)| *ts >= t).unwrap_or(s.log.len()));
+            (start, s.cuts)
+        };
+        loop {
+            let notified = changed.notified();
+            let (lines, done) = {
+                let s = state.lock().unwrap();
+                let lines: Vec<String> = s.log[next..]
+                    .iter()
+                    .map(|(ts, l)| format!("{}Z {l}\n", ts.strftime("%Y-%m-%dT%H:%M:%S%.9f")))
+                    .collect();
+                next = s.log.len();
+                (lines, s.cuts != cuts || container_terminated(&s.pod, &container))
+            };
+            for line in lines {
+                if tx.send(Bytes::from(line)).await.is_err() {
+                    return;
+                }
+            }
+            if done {
+                return;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    streaming(rx, "text/plain")
+}
