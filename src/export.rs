@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use crate::collect::Collector;
 use crate::server::{self, ServerError, ServerHandle};
 use crate::sink::prometheus::{Exposition, Labels};
-use crate::sink::pushgateway::{self, PushTarget, Pusher};
+use crate::sink::pushgateway::{PushTarget, Pusher};
 use crate::sink::stats::SinkStats;
 use crate::state::{PUBLISH_INTERVAL, Phase, Publisher, SnapshotRx, SourceStats};
 
@@ -103,7 +103,7 @@ impl Exporter {
         if let Some(pusher) = &self.pusher {
             match pusher.push().await {
                 Ok(()) => tracing::info!("pushed the final values to the pushgateway"),
-                Err(e) => tracing::warn!(error = %pushgateway::chain(&e), "pushing the final values failed"),
+                Err(e) => tracing::warn!(error = %crate::sink::error_chain(&e), "pushing the final values failed"),
             }
         }
         if let Some(server) = self.server {

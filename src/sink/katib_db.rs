@@ -126,7 +126,8 @@ pub async fn report(address: &str, trial: &str, rows: &[Row<'_>], deadline: Dura
             let attempt = async {
                 let c = match &mut client {
                     Some(c) => c,
-                    None => client.insert(DbManagerClient::new(endpoint.connect().await.map_err(|e| chain(&e))?)),
+                    None => client
+                        .insert(DbManagerClient::new(endpoint.connect().await.map_err(|e| super::error_chain(&e))?)),
                 };
                 c.report_observation_log(request).await.map(drop).map_err(|s| status(&s))
             };
@@ -151,7 +152,7 @@ pub async fn set_trial_status(address: &str, trial: &str, deadline: Duration) ->
     loop {
         let left = retry.left();
         let attempt = async {
-            let channel = endpoint.connect().await.map_err(|e| chain(&e))?;
+            let channel = endpoint.connect().await.map_err(|e| super::error_chain(&e))?;
             let request = SetTrialStatusRequest { trial_name: trial.to_string() };
             EarlyStoppingClient::new(channel).set_trial_status(request).await.map(drop).map_err(|s| status(&s))
         };
@@ -162,16 +163,4 @@ pub async fn set_trial_status(address: &str, trial: &str, deadline: Duration) ->
         };
         retry.failed(last).await?;
     }
-}
-
-/// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }

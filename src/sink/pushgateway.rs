@@ -196,7 +196,7 @@ impl Pusher {
                 }
                 match self.push().await {
                     Ok(()) => pushed = Some(generation),
-                    Err(e) => tracing::warn!(error = %crate::sink::pushgateway::chain(&e), "periodic push failed"),
+                    Err(e) => tracing::warn!(error = %crate::sink::error_chain(&e), "periodic push failed"),
                 }
             }
         })
@@ -227,18 +227,6 @@ impl Pusher {
             Err(PushError::Status { status: status.as_u16(), body })
         }
     }
-}
-
-/// An error and its sources, `: `-separated, for one log line.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]
