@@ -213,6 +213,57 @@ fn requested_metrics_come_from_the_objective_without_duplicates() {
 }
 
 #[test]
+fn requested_metrics_include_every_name_in_metric_strategies() {
+    let t = json!({"spec": {"objective": {"objectiveMetricName": "acc", "additionalMetricNames": ["loss"],
+        "metricStrategies": [{"name": "acc", "value": "max"}, {"name": "val_loss", "value": "min"},
+                             {"name": "loss", "value": "latest"}]}}});
+    assert_eq!(requested_metrics(&t), Some(vec!["acc".into(), "loss".into(), "val_loss".into()]));
+}
+
+#[test]
+fn the_objective_strategy_comes_from_metric_strategies_else_the_objective_type() {
+    let objective = |o: Value| objective_strategy(&json!({"spec": {"objective": o}}));
+    let listed = json!({"type": "maximize", "objectiveMetricName": "acc",
+        "metricStrategies": [{"name": "loss", "value": "max"}, {"name": "acc", "value": "latest"}]});
+    assert_eq!(objective(listed), Some(("acc".into(), Strategy::Latest)));
+    assert_eq!(
+        objective(json!({"type": "minimize", "objectiveMetricName": "loss"})),
+        Some(("loss".into(), Strategy::Min))
+    );
+    assert_eq!(
+        objective(json!({"type": "maximize", "objectiveMetricName": "acc"})),
+        Some(("acc".into(), Strategy::Max))
+    );
+    assert_eq!(objective(json!({"objectiveMetricName": "acc"})), Some(("acc".into(), Strategy::Latest)));
+    assert_eq!(objective(json!({"type": "maximize"})), None);
+    let m = metric("acc", &[0.5, 0.9, 0.7]);
+    let picked: Vec<_> = [Strategy::Min, Strategy::Max, Strategy::Latest].map(|s| s.pick(&m)).into();
+    assert_eq!(picked, [Some("0.5"), Some("0.9"), Some("0.7")]);
+    assert_eq!(Strategy::Latest.pick(&metric("acc", &[])), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trial_read_by_the_caller_is_not_read_again_and_its_strategies_are_written() {
+    let (sink, mut handle) = sink(Duration::from_secs(5));
+    let mut t = trial();
+    t["spec"]["objective"]["metricStrategies"] = json!([{"name": "accuracy", "value": "max"},
+        {"name": "val_loss", "value": "min"}]);
+    let (_tx, rx) = watch::channel(snapshot(1, Phase::Ended, vec![metric("val_loss", &[0.3, 0.2])]));
+    let task = sink.with_trial(Some(&t)).spawn(rx);
+    let (body, send) = expect_patch(&mut handle).await;
+    let names: Vec<&str> = body["status"]["observation"]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["accuracy", "loss", "val_loss"]);
+    assert_eq!(body["status"]["observation"]["metrics"][2]["min"], "0.2");
+    respond(send, 200, &t);
+    assert_eq!(task.await.unwrap().unwrap(), 1);
+}
+
+#[test]
 fn the_shape_check_rejects_numbers_and_duplicates() {
     let ok = observation_patch(None, &[metric("a", &[1.0])]);
     assert!(check_katib_shape(&ok).is_ok());
