@@ -171,13 +171,17 @@ fn sidecar_writes_live_observations_to_the_trial_and_exits_when_training_ends() 
         ]),
         "stderr:\n{err}"
     );
-    // Katib's own status fields are left alone.
-    assert_eq!(fake.trial()["status"]["conditions"][0]["type"], "Running");
+    // Katib's own status fields are left alone, at every step; the objective only ever shows observed values.
+    let statuses = fake.statuses();
+    assert!(statuses.iter().all(|s| s["conditions"][0]["type"] == "Running"), "{statuses:#?}");
+    let seen: Vec<&Value> = statuses.iter().filter_map(|s| metric(&s["observation"]["metrics"], "accuracy")).collect();
+    assert!(seen.iter().all(|m| ["0.5", "0.7", "0.65"].contains(&m["latest"].as_str().unwrap())), "{seen:#?}");
     // Every line observed exactly once (none lost or doubled at the seam), each with the kubelet's time.
     let observations: Vec<Value> = out.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert_eq!(observations.len(), 2 + 2 + 200 + 1 + 1, "stdout:\n{}", out.join("\n"));
     assert!(observations.iter().all(|o| o["timestamp"].as_str().is_some_and(|t| t.ends_with('Z'))));
 
+    assert_eq!(fake.misshapen_patches(), Vec::<String>::new(), "every patch in Katib's shape");
     let patches = fake.count("PATCH", "/status", "");
     let logs = fake.count("GET", "/log", "");
     let watches = fake.count("GET", "/pods", "watch=true");
@@ -226,6 +230,7 @@ fn sigterm_ends_the_sidecar_with_the_final_status_written() {
         ])
     );
     assert_eq!(fake.count("PATCH", "/status", ""), 1, "one final patch");
+    assert_eq!(fake.misshapen_patches(), Vec::<String>::new());
     assert_eq!(fake.count("GET", "/trials/t1", ""), 1, "the Trial is read once");
     assert_eq!(fake.count("GET", "/pods/t1-abc", ""), 1, "the pod is read once");
     assert_eq!(fake.count("GET", "/jobs/", ""), 0, "KATIB_TRIAL_NAME: no owner walk");

@@ -127,6 +127,33 @@ async fn patches_the_requested_metrics_as_strings_with_merge_patch_once_per_inte
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_hour_of_ten_observations_a_second_costs_one_patch_per_interval() {
+    let (sink, mut handle) = sink(Duration::from_secs(5));
+    let (tx, rx) = watch::channel(snapshot(0, Phase::Starting, vec![]));
+    let task = sink.with_trial(Some(&trial())).spawn(rx);
+    let server = tokio::spawn(async move {
+        let mut patches = 0u64;
+        while let Some((req, send)) = handle.next_request().await {
+            assert_eq!(req.method(), Method::PATCH);
+            patches += 1;
+            respond(send, 200, &trial());
+        }
+        patches
+    });
+    let hour = 36_000u64;
+    for g in 1..=hour {
+        let accuracy = g as f64 / hour as f64;
+        tx.send_replace(snapshot(g, Phase::Reading, vec![metric("accuracy", &[accuracy])]));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tx.send_replace(snapshot(hour + 1, Phase::Ended, vec![metric("accuracy", &[1.0])]));
+    let sent = task.await.unwrap().unwrap();
+    assert_eq!(server.await.unwrap(), sent);
+    // Ticks at 5 s, 10 s, … 3595 s, then the end.
+    assert_eq!(sent, 720, "one patch per 5 s tick (719 within the hour) and the final one");
+}
+
+#[tokio::test(start_paused = true)]
 async fn conflict_rereads_the_trial_and_retries() {
     let (sink, mut handle) = sink(Duration::from_secs(5));
     let (_tx, rx) = watch::channel(snapshot(1, Phase::Ended, vec![metric("accuracy", &[0.8])]));
