@@ -54,6 +54,17 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Webhook(args) => {
+            let result = trialtail::webhook::WebhookConfig::try_from(*args).and_then(trialtail::webhook::run);
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    let code = e.exit_code();
+                    eprintln!("trialtail: {:#}", anyhow::Error::from(e));
+                    ExitCode::from(code)
+                }
+            }
+        }
         Command::Plot(args) => match PlotConfig::try_from(args).and_then(trialtail::plot::run) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
