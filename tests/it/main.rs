@@ -4,7 +4,7 @@
 //! processes recorded in memory, `katib` Katib's parsing contract, `cli` the command line's behaviour as a user
 //! meets it, `plot` the pictures, `terminal` what a terminal shows and a pipe does not, `prom` the Prometheus
 //! endpoint and Pushgateway against real Prometheus parts (helpers in `support`), `live` following files,
-//! signals and wrapped commands.
+//! signals and wrapped commands, `webhook` the admission webhook over TLS.
 
 mod cli;
 mod dropin;
@@ -16,6 +16,7 @@ mod prom;
 mod sidecar;
 mod support;
 mod terminal;
+mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
