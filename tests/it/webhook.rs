@@ -22,6 +22,9 @@ use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::support::{self, PATIENCE, free_addr, get, wait_for};
 use crate::{root, stderr, trialtail};
@@ -101,8 +104,11 @@ impl Webhook {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn terminate(&mut self) -> ExitStatus {
+    fn terminate(&mut self) {
         kill_process(Pid::from_child(&self.child), Signal::TERM).expect("SIGTERM");
+    }
+
+    fn wait(&mut self) -> ExitStatus {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -128,8 +134,8 @@ struct Answer {
     presented: CertificateDer<'static>,
 }
 
-/// One request over a new TLS connection trusting only `ca`.
-async fn call(addr: SocketAddr, ca: &str, method: &str, path: &str, body: Vec<u8>) -> Result<Answer, String> {
+/// A TLS connection to `addr` trusting only `ca`.
+async fn connect(addr: SocketAddr, ca: &str) -> Result<TlsStream<TcpStream>, String> {
     let mut roots = RootCertStore::empty();
     roots.add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()).unwrap();
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -137,10 +143,15 @@ async fn call(addr: SocketAddr, ca: &str, method: &str, path: &str, body: Vec<u8
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let server_name = ServerName::try_from("localhost").unwrap();
-    let tls = connector.connect(server_name, tcp).await.map_err(|e| format!("TLS: {e}"))?;
+    connector.connect(server_name, tcp).await.map_err(|e| format!("TLS: {e}"))
+}
+
+/// One request over a new TLS connection trusting only `ca`.
+async fn call(addr: SocketAddr, ca: &str, method: &str, path: &str, body: Vec<u8>) -> Result<Answer, String> {
+    let tls = connect(addr, ca).await?;
     let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned();
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
@@ -158,6 +169,24 @@ async fn call(addr: SocketAddr, ca: &str, method: &str, path: &str, body: Vec<u8
     Ok(Answer { status, body, presented })
 }
 
+/// Writes `request` as is over a new TLS connection and returns what the server answered until it closed.
+async fn raw(addr: SocketAddr, ca: &str, request: &[u8]) -> String {
+    let mut tls = connect(addr, ca).await.unwrap();
+    // The server may answer and close before reading all of it: a failed write is not the test's business.
+    let _ = tls.write_all(request).await;
+    let _ = tls.flush().await;
+    read_answer(&mut tls).await
+}
+
+/// Reads until the server closes; the server may close without a TLS close_notify after answering, so what was
+/// read is what counts.
+async fn read_answer(tls: &mut TlsStream<TcpStream>) -> String {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, tls.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the server neither answered nor closed: {}", String::from_utf8_lossy(&answer));
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(root().join("tests/fixtures/admission").join(format!("{name}.json"))).unwrap()
 }
@@ -172,7 +201,7 @@ fn metric(text: &str, series: &str) -> u64 {
 }
 
 #[test]
-fn webhook_serves_reviews_over_tls_reloads_a_rotated_certificate_and_drains_on_sigterm() {
+fn webhook_serves_reviews_over_tls_reloads_a_rotated_certificate_and_drains_in_flight_requests_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("tls")).unwrap();
     let (first, second) = (pki("first"), pki("second"));
@@ -202,8 +231,19 @@ fn webhook_serves_reviews_over_tls_reloads_a_rotated_certificate_and_drains_on_s
     let garbage = post(&first.ca, "/mutate", b"{\"kind\": \"AdmissionReview\", ".to_vec()).unwrap();
     assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
     assert!(String::from_utf8_lossy(&garbage.body).contains("malformed AdmissionReview"));
-    let huge = post(&first.ca, "/mutate", vec![b' '; 100 << 10]).unwrap();
-    assert_eq!(huge.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Over --max-body-bytes: refused from the declared length alone, or once a chunked body passes it.
+    let declared = "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: 102400\r\n\r\n";
+    let declared = rt.block_on(raw(webhook.tls, &first.ca, declared.as_bytes()));
+    assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
+    let mut chunked = b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..100 {
+        chunked.extend_from_slice(b"400\r\n");
+        chunked.extend_from_slice(&[b' '; 1024]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let chunked = rt.block_on(raw(webhook.tls, &first.ca, &chunked));
+    assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
     assert_eq!(post(&first.ca, "/elsewhere", Vec::new()).unwrap().status, StatusCode::NOT_FOUND);
     let wrong_method = rt.block_on(call(webhook.tls, &first.ca, "GET", "/mutate", Vec::new())).unwrap();
     assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
@@ -219,21 +259,46 @@ fn webhook_serves_reviews_over_tls_reloads_a_rotated_certificate_and_drains_on_s
     let metrics = get(webhook.plain, "/metrics", None).unwrap();
     assert_eq!(metrics.status, 200);
     let text = &metrics.body;
-    assert_eq!(metric(text, "trialtail_webhook_requests_total"), 7, "{}", webhook.output());
+    assert_eq!(metric(text, "trialtail_webhook_requests_total"), 8, "{}", webhook.output());
     assert_eq!(metric(text, "trialtail_webhook_mutations_total"), 1);
     assert_eq!(metric(text, "trialtail_webhook_reviews_total{outcome=\"invalid\"}"), 1);
     assert_eq!(metric(text, "trialtail_webhook_reviews_total{outcome=\"not_selected\"}"), 1);
     assert_eq!(metric(text, "trialtail_webhook_errors_total{kind=\"bad_request\"}"), 1);
-    assert_eq!(metric(text, "trialtail_webhook_errors_total{kind=\"too_large\"}"), 1);
+    assert_eq!(metric(text, "trialtail_webhook_errors_total{kind=\"too_large\"}"), 2);
     assert_eq!(metric(text, "trialtail_webhook_cert_reloads_total"), 1);
     assert_eq!(metric(text, "trialtail_webhook_review_duration_seconds_count"), 3);
     if let Some(promtool) = support::tool("promtool") {
         support::promtool_check(&promtool, text);
     }
 
-    let status = webhook.terminate();
+    // A request whose headers arrived before SIGTERM is still answered; new connections are refused.
+    let body = fixture("katib-trial");
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut in_flight = rt.block_on(async {
+        let mut tls = connect(webhook.tls, &second.ca).await.unwrap();
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.write_all(&body[..100]).await.unwrap();
+        tls.flush().await.unwrap();
+        tls
+    });
+    wait_for("the request in flight to reach the handler", || {
+        let text = get(webhook.plain, "/metrics", None).ok()?.body;
+        (metric(&text, "trialtail_webhook_requests_total") == 9).then_some(())
+    });
+    webhook.terminate();
+    wait_for("the servers to stop accepting", || get(webhook.plain, "/healthz", None).is_err().then_some(()));
+    let answer = rt.block_on(async {
+        in_flight.write_all(&body[100..]).await.unwrap();
+        in_flight.flush().await.unwrap();
+        read_answer(&mut in_flight).await
+    });
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"patchType\":\"JSONPatch\""), "{answer}");
+    let status = webhook.wait();
     assert!(status.success(), "exit {status}:\n{}", webhook.output());
-    assert!(get(webhook.plain, "/healthz", None).is_err(), "stopped serving");
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
