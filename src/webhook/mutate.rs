@@ -483,6 +483,22 @@ mod tests {
     }
 
     #[test]
+    fn webhook_missing_label_and_annotation_maps_are_added_whole() {
+        let mut json = fixture("katib-trial");
+        json["metadata"].as_object_mut().unwrap().remove("labels");
+        json["metadata"]["annotations"] = serde_json::json!({});
+        let mut ops = Vec::new();
+        let entries = [(INJECTED, "true".to_string())];
+        add_missing(&mut ops, "labels", pod(&json).metadata.labels.as_ref(), &entries, true);
+        add_missing(&mut ops, "annotations", pod(&json).metadata.annotations.as_ref(), &entries, false);
+        json_patch::patch(&mut json, &ops).unwrap();
+        assert_eq!(json["metadata"]["labels"], serde_json::json!({INJECTED: "true"}));
+        assert_eq!(json["metadata"]["annotations"], serde_json::json!({INJECTED: "true"}));
+        let paths: Vec<String> = ops.iter().map(|op| op.path().to_string()).collect();
+        assert_eq!(paths, ["/metadata/labels", "/metadata/annotations/trialtail.io~1injected"]);
+    }
+
+    #[test]
     fn webhook_pod_with_the_sidecar_already_is_left_alone() {
         let m = mutate(&pod(&fixture("existing-sidecar")), &settings());
         assert_eq!((m.outcome, m.patch.len(), m.warnings.len()), (Outcome::AlreadyInjected, 0, 0));
