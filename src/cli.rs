@@ -459,7 +459,7 @@ label `trialtail.io/injected: \"true\"` and the prometheus.io/scrape, port and p
 sets are kept). The pod's annotations choose the rules:\n  \
 trialtail.io/metrics     metric names, comma-separated (--metrics)\n  \
 trialtail.io/preset      preset names, comma-separated (--preset)\n  \
-trialtail.io/filters     filter regexes, one per line (--filter each)\n  \
+trialtail.io/filters     filter regexes, one per line, each trimmed (--filter each)\n  \
 trialtail.io/container   the container whose log is read (default: a Katib trial's primary container, else \
 the pod's first container)\n\
 They are checked with trialtail's own parser; a pod whose annotations do not parse is admitted unchanged, with a \

@@ -19,8 +19,9 @@
 //! What the pod's annotations say:
 //! - `trialtail.io/metrics`: metric names, comma- or semicolon-separated (`--metrics`);
 //! - `trialtail.io/preset`: preset names, comma-separated (`--preset`);
-//! - `trialtail.io/filters`: Katib-style filter regexes, **one per line** (so a regex may hold commas); blank
-//!   lines are skipped, a trailing `\r` is dropped (`--filter`, once per line);
+//! - `trialtail.io/filters`: Katib-style filter regexes, **one per line** (so a regex may hold commas); each
+//!   line is trimmed (write a significant edge space as `\x20`) and blank lines are skipped (`--filter`, once
+//!   per line);
 //! - `trialtail.io/container`: the container whose log is read; it must be one of the pod's containers.
 //!   Without it a Katib trial pod gets no `--container` (the sidecar reads the Trial's `primaryContainerName`)
 //!   and any other pod gets its first container.
@@ -177,7 +178,10 @@ pub fn mutate(pod: &Pod, settings: &Settings) -> Mutation {
         Ok(args) => args,
         Err(e) => return unchanged(Outcome::Invalid, vec![e.to_string()]),
     };
-    let container = serde_json::to_value(sidecar(settings, args)).unwrap_or(Value::Null);
+    let container = match serde_json::to_value(sidecar(settings, args)) {
+        Ok(c) => c,
+        Err(e) => return unchanged(Outcome::Invalid, vec![format!("trialtail: cannot encode the sidecar: {e}")]),
+    };
     let mut ops = Vec::new();
     match (settings.native_sidecar, &spec.init_containers) {
         (true, Some(_)) => ops.push(add(&["spec", "initContainers", "-"], container)),
@@ -261,7 +265,7 @@ pub fn sidecar_args(pod: &Pod) -> Result<Vec<String>, AnnotationError> {
         own.push((PRESET_ANNOTATION, vec![format!("--preset={p}")]));
     }
     if let Some(f) = get(FILTERS_ANNOTATION) {
-        let lines = f.lines().map(|l| l.strip_suffix('\r').unwrap_or(l)).filter(|l| !l.trim().is_empty());
+        let lines = f.lines().map(str::trim).filter(|l| !l.is_empty());
         own.push((FILTERS_ANNOTATION, lines.map(|l| format!("--filter={l}")).collect()));
     }
     // Each annotation alone first, so an error names the one at fault; then all of them together.
@@ -558,6 +562,20 @@ mod tests {
         assert_eq!(m.outcome, Outcome::Injected, "{m:?}");
         let args = sidecar_of(&pod(&patched)).args.unwrap();
         assert_eq!(args[5..], strings(&["--metrics=--linger=0", r"--filter=-h (\w+)=(\S+)"]));
+    }
+
+    #[test]
+    fn webhook_filters_annotation_takes_one_trimmed_regex_per_line() {
+        let mut json = fixture("katib-trial");
+        let filters = "  (\\w+)=(\\S+)\r\n\n\t at (?P<step>\\d+), (?P<name>\\w+): (?P<value>\\S+)  \n";
+        json["metadata"]["annotations"] = serde_json::json!({FILTERS_ANNOTATION: filters});
+        let (m, patched) = apply(&json, &settings());
+        assert_eq!(m.outcome, Outcome::Injected, "{m:?}");
+        let args = sidecar_of(&pod(&patched)).args.unwrap();
+        assert_eq!(
+            args[5..],
+            strings(&[r"--filter=(\w+)=(\S+)", r"--filter=at (?P<step>\d+), (?P<name>\w+): (?P<value>\S+)"])
+        );
     }
 
     #[test]
