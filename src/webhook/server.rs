@@ -75,10 +75,17 @@ fn crypto() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// A certificate and key as loaded, with the file contents they came from (to tell a later change).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    key: Arc<CertifiedKey>,
+    files: (Vec<u8>, Vec<u8>),
+}
+
 /// Reads and checks the certificate chain and key: both parse, and the key is the certificate's.
-pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Arc<CertifiedKey>, WebhookError> {
-    let (cert_pem, key_pem) = read_pair(cert, key)?;
-    parse_pair(cert, &cert_pem, key, &key_pem)
+pub fn load_certified_key(cert: &Path, key: &Path) -> Result<Loaded, WebhookError> {
+    let files = read_pair(cert, key)?;
+    Ok(Loaded { key: parse_pair(cert, &files.0, key, &files.1)?, files })
 }
 
 fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), WebhookError> {
@@ -445,13 +452,14 @@ fn watch_dirs(paths: &[&Path], wake: Arc<Notify>) -> Option<RecommendedWatcher> 
 async fn reload_loop(
     cert: PathBuf,
     key: PathBuf,
+    loaded_files: (Vec<u8>, Vec<u8>),
     resolver: Arc<Resolver>,
     ctx: Arc<Ctx>,
     mut stop: watch::Receiver<bool>,
 ) {
     let wake = Arc::new(Notify::new());
     let _watcher = watch_dirs(&[&cert, &key], wake.clone());
-    let mut last = read_pair(&cert, &key).ok();
+    let mut last = Some(loaded_files);
     loop {
         tokio::select! {
             _ = stop.changed() => return,
@@ -478,20 +486,19 @@ async fn reload_loop(
 }
 
 /// Serves until SIGTERM/SIGINT, then drains within the grace period.
-pub async fn serve(cfg: WebhookConfig, certified: Arc<CertifiedKey>) -> Result<(), WebhookError> {
+pub async fn serve(cfg: WebhookConfig, loaded: Loaded) -> Result<(), WebhookError> {
     let bind = |flag: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| WebhookError::Bind { flag, addr, source })
     };
     let tls_listener = bind("listen", cfg.listen).await?;
     let plain_listener = bind("metrics-listen", cfg.metrics_listen).await?;
     let mut signals = Signals::new().map_err(WebhookError::Runtime)?;
-    let resolver = Arc::new(Resolver(RwLock::new(certified)));
-    let tls_config = ServerConfig::builder_with_provider(crypto())
+    let resolver = Arc::new(Resolver(RwLock::new(loaded.key)));
+    let mut tls_config = ServerConfig::builder_with_provider(crypto())
         .with_safe_default_protocol_versions()
         .map_err(WebhookError::Tls)?
         .with_no_client_auth()
         .with_cert_resolver(resolver.clone());
-    let mut tls_config = tls_config;
     tls_config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(tls_config));
     let ctx = Arc::new(Ctx {
@@ -504,7 +511,7 @@ pub async fn serve(cfg: WebhookConfig, certified: Arc<CertifiedKey>) -> Result<(
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(tls_listener, Some(acceptor), ctx.clone(), stop_rx.clone()));
     tasks.spawn(accept_loop(plain_listener, None, ctx.clone(), stop_rx.clone()));
-    tasks.spawn(reload_loop(cfg.tls_cert.clone(), cfg.tls_key.clone(), resolver, ctx.clone(), stop_rx));
+    tasks.spawn(reload_loop(cfg.tls_cert.clone(), cfg.tls_key.clone(), loaded.files, resolver, ctx.clone(), stop_rx));
     tracing::info!(listen = %cfg.listen, metrics_listen = %cfg.metrics_listen, "serving the admission webhook");
     let signal = signals.recv().await;
     tracing::info!(signal, "stopping: finishing the requests in flight");

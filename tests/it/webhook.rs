@@ -4,7 +4,8 @@
 //! The certificate directory is laid out as the kubelet lays out a secret volume (`tls.crt -> ..data/tls.crt`,
 //! `..data -> ..<timestamp>`), and rotated as the kubelet rotates it (a new timestamped directory, a new
 //! `..data_tmp` symlink renamed over `..data`), so the test sees what a cert-manager rotation looks like to
-//! the webhook. The reviews are the fixtures in `tests/fixtures/admission/`.
+//! the webhook; one rotation pairs a certificate with a key that is not its own, as a half-finished rotation
+//! would. The reviews are the fixtures in `tests/fixtures/admission/`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -201,7 +202,8 @@ fn metric(text: &str, series: &str) -> u64 {
 }
 
 #[test]
-fn webhook_serves_reviews_over_tls_reloads_a_rotated_certificate_and_drains_in_flight_requests_on_sigterm() {
+fn webhook_serves_reviews_over_tls_reloads_a_rotated_certificate_refuses_a_mismatched_one_and_drains_in_flight_requests_on_sigterm()
+ {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("tls")).unwrap();
     let (first, second) = (pki("first"), pki("second"));
@@ -249,7 +251,17 @@ fn webhook_serves_reviews_over_tls_reloads_a_rotated_certificate_and_drains_in_f
     assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
     let first_der = trial.presented.clone();
 
-    publish(&dir.path().join("tls"), "2026_02_01_00_00_00.2", &second);
+    // A rotation whose key is not the certificate's is refused; the previous pair stays.
+    let mismatched = Pki { ca: second.ca.clone(), cert: second.cert.clone(), key: first.key.clone() };
+    publish(&dir.path().join("tls"), "2026_01_15_00_00_00.2", &mismatched);
+    wait_for("the mismatched pair to be refused", || {
+        let text = get(webhook.plain, "/metrics", None).ok()?.body;
+        (metric(&text, "trialtail_webhook_errors_total{kind=\"cert_reload\"}") == 1).then_some(())
+    });
+    let kept = post(&first.ca, "/mutate", fixture("opt-out")).unwrap();
+    assert_eq!((kept.status, &kept.presented), (StatusCode::OK, &first_der));
+
+    publish(&dir.path().join("tls"), "2026_02_01_00_00_00.3", &second);
     let rotated =
         wait_for("the rotated certificate to be served", || post(&second.ca, "/mutate", fixture("opt-out")).ok());
     assert_eq!(rotated.status, StatusCode::OK);
@@ -259,14 +271,15 @@ fn webhook_serves_reviews_over_tls_reloads_a_rotated_certificate_and_drains_in_f
     let metrics = get(webhook.plain, "/metrics", None).unwrap();
     assert_eq!(metrics.status, 200);
     let text = &metrics.body;
-    assert_eq!(metric(text, "trialtail_webhook_requests_total"), 8, "{}", webhook.output());
+    assert_eq!(metric(text, "trialtail_webhook_requests_total"), 9, "{}", webhook.output());
     assert_eq!(metric(text, "trialtail_webhook_mutations_total"), 1);
     assert_eq!(metric(text, "trialtail_webhook_reviews_total{outcome=\"invalid\"}"), 1);
-    assert_eq!(metric(text, "trialtail_webhook_reviews_total{outcome=\"not_selected\"}"), 1);
+    assert_eq!(metric(text, "trialtail_webhook_reviews_total{outcome=\"not_selected\"}"), 2);
     assert_eq!(metric(text, "trialtail_webhook_errors_total{kind=\"bad_request\"}"), 1);
     assert_eq!(metric(text, "trialtail_webhook_errors_total{kind=\"too_large\"}"), 2);
     assert_eq!(metric(text, "trialtail_webhook_cert_reloads_total"), 1);
-    assert_eq!(metric(text, "trialtail_webhook_review_duration_seconds_count"), 3);
+    assert_eq!(metric(text, "trialtail_webhook_errors_total{kind=\"cert_reload\"}"), 1);
+    assert_eq!(metric(text, "trialtail_webhook_review_duration_seconds_count"), 4);
     if let Some(promtool) = support::tool("promtool") {
         support::promtool_check(&promtool, text);
     }
@@ -286,7 +299,7 @@ fn webhook_serves_reviews_over_tls_reloads_a_rotated_certificate_and_drains_in_f
     });
     wait_for("the request in flight to reach the handler", || {
         let text = get(webhook.plain, "/metrics", None).ok()?.body;
-        (metric(&text, "trialtail_webhook_requests_total") == 9).then_some(())
+        (metric(&text, "trialtail_webhook_requests_total") == 10).then_some(())
     });
     webhook.terminate();
     wait_for("the servers to stop accepting", || get(webhook.plain, "/healthz", None).is_err().then_some(()));
