@@ -1,6 +1,6 @@
 //! `trialtail webhook`: the mutating admission webhook that adds trialtail to training pods.
 //!
-//! Two halves: [`mutate`], pure and idempotent (a pod and the [`Settings`] in, a JSON patch out), and
+//! Two halves: [`mutate`](mod@mutate), pure and idempotent (a pod and the [`Settings`] in, a JSON patch out), and
 //! [`server`], the HTTPS server around it (rustls, a certificate reloaded when its files change, a bounded
 //! body, graceful shutdown) plus a plain HTTP port for `/healthz`, `/readyz` and `/metrics`.
 //!

@@ -1,7 +1,7 @@
 //! The webhook's servers: HTTPS for `POST /mutate` (AdmissionReview v1), plain HTTP for `/healthz`, `/readyz`
 //! and `/metrics`.
 //!
-//! The handler is thin: [`review`] decodes the AdmissionReview, calls the pure [`mutate`](super::mutate) and
+//! The handler is thin: [`review`] decodes the AdmissionReview, calls the pure [`mutate`](fn@super::mutate) and
 //! encodes the answer; it is a plain function of the body bytes, so it is tested (and fuzzed) without a socket.
 //! It never panics and answers 200 (an AdmissionReview, always `allowed: true`) or 400 (not an AdmissionReview).
 //!
