@@ -44,8 +44,8 @@ pub enum WebhookError {
     },
     #[error("--{flag} {path}: {reason}")]
     Pem { flag: &'static str, path: PathBuf, reason: String },
-    #[error("--tls-key {path}: does not match the certificate in --tls-cert ({reason})")]
-    KeyMismatch { path: PathBuf, reason: String },
+    #[error("--tls-key {path}: not the key of the certificate in --tls-cert")]
+    KeyMismatch { path: PathBuf },
     #[error("--{flag} {addr}: cannot listen")]
     Bind {
         flag: &'static str,

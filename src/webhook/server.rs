@@ -113,7 +113,7 @@ fn parse_pair(cert: &Path, cert_pem: &[u8], key: &Path, key_pem: &[u8]) -> Resul
     let certified = CertifiedKey::new(chain, signing);
     match certified.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(Arc::new(certified)),
-        Err(e) => Err(WebhookError::KeyMismatch { path: key.to_path_buf(), reason: e.to_string() }),
+        Err(_) => Err(WebhookError::KeyMismatch { path: key.to_path_buf() }),
     }
 }
 
@@ -508,11 +508,13 @@ pub async fn serve(cfg: WebhookConfig, loaded: Loaded) -> Result<(), WebhookErro
         ready: AtomicBool::new(true),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let local = |l: &TcpListener| l.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
+    let (listen, metrics_listen) = (local(&tls_listener), local(&plain_listener));
+    tracing::info!(%listen, %metrics_listen, "serving the admission webhook");
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(tls_listener, Some(acceptor), ctx.clone(), stop_rx.clone()));
     tasks.spawn(accept_loop(plain_listener, None, ctx.clone(), stop_rx.clone()));
     tasks.spawn(reload_loop(cfg.tls_cert.clone(), cfg.tls_key.clone(), loaded.files, resolver, ctx.clone(), stop_rx));
-    tracing::info!(listen = %cfg.listen, metrics_listen = %cfg.metrics_listen, "serving the admission webhook");
     let signal = signals.recv().await;
     tracing::info!(signal, "stopping: finishing the requests in flight");
     ctx.ready.store(false, Ordering::Relaxed);
