@@ -610,6 +610,18 @@ mod tests {
     }
 
     #[test]
+    fn webhook_review_takes_the_namespace_from_the_request_when_the_pod_has_none() {
+        let mut json: Value = serde_json::from_slice(&fixture("katib-trial")).unwrap();
+        json["request"]["object"]["metadata"].as_object_mut().unwrap().remove("namespace");
+        let body = serde_json::to_vec(&json).unwrap();
+        let mut s = settings();
+        s.namespaces = vec!["kubeflow-user".to_string()];
+        assert_eq!(review(&body, &s).outcome, Some(Outcome::Injected));
+        s.namespaces = vec!["other".to_string()];
+        assert_eq!(review(&body, &s).outcome, Some(Outcome::NotSelected));
+    }
+
+    #[test]
     fn webhook_review_refuses_what_is_not_an_admission_review_v1() {
         let mut v1beta1: Value = serde_json::from_slice(&fixture("katib-trial")).unwrap();
         v1beta1["apiVersion"] = "admission.k8s.io/v1beta1".into();
