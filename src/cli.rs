@@ -192,8 +192,10 @@ pub struct RunArgs {
 
     /// With --source pod-log: time between two writes of the Trial's status
     ///
-    /// A duration such as 5s or 1m (default 5s, at least 100ms). A write happens only when something new was
-    /// observed, so an idle trial costs no requests; the final values are written at once when training ends.
+    /// A duration such as 5s or 1m (default 5s, at least 100ms). Each write is one merge patch setting
+    /// status.observation.metrics to {name, latest, min, max} for the metrics the Trial asks for (objective,
+    /// additional metrics, metricStrategies). A write happens only when something new was observed, so an idle
+    /// trial costs no requests; the final values are written at once when training ends.
     #[arg(
         long,
         value_name = "DURATION",

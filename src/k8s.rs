@@ -33,7 +33,7 @@ pub const MAX_OWNER_DEPTH: usize = 4;
 pub enum KubeError {
     #[error("no Kubernetes configuration (neither in-cluster nor a kubeconfig)")]
     Config(#[source] kube::Error),
-    #[error("cannot read pod {name:?} in namespace {namespace:?}")]
+    #[error("cannot read pod {name:?} in namespace {namespace:?} (needs verb get on pods)")]
     Pod {
         name: String,
         namespace: String,

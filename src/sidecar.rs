@@ -10,11 +10,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use kube::api::{Api, DynamicObject};
-
 use crate::export::{ExportConfig, ExportError, Exporter};
 use crate::k8s::{self, KubeError};
-use crate::sink::trial_status::{self, StatusConfig, TrialStatus, trial_resource};
+use crate::sink::trial_status::{self, StatusConfig, TrialStatus};
 use crate::source::pod_log::{self, PodLogConfig, PodLogError};
 use crate::source::{End, Live, LiveSink};
 use crate::state::SnapshotRx;
@@ -48,13 +46,6 @@ pub struct SidecarConfig {
     pub grace: Duration,
 }
 
-/// The Trial's `spec.primaryContainerName`, when it can be read.
-async fn primary_container(client: &kube::Client, namespace: &str, trial: &str) -> Option<String> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &trial_resource());
-    let trial = api.get(trial).await.ok()?;
-    trial.data.pointer("/spec/primaryContainerName")?.as_str().map(str::to_string)
-}
-
 /// Runs the sidecar until the container terminated and its log was read, or a signal.
 pub async fn run<S: LiveSink>(
     cfg: &SidecarConfig,
@@ -79,13 +70,20 @@ pub async fn run<S: LiveSink>(
              owners): reporting to Prometheus only"
         ),
     }
-    let primary = match (&cfg.container, &trial) {
-        (None, Some(t)) => primary_container(&client, &namespace, &t.name).await,
+    // The Trial is read once: its primaryContainerName and the metrics it asks for.
+    let status_cfg = trial.as_ref().map(|t| StatusConfig {
+        trial: t.name.clone(),
+        namespace: namespace.clone(),
+        interval: cfg.status_interval,
+    });
+    let trial_object = match &status_cfg {
+        Some(c) if cfg.trial_status || cfg.container.is_none() => trial_status::read_trial(&client, c).await,
         _ => None,
     };
+    let primary = trial_object.as_ref().and_then(|t| t.pointer("/spec/primaryContainerName")?.as_str());
     let container = match &cfg.container {
         Some(c) => c.clone(),
-        None => pod_log::default_container(&pod, primary.as_deref())
+        None => pod_log::default_container(&pod, primary)
             .ok_or_else(|| SidecarError::NoContainer { pod: pod_name.clone() })?,
     };
     let labels = &mut export.labels;
@@ -96,17 +94,15 @@ pub async fn run<S: LiveSink>(
         labels.experiment = k8s::pod_label(&pod, k8s::EXPERIMENT_LABEL).map(str::to_string);
     }
     let exporter = if export.is_enabled() { Some(Exporter::start(&export, snapshots.clone())?) } else { None };
-    let status = match &trial {
-        Some(t) if cfg.trial_status => {
-            let status_cfg =
-                StatusConfig { trial: t.name.clone(), namespace: namespace.clone(), interval: cfg.status_interval };
-            Some(TrialStatus::new(client.clone(), status_cfg).spawn(snapshots.clone()))
+    let status = match status_cfg {
+        Some(c) if cfg.trial_status => {
+            Some(TrialStatus::new(client.clone(), c).with_trial(trial_object.as_ref()).spawn(snapshots.clone()))
         }
         _ => None,
     };
     tracing::info!(pod = %pod_name, %namespace, %container, "following the container's log");
     let log_cfg = PodLogConfig { pod: pod_name, namespace, container, grace: cfg.grace };
-    let end = pod_log::follow(client, &log_cfg, live, signals).await;
+    let end = pod_log::follow(client, pod, &log_cfg, live, signals).await;
     // The final snapshot (published by the source's end, or now after a failure) is what the sinks flush.
     live.end();
     if let Some(handle) = status

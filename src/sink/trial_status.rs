@@ -4,8 +4,11 @@
 //! sets `status.observation.metrics[]` to `{name, latest, min, max}`, every field a string and `"unavailable"`
 //! where there is no value (Katib's shape, katib/CONTRACT §7; the CRD declares no schema, so
 //! [`observation_patch`] is the only thing that keeps the shape right). The metrics written are the ones the Trial
-//! asks for (`spec.objective.objectiveMetricName` then `additionalMetricNames`), or every metric observed when the
-//! Trial could not be read. A merge patch replaces a list whole, so each patch carries the complete list.
+//! asks for (`spec.objective.objectiveMetricName`, `additionalMetricNames`, then any other name in
+//! `metricStrategies` – Katib's controller keys its own observation on the strategies), or every metric observed
+//! when the Trial could not be read. A merge patch replaces a list whole, so each patch carries the complete list.
+//! The objective's strategy (`min`, `max` or `latest`; by default the objective type's) picks the value said in
+//! the final log line, the one Katib will compare trials by.
 //!
 //! Invariants: it reads the published [`Snapshot`] on its own timer (`--status-interval`) and patches only when
 //! the snapshot's generation changed, so an idle sidecar makes no requests and a fast log costs at most one
@@ -58,8 +61,6 @@ pub enum StatusError {
          verb {verb:?} on kubeflow.org {resource}; the Trial status sink stops, everything else goes on"
     )]
     Denied { verb: &'static str, resource: &'static str, name: String, namespace: String, code: u16 },
-    #[error("the Trial status sink stopped")]
-    Stopped,
 }
 
 /// What the sink needs to know.
@@ -73,19 +74,67 @@ pub struct StatusConfig {
     pub interval: Duration,
 }
 
-/// The metric names a Trial asks for: the objective metric, then the additional ones, without duplicates.
-/// `None` when the Trial names none (then every observed metric is written).
+/// The metric names a Trial asks for: the objective metric, the additional ones, then the other names in
+/// `metricStrategies`, without duplicates. `None` when the Trial names none (then every observed metric is written).
 pub fn requested_metrics(trial: &Value) -> Option<Vec<String>> {
     let objective = trial.pointer("/spec/objective")?;
     let mut names: Vec<String> = Vec::new();
     let first = objective.get("objectiveMetricName").and_then(Value::as_str);
     let more = objective.get("additionalMetricNames").and_then(Value::as_array).into_iter().flatten();
-    for name in first.into_iter().chain(more.filter_map(Value::as_str)) {
+    let strategies = objective.get("metricStrategies").and_then(Value::as_array).into_iter().flatten();
+    let more = more.filter_map(Value::as_str).chain(strategies.filter_map(|s| s.get("name")?.as_str()));
+    for name in first.into_iter().chain(more) {
         if !name.is_empty() && !names.iter().any(|n| n == name) {
             names.push(name.to_string());
         }
     }
     (!names.is_empty()).then_some(names)
+}
+
+/// Which of a metric's values Katib compares trials by (`metricStrategies[].value`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    Min,
+    Max,
+    Latest,
+}
+
+impl Strategy {
+    /// The value `m` has under this strategy, as written to the status.
+    pub fn pick(self, m: &MetricStats) -> Option<&str> {
+        match self {
+            Strategy::Min => m.min.as_ref().map(|(_, s)| s.as_str()),
+            Strategy::Max => m.max.as_ref().map(|(_, s)| s.as_str()),
+            Strategy::Latest => (m.count > 0).then_some(m.latest_raw.as_str()),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Strategy::Min => "min",
+            Strategy::Max => "max",
+            Strategy::Latest => "latest",
+        }
+    }
+}
+
+/// The objective metric and its strategy: the one in `metricStrategies`, else `max` for `maximize` and `min`
+/// for `minimize` (Katib's default), else `latest`.
+pub fn objective_strategy(trial: &Value) -> Option<(String, Strategy)> {
+    let objective = trial.pointer("/spec/objective")?;
+    let name = objective.get("objectiveMetricName")?.as_str().filter(|n| !n.is_empty())?;
+    let listed = objective.get("metricStrategies").and_then(Value::as_array).into_iter().flatten();
+    let listed = listed.filter(|s| s.get("name").and_then(Value::as_str) == Some(name)).find_map(|s| s.get("value"));
+    let strategy = match (listed.and_then(Value::as_str), objective.get("type").and_then(Value::as_str)) {
+        (Some("min"), _) | (None, Some("minimize")) => Strategy::Min,
+        (Some("max"), _) | (None, Some("maximize")) => Strategy::Max,
+        (Some("latest"), _) | (None, _) => Strategy::Latest,
+        (Some(other), _) => {
+            tracing::warn!(metric = name, strategy = other, "unknown metric strategy (min, max, latest); using latest");
+            Strategy::Latest
+        }
+    };
+    Some((name.to_string(), strategy))
 }
 
 fn entry(name: &str, m: Option<&MetricStats>) -> Value {
@@ -160,7 +209,10 @@ fn classify(e: &kube::Error) -> Outcome {
 pub struct TrialStatus {
     api: Api<DynamicObject>,
     cfg: StatusConfig,
+    /// The Trial was read (or reading it was tried) before the start.
+    read: bool,
     requested: Option<Vec<String>>,
+    objective: Option<(String, Strategy)>,
     written: Option<u64>,
     patches: u64,
 }
@@ -169,7 +221,21 @@ impl TrialStatus {
     /// A sink patching `cfg.trial` through `client`.
     pub fn new(client: kube::Client, cfg: StatusConfig) -> Self {
         let api = Api::namespaced_with(client, &cfg.namespace, &trial_resource());
-        TrialStatus { api, cfg, requested: None, written: None, patches: 0 }
+        TrialStatus { api, cfg, read: false, requested: None, objective: None, written: None, patches: 0 }
+    }
+
+    /// Uses the Trial the caller already read (`None`: it could not be read) instead of reading it at the start.
+    pub fn with_trial(mut self, trial: Option<&Value>) -> Self {
+        self.read = true;
+        if let Some(trial) = trial {
+            self.learn(trial);
+        }
+        self
+    }
+
+    fn learn(&mut self, trial: &Value) {
+        self.requested = requested_metrics(trial);
+        self.objective = objective_strategy(trial);
     }
 
     /// Starts the sink on the current runtime; the handle ends after the final flush (or when the sink stopped).
@@ -177,40 +243,19 @@ impl TrialStatus {
         tokio::spawn(self.run(rx))
     }
 
-    fn denied(&self, verb: &'static str, resource: &'static str, code: u16) -> StatusError {
-        StatusError::Denied {
-            verb,
-            resource,
-            name: self.cfg.trial.clone(),
-            namespace: self.cfg.namespace.clone(),
-            code,
-        }
-    }
-
     /// Reads the Trial for the metrics it asks for. A Trial that cannot be read leaves every observed metric
     /// to be written (a missing `get` permission is said once, as a warning: the patch may still be allowed).
-    async fn read_trial(&mut self) {
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.api.get(&self.cfg.trial)).await {
-            Ok(Ok(trial)) => {
-                let value = serde_json::to_value(&trial).unwrap_or_default();
-                self.requested = requested_metrics(&value);
-            }
-            Ok(Err(e)) => {
-                if let Outcome::Denied(code) = classify(&e) {
-                    tracing::warn!("{}", self.denied("get", "trials", code));
-                } else {
-                    tracing::warn!(error = %e, trial = %self.cfg.trial, "cannot read the Trial; writing every observed metric");
-                }
-            }
-            Err(_) => {
-                tracing::warn!(trial = %self.cfg.trial, "reading the Trial timed out; writing every observed metric")
-            }
+    async fn refresh_trial(&mut self) {
+        if let Some(trial) = get_trial(&self.api, &self.cfg).await {
+            self.learn(&trial);
         }
     }
 
     /// Runs until the source ended and the final state was written; returns the number of patches sent.
     pub async fn run(mut self, mut rx: SnapshotRx) -> Result<u64, StatusError> {
-        self.read_trial().await;
+        if !self.read {
+            self.refresh_trial().await;
+        }
         let mut tick = tokio::time::interval(self.cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -230,9 +275,23 @@ impl TrialStatus {
             let last = snapshot.phase == Phase::Ended || !open;
             self.write(&snapshot, &mut rx).await?;
             if last {
+                self.say_objective(&snapshot);
                 return Ok(self.patches);
             }
         }
+    }
+
+    /// Says the objective's value under its strategy, the one Katib will compare this trial by.
+    fn say_objective(&self, snapshot: &Snapshot) {
+        let Some((name, strategy)) = &self.objective else { return };
+        let value = snapshot.metrics.iter().find(|m| &m.name == name).and_then(|m| strategy.pick(m));
+        tracing::info!(
+            metric = %name,
+            strategy = strategy.name(),
+            value = value.unwrap_or(UNAVAILABLE),
+            trial = %self.cfg.trial,
+            "objective"
+        );
     }
 
     /// Writes `snapshot` (or a newer one, when retries take long) unless its generation is already written.
@@ -270,11 +329,11 @@ impl TrialStatus {
             match outcome {
                 Outcome::Conflict if conflicts < MAX_CONFLICTS => {
                     conflicts += 1;
-                    self.read_trial().await;
+                    self.refresh_trial().await;
                 }
                 Outcome::Conflict | Outcome::Skip => return Ok(()),
                 Outcome::Denied(code) => {
-                    let e = self.denied("patch", "trials/status", code);
+                    let e = denied(&self.cfg, "patch", "trials/status", code);
                     tracing::error!("{e}");
                     return Err(e);
                 }
@@ -290,6 +349,34 @@ impl TrialStatus {
             }
         }
     }
+}
+
+/// Reads the Trial (`None` when it cannot be read: said once, as a warning naming what is missing; the sink
+/// then writes every observed metric, and the patch may still be allowed).
+pub async fn read_trial(client: &kube::Client, cfg: &StatusConfig) -> Option<Value> {
+    get_trial(&Api::namespaced_with(client.clone(), &cfg.namespace, &trial_resource()), cfg).await
+}
+
+async fn get_trial(api: &Api<DynamicObject>, cfg: &StatusConfig) -> Option<Value> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, api.get(&cfg.trial)).await {
+        Ok(Ok(trial)) => Some(serde_json::to_value(&trial).unwrap_or_default()),
+        Ok(Err(e)) => {
+            if let Outcome::Denied(code) = classify(&e) {
+                tracing::warn!("{}", denied(cfg, "get", "trials", code));
+            } else {
+                tracing::warn!(error = %e, trial = %cfg.trial, "cannot read the Trial; writing every observed metric");
+            }
+            None
+        }
+        Err(_) => {
+            tracing::warn!(trial = %cfg.trial, "reading the Trial timed out; writing every observed metric");
+            None
+        }
+    }
+}
+
+fn denied(cfg: &StatusConfig, verb: &'static str, resource: &'static str, code: u16) -> StatusError {
+    StatusError::Denied { verb, resource, name: cfg.trial.clone(), namespace: cfg.namespace.clone(), code }
 }
 
 /// Ends a spawned sink: waits at most `grace` for its final flush; returns the patches sent when it finished.

@@ -34,13 +34,6 @@ pub const MAX_LINE: usize = 4 << 20;
 /// Why the pod-log source could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PodLogError {
-    #[error("cannot read pod {pod:?} in namespace {namespace:?} (needs verb get on pods)")]
-    Pod {
-        pod: String,
-        namespace: String,
-        #[source]
-        source: kube::Error,
-    },
     #[error("pod {pod:?} has no container {container:?}")]
     NoContainer { pod: String, container: String },
 }
@@ -238,19 +231,16 @@ enum StreamEnd {
     Stuck,
 }
 
-/// Follows the container's log until the container terminated (exit 0 from the caller) or a signal.
+/// Follows the container's log until the container terminated (exit 0 from the caller) or a signal. `pod` is
+/// the own pod as just read: the watch starts from its `resourceVersion`, so nothing between is missed.
 pub async fn follow<S: LiveSink>(
     client: kube::Client,
+    pod: Pod,
     cfg: &PodLogConfig,
     live: &mut Live<'_, S>,
     signals: &mut Signals,
 ) -> Result<End, PodLogError> {
     let pods: Api<Pod> = Api::namespaced(client, &cfg.namespace);
-    let pod = pods.get(&cfg.pod).await.map_err(|source| PodLogError::Pod {
-        pod: cfg.pod.clone(),
-        namespace: cfg.namespace.clone(),
-        source,
-    })?;
     let known = |p: &Pod| {
         let spec = p.spec.as_ref();
         let regular = spec.is_some_and(|s| s.containers.iter().any(|c| c.name == cfg.container));

@@ -8,13 +8,13 @@
 //! trains and at the end, and how many requests it all cost.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::PATIENCE;
 use crate::support::kube_fake::KubeFake;
+use crate::support::{PATIENCE, free_addr, get};
 
 fn pod() -> Value {
     json!({
@@ -66,37 +66,66 @@ fn metric<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
     list.as_array()?.iter().find(|m| m["name"] == name)
 }
 
+/// trialtail as a real process against `fake`, pod `t1-abc` in `ns`; stdout and stderr are collected.
+struct Sidecar {
+    child: Child,
+    stdout: std::thread::JoinHandle<Vec<String>>,
+    stderr: std::thread::JoinHandle<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Sidecar {
+    fn start(fake: &KubeFake, args: &[&str], trial_env: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, fake.kubeconfig("ns")).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trialtail"));
+        cmd.args(["run", "--source", "pod-log"]).args(args);
+        cmd.env("KUBECONFIG", &kubeconfig).env("POD_NAME", "t1-abc").env("POD_NAMESPACE", "ns");
+        match trial_env {
+            Some(t) => cmd.env("KATIB_TRIAL_NAME", t),
+            None => cmd.env_remove("KATIB_TRIAL_NAME"),
+        };
+        for var in ["KUBERNETES_SERVICE_HOST", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"] {
+            cmd.env_remove(var);
+        }
+        let mut child =
+            cmd.env("RUST_LOG", "info").stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn trialtail");
+        let out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect::<Vec<_>>());
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut err, &mut s).ok();
+            s
+        });
+        Sidecar { child, stdout, stderr, _dir: dir }
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+
+    /// Waits for the exit; returns it with stdout's lines and stderr.
+    fn wait(mut self) -> (ExitStatus, Vec<String>, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(start.elapsed() < PATIENCE, "trialtail did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (status, self.stdout.join().unwrap(), self.stderr.join().unwrap())
+    }
+}
+
 #[test]
 fn sidecar_writes_live_observations_to_the_trial_and_exits_when_training_ends() {
     let fake = KubeFake::start(pod(), job(), trial());
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, fake.kubeconfig("ns")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trialtail"))
-        .args(["run", "--source", "pod-log", "--status-interval", "1s", "--output", "json", "--shutdown-grace", "5s"])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAME", "t1-abc")
-        .env("POD_NAMESPACE", "ns")
-        .env_remove("KATIB_TRIAL_NAME")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("https_proxy")
-        .env_remove("ALL_PROXY")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn trialtail");
-    let stdout = child.stdout.take().unwrap();
-    let stdout = std::thread::spawn(move || BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>());
-    let stderr = child.stderr.take().unwrap();
-    let stderr = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut { stderr }, &mut s).ok();
-        s
-    });
+    let sidecar =
+        Sidecar::start(&fake, &["--status-interval", "1s", "--output", "json", "--shutdown-grace", "5s"], None);
 
     // While the container is starting nothing is read; then it runs and prints.
     wait_for("the pod watch", || fake.count("GET", "/pods", "watch=true") > 0);
@@ -131,16 +160,7 @@ fn sidecar_writes_live_observations_to_the_trial_and_exits_when_training_ends() 
     // Training ends: the container terminates, trialtail drains, flushes and exits 0.
     fake.write_log(&["accuracy=0.65"]);
     set_state(&fake, json!({"terminated": {"exitCode": 0}}));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(start.elapsed() < PATIENCE, "trialtail did not exit");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let out = stdout.join().unwrap();
-    let err = stderr.join().unwrap();
+    let (status, out, err) = sidecar.wait();
     assert!(status.success(), "exit {status:?}\nstderr:\n{err}");
     let end = metrics(&fake);
     assert_eq!(
@@ -151,13 +171,17 @@ fn sidecar_writes_live_observations_to_the_trial_and_exits_when_training_ends() 
         ]),
         "stderr:\n{err}"
     );
-    // Katib's own status fields are left alone.
-    assert_eq!(fake.trial()["status"]["conditions"][0]["type"], "Running");
+    // Katib's own status fields are left alone, at every step; the objective only ever shows observed values.
+    let statuses = fake.statuses();
+    assert!(statuses.iter().all(|s| s["conditions"][0]["type"] == "Running"), "{statuses:#?}");
+    let seen: Vec<&Value> = statuses.iter().filter_map(|s| metric(&s["observation"]["metrics"], "accuracy")).collect();
+    assert!(seen.iter().all(|m| ["0.5", "0.7", "0.65"].contains(&m["latest"].as_str().unwrap())), "{seen:#?}");
     // Every line observed exactly once (none lost or doubled at the seam), each with the kubelet's time.
     let observations: Vec<Value> = out.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
     assert_eq!(observations.len(), 2 + 2 + 200 + 1 + 1, "stdout:\n{}", out.join("\n"));
     assert!(observations.iter().all(|o| o["timestamp"].as_str().is_some_and(|t| t.ends_with('Z'))));
 
+    assert_eq!(fake.misshapen_patches(), Vec::<String>::new(), "every patch in Katib's shape");
     let patches = fake.count("PATCH", "/status", "");
     let logs = fake.count("GET", "/log", "");
     let watches = fake.count("GET", "/pods", "watch=true");
@@ -179,62 +203,100 @@ fn sidecar_writes_live_observations_to_the_trial_and_exits_when_training_ends() 
 
 #[test]
 fn sigterm_ends_the_sidecar_with_the_final_status_written() {
-    let mut p = pod();
-    p["metadata"]["ownerReferences"] = json!([]);
-    let fake = KubeFake::start(p, job(), trial());
-    set_state(&fake, json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}));
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(&kubeconfig, fake.kubeconfig("ns")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_trialtail"))
-        .args([
-            "run",
-            "--source",
-            "pod-log",
-            "--container",
-            "train",
-            "--status-interval",
-            "1h",
-            "--shutdown-grace",
-            "1s",
-        ])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("POD_NAME", "t1-abc")
-        .env("POD_NAMESPACE", "ns")
-        .env("KATIB_TRIAL_NAME", "t1")
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("https_proxy")
-        .env_remove("ALL_PROXY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn trialtail");
+    // Katib's controller keys its observation on metricStrategies: a name only listed there is written too.
+    let mut t = trial();
+    t["spec"]["objective"]["metricStrategies"] = json!([{"name": "accuracy", "value": "max"},
+        {"name": "loss", "value": "min"}, {"name": "val_loss", "value": "min"}]);
+    let fake = KubeFake::start(running_pod(json!({})), job(), t);
+    let sidecar = Sidecar::start(
+        &fake,
+        &["--container", "train", "--status-interval", "1h", "--shutdown-grace", "1s"],
+        Some("t1"),
+    );
     fake.write_log(&["accuracy=0.25", "accuracy=0.5"]);
     wait_for("the log stream", || fake.count("GET", "/log", "") > 0);
     // Give the lines time to arrive: with a one-hour interval, only the final flush writes them.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(fake.count("PATCH", "/status", ""), 0, "nothing before the end with a one-hour interval");
-    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(start.elapsed() < PATIENCE, "trialtail did not exit on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    sidecar.signal(rustix::process::Signal::TERM);
+    let (status, _, _) = sidecar.wait();
     assert!(status.success(), "{status:?}");
     assert_eq!(
         metrics(&fake),
         json!([
             {"name": "accuracy", "latest": "0.5", "min": "0.25", "max": "0.5"},
             {"name": "loss", "latest": "unavailable", "min": "unavailable", "max": "unavailable"},
+            {"name": "val_loss", "latest": "unavailable", "min": "unavailable", "max": "unavailable"},
         ])
     );
     assert_eq!(fake.count("PATCH", "/status", ""), 1, "one final patch");
+    assert_eq!(fake.misshapen_patches(), Vec::<String>::new());
+    assert_eq!(fake.count("GET", "/trials/t1", ""), 1, "the Trial is read once");
+    assert_eq!(fake.count("GET", "/pods/t1-abc", ""), 1, "the pod is read once");
     assert_eq!(fake.count("GET", "/jobs/", ""), 0, "KATIB_TRIAL_NAME: no owner walk");
+}
+
+fn running_pod(labels: Value) -> Value {
+    let mut p = pod();
+    p["metadata"]["ownerReferences"] = json!([]);
+    p["metadata"]["labels"] = labels;
+    p["status"]["containerStatuses"][0]["state"] = json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}});
+    p
+}
+
+/// The exported `trialtail_metric_latest` line of `metric`, once it shows `value`.
+fn scraped_latest(addr: std::net::SocketAddr, metric: &str, value: &str) -> String {
+    crate::support::wait_for(&format!("{metric} {value} on /metrics"), || {
+        let body = get(addr, "/metrics", None).ok()?.body;
+        let needle = format!("metric=\"{metric}\"");
+        body.lines()
+            .find(|l| {
+                l.starts_with("trialtail_metric_latest{") && l.contains(&needle) && l.ends_with(&format!(" {value}"))
+            })
+            .map(str::to_string)
+    })
+}
+
+#[test]
+fn a_denied_status_patch_is_said_once_and_everything_else_goes_on() {
+    let fake = KubeFake::start(running_pod(json!({"katib.kubeflow.org/trial": "t1"})), job(), trial());
+    fake.fail_patches(&[403]);
+    let addr = free_addr();
+    let listen = addr.to_string();
+    let sidecar = Sidecar::start(&fake, &["--status-interval", "1s", "--output", "json", "--listen", &listen], None);
+    fake.write_log(&["accuracy=0.5"]);
+    wait_for("the denied patch", || fake.count("PATCH", "/status", "") == 1);
+    // Prometheus and stdout go on after the sink stopped.
+    fake.write_log(&["accuracy=0.75"]);
+    let line = scraped_latest(addr, "accuracy", "0.75");
+    assert!(line.contains("trial=\"t1\"") && line.contains("pod=\"t1-abc\""), "{line}");
+    std::thread::sleep(Duration::from_millis(1500)); // more than one interval: no retry of a denied patch
+    fake.set_pod(|p| p["status"]["containerStatuses"][0]["state"] = json!({"terminated": {"exitCode": 0}}));
+    let (status, out, err) = sidecar.wait();
+    assert!(status.success(), "{status:?}\n{err}");
+    assert_eq!(out.iter().filter(|l| l.contains("\"accuracy\"")).count(), 2, "{out:?}");
+    assert_eq!(fake.count("PATCH", "/status", ""), 1, "no retry, no final flush once denied");
+    let denied: Vec<&str> = err.lines().filter(|l| l.contains("trials/status")).collect();
+    assert_eq!(denied.len(), 1, "{err}");
+    assert!(denied[0].contains("verb \"patch\"") && denied[0].contains("403"), "{}", denied[0]);
+    assert!(fake.trial().pointer("/status/observation").is_none(), "nothing written");
+}
+
+#[test]
+fn without_a_trial_the_sidecar_reports_to_prometheus_only_and_says_so_once() {
+    let fake = KubeFake::start(running_pod(json!({})), job(), trial());
+    let addr = free_addr();
+    let listen = addr.to_string();
+    let sidecar = Sidecar::start(&fake, &["--status-interval", "1s", "--listen", &listen], None);
+    fake.write_log(&["loss=0.9", "loss=0.4"]);
+    let line = scraped_latest(addr, "loss", "0.4");
+    assert!(line.contains("namespace=\"ns\"") && line.contains("pod=\"t1-abc\""), "{line}");
+    assert!(!line.contains("trial="), "no Trial, no trial label: {line}");
+    fake.set_pod(|p| p["status"]["containerStatuses"][0]["state"] = json!({"terminated": {"exitCode": 0}}));
+    let (status, out, err) = sidecar.wait();
+    assert!(status.success(), "{status:?}\n{err}");
+    assert!(out.iter().any(|l| l.starts_with("loss")), "the summary table: {out:?}");
+    assert_eq!(err.matches("no Katib Trial found").count(), 1, "{err}");
+    assert_eq!(fake.count("GET", "/trials/t1", ""), 0);
+    assert_eq!(fake.count("PATCH", "/status", ""), 0);
 }

@@ -127,6 +127,33 @@ async fn patches_the_requested_metrics_as_strings_with_merge_patch_once_per_inte
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_hour_of_ten_observations_a_second_costs_one_patch_per_interval() {
+    let (sink, mut handle) = sink(Duration::from_secs(5));
+    let (tx, rx) = watch::channel(snapshot(0, Phase::Starting, vec![]));
+    let task = sink.with_trial(Some(&trial())).spawn(rx);
+    let server = tokio::spawn(async move {
+        let mut patches = 0u64;
+        while let Some((req, send)) = handle.next_request().await {
+            assert_eq!(req.method(), Method::PATCH);
+            patches += 1;
+            respond(send, 200, &trial());
+        }
+        patches
+    });
+    let hour = 36_000u64;
+    for g in 1..=hour {
+        let accuracy = g as f64 / hour as f64;
+        tx.send_replace(snapshot(g, Phase::Reading, vec![metric("accuracy", &[accuracy])]));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tx.send_replace(snapshot(hour + 1, Phase::Ended, vec![metric("accuracy", &[1.0])]));
+    let sent = task.await.unwrap().unwrap();
+    assert_eq!(server.await.unwrap(), sent);
+    // Ticks at 5 s, 10 s, … 3595 s, then the end.
+    assert_eq!(sent, 720, "one patch per 5 s tick (719 within the hour) and the final one");
+}
+
+#[tokio::test(start_paused = true)]
 async fn conflict_rereads_the_trial_and_retries() {
     let (sink, mut handle) = sink(Duration::from_secs(5));
     let (_tx, rx) = watch::channel(snapshot(1, Phase::Ended, vec![metric("accuracy", &[0.8])]));
@@ -210,6 +237,57 @@ fn requested_metrics_come_from_the_objective_without_duplicates() {
     let t = json!({"spec": {"objective": {"objectiveMetricName": "acc", "additionalMetricNames": ["loss", "acc"]}}});
     assert_eq!(requested_metrics(&t), Some(vec!["acc".to_string(), "loss".to_string()]));
     assert_eq!(requested_metrics(&json!({"spec": {}})), None);
+}
+
+#[test]
+fn requested_metrics_include_every_name_in_metric_strategies() {
+    let t = json!({"spec": {"objective": {"objectiveMetricName": "acc", "additionalMetricNames": ["loss"],
+        "metricStrategies": [{"name": "acc", "value": "max"}, {"name": "val_loss", "value": "min"},
+                             {"name": "loss", "value": "latest"}]}}});
+    assert_eq!(requested_metrics(&t), Some(vec!["acc".into(), "loss".into(), "val_loss".into()]));
+}
+
+#[test]
+fn the_objective_strategy_comes_from_metric_strategies_else_the_objective_type() {
+    let objective = |o: Value| objective_strategy(&json!({"spec": {"objective": o}}));
+    let listed = json!({"type": "maximize", "objectiveMetricName": "acc",
+        "metricStrategies": [{"name": "loss", "value": "max"}, {"name": "acc", "value": "latest"}]});
+    assert_eq!(objective(listed), Some(("acc".into(), Strategy::Latest)));
+    assert_eq!(
+        objective(json!({"type": "minimize", "objectiveMetricName": "loss"})),
+        Some(("loss".into(), Strategy::Min))
+    );
+    assert_eq!(
+        objective(json!({"type": "maximize", "objectiveMetricName": "acc"})),
+        Some(("acc".into(), Strategy::Max))
+    );
+    assert_eq!(objective(json!({"objectiveMetricName": "acc"})), Some(("acc".into(), Strategy::Latest)));
+    assert_eq!(objective(json!({"type": "maximize"})), None);
+    let m = metric("acc", &[0.5, 0.9, 0.7]);
+    let picked: Vec<_> = [Strategy::Min, Strategy::Max, Strategy::Latest].map(|s| s.pick(&m)).into();
+    assert_eq!(picked, [Some("0.5"), Some("0.9"), Some("0.7")]);
+    assert_eq!(Strategy::Latest.pick(&metric("acc", &[])), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_trial_read_by_the_caller_is_not_read_again_and_its_strategies_are_written() {
+    let (sink, mut handle) = sink(Duration::from_secs(5));
+    let mut t = trial();
+    t["spec"]["objective"]["metricStrategies"] = json!([{"name": "accuracy", "value": "max"},
+        {"name": "val_loss", "value": "min"}]);
+    let (_tx, rx) = watch::channel(snapshot(1, Phase::Ended, vec![metric("val_loss", &[0.3, 0.2])]));
+    let task = sink.with_trial(Some(&t)).spawn(rx);
+    let (body, send) = expect_patch(&mut handle).await;
+    let names: Vec<&str> = body["status"]["observation"]["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["accuracy", "loss", "val_loss"]);
+    assert_eq!(body["status"]["observation"]["metrics"][2]["min"], "0.2");
+    respond(send, 200, &t);
+    assert_eq!(task.await.unwrap().unwrap(), 1);
 }
 
 #[test]

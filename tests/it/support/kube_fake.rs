@@ -5,7 +5,10 @@
 //! test drives by replacing the pod; the pod log with `follow=true&timestamps=true` (RFC 3339 nanosecond
 //! prefixes, `sinceTime` rounded down to the second as the API server does) that the test writes lines into
 //! and can cut to force a reconnect; and merge patches on `trials/<name>/status`, applied to the stored Trial
-//! with a new `resourceVersion` each time, with error codes the test queues. Every request is counted.
+//! with a new `resourceVersion` each time, with error codes the test queues. Every request is counted, and every
+//! status patch body is checked against Katib's status shape (katib/CONTRACT §7: `status.observation.metrics`
+//! a list of `{name, latest, min, max}`, all strings, names unique): a body that breaks it is answered 422, as
+//! a validating API server would, and kept for the test to see.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -47,6 +50,8 @@ struct State {
     patch_errors: VecDeque<u16>,
     /// The Trial's status after each successful patch.
     statuses: Vec<Value>,
+    /// Status patch bodies that broke Katib's shape, with what was wrong.
+    misshapen: Vec<String>,
     requests: Vec<Seen>,
 }
 
@@ -103,6 +108,27 @@ fn query_param(query: &str, key: &str) -> Option<String> {
         let (k, v) = kv.split_once('=')?;
         (k == key).then(|| v.replace("%3A", ":").replace("%3D", "=").replace("%2B", "+"))
     })
+}
+
+/// What is wrong with a status patch body, checked against Katib's shape.
+fn katib_shape_error(patch: &Value) -> Option<String> {
+    let Some(list) = patch.pointer("/status/observation/metrics").and_then(Value::as_array) else {
+        return Some(format!("no status.observation.metrics list in {patch}"));
+    };
+    let mut names = Vec::new();
+    for m in list {
+        let fields = m.as_object().map(|o| o.keys().map(String::as_str).collect::<Vec<_>>()).unwrap_or_default();
+        let mut sorted = fields.clone();
+        sorted.sort_unstable();
+        if sorted != ["latest", "max", "min", "name"] || fields.iter().any(|k| !m[*k].is_string()) {
+            return Some(format!("{m} is not {{name, latest, min, max}} of strings"));
+        }
+        if names.contains(&&m["name"]) {
+            return Some(format!("{} listed twice", m["name"]));
+        }
+        names.push(&m["name"]);
+    }
+    None
 }
 
 fn container_terminated(pod: &Value, container: &str) -> bool {
@@ -196,6 +222,16 @@ impl KubeFake {
         self.state.lock().unwrap().trial.clone()
     }
 
+    /// The Trial's stored status after each successful patch, in order.
+    pub fn statuses(&self) -> Vec<Value> {
+        self.state.lock().unwrap().statuses.clone()
+    }
+
+    /// The status patch bodies that broke Katib's shape (each answered 422).
+    pub fn misshapen_patches(&self) -> Vec<String> {
+        self.state.lock().unwrap().misshapen.clone()
+    }
+
     /// The requests so far.
     pub fn requests(&self) -> Vec<Seen> {
         self.state.lock().unwrap().requests.clone()
@@ -245,6 +281,10 @@ async fn handle(req: Request<Incoming>, state: Arc<Mutex<State>>, changed: Arc<N
             let mut s = state.lock().unwrap();
             if let Some(code) = s.patch_errors.pop_front() {
                 return json_response(code, &status(code, "Injected"));
+            }
+            if let Some(wrong) = katib_shape_error(&patch) {
+                s.misshapen.push(wrong);
+                return json_response(422, &status(422, "Invalid"));
             }
             // Only the status subresource is patched: anything else in the body is ignored, as the API server does.
             let mut trial = s.trial.clone();
