@@ -705,6 +705,19 @@ fn the_mutating_webhook_sees_opted_in_and_katib_trial_pods_once_and_never_its_ow
 }
 
 #[test]
+fn a_trial_that_already_runs_trialtail_as_katib_custom_collector_is_not_injected_again() {
+    let docs = documents();
+    let hooks = one!(docs, MutatingWebhookConfiguration).webhooks.clone().unwrap();
+    let experiment = one!(docs, Experiment, |file: &str| file.starts_with("examples/"));
+    assert!(experiment.spec.metrics_collector_spec.collector.custom_collector.is_some());
+    let template = &experiment.spec.trial_template.trial_spec.spec.as_ref().unwrap().template;
+    let mut pod = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    // Katib labels every trial pod with its trial.
+    pod.insert("katib.kubeflow.org/trial".into(), "mnist-lr-abc".into());
+    assert!(hooks_for(&hooks, "kubeflow-user", &pod).is_empty(), "{pod:?}");
+}
+
+#[test]
 fn the_podmonitor_scrapes_injected_pods_in_every_namespace_on_the_sidecar_port() {
     let docs = documents();
     let monitor = &one!(docs, PodMonitor).spec;
