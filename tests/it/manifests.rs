@@ -549,6 +549,36 @@ fn the_kustomization_lists_exactly_the_install_files() {
 }
 
 #[test]
+fn kustomize_renders_the_install_with_the_common_labels_and_the_selectors_unchanged() {
+    // kustomize itself, through kubectl, when it is installed (CI does not install it).
+    let rendered = match Command::new("kubectl").arg("kustomize").arg(manifests_dir()).output() {
+        Ok(out) if out.status.success() => String::from_utf8(out.stdout).unwrap(),
+        Ok(out) => panic!("kubectl kustomize manifests/: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => {
+            eprintln!("skipped: no kubectl ({e})");
+            return;
+        }
+    };
+    let values: Vec<Value> = serde_saphyr::from_multiple(&rendered).unwrap();
+    let rendered: Vec<Doc> = values
+        .iter()
+        .map(|v| Doc { file: "kubectl-kustomize.yaml".into(), object: typed("kubectl kustomize", v) })
+        .collect();
+    let docs = documents();
+    let installed = docs.iter().filter(|d| in_install(&d.file) && d.file != "kustomization.yaml").count();
+    assert_eq!(rendered.len(), installed, "every object of the install, once");
+    let anywhere = |_: &str| true;
+    let deployment = one!(rendered, Deployment, anywhere);
+    assert_eq!(deployment.spec.selector, one!(docs, Deployment).spec.selector, "selectors as written");
+    assert_eq!(pod_labels(deployment), pod_labels(one!(docs, Deployment)), "pod labels as written");
+    let monitor = one!(rendered, PodMonitor, anywhere);
+    assert_eq!(monitor.spec.selector, one!(docs, PodMonitor).spec.selector);
+    for meta in [&deployment.metadata, &monitor.metadata, &one!(rendered, Namespace, anywhere).metadata] {
+        assert_eq!(meta.labels.as_ref().unwrap()["app.kubernetes.io/name"], "trialtail", "{:?}", meta.name);
+    }
+}
+
+#[test]
 fn the_webhook_objects_refer_to_each_other() {
     let docs = documents();
     let deployment = one!(docs, Deployment);
