@@ -59,7 +59,8 @@ trialtail run --follow --output json /var/log/train.log\n  \
 trialtail run --output-file metrics.json --output json -- python -u train.py --lr 0.1\n  \
 trialtail run --preset keras --metrics loss,val_loss train.log\n  \
 trialtail run --metric accuracy='Accuracy at step (?P<step>\\d+): (?P<value>\\S+)' train.log\n  \
-python train.py 2>&1 | trialtail run --output json - | jq .value";
+python train.py 2>&1 | trialtail run --output json - | jq .value\n  \
+trialtail run --source pod-log --listen :9478 --check-config";
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -139,6 +140,16 @@ pub struct RunArgs {
     /// value is not a finite number (see `raw`), `step` and `timestamp` are null when the line had none.
     #[arg(long, value_enum, default_value_t = Output::Table, env = "TRIALTAIL_OUTPUT", help_heading = "Output")]
     pub output: Output,
+
+    /// Validate the flags, print the effective configuration and exit, without reading anything
+    ///
+    /// Every flag is parsed and checked exactly as for a real run, then a short summary (source, rules and
+    /// metrics, outputs, Prometheus endpoint, Pushgateway, labels) is printed on stdout and trialtail exits 0.
+    /// No log is opened, no command started, no output file created, no address bound, nothing contacted (with
+    /// --source pod-log, no Kubernetes API either). Invalid flags exit 2 with one line naming the flag, as usual.
+    /// For checking a manifest's `args` before deploying it.
+    #[arg(long, env = "TRIALTAIL_CHECK_CONFIG", help_heading = "Output")]
+    pub check_config: bool,
 
     /// Print counters (bytes, lines, opens, rotations, truncations, throughput, memory) to stderr at the end
     #[arg(long, env = "TRIALTAIL_STATS", help_heading = "Output")]

@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Run(args) => {
+            let check_only = args.check_config;
             let cfg = match RunConfig::try_from(*args) {
                 Ok(cfg) => cfg,
                 Err(e) => {
@@ -45,6 +46,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(USAGE);
                 }
             };
+            if check_only {
+                print!("{}", cfg.summary());
+                return ExitCode::SUCCESS;
+            }
             match trialtail::run::run(cfg) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
