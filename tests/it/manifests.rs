@@ -26,6 +26,8 @@ use serde_json::Value;
 
 use crate::root;
 
+/// Where the webhook Deployment mounts its serving certificate's Secret.
+const TLS_MOUNT: &str = "/etc/trialtail/tls";
 /// The namespace the kustomization installs into.
 const NAMESPACE: &str = "trialtail-system";
 /// The name the webhook gives the injected sidecar's Prometheus port.
@@ -633,6 +635,7 @@ fn the_webhook_objects_refer_to_each_other() {
         .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(&certificate.spec.secret_name))
         .expect("a volume of the certificate's Secret");
     let mount = container.volume_mounts.iter().flatten().find(|m| m.name == volume.name).expect("mounted");
+    assert_eq!(mount.mount_path, TLS_MOUNT);
     for flag in ["--tls-cert", "--tls-key"] {
         assert!(flag_value(args, flag).starts_with(&format!("{}/", mount.mount_path)), "{flag} in the Secret");
     }
@@ -686,8 +689,18 @@ fn the_webhook_pods_run_restricted_and_spread_over_nodes() {
 }
 
 /// The webhook entries `labels` in namespace `namespace` is sent to.
-fn hooks_for<'a>(hooks: &'a [MutatingWebhook], namespace: &str, pod: &BTreeMap<String, String>) -> Vec<&'a str> {
-    let ns = labels(&[("kubernetes.io/metadata.name", namespace)]);
+/// The webhooks the API server calls for a pod with labels `pod` in `namespace`, labelled
+/// `trialtail.io/injection: enabled` when `enabled`.
+fn hooks_for<'a>(
+    hooks: &'a [MutatingWebhook],
+    namespace: &str,
+    enabled: bool,
+    pod: &BTreeMap<String, String>,
+) -> Vec<&'a str> {
+    let mut ns = labels(&[("kubernetes.io/metadata.name", namespace)]);
+    if enabled {
+        ns.insert("trialtail.io/injection".into(), "enabled".into());
+    }
     hooks
         .iter()
         .filter(|h| h.namespace_selector.as_ref().is_none_or(|s| selects(s, &ns)))
@@ -723,14 +736,17 @@ fn the_mutating_webhook_sees_opted_in_and_katib_trial_pods_once_and_never_its_ow
     let trial_opted_in = labels(&[("katib.kubeflow.org/trial", "t1"), ("trialtail.io/inject", "true")]);
     let trial_opted_out = labels(&[("katib.kubeflow.org/trial", "t1"), ("trialtail.io/inject", "false")]);
     let other = labels(&[("app", "web"), ("trialtail.io/inject", "yes")]);
-    assert_eq!(hooks_for(&hooks, "kubeflow", &opted_in), ["inject.trialtail.io"]);
-    assert_eq!(hooks_for(&hooks, "kubeflow", &trial), ["katib-trials.trialtail.io"]);
-    assert_eq!(hooks_for(&hooks, "kubeflow", &trial_opted_in), ["inject.trialtail.io"], "sent once");
-    assert!(hooks_for(&hooks, "kubeflow", &trial_opted_out).is_empty());
-    assert!(hooks_for(&hooks, "kubeflow", &other).is_empty());
+    assert_eq!(hooks_for(&hooks, "kubeflow", true, &opted_in), ["inject.trialtail.io"]);
+    assert_eq!(hooks_for(&hooks, "kubeflow", true, &trial), ["katib-trials.trialtail.io"]);
+    assert_eq!(hooks_for(&hooks, "kubeflow", true, &trial_opted_in), ["inject.trialtail.io"], "sent once");
+    assert!(hooks_for(&hooks, "kubeflow", true, &trial_opted_out).is_empty());
+    assert!(hooks_for(&hooks, "kubeflow", true, &other).is_empty());
+    // Only in namespaces the operator enabled, and never in its own, enabled or not.
+    assert!(hooks_for(&hooks, "kubeflow", false, &opted_in).is_empty());
+    assert!(hooks_for(&hooks, "kubeflow", false, &trial).is_empty());
     for own in ["kube-system", NAMESPACE] {
-        assert!(hooks_for(&hooks, own, &opted_in).is_empty(), "{own}");
-        assert!(hooks_for(&hooks, own, &trial).is_empty(), "{own}");
+        assert!(hooks_for(&hooks, own, true, &opted_in).is_empty(), "{own}");
+        assert!(hooks_for(&hooks, own, true, &trial).is_empty(), "{own}");
     }
 }
 
@@ -744,7 +760,7 @@ fn a_trial_that_already_runs_trialtail_as_katib_custom_collector_is_not_injected
     let mut pod = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
     // Katib labels every trial pod with its trial.
     pod.insert("katib.kubeflow.org/trial".into(), "mnist-lr-abc".into());
-    assert!(hooks_for(&hooks, "kubeflow-user", &pod).is_empty(), "{pod:?}");
+    assert!(hooks_for(&hooks, "kubeflow-user", true, &pod).is_empty(), "{pod:?}");
 }
 
 #[test]
@@ -877,9 +893,28 @@ fn every_sidecar_args_list_in_the_manifests_passes_check_config() {
 
 #[test]
 fn the_webhook_deployment_args_pass_check_config() {
-    let found: Vec<Invocation> =
+    let mut found: Vec<Invocation> =
         invocations().into_iter().filter(|i| i.args.first().is_some_and(|a| a == "webhook")).collect();
     assert_eq!(found.len(), 1, "the Deployment's container");
+    // The certificate the args name is where the Deployment mounts cert-manager's Secret; `--check-config`
+    // loads it, so a certificate and its key stand in at that place.
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["trialtail-webhook.trialtail-system.svc".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(dir.path().join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("tls.key"), key.serialize_pem()).unwrap();
+    let mounted = format!("{TLS_MOUNT}/");
+    let mut moved = 0;
+    for arg in &mut found[0].args {
+        if let Some(file) = arg.strip_prefix(&mounted) {
+            *arg = dir.path().join(file).display().to_string();
+            moved += 1;
+        }
+    }
+    assert_eq!(moved, 2, "--tls-cert and --tls-key under {TLS_MOUNT}: {:?}", found[0].args);
     let failures = check_configs(&found);
     assert!(failures.is_empty(), "{failures:#?}");
 }
