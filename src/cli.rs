@@ -9,13 +9,14 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::rules::{Format, Preset};
+use crate::webhook::mutate;
 
 /// trialtail: turn training logs into metrics for Prometheus and Kubeflow Katib.
 #[derive(Debug, Parser)]
 #[command(name = "trialtail", version, propagate_version = true, max_term_width = 110)]
 #[command(long_about = "trialtail reads training logs and turns lines such as `Accuracy at step 120: 0.9134` or \
 `loss=0.2351` into observations: per metric a count, the latest value, the min, the max and the last step.\n\n\
-Start with `trialtail run train.log`; `trialtail run --help` lists the rules it understands.\n\nStarted with Katib's collector arguments (`trialtail -t <trial> -m <metrics> -s-db <host:port> -path <file> ...`, or `trialtail katib ...`), trialtail is a drop-in replacement for Katib's file metrics collector; `trialtail katib -h` lists those flags and the exit codes.")]
+Start with `trialtail run train.log`; `trialtail run --help` lists the rules it understands. `trialtail webhook` injects trialtail into training pods as a native sidecar.\n\nStarted with Katib's collector arguments (`trialtail -t <trial> -m <metrics> -s-db <host:port> -path <file> ...`, or `trialtail katib ...`), trialtail is a drop-in replacement for Katib's file metrics collector; `trialtail katib -h` lists those flags and the exit codes.")]
 pub struct Cli {
     /// Log level of trialtail's own diagnostics on stderr
     ///
@@ -36,6 +37,9 @@ pub enum Command {
     /// Draw the curves of a training log's metrics as SVG or PNG
     #[command(long_about = PLOT_ABOUT)]
     Plot(PlotArgs),
+    /// Serve the admission webhook that injects trialtail into training pods as a sidecar
+    #[command(long_about = WEBHOOK_ABOUT)]
+    Webhook(Box<WebhookArgs>),
 }
 
 const RUN_ABOUT: &str = "Read a training log and report the metrics in it.\n\n\
@@ -55,7 +59,8 @@ trialtail run --follow --output json /var/log/train.log\n  \
 trialtail run --output-file metrics.json --output json -- python -u train.py --lr 0.1\n  \
 trialtail run --preset keras --metrics loss,val_loss train.log\n  \
 trialtail run --metric accuracy='Accuracy at step (?P<step>\\d+): (?P<value>\\S+)' train.log\n  \
-python train.py 2>&1 | trialtail run --output json - | jq .value";
+python train.py 2>&1 | trialtail run --output json - | jq .value\n  \
+trialtail run --source pod-log --listen :9478 --check-config";
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -135,6 +140,16 @@ pub struct RunArgs {
     /// value is not a finite number (see `raw`), `step` and `timestamp` are null when the line had none.
     #[arg(long, value_enum, default_value_t = Output::Table, env = "TRIALTAIL_OUTPUT", help_heading = "Output")]
     pub output: Output,
+
+    /// Validate the flags, print the effective configuration and exit, without reading anything
+    ///
+    /// Every flag is parsed and checked exactly as for a real run, then a short summary (source, rules and
+    /// metrics, outputs, Prometheus endpoint, Pushgateway, labels) is printed on stdout and trialtail exits 0.
+    /// No log is opened, no command started, no output file created, no address bound, nothing contacted (with
+    /// --source pod-log, no Kubernetes API either). Invalid flags exit 2 with one line naming the flag, as usual.
+    /// For checking a manifest's `args` before deploying it.
+    #[arg(long, env = "TRIALTAIL_CHECK_CONFIG", help_heading = "Output")]
+    pub check_config: bool,
 
     /// Print counters (bytes, lines, opens, rotations, truncations, throughput, memory) to stderr at the end
     #[arg(long, env = "TRIALTAIL_STATS", help_heading = "Output")]
@@ -443,3 +458,176 @@ pub struct PlotArgs {
     #[command(flatten)]
     pub rules: RuleArgs,
 }
+
+const WEBHOOK_ABOUT: &str = "Serve the admission webhook that injects trialtail into training pods as a sidecar.\n\n\
+An HTTPS server (the certificate and key from --tls-cert and --tls-key, reloaded when they change) answering \
+Kubernetes AdmissionReview v1 requests for pod CREATE on POST /mutate. A pod is mutated when it has the label \
+`trialtail.io/inject: \"true\"` or is a Katib trial pod (label `katib.kubeflow.org/trial`), is in a --namespace \
+(any namespace when none is given), has no container named `trialtail` yet, and does not opt out with the label \
+or annotation `trialtail.io/inject: \"false\"`.\n\n\
+The sidecar runs `trialtail run --source pod-log --listen :9478` as a native sidecar (an init container with \
+restartPolicy Always; a regular container with --no-native-sidecar), with POD_NAME and POD_NAMESPACE from the \
+downward API, a restricted securityContext, the port `trialtail-prom` (9478), a readiness probe on /readyz, the \
+label `trialtail.io/injected: \"true\"` and the prometheus.io/scrape, port and path annotations (those the pod \
+sets are kept). The pod's annotations choose the rules:\n  \
+trialtail.io/metrics     metric names, comma-separated (--metrics)\n  \
+trialtail.io/preset      preset names, comma-separated (--preset)\n  \
+trialtail.io/filters     filter regexes, one per line, each trimmed (--filter each)\n  \
+trialtail.io/container   the container whose log is read (default: a Katib trial's primary container, else \
+the pod's first container)\n\
+They are checked with trialtail's own parser; a pod whose annotations do not parse is admitted unchanged, with a \
+warning naming the annotation: the webhook never stops a pod from starting.\n\n\
+/healthz, /readyz and /metrics (requests, mutations, errors, latency) are served over plain HTTP on \
+--metrics-listen. SIGTERM or SIGINT stops accepting, lets the requests in flight finish (at most \
+--shutdown-grace) and exits 0. --check-config validates every flag, the certificate and the key, and exits.\n\n\
+Example:\n  \
+trialtail webhook --tls-cert /etc/trialtail/tls/tls.crt --tls-key /etc/trialtail/tls/tls.key\n  \
+trialtail webhook --check-config --tls-cert tls.crt --tls-key tls.key --namespace kubeflow-user";
+
+/// `trialtail webhook`.
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// Serve the webhook over HTTPS on this address
+    ///
+    /// HOST:PORT, [IPV6]:PORT, or :PORT for every interface. The API server calls POST /mutate on it (through
+    /// the webhook's Service).
+    #[arg(long, value_name = "ADDR", default_value = ":8443", env = "TRIALTAIL_LISTEN", help_heading = "Server")]
+    pub listen: String,
+
+    /// The TLS certificate chain, PEM (the server's certificate first)
+    ///
+    /// Reloaded when it changes: its directory is watched (Kubernetes secret volumes swap a `..data` symlink),
+    /// and checked every 30s besides. A new pair that does not load (half written, key not matching) is ignored
+    /// and the previous one kept, with a warning.
+    #[arg(long, value_name = "PATH", env = "TRIALTAIL_TLS_CERT", help_heading = "Server")]
+    pub tls_cert: PathBuf,
+
+    /// The TLS private key, PEM (PKCS#8, PKCS#1 or SEC1), matching --tls-cert
+    ///
+    /// Reloaded with the certificate.
+    #[arg(long, value_name = "PATH", env = "TRIALTAIL_TLS_KEY", help_heading = "Server")]
+    pub tls_key: PathBuf,
+
+    /// Serve /healthz, /readyz and /metrics over plain HTTP on this address
+    ///
+    /// HOST:PORT, [IPV6]:PORT, or :PORT. /metrics counts requests, mutations and errors, and the latency of
+    /// reviews, in the Prometheus text format.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = ":9479",
+        env = "TRIALTAIL_METRICS_LISTEN",
+        help_heading = "Server"
+    )]
+    pub metrics_listen: String,
+
+    /// Refuse request bodies larger than this with 413
+    ///
+    /// Bytes, with an optional K, KiB, M or MiB suffix (powers of 1024). Range 1 KiB to 64 MiB; default 4 MiB
+    /// (a pod is at most about 1.5 MiB in etcd).
+    #[arg(
+        long,
+        value_name = "SIZE",
+        default_value = "4MiB",
+        env = "TRIALTAIL_MAX_BODY_BYTES",
+        help_heading = "Server"
+    )]
+    pub max_body_bytes: String,
+
+    /// Time allowed for requests in flight after SIGTERM/SIGINT
+    ///
+    /// A duration such as 5s or 500ms; default 10s. New connections are refused at once.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        env = "TRIALTAIL_SHUTDOWN_GRACE",
+        help_heading = "Server"
+    )]
+    pub shutdown_grace: String,
+
+    /// Validate every flag, the certificate and the key, then exit without serving
+    ///
+    /// Exits 0 when all is well, else 2 with one line naming the bad flag and value.
+    #[arg(long, env = "TRIALTAIL_CHECK_CONFIG", help_heading = "Server")]
+    pub check_config: bool,
+
+    /// The sidecar's image
+    ///
+    /// Default: this binary's version on ghcr.io.
+    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_IMAGE, env = "TRIALTAIL_IMAGE", help_heading = "Sidecar")]
+    pub image: String,
+
+    /// Only mutate pods in this namespace; repeatable or comma-separated
+    ///
+    /// Default: every namespace the MutatingWebhookConfiguration sends (its namespaceSelector decides).
+    #[arg(
+        long = "namespace",
+        value_name = "NS",
+        value_delimiter = ',',
+        env = "TRIALTAIL_NAMESPACE",
+        help_heading = "Sidecar"
+    )]
+    pub namespaces: Vec<String>,
+
+    /// Inject a regular container instead of a native sidecar (for Kubernetes before 1.29)
+    ///
+    /// By default trialtail is added to initContainers with restartPolicy Always, which Kubernetes starts
+    /// before and stops after the training containers. As a regular container it exits by itself once the
+    /// training container terminated.
+    #[arg(long, env = "TRIALTAIL_NO_NATIVE_SIDECAR", help_heading = "Sidecar")]
+    pub no_native_sidecar: bool,
+
+    /// The sidecar's CPU request, a Kubernetes quantity
+    ///
+    /// Cores (0.5) or millicores (50m). Following a log costs a few millicores; the limit bounds the bursts
+    /// of a very chatty log.
+    #[arg(
+        long,
+        value_name = "QUANTITY",
+        default_value = mutate::DEFAULT_CPU_REQUEST,
+        env = "TRIALTAIL_CPU_REQUEST",
+        help_heading = "Sidecar"
+    )]
+    pub cpu_request: String,
+
+    /// The sidecar's memory request, a Kubernetes quantity
+    ///
+    /// Bytes with a binary (16Mi) or decimal (16M) suffix. trialtail's memory is bounded by --max-line-bytes and
+    /// --max-metrics, not by the log's size.
+    #[arg(
+        long,
+        value_name = "QUANTITY",
+        default_value = mutate::DEFAULT_MEMORY_REQUEST,
+        env = "TRIALTAIL_MEMORY_REQUEST",
+        help_heading = "Sidecar"
+    )]
+    pub memory_request: String,
+
+    /// The sidecar's CPU limit, a Kubernetes quantity
+    ///
+    /// Cores (0.5) or millicores (500m).
+    #[arg(
+        long,
+        value_name = "QUANTITY",
+        default_value = mutate::DEFAULT_CPU_LIMIT,
+        env = "TRIALTAIL_CPU_LIMIT",
+        help_heading = "Sidecar"
+    )]
+    pub cpu_limit: String,
+
+    /// The sidecar's memory limit, a Kubernetes quantity
+    ///
+    /// Bytes with a binary (100Mi) or decimal (100M) suffix.
+    #[arg(
+        long,
+        value_name = "QUANTITY",
+        default_value = mutate::DEFAULT_MEMORY_LIMIT,
+        env = "TRIALTAIL_MEMORY_LIMIT",
+        help_heading = "Sidecar"
+    )]
+    pub memory_limit: String,
+}
+
+/// The sidecar image of this version.
+pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/trialtail/trialtail:", env!("CARGO_PKG_VERSION"));

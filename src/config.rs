@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cli::{ExportArgs, Output, RuleArgs, RunArgs, SourceKind};
 use crate::export::ExportConfig;
-use crate::rules::{RuleError, RuleSpec, Rules, Semantics};
+use crate::rules::{Format, RuleError, RuleSpec, Rules, Semantics};
 use crate::sink::prometheus::Labels;
 use crate::sink::pushgateway::{PushError, PushTarget};
 
@@ -85,6 +85,8 @@ pub struct RunConfig {
     pub live: bool,
     /// The compiled rules.
     pub rules: Rules,
+    /// The rules as given (empty: the default presets).
+    pub specs: Vec<RuleSpec>,
     /// Katib's objective (the first metric name) in Katib semantics.
     pub objective: Option<String>,
     /// Line length limit.
@@ -121,6 +123,8 @@ pub fn split_names(values: &[String]) -> Vec<String> {
 pub struct RuleConfig {
     /// The compiled rules.
     pub rules: Rules,
+    /// The rules as given (empty: the default presets).
+    pub specs: Vec<RuleSpec>,
     /// Katib's objective (the first metric name) in Katib semantics.
     pub objective: Option<String>,
     /// Line length limit.
@@ -172,11 +176,105 @@ impl TryFrom<RunArgs> for RunConfig {
             progress: !a.no_progress && !a.quiet,
             live: a.live,
             rules: r.rules,
+            specs: r.specs,
             objective: r.objective,
             max_line_bytes: r.max_line_bytes,
             max_metrics: r.max_metrics,
             export: ExportConfig::from_args(a.export, |k| std::env::var(k).ok())?,
         })
+    }
+}
+
+impl RunConfig {
+    /// The effective configuration in a few aligned lines, as `--check-config` prints it: what a run would read,
+    /// how it would parse it and where the results would go. Looks at nothing outside the configuration.
+    pub fn summary(&self) -> String {
+        let source = match &self.source {
+            Source::File(path) => format!("file {}", path.display()),
+            Source::Stdin => "standard input".to_string(),
+            Source::Follow { path, from_end } => {
+                let start = if *from_end { ", from its end" } else { "" };
+                let idle = self.until_idle.map(|d| format!(", until {d:?} idle")).unwrap_or_default();
+                format!("file {} followed{start}{idle}", path.display())
+            }
+            Source::Command(argv) => {
+                let words: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
+                format!("command {}", words.join(" "))
+            }
+            Source::PodLog { container, trial_status } => {
+                let container = container.as_deref().unwrap_or("the Trial's primary container");
+                let status = if *trial_status {
+                    format!("Trial status every {:?}", self.status_interval)
+                } else {
+                    "no Trial status".to_string()
+                };
+                format!("pod-log, container {container}, {status}")
+            }
+        };
+        let katib = self.rules.semantics() == Semantics::Katib;
+        let mut rules: Vec<String> = self
+            .specs
+            .iter()
+            .map(|spec| match spec {
+                RuleSpec::Filter(f) => format!("filter {f:?}"),
+                RuleSpec::Metric { name, regex } => format!("metric {name}={regex:?}"),
+                RuleSpec::Preset(p) => format!("preset {}", p.name()),
+            })
+            .collect();
+        if rules.is_empty() {
+            rules.push(if katib { "Katib's default filter".into() } else { "presets katib, tf-step (default)".into() });
+        }
+        if self.rules.format() == Format::Json {
+            rules.push("JSON lines".into());
+        }
+        if katib {
+            rules.push("Katib semantics".into());
+        }
+        let metrics = match self.rules.names() {
+            Some(names) => {
+                let names: Vec<_> = names.map(String::from_utf8_lossy).collect();
+                format!("{} (at most {})", names.join(", "), self.max_metrics)
+            }
+            None => format!("every captured name (at most {})", self.max_metrics),
+        };
+        let kind = match (&self.objective, self.output) {
+            (Some(objective), _) => format!("Katib report (objective {objective}) as {}", output_name(self.output)),
+            (None, output) => output_name(output).to_string(),
+        };
+        let dest = match (&self.output_file, &self.source) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Source::Command(_)) => "stderr".to_string(),
+            (None, _) => "stdout".to_string(),
+        };
+        let export = &self.export;
+        let listen = match export.listen {
+            Some(addr) => format!("{addr}, /metrics /healthz /readyz, linger {:?}", export.linger),
+            None => "off".to_string(),
+        };
+        let push = match (&export.pushgateway, export.push_interval) {
+            (None, _) => "off".to_string(),
+            (Some(t), None) => format!("http://{}{}, at the end", t.authority, t.prefix),
+            (Some(t), Some(every)) => format!("http://{}{}, every {every:?} and at the end", t.authority, t.prefix),
+        };
+        let labels: Vec<String> = export.labels.pairs().map(|(k, v)| format!("{k}={v}")).collect();
+        let rows = [
+            ("source", source),
+            ("rules", rules.join("; ")),
+            ("metrics", metrics),
+            ("lines", format!("cut at {} bytes", self.max_line_bytes)),
+            ("output", format!("{kind} to {dest}")),
+            ("listen", listen),
+            ("pushgateway", push),
+            ("labels", if labels.is_empty() { "none".to_string() } else { labels.join(" ") }),
+        ];
+        rows.iter().map(|(k, v)| format!("{k}:{:pad$}{v}\n", "", pad = 12 - k.len())).collect()
+    }
+}
+
+fn output_name(output: Output) -> &'static str {
+    match output {
+        Output::Table => "table",
+        Output::Json => "json",
     }
 }
 
@@ -211,7 +309,7 @@ impl TryFrom<RuleArgs> for RuleConfig {
         let semantics = if a.katib_semantics { Semantics::Katib } else { Semantics::Native };
         let rules = Rules::new(&specs, &names, semantics, a.format)?;
         let objective = (semantics == Semantics::Katib).then(|| names[0].clone());
-        Ok(RuleConfig { rules, objective, max_line_bytes, max_metrics: a.max_metrics })
+        Ok(RuleConfig { rules, specs, objective, max_line_bytes, max_metrics: a.max_metrics })
     }
 }
 

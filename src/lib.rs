@@ -6,7 +6,8 @@
 //! wires a configuration to its source and sinks. [`server`] serves `/metrics` from published [`state`]
 //! snapshots; [`export`] starts it (and the Pushgateway sink) for a run and ends it. [`plot`] draws a log's
 //! curves; [`progress`] and [`live`] show a run's progress on a terminal. [`dropin`] is the Katib drop-in mode
-//! ([`katib_args`], [`wait`], [`early_stop`], [`sink::katib_db`]).
+//! ([`katib_args`], [`wait`], [`early_stop`], [`sink::katib_db`]). [`webhook`] is the admission webhook that
+//! injects the native sidecar ([`sidecar`]) into training pods.
 
 pub mod aggregate;
 pub mod cli;
@@ -33,3 +34,4 @@ pub mod state;
 pub mod stop;
 pub mod value;
 pub mod wait;
+pub mod webhook;

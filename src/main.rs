@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Run(args) => {
+            let check_only = args.check_config;
             let cfg = match RunConfig::try_from(*args) {
                 Ok(cfg) => cfg,
                 Err(e) => {
@@ -45,8 +46,23 @@ fn main() -> ExitCode {
                     return ExitCode::from(USAGE);
                 }
             };
+            if check_only {
+                print!("{}", cfg.summary());
+                return ExitCode::SUCCESS;
+            }
             match trialtail::run::run(cfg) {
                 Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    let code = e.exit_code();
+                    eprintln!("trialtail: {:#}", anyhow::Error::from(e));
+                    ExitCode::from(code)
+                }
+            }
+        }
+        Command::Webhook(args) => {
+            let result = trialtail::webhook::WebhookConfig::try_from(*args).and_then(trialtail::webhook::run);
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     let code = e.exit_code();
                     eprintln!("trialtail: {:#}", anyhow::Error::from(e));

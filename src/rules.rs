@@ -415,6 +415,11 @@ impl Rules {
         self.semantics
     }
 
+    /// How lines are encoded.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
     /// The wanted names, in order, when given.
     pub fn names(&self) -> Option<impl Iterator<Item = &[u8]>> {
         self.names.as_ref().map(|n| n.list.iter().map(|b| &**b))

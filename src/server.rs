@@ -26,7 +26,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -123,12 +124,36 @@ impl ServerHandle {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+    let on_error = {
+        let shared = shared.clone();
+        move |kind: &'static str| shared.exposition.sinks().error(SINK, kind)
+    };
+    accept_until(listener, MAX_CONNECTIONS, shutdown, on_error, move |stream, stop| {
+        let shared = shared.clone();
+        serve_http1(stream, move |req| std::future::ready(handle(&req, &shared)), stop)
+    })
+    .await;
+}
+
+/// Accepts connections until `stop` fires, at most `max` at a time (more are closed at once and reported to
+/// `on_error` as `connection_limit`; a failed accept as `accept`), hands each to `serve` with its own view of
+/// `stop`, then waits for the connections to end.
+pub async fn accept_until<F, Fut>(
+    listener: TcpListener,
+    max: usize,
+    mut stop: watch::Receiver<bool>,
+    on_error: impl Fn(&'static str),
+    serve: F,
+) where
+    F: Fn(TcpStream, watch::Receiver<bool>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let limit = Arc::new(Semaphore::new(max));
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
-            _ = shutdown.changed() => break,
+            _ = stop.changed() => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => {
                 let stream = match accepted {
@@ -136,43 +161,53 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: w
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(error = %e, "accepting a connection failed");
-                        shared.exposition.sinks().error(SINK, "accept");
+                        on_error("accept");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
                 let Ok(permit) = limit.clone().try_acquire_owned() else {
                     tracing::debug!("too many connections, closing one");
-                    shared.exposition.sinks().error(SINK, "connection_limit");
+                    on_error("connection_limit");
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let shared = shared.clone();
-                let mut stop = shutdown.clone();
+                let conn = serve(stream, stop.clone());
                 conns.spawn(async move {
                     let _permit = permit;
-                    let service = service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(handle(&req, &shared)) }
-                    });
-                    let conn = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_TIMEOUT)
-                        .serve_connection(TokioIo::new(stream), service);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = stop.changed() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
-                    }
+                    conn.await;
                 });
             }
         }
     }
     drop(listener);
     while conns.join_next().await.is_some() {}
+}
+
+/// Serves HTTP/1.1 on one connection with `handler` until the client closes it, or `stop` fires (then the
+/// request in flight is finished). Request headers must arrive within [`HEADER_TIMEOUT`].
+pub async fn serve_http1<IO, H, Fut>(io: IO, handler: H, mut stop: watch::Receiver<bool>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> Fut + Send + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let response = handler(req);
+        async move { Ok::<_, Infallible>(response.await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

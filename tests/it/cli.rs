@@ -1,5 +1,7 @@
 //! The command line as a user meets it: exit codes, error messages that name the flag, stdin, JSON output.
 
+use std::process::Output;
+
 use crate::{example, stderr, stdout, trialtail};
 
 #[test]
@@ -11,6 +13,15 @@ fn stdin_is_read_with_a_dash() {
         "{\"metric\":\"loss\",\"value\":0.5,\"raw\":\"0.5\",\"step\":null,\"timestamp\":null,\"line\":1}\n\
          {\"metric\":\"Accuracy\",\"value\":0.9,\"raw\":\"0.9\",\"step\":3,\"timestamp\":null,\"line\":2}\n"
     );
+}
+
+/// Exit code 2, one line on stderr holding `message`, nothing on stdout.
+fn assert_usage_error(args: &[&str], out: &Output, message: &str) {
+    assert_eq!(out.status.code(), Some(2), "{args:?}");
+    let err = stderr(out);
+    assert!(err.contains(message), "{args:?}: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line: {err}");
+    assert!(stdout(out).is_empty(), "{args:?}");
 }
 
 #[test]
@@ -32,12 +43,7 @@ fn bad_input_exits_2_with_one_line_naming_the_flag_or_path() {
         (&["run", "--shutdown-grace", "x", log], "--shutdown-grace \"x\""),
     ];
     for (args, message) in cases {
-        let out = trialtail(args, None);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = stderr(&out);
-        assert!(err.contains(message), "{args:?}: {err}");
-        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: one line: {err}");
-        assert!(stdout(&out).is_empty());
+        assert_usage_error(args, &trialtail(args, None), message);
     }
 }
 
@@ -101,9 +107,106 @@ fn katib_semantics_prints_the_report_with_the_sentinel() {
 fn help_teaches_the_rules_and_the_defaults() {
     let out = trialtail(&["run", "--help"], None);
     let help = stdout(&out);
-    for needle in
-        ["--preset", "tf-step", "--metrics", "--katib-semantics", "64KiB", "TRIALTAIL_MAX_METRICS", "Examples:"]
-    {
+    for needle in [
+        "--preset",
+        "tf-step",
+        "--metrics",
+        "--katib-semantics",
+        "64KiB",
+        "TRIALTAIL_MAX_METRICS",
+        "Examples:",
+        "--check-config",
+    ] {
         assert!(help.contains(needle), "--help lacks {needle}");
+    }
+}
+
+#[test]
+fn check_config_prints_the_configuration_and_touches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let output_file = dir.path().join("metrics.json");
+    let output_file = output_file.to_str().unwrap();
+    let args = [
+        "run",
+        "--metrics",
+        "loss,accuracy",
+        "--listen",
+        ":9478",
+        "--pushgateway",
+        "http://pushgateway:9091",
+        "--output",
+        "json",
+        "--output-file",
+        output_file,
+        "--trial",
+        "t1",
+        "--check-config",
+        "/nonexistent/train.log",
+    ];
+    let out = trialtail(&args, None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary = stdout(&out);
+    for line in [
+        "source:      file /nonexistent/train.log\n",
+        "rules:       presets katib, tf-step (default)\n",
+        "metrics:     loss, accuracy (at most 1000)\n",
+        "listen:      0.0.0.0:9478, /metrics /healthz /readyz, linger 30s\n",
+        "pushgateway: http://pushgateway:9091, at the end\n",
+        "labels:      trial=t1",
+    ] {
+        assert!(summary.contains(line), "{line:?} in\n{summary}");
+    }
+    assert!(summary.contains(&format!("output:      json to {output_file}\n")), "{summary}");
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    assert!(!std::path::Path::new(output_file).exists(), "the output file is not created");
+
+    // A wrapped command is not started.
+    let marker = dir.path().join("ran");
+    let touch = format!("touch {}", marker.display());
+    let out = trialtail(&["run", "--check-config", "--", "sh", "-c", &touch], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("source:      command sh -c touch "), "{}", stdout(&out));
+    assert!(!marker.exists(), "the command did not run");
+}
+
+#[test]
+fn check_config_rejects_what_a_run_rejects_with_exit_2_naming_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--check-config", "--filter", "(", "x.log"], "--filter \"(\": invalid regex"),
+        (&["run", "--check-config", "--listen", "9478", "x.log"], "--listen \"9478\""),
+        (&["run", "--check-config", "--linger", "forever", "x.log"], "--linger \"forever\""),
+        (&["run", "--check-config", "--pushgateway", "https://pg", "x.log"], "https is not supported"),
+        (&["run", "--check-config", "--katib-semantics", "x.log"], "--katib-semantics needs --metrics"),
+        (&["run", "--check-config"], "give a LOG"),
+    ];
+    for (args, message) in cases {
+        assert_usage_error(args, &trialtail(args, None), message);
+    }
+}
+
+#[test]
+fn check_config_validates_pod_log_mode_without_a_cluster() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_trialtail"))
+            .args(args)
+            .env_clear()
+            .env("KUBECONFIG", "/nonexistent/kubeconfig")
+            .env("POD_NAME", "t1-abc")
+            .env("POD_NAMESPACE", "kubeflow-user")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["run", "--source", "pod-log", "--container", "training", "--listen", ":9478", "--check-config"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary = stdout(&out);
+    assert!(summary.starts_with("source:      pod-log, container training, Trial status every 5s\n"), "{summary}");
+    assert!(summary.contains("labels:      namespace=kubeflow-user pod=t1-abc\n"), "{summary}");
+
+    let bad: &[(&[&str], &str)] = &[
+        (&["run", "--source", "pod-log", "--check-config", "x.log"], "--source pod-log reads the container's log"),
+        (&["run", "--source", "pod-log", "--status-interval", "10ms", "--check-config"], "--status-interval \"10ms\""),
+    ];
+    for (args, message) in bad {
+        assert_usage_error(args, &run(args), message);
     }
 }

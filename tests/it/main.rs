@@ -4,18 +4,21 @@
 //! processes recorded in memory, `katib` Katib's parsing contract, `cli` the command line's behaviour as a user
 //! meets it, `plot` the pictures, `terminal` what a terminal shows and a pipe does not, `prom` the Prometheus
 //! endpoint and Pushgateway against real Prometheus parts (helpers in `support`), `live` following files,
-//! signals and wrapped commands.
+//! signals and wrapped commands, `sidecar` the native sidecar against a fake API server, `webhook` the admission
+//! webhook over TLS, `manifests` the Kubernetes manifests (typed, cross-checked, their args run).
 
 mod cli;
 mod dropin;
 mod golden;
 mod katib;
 mod live;
+mod manifests;
 mod plot;
 mod prom;
 mod sidecar;
 mod support;
 mod terminal;
+mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

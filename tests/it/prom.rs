@@ -158,17 +158,7 @@ fn promtool_accepts_the_exposition_and_openmetrics_is_served_on_request() {
     assert!(text.body.contains("trialtail_metric_latest{metric=\"grad_norm\",trial=\"trial-1\""));
     drop(stdin);
 
-    let mut check = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn promtool");
-    check.stdin.take().expect("stdin").write_all(text.body.as_bytes()).expect("feed promtool");
-    let out = check.wait_with_output().expect("promtool");
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{}", text.body);
+    support::promtool_check(&promtool, &text.body);
     wait_for("the final scrape", || get(listen, "/metrics", None).ok().filter(|r| r.body.contains("ended 1\n")));
     let (status, stderr) = tt.wait(PATIENCE);
     assert!(status.success(), "{stderr}");

@@ -121,6 +121,21 @@ impl Drop for Daemon {
     }
 }
 
+/// Runs `promtool check metrics` on `exposition`; fails the test unless it passes without a word.
+pub fn promtool_check(promtool: &std::path::Path, exposition: &str) {
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn promtool");
+    check.stdin.take().expect("stdin").write_all(exposition.as_bytes()).expect("feed promtool");
+    let out = check.wait_with_output().expect("promtool");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics: {said}\n{exposition}");
+}
+
 /// A real Prometheus server on loopback scraping `targets` every second (job `trialtail`), or `None` when the
 /// binary is missing outside CI.
 pub fn prometheus(targets: &[SocketAddr]) -> Option<Daemon> {

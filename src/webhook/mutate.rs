@@ -1,0 +1,659 @@
+//! The pure half of the webhook: given a pod and the webhook's [`Settings`], the JSON patch that adds trialtail
+//! to it, or nothing.
+//!
+//! Invariants:
+//! - **Pure**: no I/O, no clock; the same pod and settings give the same patch.
+//! - **Idempotent**: a pod that already has a container or init container named `trialtail` gets an empty
+//!   patch, so applying the patch and mutating again changes nothing.
+//! - **Fail-open**: an annotation that does not make valid `trialtail run` arguments never denies the pod; it is
+//!   admitted unchanged with a warning naming the annotation and the reason. Arguments are checked with the
+//!   binary's own parser ([`Cli`]) and the same validation `run` does ([`RunConfig`]), so what is injected is
+//!   what the sidecar accepts.
+//! - **Patch paths are valid for any pod shape**: a missing `initContainers`, `labels` or `annotations` is added
+//!   whole; keys are escaped (`/` as `~1`, `~` as `~0`); values the user set are never overwritten.
+//!
+//! Which pods: the label `trialtail.io/inject: "true"`, or a Katib trial pod (label
+//! `katib.kubeflow.org/trial`), in an enabled namespace ([`Settings::namespaces`], empty = all); never a pod
+//! with the label or annotation `trialtail.io/inject: "false"`.
+//!
+//! What the pod's annotations say:
+//! - `trialtail.io/metrics`: metric names, comma- or semicolon-separated (`--metrics`);
+//! - `trialtail.io/preset`: preset names, comma-separated (`--preset`);
+//! - `trialtail.io/filters`: Katib-style filter regexes, **one per line** (so a regex may hold commas); each
+//!   line is trimmed (write a significant edge space as `\x20`) and blank lines are skipped (`--filter`, once
+//!   per line);
+//! - `trialtail.io/container`: the container whose log is read; it must be one of the pod's containers.
+//!   Without it a Katib trial pod gets no `--container` (the sidecar reads the Trial's `primaryContainerName`)
+//!   and any other pod gets its first container.
+//!
+//! What it does not do: talk to the API server (a Trial's primary container is found by the sidecar at run
+//! time), or change the pod's own containers.
+
+use std::collections::BTreeMap;
+
+use clap::Parser;
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, Patch, PatchOperation};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod, Probe,
+    ResourceRequirements, SeccompProfile, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::Value;
+
+use crate::cli::{Cli, Command};
+use crate::config::RunConfig;
+use crate::k8s::TRIAL_LABEL;
+
+/// The injected container's name; a pod with a container or init container of this name is left alone.
+pub const CONTAINER_NAME: &str = "trialtail";
+/// Opt-in (`"true"`, label) and opt-out (`"false"`, label or annotation).
+pub const INJECT: &str = "trialtail.io/inject";
+/// Set on every pod that got the sidecar (a PodMonitor selects on it).
+pub const INJECTED: &str = "trialtail.io/injected";
+/// Metric names to keep, comma-separated.
+pub const METRICS_ANNOTATION: &str = "trialtail.io/metrics";
+/// Filter regexes, one per line.
+pub const FILTERS_ANNOTATION: &str = "trialtail.io/filters";
+/// Preset names, comma-separated.
+pub const PRESET_ANNOTATION: &str = "trialtail.io/preset";
+/// The container whose log is read.
+pub const CONTAINER_ANNOTATION: &str = "trialtail.io/container";
+/// The sidecar's Prometheus port.
+pub const PROMETHEUS_PORT: i32 = 9478;
+/// The sidecar's Prometheus port's name.
+pub const PORT_NAME: &str = "trialtail-prom";
+/// The non-root user the sidecar runs as (distroless `nonroot`).
+pub const RUN_AS_USER: i64 = 65532;
+
+/// The sidecar's default CPU request.
+pub const DEFAULT_CPU_REQUEST: &str = "50m";
+/// The sidecar's default memory request.
+pub const DEFAULT_MEMORY_REQUEST: &str = "16Mi";
+/// The sidecar's default CPU limit.
+pub const DEFAULT_CPU_LIMIT: &str = "500m";
+/// The sidecar's default memory limit.
+pub const DEFAULT_MEMORY_LIMIT: &str = "100Mi";
+
+/// The sidecar's resource requests and limits, as Kubernetes quantities.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu_request: String,
+    pub memory_request: String,
+    pub cpu_limit: String,
+    pub memory_limit: String,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            cpu_request: DEFAULT_CPU_REQUEST.to_string(),
+            memory_request: DEFAULT_MEMORY_REQUEST.to_string(),
+            cpu_limit: DEFAULT_CPU_LIMIT.to_string(),
+            memory_limit: DEFAULT_MEMORY_LIMIT.to_string(),
+        }
+    }
+}
+
+/// What the webhook injects, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The sidecar's image.
+    pub image: String,
+    /// As a native sidecar (`initContainers` with `restartPolicy: Always`, Kubernetes ≥ 1.29), else a container.
+    pub native_sidecar: bool,
+    /// Namespaces whose pods are mutated; empty: every namespace.
+    pub namespaces: Vec<String>,
+    /// The sidecar's resources.
+    pub resources: Resources,
+}
+
+impl Settings {
+    /// `image` as a native sidecar with the default resources, in every namespace.
+    pub fn new(image: impl Into<String>) -> Self {
+        Settings { image: image.into(), native_sidecar: true, namespaces: Vec::new(), resources: Resources::default() }
+    }
+}
+
+/// What [`mutate`] decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mutation {
+    /// The JSON patch; empty when the pod is left alone.
+    pub patch: Patch,
+    /// Why the pod was left alone although selected (for the AdmissionReview's `warnings`).
+    pub warnings: Vec<String>,
+    /// What happened, for logs and metrics.
+    pub outcome: Outcome,
+}
+
+/// What happened to a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The sidecar is added.
+    Injected,
+    /// Not selected (no opt-in label, not a trial pod, namespace not enabled, or opted out).
+    NotSelected,
+    /// It already has a `trialtail` container.
+    AlreadyInjected,
+    /// Selected, but an annotation is invalid: admitted unchanged with a warning.
+    Invalid,
+}
+
+impl Outcome {
+    /// A label value for metrics.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Outcome::Injected => "injected",
+            Outcome::NotSelected => "not_selected",
+            Outcome::AlreadyInjected => "already_injected",
+            Outcome::Invalid => "invalid",
+        }
+    }
+}
+
+/// An annotation that does not make valid arguments.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("annotation {annotation}: {reason} (pod admitted without the trialtail sidecar)")]
+pub struct AnnotationError {
+    /// The annotation's key.
+    pub annotation: &'static str,
+    /// Why, in one line.
+    pub reason: String,
+}
+
+/// The patch that adds trialtail to `pod`, or an empty one. See the module documentation.
+pub fn mutate(pod: &Pod, settings: &Settings) -> Mutation {
+    let unchanged = |outcome, warnings| Mutation { patch: Patch(Vec::new()), warnings, outcome };
+    if !selected(pod, settings) {
+        return unchanged(Outcome::NotSelected, Vec::new());
+    }
+    let Some(spec) = pod.spec.as_ref() else { return unchanged(Outcome::NotSelected, Vec::new()) };
+    let has_sidecar =
+        spec.containers.iter().chain(spec.init_containers.iter().flatten()).any(|c| c.name == CONTAINER_NAME);
+    if has_sidecar {
+        return unchanged(Outcome::AlreadyInjected, Vec::new());
+    }
+    let args = match sidecar_args(pod) {
+        Ok(args) => args,
+        Err(e) => return unchanged(Outcome::Invalid, vec![e.to_string()]),
+    };
+    let container = match serde_json::to_value(sidecar(settings, args)) {
+        Ok(c) => c,
+        Err(e) => return unchanged(Outcome::Invalid, vec![format!("trialtail: cannot encode the sidecar: {e}")]),
+    };
+    let mut ops = Vec::new();
+    match (settings.native_sidecar, &spec.init_containers) {
+        (true, Some(_)) => ops.push(add(&["spec", "initContainers", "-"], container)),
+        (true, None) => ops.push(add(&["spec", "initContainers"], Value::Array(vec![container]))),
+        (false, _) => ops.push(add(&["spec", "containers", "-"], container)),
+    }
+    let labels = [(INJECTED, "true".to_string())];
+    add_missing(&mut ops, "labels", pod.metadata.labels.as_ref(), &labels, true);
+    let scrape = [
+        ("prometheus.io/scrape", "true".to_string()),
+        ("prometheus.io/port", PROMETHEUS_PORT.to_string()),
+        ("prometheus.io/path", "/metrics".to_string()),
+    ];
+    add_missing(&mut ops, "annotations", pod.metadata.annotations.as_ref(), &scrape, false);
+    Mutation { patch: Patch(ops), warnings: Vec::new(), outcome: Outcome::Injected }
+}
+
+fn selected(pod: &Pod, settings: &Settings) -> bool {
+    let meta = &pod.metadata;
+    let label = |k: &str| meta.labels.as_ref().and_then(|l| l.get(k)).map(String::as_str);
+    let annotation = |k: &str| meta.annotations.as_ref().and_then(|a| a.get(k)).map(String::as_str);
+    if label(INJECT) == Some("false") || annotation(INJECT) == Some("false") {
+        return false;
+    }
+    let namespace_enabled = settings.namespaces.is_empty()
+        || meta.namespace.as_ref().is_some_and(|ns| settings.namespaces.iter().any(|n| n == ns));
+    namespace_enabled && (label(INJECT) == Some("true") || label(TRIAL_LABEL).is_some())
+}
+
+/// An `add` operation at the path made of `tokens` (escaped as JSON pointer tokens).
+fn add(tokens: &[&str], value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation { path: PointerBuf::from_tokens(tokens.iter().copied()), value })
+}
+
+/// Adds the `entries` missing from the pod's `metadata.<field>` map: the whole map when there is none. With
+/// `overwrite`, an entry with another value is set too.
+fn add_missing(
+    ops: &mut Vec<PatchOperation>,
+    field: &str,
+    existing: Option<&BTreeMap<String, String>>,
+    entries: &[(&str, String)],
+    overwrite: bool,
+) {
+    let Some(existing) = existing else {
+        let map = entries.iter().map(|(k, v)| ((*k).to_string(), Value::String(v.clone()))).collect();
+        ops.push(add(&["metadata", field], Value::Object(map)));
+        return;
+    };
+    for (k, v) in entries {
+        match existing.get(*k) {
+            Some(old) if old == v || !overwrite => {}
+            _ => ops.push(add(&["metadata", field, k], Value::String(v.clone()))),
+        }
+    }
+}
+
+/// The `trialtail run` arguments the pod's annotations ask for, checked with the binary's own parser.
+pub fn sidecar_args(pod: &Pod) -> Result<Vec<String>, AnnotationError> {
+    let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    let get = |k: &str| annotations.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let mut args: Vec<String> =
+        ["run", "--source", "pod-log", "--listen", &format!(":{PROMETHEUS_PORT}")].map(String::from).to_vec();
+    let containers: Vec<&str> = pod.spec.iter().flat_map(|s| &s.containers).map(|c| c.name.as_str()).collect();
+    let container = match get(CONTAINER_ANNOTATION) {
+        Some(c) if containers.contains(&c) => Some(c.to_string()),
+        Some(c) => {
+            let reason = format!("no container {c:?} in the pod (it has {})", containers.join(", "));
+            return Err(AnnotationError { annotation: CONTAINER_ANNOTATION, reason });
+        }
+        None if pod.metadata.labels.as_ref().is_some_and(|l| l.contains_key(TRIAL_LABEL)) => None,
+        None => crate::source::pod_log::default_container(pod, None),
+    };
+    let mut own: Vec<(&'static str, Vec<String>)> = Vec::new();
+    if let Some(c) = container {
+        own.push((CONTAINER_ANNOTATION, vec![format!("--container={c}")]));
+    }
+    if let Some(m) = get(METRICS_ANNOTATION) {
+        own.push((METRICS_ANNOTATION, vec![format!("--metrics={m}")]));
+    }
+    if let Some(p) = get(PRESET_ANNOTATION) {
+        own.push((PRESET_ANNOTATION, vec![format!("--preset={p}")]));
+    }
+    if let Some(f) = get(FILTERS_ANNOTATION) {
+        let lines = f.lines().map(str::trim).filter(|l| !l.is_empty());
+        own.push((FILTERS_ANNOTATION, lines.map(|l| format!("--filter={l}")).collect()));
+    }
+    // Each annotation alone first, so an error names the one at fault; then all of them together.
+    for (annotation, extra) in &own {
+        check(annotation, &[args.as_slice(), extra].concat())?;
+    }
+    let last = own.last().map_or(METRICS_ANNOTATION, |(a, _)| *a);
+    args.extend(own.into_iter().flat_map(|(_, extra)| extra));
+    check(last, &args)?;
+    Ok(args)
+}
+
+/// Parses `args` as `trialtail ARGS` and validates them as `run` does.
+fn check(annotation: &'static str, args: &[String]) -> Result<(), AnnotationError> {
+    let fail = |reason: String| AnnotationError { annotation, reason };
+    let cli = Cli::try_parse_from(std::iter::once(CONTAINER_NAME.to_string()).chain(args.iter().cloned()))
+        .map_err(|e| fail(first_line(&e.to_string())))?;
+    match cli.command {
+        Command::Run(run) => RunConfig::try_from(*run).map(drop).map_err(|e| fail(first_line(&e.to_string()))),
+        _ => Err(fail("not a `run` command line".to_string())),
+    }
+}
+
+fn first_line(message: &str) -> String {
+    let line = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid");
+    line.trim().trim_start_matches("error: ").to_string()
+}
+
+/// The sidecar container.
+fn sidecar(settings: &Settings, args: Vec<String>) -> Container {
+    let field = |path: &str| EnvVarSource {
+        field_ref: Some(ObjectFieldSelector { field_path: path.to_string(), ..Default::default() }),
+        ..Default::default()
+    };
+    let env =
+        |name: &str, path: &str| EnvVar { name: name.to_string(), value_from: Some(field(path)), ..Default::default() };
+    let r = &settings.resources;
+    let quantities = |cpu: &str, memory: &str| {
+        BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.to_string())),
+            ("memory".to_string(), Quantity(memory.to_string())),
+        ])
+    };
+    Container {
+        name: CONTAINER_NAME.to_string(),
+        image: Some(settings.image.clone()),
+        args: Some(args),
+        env: Some(vec![env("POD_NAME", "metadata.name"), env("POD_NAMESPACE", "metadata.namespace")]),
+        ports: Some(vec![ContainerPort {
+            name: Some(PORT_NAME.to_string()),
+            container_port: PROMETHEUS_PORT,
+            protocol: Some("TCP".to_string()),
+            ..Default::default()
+        }]),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/readyz".to_string()),
+                port: IntOrString::String(PORT_NAME.to_string()),
+                ..Default::default()
+            }),
+            period_seconds: Some(5),
+            ..Default::default()
+        }),
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities(&r.cpu_request, &r.memory_request)),
+            limits: Some(quantities(&r.cpu_limit, &r.memory_limit)),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS_USER),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".to_string()]), ..Default::default() }),
+            seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".to_string(), ..Default::default() }),
+            ..Default::default()
+        }),
+        restart_policy: settings.native_sidecar.then(|| "Always".to_string()),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The fixtures in `tests/fixtures/admission/` are AdmissionReviews as the API server sends them for pods a
+    //! Job controller creates: a Job's pod opting in by label, a Katib trial pod, one that already has the
+    //! sidecar, one that opts out, one with a bad annotation. Each patch is applied to the pod it was made for
+    //! (json-patch, as kube does) and the result read back as a `Pod`.
+
+    use k8s_openapi::api::core::v1::Container;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings::new("ghcr.io/trialtail/trialtail:0.1.0")
+    }
+
+    const FIXTURES: [&str; 5] = ["job-inject-label", "katib-trial", "existing-sidecar", "opt-out", "bad-annotation"];
+
+    /// The pod in a fixture's AdmissionReview, with the request's namespace (as the handler fills it in).
+    fn fixture(name: &str) -> Value {
+        let path = format!("{}/tests/fixtures/admission/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        let review: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut pod = review["request"]["object"].clone();
+        pod["metadata"]["namespace"] = review["request"]["namespace"].clone();
+        pod
+    }
+
+    fn pod(json: &Value) -> Pod {
+        serde_json::from_value(json.clone()).unwrap()
+    }
+
+    /// Mutates `json`, applies the patch to it, and returns the mutation and the patched pod.
+    fn apply(json: &Value, settings: &Settings) -> (Mutation, Value) {
+        let m = mutate(&pod(json), settings);
+        let mut patched = json.clone();
+        json_patch::patch(&mut patched, &m.patch).unwrap_or_else(|e| panic!("{e}: {}", m.patch));
+        (m, patched)
+    }
+
+    fn sidecar_of(pod: &Pod) -> Container {
+        let spec = pod.spec.as_ref().unwrap();
+        let all = spec.init_containers.iter().flatten().chain(&spec.containers);
+        all.filter(|c| c.name == CONTAINER_NAME).cloned().collect::<Vec<_>>().pop().unwrap()
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn webhook_job_pod_with_the_inject_label_gets_a_native_sidecar_for_its_first_container() {
+        let (m, patched) = apply(&fixture("job-inject-label"), &settings());
+        assert_eq!((m.outcome, m.warnings.len()), (Outcome::Injected, 0));
+        let p = pod(&patched);
+        let spec = p.spec.as_ref().unwrap();
+        let init = spec.init_containers.as_ref().expect("initContainers added whole");
+        assert_eq!(init.len(), 1);
+        assert_eq!(spec.containers.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["train", "tensorboard"]);
+        let c = &init[0];
+        assert_eq!(c.name, "trialtail");
+        assert_eq!(c.image.as_deref(), Some("ghcr.io/trialtail/trialtail:0.1.0"));
+        assert_eq!(c.restart_policy.as_deref(), Some("Always"));
+        let filters = [
+            r"--filter=(?P<name>[a-z_]+)\s*=\s*(?P<value>[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)",
+            r"--filter=epoch (?P<step>\d+), (?P<name>\w+): (?P<value>\S+)",
+        ];
+        let mut expected = strings(&["run", "--source", "pod-log", "--listen", ":9478", "--container=train"]);
+        expected.extend(strings(&["--metrics=loss, val_loss,accuracy", "--preset=keras"]));
+        expected.extend(strings(&filters));
+        assert_eq!(c.args.as_ref().unwrap(), &expected);
+        let env: Vec<_> = c
+            .env
+            .iter()
+            .flatten()
+            .map(|e| {
+                let field = e.value_from.as_ref().and_then(|v| v.field_ref.as_ref()).map(|f| f.field_path.as_str());
+                (e.name.as_str(), field)
+            })
+            .collect();
+        assert_eq!(env, [("POD_NAME", Some("metadata.name")), ("POD_NAMESPACE", Some("metadata.namespace"))]);
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(
+            (sc.run_as_non_root, sc.run_as_user, sc.read_only_root_filesystem, sc.allow_privilege_escalation),
+            (Some(true), Some(65532), Some(true), Some(false))
+        );
+        assert_eq!(sc.capabilities.as_ref().unwrap().drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+        let res = c.resources.as_ref().unwrap();
+        let q = |m: &Option<BTreeMap<String, Quantity>>, k: &str| m.as_ref().unwrap()[k].0.clone();
+        assert_eq!((q(&res.requests, "cpu"), q(&res.requests, "memory")), ("50m".into(), "16Mi".into()));
+        assert_eq!((q(&res.limits, "cpu"), q(&res.limits, "memory")), ("500m".into(), "100Mi".into()));
+        let port = &c.ports.as_ref().unwrap()[0];
+        assert_eq!((port.name.as_deref(), port.container_port), (Some("trialtail-prom"), 9478));
+        let probe = c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(
+            (probe.path.as_deref(), &probe.port),
+            (Some("/readyz"), &IntOrString::String("trialtail-prom".into()))
+        );
+        let labels = p.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels.get(INJECTED).map(String::as_str), Some("true"));
+        assert_eq!(labels.get("job-name").map(String::as_str), Some("resnet-sweep-7"), "labels kept");
+        let annotations = p.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations["prometheus.io/scrape"], "true");
+        assert_eq!(annotations["prometheus.io/path"], "/metrics");
+        assert_eq!(annotations["prometheus.io/port"], "8080", "the user's annotation is never overwritten");
+        assert_eq!(annotations["trialtail.io/preset"], "keras");
+    }
+
+    #[test]
+    fn webhook_katib_trial_pod_leaves_the_container_to_the_trial_and_keeps_its_init_containers() {
+        let (m, patched) = apply(&fixture("katib-trial"), &settings());
+        assert_eq!(m.outcome, Outcome::Injected);
+        let p = pod(&patched);
+        let init: Vec<_> = p.spec.as_ref().unwrap().init_containers.iter().flatten().map(|c| c.name.clone()).collect();
+        assert_eq!(init, ["fetch-data", "trialtail"]);
+        let args = sidecar_of(&p).args.unwrap();
+        assert_eq!(args, strings(&["run", "--source", "pod-log", "--listen", ":9478"]), "no --container");
+        let annotations = p.metadata.annotations.unwrap();
+        assert_eq!(annotations.len(), 3, "added whole: {annotations:?}");
+        assert_eq!(annotations["prometheus.io/port"], "9478");
+        assert_eq!(p.metadata.labels.unwrap()[INJECTED], "true");
+    }
+
+    #[test]
+    fn webhook_patch_paths_escape_slashes_in_keys() {
+        let m = mutate(&pod(&fixture("job-inject-label")), &settings());
+        let paths: Vec<String> = m.patch.iter().map(|op| op.path().to_string()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/spec/initContainers",
+                "/metadata/labels/trialtail.io~1injected",
+                "/metadata/annotations/prometheus.io~1scrape",
+                "/metadata/annotations/prometheus.io~1path",
+            ]
+        );
+    }
+
+    #[test]
+    fn webhook_missing_label_and_annotation_maps_are_added_whole() {
+        let mut json = fixture("katib-trial");
+        json["metadata"].as_object_mut().unwrap().remove("labels");
+        json["metadata"]["annotations"] = serde_json::json!({});
+        let mut ops = Vec::new();
+        let entries = [(INJECTED, "true".to_string())];
+        add_missing(&mut ops, "labels", pod(&json).metadata.labels.as_ref(), &entries, true);
+        add_missing(&mut ops, "annotations", pod(&json).metadata.annotations.as_ref(), &entries, false);
+        json_patch::patch(&mut json, &ops).unwrap();
+        assert_eq!(json["metadata"]["labels"], serde_json::json!({INJECTED: "true"}));
+        assert_eq!(json["metadata"]["annotations"], serde_json::json!({INJECTED: "true"}));
+        let paths: Vec<String> = ops.iter().map(|op| op.path().to_string()).collect();
+        assert_eq!(paths, ["/metadata/labels", "/metadata/annotations/trialtail.io~1injected"]);
+    }
+
+    #[test]
+    fn webhook_pod_with_the_sidecar_already_is_left_alone() {
+        let m = mutate(&pod(&fixture("existing-sidecar")), &settings());
+        assert_eq!((m.outcome, m.patch.len(), m.warnings.len()), (Outcome::AlreadyInjected, 0, 0));
+        let mut as_container = fixture("katib-trial");
+        let c = serde_json::json!({"name": "trialtail", "image": "x"});
+        as_container["spec"]["containers"].as_array_mut().unwrap().push(c);
+        assert_eq!(mutate(&pod(&as_container), &settings()).outcome, Outcome::AlreadyInjected);
+    }
+
+    #[test]
+    fn webhook_opted_out_and_unlabelled_pods_are_left_alone() {
+        let m = mutate(&pod(&fixture("opt-out")), &settings());
+        assert_eq!((m.outcome, m.patch.len()), (Outcome::NotSelected, 0));
+        let mut by_label = fixture("job-inject-label");
+        by_label["metadata"]["labels"][INJECT] = "false".into();
+        assert_eq!(mutate(&pod(&by_label), &settings()).outcome, Outcome::NotSelected);
+        let mut unlabelled = fixture("job-inject-label");
+        unlabelled["metadata"]["labels"].as_object_mut().unwrap().remove(INJECT);
+        assert_eq!(mutate(&pod(&unlabelled), &settings()).outcome, Outcome::NotSelected);
+    }
+
+    #[test]
+    fn webhook_namespace_list_limits_the_pods_mutated() {
+        let mut s = settings();
+        s.namespaces = strings(&["kubeflow-user"]);
+        assert_eq!(mutate(&pod(&fixture("katib-trial")), &s).outcome, Outcome::Injected);
+        assert_eq!(mutate(&pod(&fixture("job-inject-label")), &s).outcome, Outcome::NotSelected);
+    }
+
+    #[test]
+    fn webhook_bad_annotations_admit_the_pod_unchanged_with_a_warning_naming_them() {
+        let m = mutate(&pod(&fixture("bad-annotation")), &settings());
+        assert_eq!((m.outcome, m.patch.len()), (Outcome::Invalid, 0));
+        assert_eq!(m.warnings.len(), 1);
+        assert!(m.warnings[0].contains("trialtail.io/preset") && m.warnings[0].contains("tensorflw"), "{m:?}");
+        let cases = [
+            (FILTERS_ANNOTATION, "loss=(\\d+"),
+            (FILTERS_ANNOTATION, "(\\w+) only one group"),
+            (CONTAINER_ANNOTATION, "trainer"),
+            (PRESET_ANNOTATION, "keras --linger=0"),
+        ];
+        for (annotation, value) in cases {
+            let mut json = fixture("job-inject-label");
+            json["metadata"]["annotations"][annotation] = value.into();
+            let m = mutate(&pod(&json), &settings());
+            assert_eq!((m.outcome, m.patch.len()), (Outcome::Invalid, 0), "{annotation}={value}");
+            assert!(m.warnings[0].contains(annotation), "{annotation}={value}: {:?}", m.warnings);
+        }
+    }
+
+    #[test]
+    fn webhook_annotation_values_cannot_smuggle_in_flags() {
+        let mut json = fixture("katib-trial");
+        json["metadata"]["annotations"] =
+            serde_json::json!({METRICS_ANNOTATION: "--linger=0", FILTERS_ANNOTATION: r"-h (\w+)=(\S+)"});
+        let (m, patched) = apply(&json, &settings());
+        assert_eq!(m.outcome, Outcome::Injected, "{m:?}");
+        let args = sidecar_of(&pod(&patched)).args.unwrap();
+        assert_eq!(args[5..], strings(&["--metrics=--linger=0", r"--filter=-h (\w+)=(\S+)"]));
+    }
+
+    #[test]
+    fn webhook_filters_annotation_takes_one_trimmed_regex_per_line() {
+        let mut json = fixture("katib-trial");
+        let filters = "  (\\w+)=(\\S+)\r\n\n\t at (?P<step>\\d+), (?P<name>\\w+): (?P<value>\\S+)  \n";
+        json["metadata"]["annotations"] = serde_json::json!({FILTERS_ANNOTATION: filters});
+        let (m, patched) = apply(&json, &settings());
+        assert_eq!(m.outcome, Outcome::Injected, "{m:?}");
+        let args = sidecar_of(&pod(&patched)).args.unwrap();
+        assert_eq!(
+            args[5..],
+            strings(&[r"--filter=(\w+)=(\S+)", r"--filter=at (?P<step>\d+), (?P<name>\w+): (?P<value>\S+)"])
+        );
+    }
+
+    #[test]
+    fn webhook_old_cluster_gets_a_regular_container() {
+        let s = Settings { native_sidecar: false, ..settings() };
+        for name in ["job-inject-label", "katib-trial"] {
+            let json = fixture(name);
+            let (m, patched) = apply(&json, &s);
+            assert_eq!(m.outcome, Outcome::Injected);
+            let p = pod(&patched);
+            let spec = p.spec.as_ref().unwrap();
+            assert_eq!(spec.containers.last().unwrap().name, "trialtail");
+            assert_eq!(spec.containers.last().unwrap().restart_policy, None);
+            assert_eq!(spec.init_containers, pod(&json).spec.unwrap().init_containers, "init containers untouched");
+        }
+    }
+
+    #[test]
+    fn webhook_mutating_a_mutated_pod_changes_nothing() {
+        for native_sidecar in [true, false] {
+            let s = Settings { native_sidecar, ..settings() };
+            for name in FIXTURES {
+                let (_, patched) = apply(&fixture(name), &s);
+                let again = mutate(&pod(&patched), &s);
+                assert!(again.patch.is_empty(), "{name}: {}", again.patch);
+            }
+        }
+    }
+
+    /// Parses an injected args list as the sidecar will.
+    fn parses(args: &[String]) -> bool {
+        let argv = std::iter::once("trialtail".to_string()).chain(args.iter().cloned());
+        match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Run(run)) => RunConfig::try_from(*run).is_ok(),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn webhook_every_injected_args_list_is_accepted_by_the_binarys_own_parser() {
+        for native_sidecar in [true, false] {
+            let s = Settings { native_sidecar, ..settings() };
+            for name in FIXTURES {
+                let (m, patched) = apply(&fixture(name), &s);
+                if m.outcome == Outcome::Injected {
+                    let args = sidecar_of(&pod(&patched)).args.unwrap();
+                    assert!(parses(&args), "{name}: {args:?}");
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Whatever the annotations say, the pod is either injected with args the parser accepts, or left
+        /// unchanged with one warning naming an annotation.
+        #[test]
+        fn webhook_any_annotations_give_parseable_args_or_a_warning(
+            metrics in "[a-z_, ;-]{0,20}",
+            preset in prop::sample::select(vec!["", "keras", "tf-step,katib", "xgboost", "nope", "keras,", "-x"]),
+            filters in "[a-z()?P<>\\\\d+,=.*\\n -]{0,40}",
+        ) {
+            let mut json = fixture("job-inject-label");
+            let a = &mut json["metadata"]["annotations"];
+            a[METRICS_ANNOTATION] = metrics.into();
+            a[PRESET_ANNOTATION] = preset.into();
+            a[FILTERS_ANNOTATION] = filters.into();
+            let (m, patched) = apply(&json, &settings());
+            match m.outcome {
+                Outcome::Injected => prop_assert!(parses(&sidecar_of(&pod(&patched)).args.unwrap())),
+                Outcome::Invalid => {
+                    prop_assert_eq!(m.warnings.len(), 1);
+                    prop_assert!(m.warnings[0].starts_with("annotation trialtail.io/"));
+                    prop_assert_eq!(patched, json);
+                }
+                other => prop_assert!(false, "{other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! `trialtail webhook` end to end: the real binary serving HTTPS on loopback with certificates made here by a
+//! throwaway CA (rcgen), called by a hyper client over tokio-rustls that trusts only that CA.
+//!
+//! The certificate directory is laid out as the kubelet lays out a secret volume (`tls.crt -> ..data/tls.crt`,
+//! `..data -> ..<timestamp>`), and rotated as the kubelet rotates it (a new timestamped directory, a new
+//! `..data_tmp` symlink renamed over `..data`), so the test sees what a cert-manager rotation looks like to
+//! the webhook; one rotation pairs a certificate with a key that is not its own, as a half-finished rotation
+//! would. The reviews are the fixtures in `tests/fixtures/admission/`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustix::process::{Pid, Signal, kill_process};
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+use crate::support::{self, PATIENCE, free_addr, get, wait_for};
+use crate::{root, stderr, trialtail};
+
+/// A CA and a server certificate for `localhost` it signed.
+struct Pki {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+fn pki(name: &str) -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, format!("{name} test CA"));
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut server = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    server.distinguished_name.push(DnType::CommonName, format!("{name} webhook"));
+    let cert = server.signed_by(&key, &Issuer::new(ca, ca_key)).unwrap();
+    Pki { ca: ca_cert.pem(), cert: cert.pem(), key: key.serialize_pem() }
+}
+
+/// Writes `pki`'s pair as the kubelet updates a secret volume: files in a new directory, then `..data` swapped.
+fn publish(dir: &Path, generation: &str, pki: &Pki) {
+    let data = dir.join(format!("..{generation}"));
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("tls.crt"), &pki.cert).unwrap();
+    std::fs::write(data.join("tls.key"), &pki.key).unwrap();
+    std::os::unix::fs::symlink(format!("..{generation}"), dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    for name in ["tls.crt", "tls.key"] {
+        if !dir.join(name).exists() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name)).unwrap();
+        }
+    }
+}
+
+/// The webhook process, killed when dropped.
+struct Webhook {
+    child: Child,
+    tls: SocketAddr,
+    plain: SocketAddr,
+    log: PathBuf,
+}
+
+impl Webhook {
+    fn start(dir: &Path, extra: &[&str]) -> Webhook {
+        let (tls, plain) = (free_addr(), free_addr());
+        let log = dir.join("webhook.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_trialtail"))
+            .args(["webhook", "--listen", &tls.to_string(), "--metrics-listen", &plain.to_string()])
+            .arg("--tls-cert")
+            .arg(dir.join("tls/tls.crt"))
+            .arg("--tls-key")
+            .arg(dir.join("tls/tls.key"))
+            .args(["--image", "ghcr.io/trialtail/trialtail:0.1.0", "--log-level", "info"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn trialtail webhook");
+        let mut w = Webhook { child, tls, plain, log };
+        wait_for("the webhook to answer /readyz", || {
+            if let Ok(Some(status)) = w.child.try_wait() {
+                panic!("the webhook exited with {status}:\n{}", w.output());
+            }
+            get(w.plain, "/readyz", None).ok().filter(|r| r.status == 200)
+        });
+        w
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn terminate(&mut self) {
+        kill_process(Pid::from_child(&self.child), Signal::TERM).expect("SIGTERM");
+    }
+
+    fn wait(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the webhook did not exit after SIGTERM:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTPS answer and the certificate the server presented.
+struct Answer {
+    status: StatusCode,
+    body: Vec<u8>,
+    presented: CertificateDer<'static>,
+}
+
+/// A TLS connection to `addr` trusting only `ca`.
+async fn connect(addr: SocketAddr, ca: &str) -> Result<TlsStream<TcpStream>, String> {
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let server_name = ServerName::try_from("localhost").unwrap();
+    connector.connect(server_name, tcp).await.map_err(|e| format!("TLS: {e}"))
+}
+
+/// One request over a new TLS connection trusting only `ca`.
+async fn call(addr: SocketAddr, ca: &str, method: &str, path: &str, body: Vec<u8>) -> Result<Answer, String> {
+    let tls = connect(addr, ca).await?;
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes().to_vec();
+    Ok(Answer { status, body, presented })
+}
+
+/// Writes `request` as is over a new TLS connection and returns what the server answered until it closed.
+async fn raw(addr: SocketAddr, ca: &str, request: &[u8]) -> String {
+    let mut tls = connect(addr, ca).await.unwrap();
+    // The server may answer and close before reading all of it: a failed write is not the test's business.
+    let _ = tls.write_all(request).await;
+    let _ = tls.flush().await;
+    read_answer(&mut tls).await
+}
+
+/// Reads until the server closes; the server may close without a TLS close_notify after answering, so what was
+/// read is what counts.
+async fn read_answer(tls: &mut TlsStream<TcpStream>) -> String {
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, tls.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the server neither answered nor closed: {}", String::from_utf8_lossy(&answer));
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(root().join("tests/fixtures/admission").join(format!("{name}.json"))).unwrap()
+}
+
+fn json(answer: &Answer) -> Value {
+    serde_json::from_slice(&answer.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&answer.body)))
+}
+
+fn metric(text: &str, series: &str) -> u64 {
+    let line = text.lines().find(|l| l.split(' ').next() == Some(series));
+    line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+}
+
+#[test]
+fn webhook_serves_reviews_over_tls_reloads_a_rotated_certificate_refuses_a_mismatched_one_and_drains_in_flight_requests_on_sigterm()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tls")).unwrap();
+    let (first, second) = (pki("first"), pki("second"));
+    publish(&dir.path().join("tls"), "2026_01_01_00_00_00.1", &first);
+    let mut webhook = Webhook::start(dir.path(), &["--max-body-bytes", "64KiB"]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let post = |ca: &str, path: &str, body: Vec<u8>| rt.block_on(call(webhook.tls, ca, "POST", path, body));
+
+    let trial = post(&first.ca, "/mutate", fixture("katib-trial")).unwrap();
+    assert_eq!(trial.status, StatusCode::OK);
+    let r = &json(&trial)["response"];
+    assert_eq!((r["uid"].as_str(), r["allowed"].as_bool()), (Some("7d3e9f1a-5b2c-4d6e-8f0a-1b2c3d4e5f60"), Some(true)));
+    assert_eq!(r["patchType"], "JSONPatch");
+    let patch = base64_decode(r["patch"].as_str().unwrap());
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let mut pod = serde_json::from_slice::<Value>(&fixture("katib-trial")).unwrap()["request"]["object"].clone();
+    json_patch::patch(&mut pod, &patch).unwrap();
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).unwrap();
+    let init = pod.spec.unwrap().init_containers.unwrap();
+    assert_eq!((init[1].name.as_str(), init[1].restart_policy.as_deref()), ("trialtail", Some("Always")));
+
+    let bad = post(&first.ca, "/mutate", fixture("bad-annotation")).unwrap();
+    let r = &json(&bad)["response"];
+    assert_eq!((bad.status, r["allowed"].as_bool(), r.get("patch")), (StatusCode::OK, Some(true), None));
+    assert!(r["warnings"][0].as_str().unwrap().contains("trialtail.io/preset"), "{r}");
+
+    let garbage = post(&first.ca, "/mutate", b"{\"kind\": \"AdmissionReview\", ".to_vec()).unwrap();
+    assert_eq!(garbage.status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&garbage.body).contains("malformed AdmissionReview"));
+    // Over --max-body-bytes: refused from the declared length alone, or once a chunked body passes it.
+    let declared = "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: 102400\r\n\r\n";
+    let declared = rt.block_on(raw(webhook.tls, &first.ca, declared.as_bytes()));
+    assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
+    let mut chunked = b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..100 {
+        chunked.extend_from_slice(b"400\r\n");
+        chunked.extend_from_slice(&[b' '; 1024]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let chunked = rt.block_on(raw(webhook.tls, &first.ca, &chunked));
+    assert!(chunked.starts_with("HTTP/1.1 413"), "{chunked}");
+    assert_eq!(post(&first.ca, "/elsewhere", Vec::new()).unwrap().status, StatusCode::NOT_FOUND);
+    let wrong_method = rt.block_on(call(webhook.tls, &first.ca, "GET", "/mutate", Vec::new())).unwrap();
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    let first_der = trial.presented.clone();
+
+    // A rotation whose key is not the certificate's is refused; the previous pair stays.
+    let mismatched = Pki { ca: second.ca.clone(), cert: second.cert.clone(), key: first.key.clone() };
+    publish(&dir.path().join("tls"), "2026_01_15_00_00_00.2", &mismatched);
+    wait_for("the mismatched pair to be refused", || {
+        let text = get(webhook.plain, "/metrics", None).ok()?.body;
+        (metric(&text, "trialtail_webhook_errors_total{kind=\"cert_reload\"}") == 1).then_some(())
+    });
+    let kept = post(&first.ca, "/mutate", fixture("opt-out")).unwrap();
+    assert_eq!((kept.status, &kept.presented), (StatusCode::OK, &first_der));
+
+    publish(&dir.path().join("tls"), "2026_02_01_00_00_00.3", &second);
+    let rotated =
+        wait_for("the rotated certificate to be served", || post(&second.ca, "/mutate", fixture("opt-out")).ok());
+    assert_eq!(rotated.status, StatusCode::OK);
+    assert_ne!(rotated.presented, first_der, "a new certificate, without a restart");
+    assert!(post(&first.ca, "/mutate", fixture("opt-out")).is_err(), "the old CA no longer verifies the server");
+
+    let metrics = get(webhook.plain, "/metrics", None).unwrap();
+    assert_eq!(metrics.status, 200);
+    let text = &metrics.body;
+    assert_eq!(metric(text, "trialtail_webhook_requests_total"), 9, "{}", webhook.output());
+    assert_eq!(metric(text, "trialtail_webhook_mutations_total"), 1);
+    assert_eq!(metric(text, "trialtail_webhook_reviews_total{outcome=\"invalid\"}"), 1);
+    assert_eq!(metric(text, "trialtail_webhook_reviews_total{outcome=\"not_selected\"}"), 2);
+    assert_eq!(metric(text, "trialtail_webhook_errors_total{kind=\"bad_request\"}"), 1);
+    assert_eq!(metric(text, "trialtail_webhook_errors_total{kind=\"too_large\"}"), 2);
+    assert_eq!(metric(text, "trialtail_webhook_cert_reloads_total"), 1);
+    assert_eq!(metric(text, "trialtail_webhook_errors_total{kind=\"cert_reload\"}"), 1);
+    assert_eq!(metric(text, "trialtail_webhook_review_duration_seconds_count"), 4);
+    if let Some(promtool) = support::tool("promtool") {
+        support::promtool_check(&promtool, text);
+    }
+
+    // A request whose headers arrived before SIGTERM is still answered; new connections are refused.
+    let body = fixture("katib-trial");
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut in_flight = rt.block_on(async {
+        let mut tls = connect(webhook.tls, &second.ca).await.unwrap();
+        tls.write_all(head.as_bytes()).await.unwrap();
+        tls.write_all(&body[..100]).await.unwrap();
+        tls.flush().await.unwrap();
+        tls
+    });
+    wait_for("the request in flight to reach the handler", || {
+        let text = get(webhook.plain, "/metrics", None).ok()?.body;
+        (metric(&text, "trialtail_webhook_requests_total") == 10).then_some(())
+    });
+    webhook.terminate();
+    wait_for("the servers to stop accepting", || get(webhook.plain, "/healthz", None).is_err().then_some(()));
+    let answer = rt.block_on(async {
+        in_flight.write_all(&body[100..]).await.unwrap();
+        in_flight.flush().await.unwrap();
+        read_answer(&mut in_flight).await
+    });
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"patchType\":\"JSONPatch\""), "{answer}");
+    let status = webhook.wait();
+    assert!(status.success(), "exit {status}:\n{}", webhook.output());
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+#[test]
+fn webhook_check_config_validates_every_flag_and_names_the_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (pki("a"), pki("b"));
+    for (name, text) in [("a.crt", &a.cert), ("a.key", &a.key), ("b.key", &b.key)] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    let (cert, key, other_key) = (path("a.crt"), path("a.key"), path("b.key"));
+    let run = |extra: &[&str], cert: &str, key: &str| {
+        let mut args = vec!["webhook", "--check-config", "--tls-cert", cert, "--tls-key", key];
+        args.extend_from_slice(extra);
+        trialtail(&args, None)
+    };
+    let ok = run(&["--listen", "127.0.0.1:1", "--namespace", "kubeflow,team-a"], &cert, &key);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let cases: [(&[&str], &str, &str, &str); 8] = [
+        (&[], &cert, &other_key, "--tls-key"),
+        (&[], &path("missing.crt"), &key, "--tls-cert"),
+        (&[], &key, &key, "--tls-cert"),
+        (&["--listen", "8443"], &cert, &key, "--listen \"8443\""),
+        (&["--metrics-listen", "host:1"], &cert, &key, "--metrics-listen"),
+        (&["--image", " "], &cert, &key, "--image"),
+        (&["--memory-limit", "100MB"], &cert, &key, "--memory-limit \"100MB\""),
+        (&["--max-body-bytes", "1"], &cert, &key, "--max-body-bytes"),
+    ];
+    for (extra, cert, key, names) in cases {
+        let out = run(extra, cert, key);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{extra:?}: one line: {err}");
+        assert!(err.starts_with("trialtail: ") && err.contains(names), "{extra:?}: {err}");
+    }
+}
