@@ -31,7 +31,7 @@ pub const MAX_POINTS: usize = 10_000;
 
 /// The font every picture's text is laid out with. Sizes are even: plotters' ab_glyph text puts each glyph at
 /// `size / 2` plus its top, truncated, and an odd size moves small glyphs (the `.`) up by a pixel.
-const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+const FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans-subset.ttf");
 const FAMILY: &str = "sans-serif";
 
 /// Why a plot could not be made.
