@@ -10,9 +10,10 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-# Static glibc: the target is given explicitly so that the flag applies to trialtail only, not to the build
-# scripts and proc macros compiled for the host.
-ENV RUSTFLAGS="-C target-feature=+crt-static"
+# Static glibc, not position-independent (no relocation table to carry: about 0.75 MB smaller than static-pie). The
+# target is given explicitly so that the flags apply to trialtail only, not to the build scripts and proc
+# macros compiled for the host.
+ENV RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static"
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     target="$(rustc -vV | sed -n 's/^host: //p')" \
