@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use trialtail::aggregate::MetricStats;
 use trialtail::sink::prometheus::{Exposition, Format, Labels};
 use trialtail::sink::stats::SinkStats;
-use trialtail::state::{Phase, Snapshot};
+use trialtail::snapshot::{Phase, Snapshot};
 
 const METRICS: usize = 100;
 

@@ -18,7 +18,7 @@ use crate::server::{self, ServerError, ServerHandle};
 use crate::sink::prometheus::{Exposition, Labels};
 use crate::sink::pushgateway::{PushTarget, Pusher};
 use crate::sink::stats::SinkStats;
-use crate::state::{PUBLISH_INTERVAL, Phase, Publisher, SnapshotRx, SourceStats};
+use crate::snapshot::{PUBLISH_INTERVAL, Phase, Publisher, SnapshotRx, SourceStats};
 
 /// trialtail's conventional port, for modes that serve by default (`--listen :9478`).
 pub const DEFAULT_PORT: u16 = 9478;

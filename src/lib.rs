@@ -1,37 +1,38 @@
 //! trialtail: a metrics collector for hyper-parameter tuning.
 //!
-//! The core is sans-I/O and synchronous: [`lines`] (bytes → lines), [`rules`] (lines → matches), [`aggregate`]
-//! (per-metric state) and [`collect`] (the three wired together). [`source`]s push bytes in; [`sink`]s take
-//! observations and aggregates out. [`cli`] and [`config`] turn flags into a validated configuration, [`run`]
-//! wires a configuration to its source and sinks. [`server`] serves `/metrics` from published [`state`]
-//! snapshots; [`export`] starts it (and the Pushgateway sink) for a run and ends it. [`plot`] draws a log's
-//! curves; [`progress`] and [`live`] show a run's progress on a terminal. [`dropin`] is the Katib drop-in mode
-//! ([`katib_args`], [`wait`], [`early_stop`], [`sink::katib_db`]). [`webhook`] is the admission webhook that
-//! injects the native sidecar ([`sidecar`]) into training pods.
+//! The tree is the architecture:
+//! - the sans-I/O core: [`lines`] (bytes → lines), [`rules`] (lines → matches), [`value`] (number and time
+//!   scanners), [`aggregate`] (per-metric state) and [`parser`] (rules and aggregate shared by every stream of a
+//!   run, observations out);
+//! - [`source`]s push bytes in (a file read to its end or followed, standard input, a wrapped command, a pod's
+//!   log); [`wait`] decides when training ended (Katib's `/proc` markers, the pod's container status);
+//! - [`sink`]s take observations and published [`snapshot`]s out (stdout, Prometheus, Pushgateway, the Trial's
+//!   status, Katib's DB manager); [`outputs`] assembles and finishes every output of a run in one place, and
+//!   [`server`] serves `/metrics`;
+//! - [`modes`] wire a configuration to its source and outputs: `run` (local, follow, stdin, wrap), the native
+//!   `sidecar` and Katib's `dropin`; [`katib`] holds what is Katib's own (its arguments, report rules,
+//!   early-stopping rules, gRPC API) and [`k8s`] what the sidecar asks the Kubernetes API;
+//! - the edges: [`cli`] (clap), [`config`] (flags → validated configuration), [`signal`], [`term`] (what a
+//!   terminal shows: live table, progress bar, sparklines), [`plot`] (pictures), and [`webhook`] (the admission
+//!   webhook that injects the sidecar).
 
 pub mod aggregate;
 pub mod cli;
 pub mod collect;
 pub mod config;
-pub mod dropin;
-pub mod early_stop;
 pub mod export;
 pub mod k8s;
-pub mod katib_api;
-pub mod katib_args;
+pub mod katib;
 pub mod lines;
-pub mod live;
+pub mod modes;
 pub mod plot;
-pub mod progress;
-pub mod report;
 pub mod rules;
-pub mod run;
 pub mod server;
-pub mod sidecar;
+pub mod signal;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
-pub mod state;
-pub mod stop;
+pub mod term;
 pub mod value;
 pub mod wait;
 pub mod webhook;

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
     if args.first().is_some_and(|a| a == "katib") {
         return katib(&args[1..]);
     }
-    if trialtail::katib_args::is_katib_command_line(&args) {
+    if trialtail::katib::args::is_katib_command_line(&args) {
         return katib(&args);
     }
     let cli = Cli::parse();
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
                 print!("{}", cfg.summary());
                 return ExitCode::SUCCESS;
             }
-            match trialtail::run::run(cfg) {
+            match trialtail::modes::run::run(cfg) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     let code = e.exit_code();
@@ -83,7 +83,7 @@ fn main() -> ExitCode {
 
 /// The Katib drop-in mode: Go `flag` errors print the usage and exit 2; see [`trialtail::dropin`] for the rest.
 fn katib(args: &[String]) -> ExitCode {
-    use trialtail::katib_args::{ArgsError, parse, usage};
+    use trialtail::katib::args::{ArgsError, parse, usage};
     let parsed = match parse(args, |k| std::env::var(k).ok()) {
         Ok(p) => p,
         Err(ArgsError::Help) => {
@@ -104,7 +104,7 @@ fn katib(args: &[String]) -> ExitCode {
         .with_ansi(false)
         .with_target(false)
         .init();
-    match trialtail::dropin::run(parsed) {
+    match trialtail::modes::dropin::run(parsed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = e.exit_code();

@@ -1,7 +1,7 @@
 //! The HTTP endpoint: `/metrics` (Prometheus text or OpenMetrics), `/healthz` (alive) and `/readyz` (the source
 //! was opened and read once), served from a [`SnapshotRx`].
 //!
-//! The server only ever reads the latest published [`Snapshot`](crate::state::Snapshot), so a scrape never
+//! The server only ever reads the latest published [`Snapshot`](crate::snapshot::Snapshot), so a scrape never
 //! blocks the reader and the reader never waits for a scrape; it knows nothing of where the log comes from, so
 //! every mode (file, stdin, follow, wrapped command, pod log) wires it the same way: publish snapshots, call
 //! [`spawn`], and when the source ended publish [`Phase::Ended`], then [`ServerHandle::linger`] and
@@ -32,7 +32,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::sink::prometheus::{Exposition, Format};
-use crate::state::{Phase, SnapshotRx};
+use crate::snapshot::{Phase, SnapshotRx};
 
 /// Connections served at once; further ones are closed right after accept.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -278,7 +278,7 @@ mod tests {
     use crate::rules::{Format as RuleFormat, Rules, Semantics};
     use crate::sink::prometheus::Labels;
     use crate::sink::stats::SinkStats;
-    use crate::state::{Publisher, SourceStats};
+    use crate::snapshot::{Publisher, SourceStats};
 
     async fn request(addr: SocketAddr, method: &str, path: &str) -> String {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();

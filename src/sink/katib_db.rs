@@ -7,7 +7,7 @@
 //! deadline passes; a chunk that was accepted is never sent again. A reply lost after the DB accepted a chunk
 //! makes that chunk be sent twice (the DB appends, it does not de-duplicate): gRPC gives no way to tell.
 //! [`set_trial_status`] sends `EarlyStopping/SetTrialStatus` with the same retry policy. Rows come from
-//! [`crate::report::KatibReport::rows`]: the objective or the `unavailable` sentinel, never an empty time.
+//! [`crate::katib::report::KatibReport::rows`]: the objective or the `unavailable` sentinel, never an empty time.
 //! Incremental reporting while training runs is not done.
 
 use std::time::Duration;
@@ -15,10 +15,10 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep};
 use tonic::transport::Endpoint;
 
-use crate::katib_api::db_manager_client::DbManagerClient;
-use crate::katib_api::early_stopping_client::EarlyStoppingClient;
-use crate::katib_api::{Metric, MetricLog, ObservationLog, ReportObservationLogRequest, SetTrialStatusRequest};
-use crate::report::Row;
+use crate::katib::api::db_manager_client::DbManagerClient;
+use crate::katib::api::early_stopping_client::EarlyStoppingClient;
+use crate::katib::api::{Metric, MetricLog, ObservationLog, ReportObservationLogRequest, SetTrialStatusRequest};
+use crate::katib::report::Row;
 use crate::value::ZERO_TIME;
 
 /// The most rows sent in one call.

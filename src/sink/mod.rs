@@ -3,7 +3,6 @@
 pub mod katib_db;
 pub mod prometheus;
 pub mod pushgateway;
-pub mod sparkline;
 pub mod stats;
 pub mod stdout;
 pub mod trial_status;

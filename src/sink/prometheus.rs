@@ -21,7 +21,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use crate::sink::stats::SinkStats;
-use crate::state::{Phase, Snapshot};
+use crate::snapshot::{Phase, Snapshot};
 
 /// The `Content-Type` of the Prometheus text format.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::sink::prometheus::{Exposition, Format, Labels};
-use crate::state::SnapshotRx;
+use crate::snapshot::SnapshotRx;
 
 /// The sink name in the self-metrics.
 pub const SINK: &str = "pushgateway";
@@ -264,7 +264,7 @@ mod tests {
     fn pusher(addr: std::net::SocketAddr) -> (Pusher, Arc<crate::sink::stats::SinkStats>) {
         let stats = Arc::new(crate::sink::stats::SinkStats::default());
         let exposition = Arc::new(Exposition::new(&Labels::default(), stats.clone()));
-        let (_publisher, rx) = crate::state::Publisher::new(Duration::ZERO);
+        let (_publisher, rx) = crate::snapshot::Publisher::new(Duration::ZERO);
         let target = PushTarget::parse(&format!("http://{addr}")).unwrap();
         (Pusher::new(target, &Labels::default(), exposition, rx), stats)
     }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::aggregate::{Aggregator, MetricStats};
 use crate::collect::{Observation, ObservationSink};
-use crate::report::Row;
+use crate::katib::report::Row;
 
 #[derive(Serialize)]
 struct JsonObservation<'a> {

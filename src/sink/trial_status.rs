@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use crate::aggregate::MetricStats;
-use crate::state::{Phase, Snapshot, SnapshotRx};
+use crate::snapshot::{Phase, Snapshot, SnapshotRx};
 
 /// Katib's sentinel for a metric without a value.
 pub const UNAVAILABLE: &str = "unavailable";

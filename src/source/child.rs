@@ -28,8 +28,8 @@ use tokio::time::{Instant, sleep_until};
 use super::file::SourceError;
 use super::{End, Live, LiveSink};
 use crate::collect::{Collector, ObservationSink};
-use crate::state::Phase;
-use crate::stop::{SIGINT, Signals};
+use crate::signal::{SIGINT, Signals};
+use crate::snapshot::Phase;
 
 /// One of the child's output streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,8 +19,8 @@ use tokio::time::{Instant, sleep, sleep_until};
 
 use super::tail::{Step, TailError, Tailer};
 use super::{End, Live, LiveSink, StopOptions};
-use crate::state::Phase;
-use crate::stop::Signals;
+use crate::signal::Signals;
+use crate::snapshot::Phase;
 
 /// Why a source failed.
 #[derive(Debug, thiserror::Error)]

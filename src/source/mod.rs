@@ -9,7 +9,7 @@ use std::io::{self, ErrorKind, Read};
 use std::time::Duration;
 
 use crate::collect::{Collector, ObservationSink};
-use crate::state::{Phase, Publisher, SourceStats};
+use crate::snapshot::{Phase, Publisher, SourceStats};
 
 pub mod child;
 pub mod file;

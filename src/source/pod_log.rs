@@ -22,8 +22,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::{End, Live, LiveSink};
-use crate::state::Phase;
-use crate::stop::Signals;
+use crate::signal::Signals;
+use crate::snapshot::Phase;
 
 /// The longest wait between two attempts to open the log or the watch.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);

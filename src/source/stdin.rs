@@ -13,8 +13,8 @@ use tokio::sync::mpsc::error::TryRecvError;
 
 use super::file::{STDIN, SourceError};
 use super::{End, Live, LiveSink};
-use crate::state::Phase;
-use crate::stop::Signals;
+use crate::signal::Signals;
+use crate::snapshot::Phase;
 
 /// Bytes per chunk handed over.
 const CHUNK: usize = 256 * 1024;

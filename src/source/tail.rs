@@ -35,7 +35,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::collect::{Collector, ObservationSink};
-use crate::state::SourceStats;
+use crate::snapshot::SourceStats;
 
 /// Length of the fingerprint: the first bytes of the file as first read.
 pub const HEAD_BYTES: usize = 64;

@@ -45,7 +45,7 @@ use tokio_rustls::TlsAcceptor;
 use super::mutate::{Outcome, Settings, mutate};
 use super::{WebhookConfig, WebhookError};
 use crate::server::{accept_until, serve_http1};
-use crate::stop::Signals;
+use crate::signal::Signals;
 
 /// At most this many open connections per server; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 256;

@@ -13,14 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tonic::{Request, Response, Status};
-use trialtail::katib_api::db_manager_server::{DbManager, DbManagerServer};
-use trialtail::katib_api::early_stopping_server::{EarlyStopping, EarlyStoppingServer};
-use trialtail::katib_api::{
+use trialtail::katib::api::db_manager_server::{DbManager, DbManagerServer};
+use trialtail::katib::api::early_stopping_server::{EarlyStopping, EarlyStoppingServer};
+use trialtail::katib::api::{
     GetObservationLogReply, GetObservationLogRequest, ReportObservationLogReply, ReportObservationLogRequest,
     SetTrialStatusReply, SetTrialStatusRequest,
 };
-use trialtail::katib_args::{ObjectiveType, is_katib_command_line, parse};
-use trialtail::report::Row;
+use trialtail::katib::args::{ObjectiveType, is_katib_command_line, parse};
+use trialtail::katib::report::Row;
 use trialtail::rules::Format;
 use trialtail::sink::katib_db::{self, CHUNK_ROWS};
 use trialtail::wait::procfs::{Status as WaitStatus, Waiter, scan};

@@ -4,7 +4,7 @@
 //! would send: (name, value as printed, timestamp). The inputs are the contract's own examples.
 
 use trialtail::collect::Collector;
-use trialtail::report::KatibReport;
+use trialtail::katib::report::KatibReport;
 use trialtail::rules::{Format, RuleSpec, Rules, Semantics};
 
 const ZERO: &str = "0001-01-01T00:00:00Z";

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::aggregate::MetricStats;
-use crate::state::{Phase, Snapshot};
+use crate::snapshot::{Phase, Snapshot};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 type Responder = tower_test::mock::SendResponse<Response<Body>>;

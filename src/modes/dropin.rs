@@ -1,13 +1,13 @@
 //! The Katib drop-in mode: trialtail run as Katib's file metrics collector (`metrics-logger-and-collector`).
 //!
-//! Started with Katib's arguments ([`crate::katib_args`]), it plays Katib's two roles at once. As the *logger* it
+//! Started with Katib's arguments ([`crate::katib::args`]), it plays Katib's two roles at once. As the *logger* it
 //! follows `-path` from its start (the file may not exist yet) and echoes every byte to stdout as it arrives. As
 //! the *collector* it parses the same bytes with Katib's semantics into a [`KatibReport`], serves `/metrics` while
 //! training runs, and waits for the training ([`crate::wait::procfs`], checked every `-p`; the file is polled with
 //! a back-off from 10 ms to 250 ms, never in a busy loop). Then:
 //! - training completed: read what is left, report ([`crate::sink::katib_db`]), exit 0 once Katib accepted it;
 //! - training failed (no `completed` marker) or `-timeout` passed: report nothing, exit 255, as Katib does;
-//! - every `-stop-rule` fired ([`crate::early_stop`]): mark `early-stopped`, SIGTERM the training shell's child,
+//! - every `-stop-rule` fired ([`crate::katib::early_stop`]): mark `early-stopped`, SIGTERM the training shell's child,
 //!   report, wait (bounded) for the shell to exit, call `EarlyStopping/SetTrialStatus`.
 //!
 //! SIGTERM/SIGINT keep their default action (the pod is going away; Katib's collector dies the same way).
@@ -19,15 +19,15 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep};
 
 use crate::collect::Collector;
-use crate::early_stop::{EarlyStop, StopRule, StopRuleError, parse_rule};
 use crate::export::{ExportConfig, ExportError, Exporter};
-use crate::katib_args::KatibArgs;
-use crate::report::KatibReport;
+use crate::katib::args::KatibArgs;
+use crate::katib::early_stop::{EarlyStop, StopRule, StopRuleError, parse_rule};
+use crate::katib::report::KatibReport;
 use crate::rules::{RuleError, RuleSpec, Rules, Semantics};
 use crate::sink::katib_db::{self, KatibDbError};
 use crate::sink::prometheus::Labels;
+use crate::snapshot::{PUBLISH_INTERVAL, Phase, Publisher};
 use crate::source::tail::{Step, TailError, Tailer};
-use crate::state::{PUBLISH_INTERVAL, Phase, Publisher};
 use crate::wait::procfs::{self, EARLY_STOPPED, Status, WaitError, Waiter};
 
 /// Exit code: the report was not accepted before `-report-deadline`.

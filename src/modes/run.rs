@@ -17,18 +17,18 @@ use crate::collect::{Collector, Observation, ObservationSink};
 use crate::config::{RunConfig, Source};
 use crate::export::{Background, ExportConfig, ExportError, Exporter};
 use crate::k8s::KubeError;
-use crate::live::{Live as LiveTable, write_table_sparklines};
-use crate::progress;
-use crate::report::KatibReport;
-use crate::sidecar::{self, SidecarConfig, SidecarError};
-use crate::sink::sparkline::Sparklines;
+use crate::katib::report::KatibReport;
+use crate::modes::sidecar::{self, SidecarConfig, SidecarError};
+use crate::signal::Signals;
 use crate::sink::stdout::{JsonLines, write_report_json, write_table};
+use crate::snapshot::{PUBLISH_INTERVAL, Phase, Publisher, SnapshotRx, SourceStats};
 use crate::source::child::{self, spawn_exit_code};
 use crate::source::file::{self as file_source, SourceError};
 use crate::source::tail::Tailer;
 use crate::source::{self, End, Live, LiveSink, StopOptions};
-use crate::state::{PUBLISH_INTERVAL, Phase, Publisher, SnapshotRx, SourceStats};
-use crate::stop::Signals;
+use crate::term::live::{Live as LiveTable, write_table_sparklines};
+use crate::term::progress;
+use crate::term::sparkline::Sparklines;
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -273,7 +273,7 @@ fn run_live(
 /// Reads to the end like [`source::read_to_end`], publishing snapshots for the exporter when there is one.
 ///
 /// A short read (the pipe or file had no more for now) publishes at once, since the next read may wait; a full
-/// one publishes at most every [`crate::state::PUBLISH_INTERVAL`], so a fast file is not slowed by copying.
+/// one publishes at most every [`crate::snapshot::PUBLISH_INTERVAL`], so a fast file is not slowed by copying.
 ///
 /// # Performance
 /// Without an exporter this is [`source::read_to_end`] itself.

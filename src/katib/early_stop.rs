@@ -5,12 +5,12 @@
 //! unknown). A metric with a rule whose startStep is not 0 is checked only on exactly its startStep-th value (one
 //! counter per metric, shared by its rules, as in Katib); with startStep 0 on every value. A rule that fires is
 //! removed; the trial is stopped when every rule has fired. A value that does not parse as a number is skipped
-//! with a warning (Katib's collector kills itself there). The actions taken on a stop live in [`crate::dropin`].
+//! with a warning (Katib's collector kills itself there). The actions taken on a stop live in [`crate::modes::dropin`].
 
 use std::collections::HashMap;
 
 use crate::collect::{Observation, ObservationSink};
-use crate::katib_args::ObjectiveType;
+use crate::katib::args::ObjectiveType;
 
 /// How a rule compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The live summary (`--live`): the summary table with sparklines, redrawn in place on a terminal.
 //!
 //! [`Live`] renders a frame from per-metric statistics (the collector's [`crate::aggregate::Aggregator`], or a
-//! published [`crate::state::Snapshot`]'s `metrics`) and the [`Sparklines`] history, and redraws it over the
+//! published [`crate::snapshot::Snapshot`]'s `metrics`) and the [`Sparklines`] history, and redraws it over the
 //! previous frame with ANSI codes: cursor up over the lines last drawn, clear to the end of the screen, the new
 //! table. [`Live::maybe_draw`] is rate-limited (at most every [`INTERVAL`]), so calling it after every read
 //! chunk costs a clock read; the frame is built and written only when due.
@@ -15,8 +15,8 @@ use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use crate::aggregate::MetricStats;
-use crate::sink::sparkline::Sparklines;
 use crate::sink::stdout::write_table_with;
+use crate::term::sparkline::Sparklines;
 
 /// The shortest time between two frames.
 pub const INTERVAL: Duration = Duration::from_millis(250);

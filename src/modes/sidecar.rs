@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use crate::export::{ExportConfig, ExportError, Exporter};
 use crate::k8s::{self, KubeError};
+use crate::signal::Signals;
 use crate::sink::trial_status::{self, StatusConfig, TrialStatus};
+use crate::snapshot::SnapshotRx;
 use crate::source::pod_log::{self, PodLogConfig, PodLogError};
 use crate::source::{End, Live, LiveSink};
-use crate::state::SnapshotRx;
-use crate::stop::Signals;
 
 /// Why the sidecar could not run.
 #[derive(Debug, thiserror::Error)]
