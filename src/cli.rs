@@ -6,10 +6,36 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use clap::builder::PossibleValue;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::rules::{Format, Preset};
+use crate::rules::{LineFormat, Preset};
 use crate::webhook::mutate;
+
+/// `--format`: the rules' line format, as clap sees it (the rules module knows nothing of clap).
+impl ValueEnum for LineFormat {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[LineFormat::Text, LineFormat::Json]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            LineFormat::Text => PossibleValue::new("text").help("Free text, matched by filters and presets."),
+            LineFormat::Json => PossibleValue::new("json").help("One JSON object per line."),
+        })
+    }
+}
+
+/// `--preset`: the presets' command-line names and summaries.
+impl ValueEnum for Preset {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Preset::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()).help(self.summary()))
+    }
+}
 
 /// trialtail: turn training logs into metrics for Prometheus and Kubeflow Katib.
 #[derive(Debug, Parser)]
@@ -286,8 +312,8 @@ pub struct RuleArgs {
     ///
     /// json: every key whose value is a number or a numeric string is a metric (with --metrics, those keys);
     /// `timestamp` (RFC 3339 string or epoch seconds) is the observation time, `step`/`global_step` the step.
-    #[arg(long, value_enum, default_value_t = Format::Text, env = "TRIALTAIL_FORMAT", help_heading = "Rules")]
-    pub format: Format,
+    #[arg(long, value_enum, default_value_t = LineFormat::Text, env = "TRIALTAIL_FORMAT", help_heading = "Rules")]
+    pub format: LineFormat,
 
     /// Parse exactly as Katib's file metrics collector does
     ///

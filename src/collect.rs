@@ -226,7 +226,7 @@ fn note_issues(issues: LineIssues, line: u64, counters: &mut Counters) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::{Format, RuleSpec};
+    use crate::rules::{LineFormat, RuleSpec};
 
     #[derive(Default)]
     struct Record(Vec<(String, String, Option<u64>, u64)>);
@@ -239,7 +239,7 @@ mod tests {
     }
 
     fn collector(specs: &[RuleSpec]) -> Collector {
-        Collector::new(Rules::new(specs, &[], Semantics::Native, Format::Text).unwrap(), 64, 100)
+        Collector::new(Rules::new(specs, &[], Semantics::Native, LineFormat::Text).unwrap(), 64, 100)
     }
 
     #[test]
@@ -361,10 +361,10 @@ mod tests {
             ) {
                 let input = lines.join(&b'\n');
                 let (specs, names, semantics) = rule_sets().swap_remove(set);
-                let reference = by_lines(Rules::new(&specs, &names, semantics, Format::Text).unwrap(), max, &input);
+                let reference = by_lines(Rules::new(&specs, &names, semantics, LineFormat::Text).unwrap(), max, &input);
                 let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
                 cuts.sort_unstable();
-                let mut c = Collector::new(Rules::new(&specs, &names, semantics, Format::Text).unwrap(), max, 1000);
+                let mut c = Collector::new(Rules::new(&specs, &names, semantics, LineFormat::Text).unwrap(), max, 1000);
                 let mut rec = Rec::default();
                 let mut at = 0;
                 for cut in cuts {
@@ -380,7 +380,7 @@ mod tests {
 
     #[test]
     fn katib_keeps_raw_strings() {
-        let rules = Rules::new(&[], &["loss".into()], Semantics::Katib, Format::Text).unwrap();
+        let rules = Rules::new(&[], &["loss".into()], Semantics::Katib, LineFormat::Text).unwrap();
         let mut c = Collector::new(rules, 64, 100);
         let mut rec = Record::default();
         c.feed(b"loss=nan\nloss=0.5\n", &mut rec);

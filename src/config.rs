@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cli::{ExportArgs, Output, RuleArgs, RunArgs, SourceKind};
 use crate::export::ExportConfig;
-use crate::rules::{Format, RuleError, RuleSpec, Rules, Semantics};
+use crate::rules::{LineFormat, RuleError, RuleSpec, Rules, Semantics};
 use crate::sink::prometheus::Labels;
 use crate::sink::pushgateway::{PushError, PushTarget};
 
@@ -224,7 +224,7 @@ impl RunConfig {
         if rules.is_empty() {
             rules.push(if katib { "Katib's default filter".into() } else { "presets katib, tf-step (default)".into() });
         }
-        if self.rules.format() == Format::Json {
+        if self.rules.format() == LineFormat::Json {
             rules.push("JSON lines".into());
         }
         if katib {

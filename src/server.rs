@@ -275,7 +275,7 @@ mod tests {
 
     use super::*;
     use crate::collect::Collector;
-    use crate::rules::{Format as RuleFormat, Rules, Semantics};
+    use crate::rules::{LineFormat, Rules, Semantics};
     use crate::sink::prometheus::Labels;
     use crate::sink::stats::SinkStats;
     use crate::snapshot::{Publisher, SourceStats};
@@ -300,7 +300,7 @@ mod tests {
         let post = request(addr, "POST", "/metrics").await;
         assert!(post.starts_with("HTTP/1.0 405") && post.to_ascii_lowercase().contains("allow: get, head"), "{post}");
 
-        let rules = Rules::new(&[], &[], Semantics::Native, RuleFormat::Text).unwrap();
+        let rules = Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap();
         let mut c = Collector::new(rules, 1024, 10);
         c.feed(b"loss=1\n", &mut ());
         publisher.publish(&c, SourceStats::default(), Phase::Reading);

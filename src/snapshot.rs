@@ -124,11 +124,11 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::{Format, Rules, Semantics};
+    use crate::rules::{LineFormat, Rules, Semantics};
 
     #[test]
     fn publishes_only_what_changed_and_rate_limits() {
-        let rules = Rules::new(&[], &[], Semantics::Native, Format::Text).unwrap();
+        let rules = Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap();
         let mut c = Collector::new(rules, 1024, 10);
         let (mut p, rx) = Publisher::new(Duration::from_secs(3600));
         c.feed(b"loss=1\n", &mut ());

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use crate::config::parse_listen;
 use crate::export::DEFAULT_PORT;
-use crate::rules::Format;
+use crate::rules::LineFormat;
 
 /// Katib's own flags (names without dashes). A command line whose first argument is one of these is Katib's.
 pub const KATIB_FLAGS: &[&str] =
@@ -64,7 +64,7 @@ pub struct KatibArgs {
     /// `-f`, split on `;`: the filters (empty: Katib's default).
     pub filters: Vec<String>,
     /// `-format`.
-    pub format: Format,
+    pub format: LineFormat,
     /// `-w`: also wait for every other process of the pod.
     pub wait_all: bool,
     /// `-p`: how often the processes are checked.
@@ -250,10 +250,10 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Ka
     let format = match last("format").as_deref().map(str::trim) {
         None | Some("") => {
             warnings.push("-format is missing: reading the log as TEXT (Katib would fail the collection)".into());
-            Format::Text
+            LineFormat::Text
         }
-        Some(f) if f.eq_ignore_ascii_case("TEXT") => Format::Text,
-        Some(f) if f.eq_ignore_ascii_case("JSON") => Format::Json,
+        Some(f) if f.eq_ignore_ascii_case("TEXT") => LineFormat::Text,
+        Some(f) if f.eq_ignore_ascii_case("JSON") => LineFormat::Json,
         Some(f) => return Err(ArgsError::Invalid { flag: "format", value: f.into(), reason: "must be TEXT or JSON" }),
     };
     // Katib's -w is a string flag read with strconv.ParseBool: anything that is not a Go bool means false.

@@ -255,10 +255,10 @@ pub async fn wrap<S: LiveSink>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::{Format, Rules, Semantics};
+    use crate::rules::{LineFormat, Rules, Semantics};
 
     fn collector(max_line: usize) -> Collector {
-        Collector::new(Rules::new(&[], &[], Semantics::Native, Format::Text).unwrap(), max_line, 100)
+        Collector::new(Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap(), max_line, 100)
     }
 
     #[test]

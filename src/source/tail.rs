@@ -418,7 +418,7 @@ impl Tailer {
 mod tests {
     use super::*;
     use crate::collect::Observation;
-    use crate::rules::{Format, Rules, Semantics};
+    use crate::rules::{LineFormat, Rules, Semantics};
     use std::io::Write;
 
     /// The raw values observed, in order.
@@ -432,7 +432,7 @@ mod tests {
     }
 
     fn collector(max_line: usize) -> Collector {
-        Collector::new(Rules::new(&[], &[], Semantics::Native, Format::Text).unwrap(), max_line, 100_000)
+        Collector::new(Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap(), max_line, 100_000)
     }
 
     fn append(path: &Path, bytes: &[u8]) {

@@ -21,7 +21,7 @@ use trialtail::katib::api::{
 };
 use trialtail::katib::args::{ObjectiveType, is_katib_command_line, parse};
 use trialtail::katib::report::Row;
-use trialtail::rules::Format;
+use trialtail::rules::LineFormat;
 use trialtail::sink::katib_db::{self, CHUNK_ROWS};
 use trialtail::wait::procfs::{Status as WaitStatus, Waiter, scan};
 
@@ -58,7 +58,7 @@ fn webhook_args_translate_to_the_drop_in_configuration() {
     assert_eq!(a.objective_type, Some(ObjectiveType::Maximize));
     assert_eq!(a.db_manager, "katib-db-manager.kubeflow:6789");
     assert_eq!(a.path, PathBuf::from("/var/log/katib/metrics.log"));
-    assert_eq!(a.format, Format::Text);
+    assert_eq!(a.format, LineFormat::Text);
     assert!(a.wait_all && a.filters.is_empty() && a.stop_rules.is_empty() && a.early_stop.is_none());
     assert_eq!((a.poll, a.timeout), (Duration::from_secs(1), None));
     assert!(a.warnings.is_empty());
@@ -106,7 +106,7 @@ fn metric_names_with_spaces_and_filters_with_bars_split_on_semicolons() {
         a.filters,
         [r"(\w+\s\w+)\s:\s((-?\d+)(\.\d+)?)", r"{metricName: ([\w|-]+), metricValue: ((-?\d+)(\.\d+)?)}"]
     );
-    assert_eq!(a.format, Format::Json);
+    assert_eq!(a.format, LineFormat::Json);
     assert!(!a.wait_all);
     assert_eq!((a.poll, a.timeout), (Duration::from_millis(500), Some(Duration::from_secs(90))));
     assert_eq!(a.stop_rules, ["loss;2;greater;0", "valid_1 auc;0.5;less;3"]);
@@ -116,7 +116,7 @@ fn metric_names_with_spaces_and_filters_with_bars_split_on_semicolons() {
 #[test]
 fn a_missing_format_means_text_with_a_warning() {
     let a = parse(&strings(&["-t", "t", "-m", "loss"]), |_| None).unwrap();
-    assert_eq!(a.format, Format::Text);
+    assert_eq!(a.format, LineFormat::Text);
     assert!(a.warnings.iter().any(|w| w.contains("-format")), "{:?}", a.warnings);
 }
 

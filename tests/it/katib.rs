@@ -5,11 +5,11 @@
 
 use trialtail::collect::Collector;
 use trialtail::katib::report::KatibReport;
-use trialtail::rules::{Format, RuleSpec, Rules, Semantics};
+use trialtail::rules::{LineFormat, RuleSpec, Rules, Semantics};
 
 const ZERO: &str = "0001-01-01T00:00:00Z";
 
-fn report(names: &[&str], filters: &[&str], format: Format, log: &str) -> Vec<(String, String, String)> {
+fn report(names: &[&str], filters: &[&str], format: LineFormat, log: &str) -> Vec<(String, String, String)> {
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     let specs: Vec<RuleSpec> = filters.iter().map(|f| RuleSpec::Filter(f.to_string())).collect();
     let rules = Rules::new(&specs, &names, Semantics::Katib, format).unwrap();
@@ -25,7 +25,7 @@ fn rows(v: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
 }
 
 fn text(names: &[&str], log: &str) -> Vec<(String, String, String)> {
-    report(names, &[], Format::Text, log)
+    report(names, &[], LineFormat::Text, log)
 }
 
 #[test]
@@ -74,7 +74,7 @@ fn metric_names_with_spaces_work_with_the_xgboost_filter() {
     let got = report(
         &["valid_1 auc", "loss"],
         &[r"(\w+\s\w+)\s:\s((-?\d+)(\.\d+)?)"],
-        Format::Text,
+        LineFormat::Text,
         "[3] valid_1 auc : 0.93\nloss : 1.0\n",
     );
     assert_eq!(got, rows(&[("valid_1 auc", "0.93", ZERO)]));
@@ -86,13 +86,13 @@ fn the_docs_custom_filter_matches_what_go_matches() {
     let line = "2024-03-04T17:55:08Z INFO     {metricName: accuracy, metricValue: 0.8078};{metricName: loss, metricValue: 0.5183}\n";
     let t = "2024-03-04T17:55:08Z";
     assert_eq!(
-        report(&["accuracy", "loss"], &[filter], Format::Text, line),
+        report(&["accuracy", "loss"], &[filter], LineFormat::Text, line),
         rows(&[("accuracy", "0.8078", t), ("loss", "0.5183", t)])
     );
     for value in [".333", "-.333", "888."] {
         let line = format!("{{metricName: accuracy, metricValue: {value}}}\n");
         assert_eq!(
-            report(&["accuracy"], &[filter], Format::Text, &line),
+            report(&["accuracy"], &[filter], LineFormat::Text, &line),
             rows(&[("accuracy", "unavailable", ZERO)]),
             "{value}"
         );
@@ -101,7 +101,7 @@ fn the_docs_custom_filter_matches_what_go_matches() {
 
 #[test]
 fn filters_apply_in_order_and_can_duplicate() {
-    let got = report(&["loss"], &[r"(loss)=(\S+)", r"(loss)=(\d\.\d)"], Format::Text, "loss=0.5 loss=0.7\n");
+    let got = report(&["loss"], &[r"(loss)=(\S+)", r"(loss)=(\d\.\d)"], LineFormat::Text, "loss=0.5 loss=0.7\n");
     assert_eq!(
         got,
         rows(&[("loss", "0.5", ZERO), ("loss", "0.7", ZERO), ("loss", "0.5", ZERO), ("loss", "0.7", ZERO)])
@@ -113,7 +113,7 @@ fn values_are_not_validated() {
     let got = report(
         &["genotype"],
         &[r"([\w-]+)=(Genotype.*)"],
-        Format::Text,
+        LineFormat::Text,
         "genotype=Genotype(normal=[('sep_conv', 0)])\n",
     );
     assert_eq!(got, rows(&[("genotype", "Genotype(normal=[('sep_conv', 0)])", ZERO)]));
@@ -149,7 +149,7 @@ fn without_the_objective_the_report_is_the_unavailable_sentinel() {
 }
 
 fn json(names: &[&str], log: &str) -> Vec<(String, String, String)> {
-    report(names, &[], Format::Json, log)
+    report(names, &[], LineFormat::Json, log)
 }
 
 #[test]
