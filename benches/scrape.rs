@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use trialtail::aggregate::MetricStats;
-use trialtail::sink::prometheus::{Exposition, Format, Labels};
+use trialtail::sink::prometheus::{Exposition, ExpositionFormat, Labels};
 use trialtail::sink::stats::SinkStats;
 use trialtail::snapshot::{Phase, Snapshot};
 
@@ -142,7 +142,7 @@ fn encode_cost() {
     let snap = Snapshot { metrics, phase: Phase::Reading, generation: 1, ..Default::default() };
     let labels = Labels { trial: Some("trial-1".into()), namespace: Some("ns".into()), ..Default::default() };
     let exposition = Exposition::new(&labels, Arc::new(SinkStats::default()));
-    for format in [Format::Text, Format::OpenMetrics] {
+    for format in [ExpositionFormat::Text, ExpositionFormat::OpenMetrics] {
         let mut out = String::new();
         let rounds = 5000;
         let start = Instant::now();

@@ -90,7 +90,7 @@ trialtail run --source pod-log --listen :9478 --check-config";
 
 /// How results are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Output {
+pub enum OutputKind {
     /// A summary table at the end.
     Table,
     /// One JSON object per observation, as it is found (in Katib semantics: the report, at the end).
@@ -164,8 +164,8 @@ pub struct RunArgs {
     /// `table` prints metric, count, latest, min, max and last step at the end. `json` prints one object per
     /// observation as it is found: {"metric","value","raw","step","timestamp","line"}; `value` is null when the
     /// value is not a finite number (see `raw`), `step` and `timestamp` are null when the line had none.
-    #[arg(long, value_enum, default_value_t = Output::Table, env = "TRIALTAIL_OUTPUT", help_heading = "Output")]
-    pub output: Output,
+    #[arg(long, value_enum, default_value_t = OutputKind::Table, env = "TRIALTAIL_OUTPUT", help_heading = "Output")]
+    pub output: OutputKind,
 
     /// Validate the flags, print the effective configuration and exit, without reading anything
     ///

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{ExportArgs, Output, RuleArgs, RunArgs, SourceKind};
+use crate::cli::{ExportArgs, OutputKind, RuleArgs, RunArgs, SourceKind};
 use crate::export::ExportConfig;
 use crate::rules::{LineFormat, RuleError, RuleSpec, Rules, Semantics};
 use crate::sink::prometheus::Labels;
@@ -76,7 +76,7 @@ pub struct RunConfig {
     /// Write the output here instead of stdout (stderr when wrapping a command).
     pub output_file: Option<PathBuf>,
     /// What to print.
-    pub output: Output,
+    pub output: OutputKind,
     /// Print counters at the end.
     pub stats: bool,
     /// Show a progress bar on stderr when it is a terminal.
@@ -271,10 +271,10 @@ impl RunConfig {
     }
 }
 
-fn output_name(output: Output) -> &'static str {
+fn output_name(output: OutputKind) -> &'static str {
     match output {
-        Output::Table => "table",
-        Output::Json => "json",
+        OutputKind::Table => "table",
+        OutputKind::Json => "json",
     }
 }
 

@@ -74,7 +74,7 @@ impl PlotError {
 
 /// The picture's file format, from the output's extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub enum ImageFormat {
     /// Scalable vector graphics.
     Svg,
     /// A PNG bitmap.
@@ -89,7 +89,7 @@ pub struct PlotConfig {
     /// The picture's path.
     pub output: PathBuf,
     /// The picture's format.
-    pub format: Format,
+    pub format: ImageFormat,
     /// The picture's width in pixels.
     pub width: u32,
     /// The picture's height in pixels; `None` for 300 per row of panels.
@@ -113,8 +113,8 @@ impl TryFrom<PlotArgs> for PlotConfig {
     fn try_from(a: PlotArgs) -> Result<Self, PlotError> {
         let ext = a.output.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
         let format = match ext.as_deref() {
-            Some("svg") => Format::Svg,
-            Some("png") => Format::Png,
+            Some("svg") => ImageFormat::Svg,
+            Some("png") => ImageFormat::Png,
             _ => return Err(PlotError::Format { path: a.output }),
         };
         let width = check_size("width", a.width, 200)?;
@@ -315,7 +315,7 @@ pub const PALETTE: [RGBColor; 8] = [
 pub const NON_FINITE: RGBColor = RGBColor(0xd6, 0x27, 0x28);
 
 /// Draws `series` and returns the encoded picture.
-pub fn render(series: &[Series], style: &Style, format: Format) -> Result<Vec<u8>, RenderError> {
+pub fn render(series: &[Series], style: &Style, format: ImageFormat) -> Result<Vec<u8>, RenderError> {
     register_font()?;
     let mut groups = group(series, style.panels);
     limit(&mut groups, series);
@@ -325,7 +325,7 @@ pub fn render(series: &[Series], style: &Style, format: Format) -> Result<Vec<u8
     let height = style.height.unwrap_or((60 + 300 * rows as u32).min(8000));
     let plan = Plan { series, groups: &groups, rows, cols, style };
     match format {
-        Format::Svg => {
+        ImageFormat::Svg => {
             let mut text = String::new();
             {
                 let root = SVGBackend::with_string(&mut text, (width, height)).into_drawing_area();
@@ -334,7 +334,7 @@ pub fn render(series: &[Series], style: &Style, format: Format) -> Result<Vec<u8
             }
             Ok(text.into_bytes())
         }
-        Format::Png => {
+        ImageFormat::Png => {
             let mut rgb = vec![0u8; width as usize * height as usize * 3];
             {
                 let root = BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();

@@ -31,7 +31,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::sink::prometheus::{Exposition, Format};
+use crate::sink::prometheus::{Exposition, ExpositionFormat};
 use crate::snapshot::{Phase, SnapshotRx};
 
 /// Connections served at once; further ones are closed right after accept.
@@ -226,7 +226,7 @@ fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => {
             let accept = req.headers().get(ACCEPT).and_then(|v| v.to_str().ok());
-            let format = Format::negotiate(accept);
+            let format = ExpositionFormat::negotiate(accept);
             tracing::debug!(?format, "scrape");
             let (body, ended) = shared.render(format);
             let mut resp = Response::new(Full::new(body));
@@ -248,13 +248,13 @@ fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
 
 impl Shared {
     /// The exposition of the latest snapshot in `format` (cached per generation), and whether it is final.
-    fn render(&self, format: Format) -> (Bytes, bool) {
+    fn render(&self, format: ExpositionFormat) -> (Bytes, bool) {
         let snap = self.rx.borrow().clone();
         let sinks = self.exposition.sinks();
         // This response delivers the snapshot's observations: count them before rendering, so it says so.
         sinks.delivered(SINK, snap.counters.observations);
         let sinks_version = sinks.version();
-        let slot = usize::from(format == Format::OpenMetrics);
+        let slot = usize::from(format == ExpositionFormat::OpenMetrics);
         let mut cache = self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(c) =
             cache[slot].as_ref().filter(|c| (c.generation, c.sinks_version) == (snap.generation, sinks_version))

@@ -12,7 +12,7 @@ use std::io::{self, BufWriter, ErrorKind, IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::cli::Output as OutputKind;
+use crate::cli::OutputKind;
 use crate::collect::{Collector, Observation, ObservationSink};
 use crate::config::{RunConfig, Source};
 use crate::export::{Background, ExportConfig, ExportError, Exporter};
@@ -25,8 +25,8 @@ use crate::snapshot::{PUBLISH_INTERVAL, Phase, Publisher, SnapshotRx, SourceStat
 use crate::source::child::{self, spawn_exit_code};
 use crate::source::file::{self as file_source, SourceError};
 use crate::source::tail::Tailer;
-use crate::source::{self, End, Live, LiveSink, StopOptions};
-use crate::term::live::{Live as LiveTable, write_table_sparklines};
+use crate::source::{self, End, Feed, LiveSink, StopOptions};
+use crate::term::live::{LiveTable, write_table_sparklines};
 use crate::term::progress;
 use crate::term::sparkline::Sparklines;
 
@@ -195,7 +195,7 @@ pub fn run(cfg: RunConfig) -> Result<u8, RunError> {
                 .map_err(|source| SourceError::Read { path: log, bytes: collector.line_stats().bytes, source }.into())
         }
         None => {
-            let mut live = Live {
+            let mut live = Feed {
                 collector: &mut collector,
                 sink: &mut out,
                 publisher: &mut publisher,
@@ -242,7 +242,7 @@ fn run_live(
     stop: StopOptions,
     sidecar: Option<SidecarConfig>,
     snapshots: SnapshotRx,
-    live: &mut Live<'_, Output>,
+    live: &mut Feed<'_, Output>,
 ) -> Result<End, RunError> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SourceError::Runtime)?;
     rt.block_on(async {

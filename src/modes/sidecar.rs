@@ -16,7 +16,7 @@ use crate::signal::Signals;
 use crate::sink::trial_status::{self, StatusConfig, TrialStatus};
 use crate::snapshot::SnapshotRx;
 use crate::source::pod_log::{self, PodLogConfig, PodLogError};
-use crate::source::{End, Live, LiveSink};
+use crate::source::{End, Feed, LiveSink};
 
 /// Why the sidecar could not run.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +51,7 @@ pub async fn run<S: LiveSink>(
     cfg: &SidecarConfig,
     export: &ExportConfig,
     snapshots: SnapshotRx,
-    live: &mut Live<'_, S>,
+    live: &mut Feed<'_, S>,
     signals: &mut Signals,
 ) -> Result<End, SidecarError> {
     let client = k8s::client().await?;

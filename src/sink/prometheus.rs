@@ -32,18 +32,18 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// An exposition format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Format {
+pub enum ExpositionFormat {
     /// The Prometheus text format 0.0.4.
     Text,
     /// OpenMetrics 1.0 text.
     OpenMetrics,
 }
 
-impl Format {
+impl ExpositionFormat {
     /// The format a scraper asks for: OpenMetrics when its `Accept` header rates
     /// `application/openmetrics-text` at least as high as `text/plain` (or `*/*`), the text format otherwise.
-    pub fn negotiate(accept: Option<&str>) -> Format {
-        let Some(accept) = accept else { return Format::Text };
+    pub fn negotiate(accept: Option<&str>) -> ExpositionFormat {
+        let Some(accept) = accept else { return ExpositionFormat::Text };
         let (mut openmetrics, mut text) = (None::<f32>, None::<f32>);
         for range in accept.split(',') {
             let mut params = range.split(';');
@@ -62,16 +62,16 @@ impl Format {
             *slot = Some(slot.map_or(q, |old| old.max(q)));
         }
         match openmetrics {
-            Some(q) if q > 0.0 && text.is_none_or(|t| q >= t) => Format::OpenMetrics,
-            _ => Format::Text,
+            Some(q) if q > 0.0 && text.is_none_or(|t| q >= t) => ExpositionFormat::OpenMetrics,
+            _ => ExpositionFormat::Text,
         }
     }
 
     /// The `Content-Type` of a response in this format.
     pub fn content_type(self) -> &'static str {
         match self {
-            Format::Text => TEXT_CONTENT_TYPE,
-            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+            ExpositionFormat::Text => TEXT_CONTENT_TYPE,
+            ExpositionFormat::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
         }
     }
 }
@@ -171,7 +171,7 @@ impl Exposition {
     /// # Performance
     /// 65–115 µs for 100 metrics (45 KB) on the shared 2-core benchmark machine (`cargo bench --bench scrape`);
     /// the server renders once per snapshot generation and format and serves the cached text after that.
-    pub fn encode(&self, snap: &Snapshot, format: Format, out: &mut String) {
+    pub fn encode(&self, snap: &Snapshot, format: ExpositionFormat, out: &mut String) {
         let mut w = Writer { out, format, series: SERIES.iter() };
         let metric_label = |out: &mut String, name: &str, identity: &str| {
             out.push_str("{metric=\"");
@@ -232,7 +232,7 @@ impl Exposition {
         }
         let name = w.family();
         let _ = writeln!(w.out, "{name}{{version=\"{VERSION}\"}} 1");
-        if format == Format::OpenMetrics {
+        if format == ExpositionFormat::OpenMetrics {
             w.out.push_str("# EOF\n");
         }
     }
@@ -241,7 +241,7 @@ impl Exposition {
 /// Writes families in the order of [`SERIES`].
 struct Writer<'a> {
     out: &'a mut String,
-    format: Format,
+    format: ExpositionFormat,
     series: std::slice::Iter<'static, (&'static str, &'static str, &'static str)>,
 }
 
@@ -252,7 +252,7 @@ impl Writer<'_> {
         let kind = if kind == "counter" { Kind::Counter } else { Kind::Gauge };
         // OpenMetrics names a counter family without `_total`; its samples keep it.
         let family = match (self.format, kind) {
-            (Format::OpenMetrics, Kind::Counter) => name.strip_suffix("_total").unwrap_or(name),
+            (ExpositionFormat::OpenMetrics, Kind::Counter) => name.strip_suffix("_total").unwrap_or(name),
             _ => name,
         };
         let kind = if kind == Kind::Counter { "counter" } else { "gauge" };
@@ -316,7 +316,7 @@ mod tests {
         }
     }
 
-    fn render(snap: &Snapshot, labels: &Labels, format: Format) -> String {
+    fn render(snap: &Snapshot, labels: &Labels, format: ExpositionFormat) -> String {
         let stats = Arc::new(SinkStats::default());
         stats.register("prometheus");
         stats.error("pushgateway", "connect");
@@ -338,7 +338,7 @@ mod tests {
             pod: Some(String::new()),
             ..Default::default()
         };
-        let text = render(&snap, &labels, Format::Text);
+        let text = render(&snap, &labels, ExpositionFormat::Text);
         let id = r#"{metric="val_loss",trial="t-1",namespace="ns"}"#;
         assert_eq!(sample(&text, &format!("trialtail_metric_latest{id} ")), Some("0.75"));
         assert_eq!(sample(&text, &format!("trialtail_metric_min{id} ")), Some("0.25"));
@@ -359,7 +359,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let text = render(&snap, &Labels::default(), Format::Text);
+        let text = render(&snap, &Labels::default(), ExpositionFormat::Text);
         assert_eq!(sample(&text, r#"trialtail_metric_latest{metric="a"} "#), Some("NaN"));
         assert_eq!(sample(&text, r#"trialtail_metric_min{metric="a"} "#), None, "NaN never is a min");
         assert_eq!(sample(&text, r#"trialtail_metric_latest{metric="b"} "#), Some("+Inf"));
@@ -371,7 +371,7 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let snap = Snapshot { metrics: vec![metric("a\"b\\c\nd", &[1.0], None)], ..Default::default() };
-        let text = render(&snap, &Labels { trial: Some("x\"y".into()), ..Default::default() }, Format::Text);
+        let text = render(&snap, &Labels { trial: Some("x\"y".into()), ..Default::default() }, ExpositionFormat::Text);
         assert!(text.contains(r#"trialtail_metric_latest{metric="a\"b\\c\nd",trial="x\"y"} 1"#), "{text}");
     }
 
@@ -386,7 +386,7 @@ mod tests {
         snap.lines.lines = 4;
         snap.lines.too_long = 1;
         snap.source.rotations = 2;
-        let text = render(&snap, &Labels::default(), Format::Text);
+        let text = render(&snap, &Labels::default(), ExpositionFormat::Text);
         for (prefix, want) in [
             ("trialtail_observations_total ", "7"),
             ("trialtail_parse_errors_total ", "2"),
@@ -409,7 +409,7 @@ mod tests {
     #[test]
     fn openmetrics_names_counter_families_without_total_and_ends_with_eof() {
         let snap = Snapshot { metrics: vec![metric("loss", &[1.0], None)], ..Default::default() };
-        let text = render(&snap, &Labels::default(), Format::OpenMetrics);
+        let text = render(&snap, &Labels::default(), ExpositionFormat::OpenMetrics);
         assert!(text.contains("# TYPE trialtail_metric_observations counter\n"), "{text}");
         assert!(text.contains("trialtail_metric_observations_total{metric=\"loss\"} 1\n"));
         assert!(text.contains("# TYPE trialtail_metric_latest gauge\n"));
@@ -418,7 +418,7 @@ mod tests {
 
     #[test]
     fn every_series_is_written_once_in_order() {
-        let text = render(&Snapshot::default(), &Labels::default(), Format::Text);
+        let text = render(&Snapshot::default(), &Labels::default(), ExpositionFormat::Text);
         let types: Vec<&str> =
             text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
         let want: Vec<&str> = SERIES.iter().map(|s| s.0).collect();
@@ -429,12 +429,15 @@ mod tests {
     fn accept_headers_choose_the_format() {
         let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;\
                           q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
-        assert_eq!(Format::negotiate(None), Format::Text);
-        assert_eq!(Format::negotiate(Some("*/*")), Format::Text);
-        assert_eq!(Format::negotiate(Some("text/plain;version=0.0.4")), Format::Text);
-        assert_eq!(Format::negotiate(Some("text/plain, application/openmetrics-text;q=0.5")), Format::Text);
-        assert_eq!(Format::negotiate(Some("application/openmetrics-text;q=0")), Format::Text);
-        assert_eq!(Format::negotiate(Some("Application/OpenMetrics-Text")), Format::OpenMetrics);
+        assert_eq!(ExpositionFormat::negotiate(Some(prometheus)), ExpositionFormat::OpenMetrics);
+        assert_eq!(ExpositionFormat::negotiate(None), ExpositionFormat::Text);
+        assert_eq!(ExpositionFormat::negotiate(Some("*/*")), ExpositionFormat::Text);
+        assert_eq!(ExpositionFormat::negotiate(Some("text/plain;version=0.0.4")), ExpositionFormat::Text);
+        assert_eq!(
+            ExpositionFormat::negotiate(Some("text/plain, application/openmetrics-text;q=0.5")),
+            ExpositionFormat::Text
+        );
+        assert_eq!(ExpositionFormat::negotiate(Some("application/openmetrics-text;q=0")), ExpositionFormat::Text);
+        assert_eq!(ExpositionFormat::negotiate(Some("Application/OpenMetrics-Text")), ExpositionFormat::OpenMetrics);
     }
 }

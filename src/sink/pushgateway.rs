@@ -20,7 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::sink::prometheus::{Exposition, Format, Labels};
+use crate::sink::prometheus::{Exposition, ExpositionFormat, Labels};
 use crate::snapshot::SnapshotRx;
 
 /// The sink name in the self-metrics.
@@ -154,7 +154,7 @@ impl Pusher {
     pub async fn push(&self) -> Result<(), PushError> {
         let snap = self.rx.borrow().clone();
         let mut body = String::new();
-        self.exposition.encode(&snap, Format::Text, &mut body);
+        self.exposition.encode(&snap, ExpositionFormat::Text, &mut body);
         let body = Bytes::from(body);
         let attempts = async {
             let mut backoff = Duration::from_millis(200);
@@ -213,7 +213,7 @@ impl Pusher {
         let conn = tokio::spawn(conn);
         let req = Request::put(self.path.as_str())
             .header(HOST, addr.as_str())
-            .header(CONTENT_TYPE, Format::Text.content_type())
+            .header(CONTENT_TYPE, ExpositionFormat::Text.content_type())
             .body(Full::new(body))
             .map_err(PushError::Request)?;
         let resp = sender.send_request(req).await.map_err(PushError::Http)?;

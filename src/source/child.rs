@@ -26,7 +26,7 @@ use tokio::process::Command;
 use tokio::time::{Instant, sleep_until};
 
 use super::file::SourceError;
-use super::{End, Live, LiveSink};
+use super::{End, Feed, LiveSink};
 use crate::collect::{Collector, ObservationSink};
 use crate::signal::{SIGINT, Signals};
 use crate::snapshot::Phase;
@@ -166,7 +166,7 @@ fn on_read<S: LiveSink>(
     read: Option<io::Result<usize>>,
     buf: &[u8],
     lines: &mut Interleave,
-    live: &mut Live<'_, S>,
+    live: &mut Feed<'_, S>,
     broken: &mut bool,
 ) -> bool {
     match read {
@@ -190,7 +190,7 @@ fn on_read<S: LiveSink>(
 /// Runs `command` to its end. See the module documentation.
 pub async fn wrap<S: LiveSink>(
     command: &[OsString],
-    live: &mut Live<'_, S>,
+    live: &mut Feed<'_, S>,
     signals: &mut Signals,
     max_line_bytes: usize,
     grace: Duration,

@@ -18,7 +18,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use super::tail::{Step, TailError, Tailer};
-use super::{End, Live, LiveSink, StopOptions};
+use super::{End, Feed, LiveSink, StopOptions};
 use crate::signal::Signals;
 use crate::snapshot::Phase;
 
@@ -128,7 +128,7 @@ fn watch(path: &Path, wake: Arc<Notify>) -> Option<RecommendedWatcher> {
 /// Follows `tailer`'s path until `--until-idle` or a signal. See the module documentation.
 pub async fn follow<S: LiveSink>(
     mut tailer: Tailer,
-    live: &mut Live<'_, S>,
+    live: &mut Feed<'_, S>,
     signals: &mut Signals,
     opts: StopOptions,
 ) -> Result<End, SourceError> {
@@ -174,7 +174,7 @@ pub async fn follow<S: LiveSink>(
     Ok(end)
 }
 
-fn step<S: LiveSink>(tailer: &mut Tailer, live: &mut Live<'_, S>) -> Result<Step, SourceError> {
+fn step<S: LiveSink>(tailer: &mut Tailer, live: &mut Feed<'_, S>) -> Result<Step, SourceError> {
     let step = tailer.step(live.collector, live.sink, STEP_BUDGET)?;
     live.stats = tailer.stats();
     if live.stats.opens > 0 {
@@ -186,7 +186,7 @@ fn step<S: LiveSink>(tailer: &mut Tailer, live: &mut Live<'_, S>) -> Result<Step
 /// After the first signal: read what is readable, within the grace period; a second signal stops at once.
 async fn drain<S: LiveSink>(
     tailer: &mut Tailer,
-    live: &mut Live<'_, S>,
+    live: &mut Feed<'_, S>,
     signals: &mut Signals,
     grace: Duration,
     sig: i32,

@@ -91,7 +91,7 @@ pub struct StopOptions {
 }
 
 /// What a live source drives: the collector, the observation sink and the publisher of snapshots.
-pub struct Live<'a, S> {
+pub struct Feed<'a, S> {
     /// The core.
     pub collector: &'a mut Collector,
     /// Where each observation goes as it is made.
@@ -104,7 +104,7 @@ pub struct Live<'a, S> {
     pub phase: Phase,
 }
 
-impl<S: LiveSink> Live<'_, S> {
+impl<S: LiveSink> Feed<'_, S> {
     /// After a read: publish if the last publish is old enough.
     pub fn after_read(&mut self) {
         self.publisher.maybe_publish(self.collector, self.stats, self.phase);

@@ -21,7 +21,7 @@ use kube::api::{Api, LogParams, WatchEvent, WatchParams};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::{End, Live, LiveSink};
+use super::{End, Feed, LiveSink};
 use crate::signal::Signals;
 use crate::snapshot::Phase;
 
@@ -237,7 +237,7 @@ pub async fn follow<S: LiveSink>(
     client: kube::Client,
     pod: Pod,
     cfg: &PodLogConfig,
-    live: &mut Live<'_, S>,
+    live: &mut Feed<'_, S>,
     signals: &mut Signals,
 ) -> Result<End, PodLogError> {
     let pods: Api<Pod> = Api::namespaced(client, &cfg.namespace);
@@ -263,7 +263,7 @@ pub async fn follow<S: LiveSink>(
 async fn follow_streams<S: LiveSink>(
     pods: &Api<Pod>,
     cfg: &PodLogConfig,
-    live: &mut Live<'_, S>,
+    live: &mut Feed<'_, S>,
     signals: &mut Signals,
     state: &mut watch::Receiver<ContainerState>,
 ) -> End {
@@ -337,7 +337,7 @@ async fn follow_streams<S: LiveSink>(
     }
 }
 
-fn feed<S: LiveSink>(line: LineResult, seam: &mut Seam, live: &mut Live<'_, S>) -> u64 {
+fn feed<S: LiveSink>(line: LineResult, seam: &mut Seam, live: &mut Feed<'_, S>) -> u64 {
     let line = match line {
         Ok(line) => line,
         Err(e) => {
@@ -365,7 +365,7 @@ async fn read_lines<S: LiveSink>(
     mut rx: mpsc::Receiver<LineResult>,
     seam: &mut Seam,
     cfg: &PodLogConfig,
-    live: &mut Live<'_, S>,
+    live: &mut Feed<'_, S>,
     signals: &mut Signals,
     state: &mut watch::Receiver<ContainerState>,
 ) -> (StreamEnd, u64) {

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
 use super::file::{STDIN, SourceError};
-use super::{End, Live, LiveSink};
+use super::{End, Feed, LiveSink};
 use crate::signal::Signals;
 use crate::snapshot::Phase;
 
@@ -44,7 +44,7 @@ fn reader(tx: mpsc::Sender<Chunk>) {
 
 /// Reads standard input until EOF or a signal. No grace period is needed: on a signal only the few chunks
 /// already read are processed.
-pub async fn follow<S: LiveSink>(live: &mut Live<'_, S>, signals: &mut Signals) -> Result<End, SourceError> {
+pub async fn follow<S: LiveSink>(live: &mut Feed<'_, S>, signals: &mut Signals) -> Result<End, SourceError> {
     let (tx, mut rx) = mpsc::channel::<Chunk>(4);
     std::thread::Builder::new().name("stdin".into()).spawn(move || reader(tx)).map_err(SourceError::Runtime)?;
     // Ready (`/readyz`) once the first read is done: until then the phase stays `Starting`.

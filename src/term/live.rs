@@ -1,9 +1,9 @@
 //! The live summary (`--live`): the summary table with sparklines, redrawn in place on a terminal.
 //!
-//! [`Live`] renders a frame from per-metric statistics (the collector's [`crate::aggregate::Aggregator`], or a
+//! [`LiveTable`] renders a frame from per-metric statistics (the collector's [`crate::aggregate::Aggregator`], or a
 //! published [`crate::snapshot::Snapshot`]'s `metrics`) and the [`Sparklines`] history, and redraws it over the
 //! previous frame with ANSI codes: cursor up over the lines last drawn, clear to the end of the screen, the new
-//! table. [`Live::maybe_draw`] is rate-limited (at most every [`INTERVAL`]), so calling it after every read
+//! table. [`LiveTable::maybe_draw`] is rate-limited (at most every [`INTERVAL`]), so calling it after every read
 //! chunk costs a clock read; the frame is built and written only when due.
 //!
 //! It is written for the follow mode's read loop (call `maybe_draw` after each chunk and `draw` once at the end)
@@ -32,15 +32,15 @@ pub fn write_table_sparklines(out: &mut impl Write, metrics: &[MetricStats], spa
 
 /// A summary that redraws itself in place.
 #[derive(Debug, Default)]
-pub struct Live {
+pub struct LiveTable {
     lines: usize,
     last: Option<Instant>,
 }
 
-impl Live {
+impl LiveTable {
     /// Nothing drawn yet.
     pub fn new() -> Self {
-        Live::default()
+        LiveTable::default()
     }
 
     /// Draws a frame if the last one is at least [`INTERVAL`] old; returns whether it drew.
@@ -96,7 +96,7 @@ mod tests {
 
     #[test]
     fn frames_redraw_over_the_previous_one() {
-        let (mut agg, mut sparks, mut live) = (Aggregator::new(10), Sparklines::new(), Live::new());
+        let (mut agg, mut sparks, mut live) = (Aggregator::new(10), Sparklines::new(), LiveTable::new());
         record(&mut agg, &mut sparks, b"loss", 2.0);
         let mut out = Vec::new();
         live.draw(&mut out, agg.metrics(), &sparks).unwrap();
