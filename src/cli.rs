@@ -10,6 +10,7 @@ use clap::builder::PossibleValue;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::rules::{LineFormat, Preset};
+pub use crate::sink::stdout::OutputKind;
 use crate::webhook::mutate;
 
 /// `--format`: the rules' line format, as clap sees it (the rules module knows nothing of clap).
@@ -88,13 +89,19 @@ trialtail run --metric accuracy='Accuracy at step (?P<step>\\d+): (?P<value>\\S+
 python train.py 2>&1 | trialtail run --output json - | jq .value\n  \
 trialtail run --source pod-log --listen :9478 --check-config";
 
-/// How results are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputKind {
-    /// A summary table at the end.
-    Table,
-    /// One JSON object per observation, as it is found (in Katib semantics: the report, at the end).
-    Json,
+/// `--output`: what the stdout sink prints.
+impl ValueEnum for OutputKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[OutputKind::Table, OutputKind::Json]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            OutputKind::Table => PossibleValue::new("table").help("A summary table at the end."),
+            OutputKind::Json => PossibleValue::new("json")
+                .help("One JSON object per observation, as it is found (in Katib semantics: the report, at the end)."),
+        })
+    }
 }
 
 /// `trialtail run`.

@@ -7,10 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{ExportArgs, OutputKind, RuleArgs, RunArgs, SourceKind};
-use crate::export::ExportConfig;
+use crate::outputs::ExportConfig;
 use crate::rules::{LineFormat, RuleError, RuleSpec, Rules, Semantics};
 use crate::sink::prometheus::Labels;
 use crate::sink::pushgateway::{PushError, PushTarget};
+use crate::sink::stdout::StdoutConfig;
 
 /// Why the flags do not make a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +187,17 @@ impl TryFrom<RunArgs> for RunConfig {
 }
 
 impl RunConfig {
+    /// What the run prints and where.
+    pub fn stdout(&self) -> StdoutConfig {
+        StdoutConfig {
+            kind: self.output,
+            objective: self.objective.clone(),
+            file: self.output_file.clone(),
+            wrapping: matches!(self.source, Source::Command(_)),
+            live: self.live && matches!(self.source, Source::Follow { .. }),
+        }
+    }
+
     /// The effective configuration in a few aligned lines, as `--check-config` prints it: what a run would read,
     /// how it would parse it and where the results would go. Looks at nothing outside the configuration.
     pub fn summary(&self) -> String {
@@ -238,14 +250,10 @@ impl RunConfig {
             None => format!("every captured name (at most {})", self.max_metrics),
         };
         let kind = match (&self.objective, self.output) {
-            (Some(objective), _) => format!("Katib report (objective {objective}) as {}", output_name(self.output)),
-            (None, output) => output_name(output).to_string(),
+            (Some(objective), _) => format!("Katib report (objective {objective}) as {}", self.output.name()),
+            (None, output) => output.name().to_string(),
         };
-        let dest = match (&self.output_file, &self.source) {
-            (Some(path), _) => path.display().to_string(),
-            (None, Source::Command(_)) => "stderr".to_string(),
-            (None, _) => "stdout".to_string(),
-        };
+        let dest = self.stdout().destination();
         let export = &self.export;
         let listen = match export.listen {
             Some(addr) => format!("{addr}, /metrics /healthz /readyz, linger {:?}", export.linger),
@@ -268,13 +276,6 @@ impl RunConfig {
             ("labels", if labels.is_empty() { "none".to_string() } else { labels.join(" ") }),
         ];
         rows.iter().map(|(k, v)| format!("{k}:{:pad$}{v}\n", "", pad = 12 - k.len())).collect()
-    }
-}
-
-fn output_name(output: OutputKind) -> &'static str {
-    match output {
-        OutputKind::Table => "table",
-        OutputKind::Json => "json",
     }
 }
 

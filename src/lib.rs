@@ -17,14 +17,15 @@
 //!   webhook that injects the sidecar).
 
 pub mod aggregate;
+pub mod backoff;
 pub mod cli;
-pub mod collect;
 pub mod config;
-pub mod export;
 pub mod k8s;
 pub mod katib;
 pub mod lines;
 pub mod modes;
+pub mod outputs;
+pub mod parser;
 pub mod plot;
 pub mod rules;
 pub mod server;

@@ -44,6 +44,20 @@ pub struct LineStats {
     pub skipped_bytes: u64,
 }
 
+impl std::ops::Add for LineStats {
+    type Output = LineStats;
+
+    /// The counters of two streams together.
+    fn add(self, o: LineStats) -> LineStats {
+        LineStats {
+            bytes: self.bytes + o.bytes,
+            lines: self.lines + o.lines,
+            too_long: self.too_long + o.too_long,
+            skipped_bytes: self.skipped_bytes + o.skipped_bytes,
+        }
+    }
+}
+
 /// A fixed-capacity buffer that turns a byte stream into lines.
 #[derive(Debug)]
 pub struct LineBuffer {
@@ -88,16 +102,6 @@ impl LineBuffer {
         self.stats
     }
 
-    /// The number the next line will get.
-    pub fn next_line_number(&self) -> u64 {
-        self.stats.lines + 1
-    }
-
-    /// Bytes held that do not yet form a complete line.
-    pub fn pending(&self) -> usize {
-        self.end - self.start
-    }
-
     /// Free space to read into: at least one read chunk after [`LineBuffer::drain`].
     pub fn space(&mut self) -> &mut [u8] {
         if self.start > 0 && self.buf.len() - self.end < self.read_chunk {
@@ -109,11 +113,13 @@ impl LineBuffer {
         &mut self.buf[self.end..]
     }
 
-    /// Marks `n` bytes of [`LineBuffer::space`] as filled.
-    pub fn commit(&mut self, n: usize) {
+    /// Marks `n` bytes of [`LineBuffer::space`] as filled and returns them (to echo or fingerprint before they
+    /// are parsed).
+    pub fn commit(&mut self, n: usize) -> &[u8] {
         assert!(self.end + n <= self.buf.len(), "commit past the space handed out");
         self.end += n;
         self.stats.bytes += n as u64;
+        &self.buf[self.end - n..self.end]
     }
 
     /// Copies `chunk` in and yields every line it completes.

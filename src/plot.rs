@@ -22,9 +22,10 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::cli::{Panels, PlotArgs, XAxis};
-use crate::collect::{Collector, Observation, ObservationSink};
 use crate::config::{ConfigError, RuleConfig};
-use crate::source::{self, file::SourceError};
+use crate::lines::LineBuffer;
+use crate::parser::{Observation, ObservationSink, Parser};
+use crate::source::{self, LiveSink, SourceError};
 
 /// Points kept per metric before the recorder starts thinning (see the module docs).
 pub const MAX_POINTS: usize = 10_000;
@@ -175,6 +176,9 @@ impl Recorder {
     }
 }
 
+/// The recorder reads no snapshots: nothing to flush or publish.
+impl LiveSink for Recorder {}
+
 impl ObservationSink for Recorder {
     fn observe(&mut self, o: &Observation<'_>) {
         let i = o.metric.0 as usize;
@@ -239,11 +243,12 @@ pub fn rfc3339_seconds(s: &[u8]) -> Option<f64> {
 pub fn run(cfg: PlotConfig) -> Result<(), PlotError> {
     let mut reader = source::file::open(&cfg.log)?;
     let r = cfg.rules;
-    let mut collector = Collector::new(r.rules, r.max_line_bytes, r.max_metrics);
+    let mut parser = Parser::new(r.rules, r.max_metrics);
+    let mut lines = LineBuffer::new(r.max_line_bytes);
     let mut recorder = Recorder::default();
-    let read = source::read_to_end(&mut reader, &mut collector, &mut recorder);
+    let read = source::file::read_to_end(&mut reader, &mut lines, &mut parser, &mut recorder);
     if let Err(source) = read {
-        let bytes = collector.line_stats().bytes;
+        let bytes = lines.stats().bytes;
         return Err(SourceError::Read { path: cfg.log, bytes, source }.into());
     }
     let title = if cfg.log.as_os_str() == source::file::STDIN {

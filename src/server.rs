@@ -274,7 +274,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
-    use crate::collect::Collector;
+    use crate::lines::LineBuffer;
+    use crate::parser::Parser;
     use crate::rules::{LineFormat, Rules, Semantics};
     use crate::sink::prometheus::Labels;
     use crate::sink::stats::SinkStats;
@@ -301,14 +302,15 @@ mod tests {
         assert!(post.starts_with("HTTP/1.0 405") && post.to_ascii_lowercase().contains("allow: get, head"), "{post}");
 
         let rules = Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap();
-        let mut c = Collector::new(rules, 1024, 10);
-        c.feed(b"loss=1\n", &mut ());
+        let mut c = Parser::new(rules, 10);
+        let mut lines = LineBuffer::new(1024);
+        lines.feed_into(b"loss=1\n", &mut c.lines(&mut ()));
         publisher.publish(&c, SourceStats::default(), Phase::Reading);
         assert!(request(addr, "GET", "/readyz").await.starts_with("HTTP/1.0 200"));
         assert!(request(addr, "GET", "/metrics").await.contains("trialtail_metric_latest{metric=\"loss\"} 1\n"));
         assert!(!server.linger(Duration::from_millis(50)).await, "a scrape while reading is not final");
 
-        c.feed(b"loss=2\n", &mut ());
+        lines.feed_into(b"loss=2\n", &mut c.lines(&mut ()));
         publisher.publish(&c, SourceStats::default(), Phase::Ended);
         assert!(request(addr, "HEAD", "/metrics").await.starts_with("HTTP/1.0 200"));
         assert!(!server.final_scraped(), "HEAD returns no values");

@@ -1,6 +1,6 @@
 //! The shared state sinks read off the hot path: a published [`Snapshot`] of the aggregate and counters.
 //!
-//! The reader owns the [`Collector`]; after reading it calls [`Publisher::maybe_publish`] (rate-limited, so a
+//! The reader owns the [`Parser`]; after reading it calls [`Publisher::maybe_publish`] (rate-limited, so a
 //! fast reader never spends its time copying) and [`Publisher::publish`] whenever it is about to wait or stop, so
 //! what sinks see is never older than the last wait. Sinks hold a [`SnapshotRx`] and read the latest snapshot
 //! whenever they like (a scrape, a status patch): reading never blocks the reader and the reader never waits
@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::aggregate::MetricStats;
-use crate::collect::{Collector, Counters};
 use crate::lines::LineStats;
+use crate::parser::{Counters, Parser};
 
 /// Counters kept by a source (file opens, rotations, …), published with the aggregate.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +26,8 @@ pub struct SourceStats {
     pub truncations: u64,
     /// Read errors (each counted, the source goes on).
     pub read_errors: u64,
+    /// The source's line buffers' counters, summed over its streams.
+    pub lines: LineStats,
 }
 
 /// Where the source is in its life, for readiness and for sinks that flush at the end.
@@ -45,9 +47,7 @@ pub enum Phase {
 pub struct Snapshot {
     /// Per-metric statistics, in order of first appearance.
     pub metrics: Vec<MetricStats>,
-    /// The line buffer's counters.
-    pub lines: LineStats,
-    /// The collector's counters.
+    /// The parser's counters.
     pub counters: Counters,
     /// The source's counters.
     pub source: SourceStats,
@@ -60,7 +60,7 @@ pub struct Snapshot {
 /// Receives snapshots.
 pub type SnapshotRx = watch::Receiver<Arc<Snapshot>>;
 
-/// Publishes snapshots of a collector.
+/// Publishes snapshots of a parser and its source.
 #[derive(Debug)]
 pub struct Publisher {
     tx: watch::Sender<Arc<Snapshot>>,
@@ -80,13 +80,8 @@ impl Publisher {
         (Publisher { tx, last: None, last_observations: 0, min_interval, generation: 0 }, rx)
     }
 
-    /// Another receiver.
-    pub fn subscribe(&self) -> SnapshotRx {
-        self.tx.subscribe()
-    }
-
     /// Publishes unless the last publish was less than the minimum interval ago.
-    pub fn maybe_publish(&mut self, c: &Collector, source: SourceStats, phase: Phase) {
+    pub fn maybe_publish(&mut self, c: &Parser, source: SourceStats, phase: Phase) {
         if self.last.is_some_and(|t| t.elapsed() < self.min_interval) {
             return;
         }
@@ -94,14 +89,13 @@ impl Publisher {
     }
 
     /// Publishes now (call before waiting, and at the end with [`Phase::Ended`]).
-    pub fn publish(&mut self, c: &Collector, source: SourceStats, phase: Phase) {
+    pub fn publish(&mut self, c: &Parser, source: SourceStats, phase: Phase) {
         let counters = c.counters();
         let current = self.tx.borrow().clone();
         // Nothing new: keep the old snapshot (and its generation), so idle costs nothing downstream.
         if counters.observations == self.last_observations
             && current.phase == phase
             && current.source == source
-            && current.lines == c.line_stats()
             && self.last.is_some()
         {
             return;
@@ -111,7 +105,6 @@ impl Publisher {
         self.last_observations = counters.observations;
         let snapshot = Snapshot {
             metrics: c.aggregate().metrics().to_vec(),
-            lines: c.line_stats(),
             counters,
             source,
             phase,
@@ -124,20 +117,22 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lines::LineBuffer;
     use crate::rules::{LineFormat, Rules, Semantics};
 
     #[test]
     fn publishes_only_what_changed_and_rate_limits() {
         let rules = Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap();
-        let mut c = Collector::new(rules, 1024, 10);
+        let mut c = Parser::new(rules, 10);
+        let mut buf = LineBuffer::new(1024);
         let (mut p, rx) = Publisher::new(Duration::from_secs(3600));
-        c.feed(b"loss=1\n", &mut ());
+        buf.feed_into(b"loss=1\n", &mut c.lines(&mut ()));
         p.publish(&c, SourceStats::default(), Phase::Reading);
         assert_eq!(rx.borrow().generation, 1);
         assert_eq!(rx.borrow().metrics[0].latest_raw, "1");
         p.publish(&c, SourceStats::default(), Phase::Reading);
         assert_eq!(rx.borrow().generation, 1, "nothing changed");
-        c.feed(b"loss=2\n", &mut ());
+        buf.feed_into(b"loss=2\n", &mut c.lines(&mut ()));
         p.maybe_publish(&c, SourceStats::default(), Phase::Reading);
         assert_eq!(rx.borrow().generation, 1, "rate-limited");
         p.publish(&c, SourceStats::default(), Phase::Ended);

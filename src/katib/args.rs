@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::parse_listen;
-use crate::export::DEFAULT_PORT;
+use crate::outputs::DEFAULT_PORT;
 use crate::rules::LineFormat;
 
 /// Katib's own flags (names without dashes). A command line whose first argument is one of these is Katib's.

@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 
-use crate::collect::{Observation, ObservationSink};
 use crate::katib::args::ObjectiveType;
+use crate::parser::{Observation, ObservationSink};
 
 /// How a rule compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +156,9 @@ impl EarlyStop {
         self.fired
     }
 }
+
+/// Rules read no snapshots: nothing to flush or publish.
+impl crate::source::LiveSink for EarlyStop {}
 
 impl ObservationSink for EarlyStop {
     fn observe(&mut self, o: &Observation<'_>) {

@@ -6,11 +6,9 @@
 
 use std::ops::Range;
 
-use crate::collect::{Observation, ObservationSink};
+use super::UNAVAILABLE;
+use crate::parser::{Observation, ObservationSink};
 use crate::value::ZERO_TIME;
-
-/// The value Katib reports when the objective was never observed.
-pub const UNAVAILABLE: &str = "unavailable";
 
 /// One row of the report, borrowed from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,10 +2,11 @@
 //!
 //! Started with Katib's arguments ([`crate::katib::args`]), it plays Katib's two roles at once. As the *logger* it
 //! follows `-path` from its start (the file may not exist yet) and echoes every byte to stdout as it arrives. As
-//! the *collector* it parses the same bytes with Katib's semantics into a [`KatibReport`], serves `/metrics` while
+//! the *collector* it parses the same bytes with Katib's semantics into Katib's report, serves `/metrics` while
 //! training runs, and waits for the training ([`crate::wait::procfs`], checked every `-p`; the file is polled with
 //! a back-off from 10 ms to 250 ms, never in a busy loop). Then:
-//! - training completed: read what is left, report ([`crate::sink::katib_db`]), exit 0 once Katib accepted it;
+//! - training completed: read what is left, report ([`Outputs`] sends it through [`crate::sink::katib_db`]), exit 0
+//!   once Katib accepted it;
 //! - training failed (no `completed` marker) or `-timeout` passed: report nothing, exit 255, as Katib does;
 //! - every `-stop-rule` fired ([`crate::katib::early_stop`]): mark `early-stopped`, SIGTERM the training shell's child,
 //!   report, wait (bounded) for the shell to exit, call `EarlyStopping/SetTrialStatus`.
@@ -18,15 +19,17 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep};
 
-use crate::collect::Collector;
-use crate::export::{ExportConfig, ExportError, Exporter};
+use crate::aggregate::DEFAULT_MAX_METRICS;
+use crate::backoff::Backoff;
 use crate::katib::args::KatibArgs;
 use crate::katib::early_stop::{EarlyStop, StopRule, StopRuleError, parse_rule};
-use crate::katib::report::KatibReport;
+use crate::outputs::{ExportConfig, KatibDbConfig, Outputs};
+use crate::parser::Parser;
 use crate::rules::{RuleError, RuleSpec, Rules, Semantics};
 use crate::sink::katib_db::{self, KatibDbError};
 use crate::sink::prometheus::Labels;
-use crate::snapshot::{PUBLISH_INTERVAL, Phase, Publisher};
+use crate::snapshot::Phase;
+use crate::source::LiveSink;
 use crate::source::tail::{Step, TailError, Tailer};
 use crate::wait::procfs::{self, EARLY_STOPPED, Status, WaitError, Waiter};
 
@@ -41,8 +44,8 @@ pub const EXIT_FATAL: u8 = 255;
 const MAX_LINE_BYTES: usize = 1 << 20;
 /// Bytes read per step before the processes and rules are looked at again.
 const STEP_BUDGET: u64 = 4 << 20;
-const IDLE_MIN: Duration = Duration::from_millis(10);
-const IDLE_MAX: Duration = Duration::from_millis(250);
+/// The file is polled 10 ms after data, backing off to 250 ms while it is quiet.
+const IDLE: Backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(250));
 
 /// Why the drop-in mode did not end with an accepted report.
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +123,6 @@ async fn run_async(a: KatibArgs, rules: Rules, stop_rules: Vec<StopRule>) -> Res
     };
     tracing::info!(main_pid = waiter.main(), path = %a.path.display(), "waiting for the training");
 
-    let (mut publisher, snapshots) = Publisher::new(PUBLISH_INTERVAL);
     let export = ExportConfig {
         listen: a.listen,
         labels: Labels {
@@ -131,25 +133,24 @@ async fn run_async(a: KatibArgs, rules: Rules, stop_rules: Vec<StopRule>) -> Res
         },
         ..ExportConfig::default()
     };
+    let katib = KatibDbConfig { address: a.db_manager.clone(), trial: a.trial.clone(), deadline: a.report_deadline };
     // A busy port must not fail the trial: /metrics is a bonus in this mode.
-    let exporter = match export.is_enabled().then(|| Exporter::start(&export, snapshots)).transpose() {
-        Ok(e) => e,
-        Err(e @ ExportError::Server(_) | e @ ExportError::Runtime(_)) => {
-            tracing::warn!(error = %e, "cannot serve /metrics; collecting without it");
-            None
-        }
-    };
+    let outputs = Outputs::start(&export).or_else(|e| {
+        tracing::warn!(error = %e, "cannot serve /metrics; collecting without it");
+        Outputs::start(&ExportConfig { listen: None, ..export.clone() })
+    });
+    let outputs = outputs.map_err(|e| DropInError::Runtime(io::Error::other(e.to_string())))?;
+    let mut sink = (outputs.with_katib_db(&objective, katib), EarlyStop::new(stop_rules, objective, a.objective_type));
 
-    let mut collector = Collector::new(rules, MAX_LINE_BYTES, 1000);
-    let mut sink = (KatibReport::new(objective.clone()), EarlyStop::new(stop_rules, objective, a.objective_type));
-    let mut tailer = Tailer::new(&a.path, false).with_echo(io::stdout());
+    let mut parser = Parser::new(rules, DEFAULT_MAX_METRICS);
+    let mut tailer = Tailer::new(&a.path, false, MAX_LINE_BYTES).with_echo(io::stdout());
     let started = Instant::now();
     let mut next_check = Instant::now();
-    let mut idle = IDLE_MIN;
+    let mut idle = IDLE;
     let ending = loop {
-        let step = tailer.step(&mut collector, &mut sink, STEP_BUDGET)?;
+        let step = tailer.step(&mut parser, &mut sink, STEP_BUDGET)?;
         let phase = if tailer.stats().opens > 0 { Phase::Reading } else { Phase::Starting };
-        publisher.maybe_publish(&collector, tailer.stats(), phase);
+        sink.publish(&parser, tailer.stats(), phase, false);
         if sink.1.fired() {
             break Ending::EarlyStopped;
         }
@@ -157,7 +158,9 @@ async fn run_async(a: KatibArgs, rules: Rules, stop_rules: Vec<StopRule>) -> Res
             tokio::task::yield_now().await;
             continue;
         }
-        idle = if step.bytes() > 0 { IDLE_MIN } else { (idle * 2).min(IDLE_MAX) };
+        if step.bytes() > 0 {
+            idle.reset();
+        }
         let now = Instant::now();
         if now >= next_check {
             match waiter.poll() {
@@ -182,26 +185,26 @@ async fn run_async(a: KatibArgs, rules: Rules, stop_rules: Vec<StopRule>) -> Res
             }
             next_check = now + a.poll;
         }
-        sleep(idle.min(next_check.saturating_duration_since(now))).await;
+        sleep(idle.pause().min(next_check.saturating_duration_since(now))).await;
     };
 
     if let Ending::EarlyStopped = ending {
         stop_training(&a, &waiter)?;
     }
     // What the training wrote before it ended is read before the report.
-    while let Step::More(_) = tailer.step(&mut collector, &mut sink, STEP_BUDGET)? {}
-    tailer.finish(&mut collector, &mut sink);
-    publisher.publish(&collector, tailer.stats(), Phase::Ended);
-
-    let rows = sink.0.rows();
-    let reported = katib_db::report(&a.db_manager, &a.trial, &rows, a.report_deadline).await;
-    let result = match (reported, &ending) {
-        (Err(e), _) => Err(DropInError::Report(e)),
-        (Ok(()), Ending::Completed) => Ok(()),
-        (Ok(()), Ending::EarlyStopped) => {
+    while let Step::More(_) = tailer.step(&mut parser, &mut sink, STEP_BUDGET)? {}
+    tailer.finish(&mut parser, &mut sink);
+    let (mut outputs, _) = sink;
+    outputs.publish_end(&parser, tailer.stats());
+    let sinks = outputs.sinks().clone();
+    let finished = outputs.finish(&parser, a.report_deadline).await;
+    match (finished.katib, &ending) {
+        (Some(Err(e)), _) => Err(DropInError::Report(e)),
+        (_, Ending::Completed) => Ok(()),
+        (_, Ending::EarlyStopped) => {
             wait_for_exit(&a.proc_root, waiter.main(), a.early_stop_wait).await;
             match &a.early_stop {
-                Some(addr) => katib_db::set_trial_status(addr, &a.trial, a.report_deadline)
+                Some(addr) => katib_db::set_trial_status(addr, &a.trial, a.report_deadline, &sinks)
                     .await
                     .map_err(DropInError::SetTrialStatus),
                 None => {
@@ -210,11 +213,7 @@ async fn run_async(a: KatibArgs, rules: Rules, stop_rules: Vec<StopRule>) -> Res
                 }
             }
         }
-    };
-    if let Some(exporter) = exporter {
-        exporter.finish().await;
     }
-    result
 }
 
 /// Katib's early stop, first steps: the `early-stopped` marker, then SIGTERM to the training shell's child.

@@ -15,17 +15,20 @@ use std::time::Duration;
 use tokio::time::{Instant, sleep};
 use tonic::transport::Endpoint;
 
+use crate::backoff::Backoff;
 use crate::katib::api::db_manager_client::DbManagerClient;
 use crate::katib::api::early_stopping_client::EarlyStoppingClient;
 use crate::katib::api::{Metric, MetricLog, ObservationLog, ReportObservationLogRequest, SetTrialStatusRequest};
 use crate::katib::report::Row;
+use crate::sink::stats::SinkStats;
 use crate::value::ZERO_TIME;
 
 /// The most rows sent in one call.
 pub const CHUNK_ROWS: usize = 4000;
-/// The first and the longest pause between two attempts.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The pause between two attempts: 100 ms doubling to 5 s.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+/// The sink name in the self-metrics (`trialtail_sink_errors_total{sink="katib_db"}`).
+pub const SINK: &str = "katib_db";
 
 /// Why Katib did not accept a call.
 #[derive(Debug, thiserror::Error)]
@@ -57,25 +60,27 @@ fn endpoint(address: &str) -> Result<Endpoint, KatibDbError> {
         .map_err(|source| KatibDbError::Address { address: address.to_string(), source })
 }
 
-/// Attempts and back-off within one deadline.
-struct Retry {
+/// Attempts and back-off within one deadline; every failed attempt is counted in the sinks' statistics.
+struct Retry<'s> {
     call: &'static str,
     address: String,
     deadline: Duration,
     end: Instant,
-    backoff: Duration,
+    backoff: Backoff,
     attempts: u32,
+    sinks: &'s SinkStats,
 }
 
-impl Retry {
-    fn new(call: &'static str, address: &str, deadline: Duration) -> Self {
+impl<'s> Retry<'s> {
+    fn new(call: &'static str, address: &str, deadline: Duration, sinks: &'s SinkStats) -> Self {
         Retry {
             call,
             address: address.to_string(),
             deadline,
             end: Instant::now() + deadline,
-            backoff: BACKOFF_MIN,
+            backoff: BACKOFF,
             attempts: 0,
+            sinks,
         }
     }
 
@@ -85,9 +90,11 @@ impl Retry {
         self.end.saturating_duration_since(Instant::now())
     }
 
-    /// After a failed attempt: waits before the next one, or gives up when it would start past the deadline.
-    async fn failed(&mut self, last: String) -> Result<(), KatibDbError> {
-        if Instant::now() + self.backoff >= self.end {
+    /// After a failed attempt (`kind`: `connect`, `status` or `timeout`): waits before the next one, or gives up
+    /// when it would start past the deadline.
+    async fn failed(&mut self, kind: &'static str, last: String) -> Result<(), KatibDbError> {
+        self.sinks.error(SINK, kind);
+        if Instant::now() + self.backoff.peek() >= self.end {
             return Err(KatibDbError::Deadline {
                 call: self.call,
                 address: self.address.clone(),
@@ -96,10 +103,9 @@ impl Retry {
                 last,
             });
         }
-        let (call, address, attempt) = (self.call, &self.address, self.attempts);
-        tracing::warn!(call, %address, attempt, error = %last, retry_in = ?self.backoff, "call failed; retrying");
-        sleep(self.backoff).await;
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        let (call, address, attempt, pause) = (self.call, &self.address, self.attempts, self.backoff.pause());
+        tracing::warn!(call, %address, attempt, error = %last, retry_in = ?pause, "call failed; retrying");
+        sleep(pause).await;
         Ok(())
     }
 }
@@ -108,12 +114,21 @@ fn status(s: &tonic::Status) -> String {
     format!("{}: {}", s.code(), s.message())
 }
 
-/// Reports `rows` for `trial` to the DB manager at `address` (`host:port`), within `deadline` overall.
-pub async fn report(address: &str, trial: &str, rows: &[Row<'_>], deadline: Duration) -> Result<(), KatibDbError> {
+/// Reports `rows` for `trial` to the DB manager at `address` (`host:port`), within `deadline` overall; failed
+/// attempts and the rows delivered are counted in `sinks`.
+pub async fn report(
+    address: &str,
+    trial: &str,
+    rows: &[Row<'_>],
+    deadline: Duration,
+    sinks: &SinkStats,
+) -> Result<(), KatibDbError> {
     let endpoint = endpoint(address)?;
     let chunks = rows.len().div_ceil(CHUNK_ROWS).max(1);
-    let mut retry = Retry::new("ReportObservationLog", address, deadline);
+    let mut retry = Retry::new("ReportObservationLog", address, deadline, sinks);
+    sinks.register(SINK);
     let mut client: Option<DbManagerClient<tonic::transport::Channel>> = None;
+    let mut sent = 0u64;
     // Messages are built one chunk at a time: memory holds one chunk's messages, not the whole report's twice.
     for (i, chunk) in rows.chunks(CHUNK_ROWS).enumerate() {
         let request = ReportObservationLogRequest {
@@ -126,41 +141,54 @@ pub async fn report(address: &str, trial: &str, rows: &[Row<'_>], deadline: Dura
             let attempt = async {
                 let c = match &mut client {
                     Some(c) => c,
-                    None => client
-                        .insert(DbManagerClient::new(endpoint.connect().await.map_err(|e| super::error_chain(&e))?)),
+                    None => client.insert(DbManagerClient::new(
+                        endpoint.connect().await.map_err(|e| ("connect", super::error_chain(&e)))?,
+                    )),
                 };
-                c.report_observation_log(request).await.map(drop).map_err(|s| status(&s))
+                c.report_observation_log(request).await.map(drop).map_err(|s| ("status", status(&s)))
             };
-            let last = match tokio::time::timeout(left, attempt).await {
+            let (kind, last) = match tokio::time::timeout(left, attempt).await {
                 Ok(Ok(())) => break,
                 Ok(Err(e)) => e,
-                Err(_) => "the deadline passed during the call".to_string(),
+                Err(_) => ("timeout", "the deadline passed during the call".to_string()),
             };
             client = None;
-            retry.failed(last).await?;
+            retry.failed(kind, last).await?;
         }
+        sent += chunk.len() as u64;
+        sinks.delivered(SINK, sent);
         tracing::debug!(chunk = i + 1, chunks, rows = chunk.len(), "report chunk accepted");
     }
     tracing::info!(rows = rows.len(), chunks, %address, "observations reported to the Katib DB manager");
     Ok(())
 }
 
-/// Tells Katib's early-stopping service at `address` that `trial` was stopped early, within `deadline`.
-pub async fn set_trial_status(address: &str, trial: &str, deadline: Duration) -> Result<(), KatibDbError> {
+/// Tells Katib's early-stopping service at `address` that `trial` was stopped early, within `deadline`; failed
+/// attempts are counted in `sinks` (as the `katib_db` sink: the same Katib services).
+pub async fn set_trial_status(
+    address: &str,
+    trial: &str,
+    deadline: Duration,
+    sinks: &SinkStats,
+) -> Result<(), KatibDbError> {
     let endpoint = endpoint(address)?;
-    let mut retry = Retry::new("SetTrialStatus", address, deadline);
+    let mut retry = Retry::new("SetTrialStatus", address, deadline, sinks);
     loop {
         let left = retry.left();
         let attempt = async {
-            let channel = endpoint.connect().await.map_err(|e| super::error_chain(&e))?;
+            let channel = endpoint.connect().await.map_err(|e| ("connect", super::error_chain(&e)))?;
             let request = SetTrialStatusRequest { trial_name: trial.to_string() };
-            EarlyStoppingClient::new(channel).set_trial_status(request).await.map(drop).map_err(|s| status(&s))
+            EarlyStoppingClient::new(channel)
+                .set_trial_status(request)
+                .await
+                .map(drop)
+                .map_err(|s| ("status", status(&s)))
         };
-        let last = match tokio::time::timeout(left, attempt).await {
+        let (kind, last) = match tokio::time::timeout(left, attempt).await {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(e)) => e,
-            Err(_) => "the deadline passed during the call".to_string(),
+            Err(_) => ("timeout", "the deadline passed during the call".to_string()),
         };
-        retry.failed(last).await?;
+        retry.failed(kind, last).await?;
     }
 }

@@ -211,9 +211,9 @@ impl Exposition {
         w.single(snap.metrics.len() as u64);
         w.single(c.parse_errors);
         w.single(c.bad_json);
-        w.single(snap.lines.bytes);
-        w.single(snap.lines.lines);
-        w.single(snap.lines.too_long);
+        w.single(snap.source.lines.bytes);
+        w.single(snap.source.lines.lines);
+        w.single(snap.source.lines.too_long);
         w.single(snap.source.opens);
         w.single(snap.source.rotations);
         w.single(snap.source.truncations);
@@ -300,7 +300,7 @@ pub fn escape_label_value(out: &mut String, v: &str) {
 mod tests {
     use super::*;
     use crate::aggregate::MetricStats;
-    use crate::collect::Counters;
+    use crate::parser::Counters;
 
     fn metric(name: &str, values: &[f64], step: Option<u64>) -> MetricStats {
         let finite = values.iter().copied().filter(|v| !v.is_nan());
@@ -382,9 +382,9 @@ mod tests {
             phase: Phase::Ended,
             ..Default::default()
         };
-        snap.lines.bytes = 100;
-        snap.lines.lines = 4;
-        snap.lines.too_long = 1;
+        snap.source.lines.bytes = 100;
+        snap.source.lines.lines = 4;
+        snap.source.lines.too_long = 1;
         snap.source.rotations = 2;
         let text = render(&snap, &Labels::default(), ExpositionFormat::Text);
         for (prefix, want) in [

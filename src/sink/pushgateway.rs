@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use crate::backoff::Backoff;
 use crate::sink::prometheus::{Exposition, ExpositionFormat, Labels};
 use crate::snapshot::SnapshotRx;
 
@@ -30,6 +31,8 @@ pub const JOB: &str = "trialtail";
 /// The time one push may take, retries included.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 const ATTEMPTS: u32 = 3;
+/// The pause between two attempts: 200 ms, then 400 ms.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(800));
 
 /// Why a Pushgateway URL or a push failed.
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +160,7 @@ impl Pusher {
         self.exposition.encode(&snap, ExpositionFormat::Text, &mut body);
         let body = Bytes::from(body);
         let attempts = async {
-            let mut backoff = Duration::from_millis(200);
+            let mut backoff = BACKOFF;
             let mut attempt = 1;
             loop {
                 match self.put(body.clone()).await {
@@ -165,8 +168,7 @@ impl Pusher {
                     Err(e) if attempt < ATTEMPTS && !matches!(e, PushError::Status { status: 400..500, .. }) => {
                         self.exposition.sinks().error(SINK, e.kind());
                         tracing::debug!(error = %e, attempt, "push failed, retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff *= 2;
+                        tokio::time::sleep(backoff.pause()).await;
                         attempt += 1;
                     }
                     Err(e) => return Err(e),

@@ -1,16 +1,176 @@
-//! The local sink: a summary table, or one JSON object per observation.
+//! The local sink: a summary table, one JSON object per observation, or the Katib report – on stdout, on stderr
+//! when wrapping a command (whose stdout it is), or in `--output-file`.
 //!
-//! JSON lines are `{"metric","value","raw","step","timestamp","line"}`: `value` is the parsed number or `null`
+//! [`StdoutSink`] is what `trialtail run` prints: it sees every observation as it is made (JSON lines are
+//! written at once, the sparklines and the Katib report collect), is flushed before the run waits (and redraws
+//! the `--live` table then), and writes what is written at the end in [`StdoutSink::finish`]. JSON lines are `{"metric","value","raw","step","timestamp","line"}`: `value` is the parsed number or `null`
 //! (JSON has no NaN or infinity: look at `raw`), `raw` the text as printed, `step` and `timestamp` `null` when the
 //! line had none. A write error (a closed pipe) stops the output and is reported once at the end; collecting goes on.
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, ErrorKind, IsTerminal, Write};
+use std::path::PathBuf;
 
 use serde::Serialize;
 
 use crate::aggregate::{Aggregator, MetricStats};
-use crate::collect::{Observation, ObservationSink};
-use crate::katib::report::Row;
+use crate::katib::report::{KatibReport, Row};
+use crate::parser::{Observation, ObservationSink, Parser};
+use crate::source::LiveSink;
+use crate::term::live::{LiveTable, write_table_sparklines};
+use crate::term::sparkline::Sparklines;
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    /// A summary table at the end.
+    Table,
+    /// One JSON object per observation, as it is found (in Katib semantics: the report, at the end).
+    Json,
+}
+
+impl OutputKind {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputKind::Table => "table",
+            OutputKind::Json => "json",
+        }
+    }
+}
+
+/// What the run prints and where, as validated from the flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StdoutConfig {
+    /// `--output`.
+    pub kind: OutputKind,
+    /// Katib's objective: print the Katib report (`--katib-semantics`).
+    pub objective: Option<String>,
+    /// `--output-file`.
+    pub file: Option<PathBuf>,
+    /// The run wraps a command: its stdout is the command's, so the output goes to stderr.
+    pub wrapping: bool,
+    /// `--live` while following a file: redraw the table in place (on a terminal).
+    pub live: bool,
+}
+
+impl StdoutConfig {
+    /// Where the output goes, in words.
+    pub fn destination(&self) -> String {
+        match (&self.file, self.wrapping) {
+            (Some(path), _) => path.display().to_string(),
+            (None, true) => "stderr".to_string(),
+            (None, false) => "stdout".to_string(),
+        }
+    }
+}
+
+type Dest = BufWriter<Box<dyn Write + Send>>;
+
+/// Why the output could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum StdoutError {
+    #[error("--output-file {path}: cannot create it")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing the output failed")]
+    Write(#[source] io::Error),
+}
+
+/// What `trialtail run` prints, and where.
+pub enum StdoutSink {
+    /// One JSON object per observation, as found.
+    Json(JsonLines<Dest>),
+    /// The Katib report, at the end.
+    Report(KatibReport, OutputKind, Dest),
+    /// The summary table, at the end; with a sparkline column on a terminal, redrawn while following (`--live`).
+    Table { out: Dest, sparks: Sparklines, terminal: bool, live: Option<LiveTable> },
+}
+
+impl std::fmt::Debug for StdoutSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StdoutSink::Json(_) => "StdoutSink::Json",
+            StdoutSink::Report(..) => "StdoutSink::Report",
+            StdoutSink::Table { .. } => "StdoutSink::Table",
+        })
+    }
+}
+
+impl StdoutSink {
+    /// Opens the destination (`--output-file` is created now, before anything is read).
+    pub fn open(cfg: &StdoutConfig) -> Result<Self, StdoutError> {
+        let w: Box<dyn Write + Send> = match (&cfg.file, cfg.wrapping) {
+            (Some(path), _) => {
+                Box::new(File::create(path).map_err(|source| StdoutError::Create { path: path.clone(), source })?)
+            }
+            (None, true) => Box::new(io::stderr()),
+            (None, false) => Box::new(io::stdout()),
+        };
+        let dest = BufWriter::new(w);
+        Ok(match (&cfg.objective, cfg.kind) {
+            (Some(objective), kind) => StdoutSink::Report(KatibReport::new(objective.clone()), kind, dest),
+            (None, OutputKind::Json) => StdoutSink::Json(JsonLines::new(dest)),
+            (None, OutputKind::Table) => {
+                // Sparklines and redraws only where a person looks: stdout on a terminal, no --output-file.
+                let terminal = cfg.file.is_none() && !cfg.wrapping && io::stdout().is_terminal();
+                let live = (cfg.live && terminal).then(LiveTable::new);
+                StdoutSink::Table { out: dest, sparks: Sparklines::new(), terminal, live }
+            }
+        })
+    }
+
+    /// Writes what is written at the end (a reader that went away, `| head`, is not an error).
+    pub fn finish(self, parser: &Parser) -> Result<(), StdoutError> {
+        let agg = parser.aggregate();
+        let written = match self {
+            StdoutSink::Json(sink) => sink.finish().map(drop),
+            StdoutSink::Report(report, OutputKind::Json, mut out) => write_report_json(&mut out, &report.rows()),
+            StdoutSink::Report(_, OutputKind::Table, mut out) => write_table(&mut out, agg),
+            StdoutSink::Table { mut out, sparks, live: Some(mut live), .. } => {
+                live.draw(&mut out, agg.metrics(), &sparks)
+            }
+            StdoutSink::Table { mut out, sparks, terminal: true, .. } => {
+                write_table_sparklines(&mut out, agg.metrics(), &sparks)
+            }
+            StdoutSink::Table { mut out, .. } => write_table(&mut out, agg),
+        };
+        match written {
+            Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(StdoutError::Write(e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl ObservationSink for StdoutSink {
+    fn observe(&mut self, obs: &Observation<'_>) {
+        match self {
+            StdoutSink::Json(sink) => sink.observe(obs),
+            StdoutSink::Report(report, ..) => report.observe(obs),
+            StdoutSink::Table { sparks, .. } => sparks.observe(obs),
+        }
+    }
+}
+
+impl LiveSink for StdoutSink {
+    fn flush(&mut self, parser: &Parser) {
+        match self {
+            StdoutSink::Json(sink) => sink.flush(),
+            StdoutSink::Table { out, sparks, live, .. } => {
+                // A frame at most every few hundred milliseconds; a failed write stops the redraws, not the run.
+                if let Some(table) = live
+                    && table.maybe_draw(out, parser.aggregate().metrics(), sparks).is_err()
+                {
+                    *live = None;
+                }
+            }
+            StdoutSink::Report(..) => {}
+        }
+    }
+}
 
 #[derive(Serialize)]
 struct JsonObservation<'a> {

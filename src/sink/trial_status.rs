@@ -28,19 +28,19 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use crate::aggregate::MetricStats;
+use crate::backoff::Backoff;
+use crate::katib::UNAVAILABLE;
+use crate::sink::stats::SinkStats;
 use crate::snapshot::{Phase, Snapshot, SnapshotRx};
-
-/// Katib's sentinel for a metric without a value.
-pub const UNAVAILABLE: &str = "unavailable";
 
 /// The default `--status-interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The first back-off after a retryable failure; it doubles up to [`MAX_BACKOFF`].
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// The pause after a retryable failure: 500 ms doubling to 30 s.
+pub const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 
-/// The longest back-off between two attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The sink name in the self-metrics (`trialtail_sink_errors_total{sink="trial_status"}`).
+pub const SINK: &str = "trial_status";
 
 /// How long one request may take before it counts as a timeout (retried with back-off).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -192,6 +192,18 @@ enum Outcome {
     Skip,
 }
 
+impl Outcome {
+    /// A bounded name for the `kind` label of `trialtail_sink_errors_total`.
+    fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Retry => "unavailable",
+            Outcome::Conflict => "conflict",
+            Outcome::Denied(_) => "denied",
+            Outcome::Skip => "rejected",
+        }
+    }
+}
+
 fn classify(e: &kube::Error) -> Outcome {
     match e {
         kube::Error::Api(s) => match s.code {
@@ -215,13 +227,22 @@ pub struct TrialStatus {
     objective: Option<(String, Strategy)>,
     written: Option<u64>,
     patches: u64,
+    sinks: Arc<SinkStats>,
 }
 
 impl TrialStatus {
     /// A sink patching `cfg.trial` through `client`.
     pub fn new(client: kube::Client, cfg: StatusConfig) -> Self {
         let api = Api::namespaced_with(client, &cfg.namespace, &trial_resource());
-        TrialStatus { api, cfg, read: false, requested: None, objective: None, written: None, patches: 0 }
+        let sinks = Arc::new(SinkStats::default());
+        TrialStatus { api, cfg, read: false, requested: None, objective: None, written: None, patches: 0, sinks }
+    }
+
+    /// Counts deliveries and failures in `sinks` (the run's statistics) instead of a private set.
+    pub fn with_stats(mut self, sinks: Arc<SinkStats>) -> Self {
+        sinks.register(SINK);
+        self.sinks = sinks;
+        self
     }
 
     /// Uses the Trial the caller already read (`None`: it could not be read) instead of reading it at the start.
@@ -297,7 +318,7 @@ impl TrialStatus {
     /// Writes `snapshot` (or a newer one, when retries take long) unless its generation is already written.
     async fn write(&mut self, snapshot: &Arc<Snapshot>, rx: &mut SnapshotRx) -> Result<(), StatusError> {
         let mut snapshot = snapshot.clone();
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = BACKOFF;
         let mut conflicts = 0;
         loop {
             let ended = snapshot.phase == Phase::Ended;
@@ -312,6 +333,7 @@ impl TrialStatus {
             let outcome = match result {
                 Ok(Ok(_)) => {
                     self.written = Some(snapshot.generation);
+                    self.sinks.delivered(SINK, snapshot.counters.observations);
                     return Ok(());
                 }
                 Ok(Err(e)) => {
@@ -319,10 +341,12 @@ impl TrialStatus {
                     if matches!(outcome, Outcome::Retry | Outcome::Skip) {
                         tracing::warn!(error = %e, trial = %self.cfg.trial, "patching the Trial status failed");
                     }
+                    self.sinks.error(SINK, outcome.kind());
                     outcome
                 }
                 Err(_) => {
                     tracing::warn!(trial = %self.cfg.trial, "patching the Trial status timed out");
+                    self.sinks.error(SINK, "timeout");
                     Outcome::Retry
                 }
             };
@@ -337,10 +361,7 @@ impl TrialStatus {
                     tracing::error!("{e}");
                     return Err(e);
                 }
-                Outcome::Retry => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
+                Outcome::Retry => tokio::time::sleep(backoff.pause()).await,
             }
             // Retry with the newest state.
             let newer = rx.borrow_and_update().clone();

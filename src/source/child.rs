@@ -5,9 +5,9 @@
 //! buffering) and then parsed. SIGINT and SIGTERM are forwarded to the child; trialtail waits for it and exits
 //! with its code (128+N when it died of signal N).
 //!
-//! The two streams share one [`Collector`] (one set of rules, one aggregate) but are split into lines
-//! separately by [`Interleave`], so a line from stdout is never glued to a partial line from stderr: the
-//! collector only ever receives whole lines.
+//! The two streams share the run's [`Parser`](crate::parser::Parser) (one set of rules, one aggregate) but each
+//! has its own [`LineBuffer`], read into directly, so a line from stdout is never glued to a partial line from
+//! stderr: the parser only ever receives whole lines.
 //!
 //! What it deliberately does not do: allocate a pseudo-terminal (so a child that buffers its output when it is
 //! not on a terminal, such as Python without `-u` or `PYTHONUNBUFFERED=1`, still does), or kill the child: a
@@ -25,9 +25,8 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 use tokio::time::{Instant, sleep_until};
 
-use super::file::SourceError;
-use super::{End, Feed, LiveSink};
-use crate::collect::{Collector, ObservationSink};
+use super::{End, Feed, LiveSink, SourceError};
+use crate::lines::{LineBuffer, LineStats};
 use crate::signal::{SIGINT, Signals};
 use crate::snapshot::Phase;
 
@@ -38,81 +37,6 @@ pub enum Stream {
     Out = 0,
     /// stderr.
     Err = 1,
-}
-
-/// Splits two streams into lines separately and feeds only whole lines to one collector.
-///
-/// Each stream keeps its own unterminated tail (at most `max_line_bytes + 1` bytes: a longer line is passed on
-/// cut, with a `\n`, and the rest of it up to its newline is skipped), so the collector's own buffer always
-/// ends on a line boundary and lines of the two streams cannot mix.
-#[derive(Debug)]
-pub struct Interleave {
-    pending: [Vec<u8>; 2],
-    skipping: [bool; 2],
-    max_line: usize,
-}
-
-impl Interleave {
-    /// Streams cut at `max_line_bytes`, as the collector does.
-    pub fn new(max_line_bytes: usize) -> Self {
-        Interleave { pending: [Vec::new(), Vec::new()], skipping: [false; 2], max_line: max_line_bytes.max(1) }
-    }
-
-    /// A chunk of `stream`: its complete lines go to `c`, its tail waits.
-    pub fn feed(&mut self, stream: Stream, mut chunk: &[u8], c: &mut Collector, sink: &mut impl ObservationSink) {
-        let s = stream as usize;
-        while !chunk.is_empty() {
-            if self.skipping[s] {
-                match memchr::memchr(b'\n', chunk) {
-                    Some(i) => {
-                        self.skipping[s] = false;
-                        chunk = &chunk[i + 1..];
-                    }
-                    None => return,
-                }
-                continue;
-            }
-            let pending = &mut self.pending[s];
-            match memchr::memrchr(b'\n', chunk) {
-                Some(i) => {
-                    if pending.is_empty() {
-                        c.feed(&chunk[..=i], sink);
-                    } else {
-                        pending.extend_from_slice(&chunk[..=i]);
-                        c.feed(pending, sink);
-                        pending.clear();
-                    }
-                    chunk = &chunk[i + 1..];
-                }
-                None => {
-                    let room = self.max_line + 1 - pending.len();
-                    if chunk.len() < room {
-                        pending.extend_from_slice(chunk);
-                        return;
-                    }
-                    // Longer than the limit: pass the cut line on (the collector counts it) and skip the rest.
-                    pending.extend_from_slice(&chunk[..room]);
-                    pending.push(b'\n');
-                    c.feed(pending, sink);
-                    pending.clear();
-                    self.skipping[s] = true;
-                    chunk = &chunk[room..];
-                }
-            }
-        }
-    }
-
-    /// `stream` ended: its last unterminated line is a line.
-    pub fn finish(&mut self, stream: Stream, c: &mut Collector, sink: &mut impl ObservationSink) {
-        let s = stream as usize;
-        self.skipping[s] = false;
-        let pending = &mut self.pending[s];
-        if !pending.is_empty() {
-            pending.push(b'\n');
-            c.feed(pending, sink);
-            pending.clear();
-        }
-    }
 }
 
 /// The exit code a shell would give: the child's code, or 128+N for signal N.
@@ -159,38 +83,51 @@ fn pass_through(stream: Stream, chunk: &[u8], broken: &mut bool) {
     }
 }
 
-/// One read of `stream` done: passes the bytes through and parses them, or ends the stream at EOF or on an
-/// error. Returns whether the stream is still open.
+/// One read of `stream` into its line buffer done: passes the bytes through and parses them, or ends the stream
+/// at EOF or on an error. Returns whether the stream is still open.
 fn on_read<S: LiveSink>(
     stream: Stream,
     read: Option<io::Result<usize>>,
-    buf: &[u8],
-    lines: &mut Interleave,
-    live: &mut Feed<'_, S>,
+    buf: &mut LineBuffer,
+    totals: &mut [LineStats; 2],
+    feed: &mut Feed<'_, S>,
     broken: &mut bool,
 ) -> bool {
-    match read {
+    let open = match read {
         Some(Ok(n)) if n > 0 => {
-            pass_through(stream, &buf[..n], broken);
-            lines.feed(stream, &buf[..n], live.collector, live.sink);
-            live.after_read();
+            pass_through(stream, buf.commit(n), broken);
+            buf.drain_into(&mut feed.parser.lines(feed.sink));
             true
         }
         other => {
             if let Some(Err(e)) = other {
-                live.stats.read_errors += 1;
+                feed.stats.read_errors += 1;
                 tracing::warn!(stream = ?stream, error = %e, "reading the command's output failed");
             }
-            lines.finish(stream, live.collector, live.sink);
+            buf.finish_into(&mut feed.parser.lines(feed.sink));
             false
         }
+    };
+    totals[stream as usize] = buf.stats();
+    feed.set_lines(totals[0] + totals[1]);
+    if open {
+        feed.after_read();
     }
+    open
+}
+
+/// One read of a child's stream straight into its line buffer; `None` when the stream is closed.
+async fn read(
+    stream: Option<&mut (impl tokio::io::AsyncRead + Unpin)>,
+    buf: &mut LineBuffer,
+) -> Option<io::Result<usize>> {
+    Some(stream?.read(buf.space()).await)
 }
 
 /// Runs `command` to its end. See the module documentation.
 pub async fn wrap<S: LiveSink>(
     command: &[OsString],
-    live: &mut Feed<'_, S>,
+    feed: &mut Feed<'_, S>,
     signals: &mut Signals,
     max_line_bytes: usize,
     grace: Duration,
@@ -206,11 +143,11 @@ pub async fn wrap<S: LiveSink>(
         .spawn()
         .map_err(|source| SourceError::Spawn { program: program.clone(), source })?;
     let pid = child.id();
-    live.stats.opens = 1;
-    live.phase = Phase::Reading;
+    feed.stats.opens = 1;
+    feed.phase = Phase::Reading;
     let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
-    let mut lines = Interleave::new(max_line_bytes);
-    let (mut out_buf, mut err_buf) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    let (mut out_lines, mut err_lines) = (LineBuffer::new(max_line_bytes), LineBuffer::new(max_line_bytes));
+    let mut totals = [LineStats::default(); 2];
     let mut broken = [false; 2];
     let mut status: Option<ExitStatus> = None;
     let mut linger_until: Option<Instant> = None;
@@ -222,17 +159,17 @@ pub async fn wrap<S: LiveSink>(
             tracing::warn!("the command exited but its output stays open (a process it started?); stopping");
             break;
         }
-        live.before_wait();
+        feed.before_wait();
         tokio::select! {
             biased;
             sig = signals.recv() => forward(pid, sig),
-            r = async { Some(out.as_mut()?.read(&mut out_buf).await) }, if out.is_some() => {
-                if !on_read(Stream::Out, r, &out_buf, &mut lines, live, &mut broken[0]) {
+            r = read(out.as_mut(), &mut out_lines), if out.is_some() => {
+                if !on_read(Stream::Out, r, &mut out_lines, &mut totals, feed, &mut broken[0]) {
                     out = None;
                 }
             }
-            r = async { Some(err.as_mut()?.read(&mut err_buf).await) }, if err.is_some() => {
-                if !on_read(Stream::Err, r, &err_buf, &mut lines, live, &mut broken[1]) {
+            r = read(err.as_mut(), &mut err_lines), if err.is_some() => {
+                if !on_read(Stream::Err, r, &mut err_lines, &mut totals, feed, &mut broken[1]) {
                     err = None;
                 }
             }
@@ -246,47 +183,55 @@ pub async fn wrap<S: LiveSink>(
             () = sleep_until(linger_until.unwrap_or_else(Instant::now)), if linger_until.is_some() => {}
         }
     }
-    lines.finish(Stream::Out, live.collector, live.sink);
-    lines.finish(Stream::Err, live.collector, live.sink);
-    live.end();
+    for buf in [&mut out_lines, &mut err_lines] {
+        buf.finish_into(&mut feed.parser.lines(feed.sink));
+    }
+    feed.set_lines(out_lines.stats() + err_lines.stats());
+    feed.end();
     Ok(End::Exited(status.map_or(1, exit_code)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parser::Parser;
     use crate::rules::{LineFormat, Rules, Semantics};
 
-    fn collector(max_line: usize) -> Collector {
-        Collector::new(Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap(), max_line, 100)
+    fn parser() -> Parser {
+        Parser::new(Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap(), 100)
+    }
+
+    /// Feeds `chunk` to one stream's buffer, as [`on_read`] does.
+    fn feed(buf: &mut LineBuffer, c: &mut Parser, chunk: &[u8]) {
+        buf.feed_into(chunk, &mut c.lines(&mut ()));
     }
 
     #[test]
     fn interleaved_partial_lines_of_two_streams_are_never_glued() {
-        let mut c = collector(64);
-        let mut lines = Interleave::new(64);
-        lines.feed(Stream::Out, b"lo", &mut c, &mut ());
-        lines.feed(Stream::Err, b"acc", &mut c, &mut ());
-        lines.feed(Stream::Out, b"ss=0.5\nlos", &mut c, &mut ());
-        lines.feed(Stream::Err, b"uracy=0.9\n", &mut c, &mut ());
-        lines.feed(Stream::Out, b"s=0.25", &mut c, &mut ());
-        lines.finish(Stream::Out, &mut c, &mut ());
-        lines.finish(Stream::Err, &mut c, &mut ());
+        let mut c = parser();
+        let (mut out, mut err) = (LineBuffer::new(64), LineBuffer::new(64));
+        feed(&mut out, &mut c, b"lo");
+        feed(&mut err, &mut c, b"acc");
+        feed(&mut out, &mut c, b"ss=0.5\nlos");
+        feed(&mut err, &mut c, b"uracy=0.9\n");
+        feed(&mut out, &mut c, b"s=0.25");
+        out.finish_into(&mut c.lines(&mut ()));
+        err.finish_into(&mut c.lines(&mut ()));
         let m: Vec<_> = c.aggregate().metrics().iter().map(|m| (m.name.clone(), m.latest_raw.clone())).collect();
         assert_eq!(m, [("loss".to_string(), "0.25".to_string()), ("accuracy".to_string(), "0.9".to_string())]);
-        assert_eq!(c.line_stats().lines, 3);
+        assert_eq!((out.stats() + err.stats()).lines, 3);
     }
 
     #[test]
     fn a_line_longer_than_the_limit_is_cut_once_and_counted() {
-        let mut c = collector(16);
-        let mut lines = Interleave::new(16);
+        let mut c = parser();
+        let (mut out, mut err) = (LineBuffer::new(16), LineBuffer::new(16));
         for _ in 0..10 {
-            lines.feed(Stream::Out, b"loss=1 xxxxxxxx", &mut c, &mut ());
+            feed(&mut out, &mut c, b"loss=1 xxxxxxxx");
         }
-        lines.feed(Stream::Err, b"acc=1\n", &mut c, &mut ());
-        lines.feed(Stream::Out, b"yyy\nloss=2\n", &mut c, &mut ());
-        let s = c.line_stats();
+        feed(&mut err, &mut c, b"acc=1\n");
+        feed(&mut out, &mut c, b"yyy\nloss=2\n");
+        let s = out.stats() + err.stats();
         assert_eq!((s.lines, s.too_long), (3, 1));
         let loss = &c.aggregate().metrics()[0];
         assert_eq!((loss.count, loss.latest_raw.as_str()), (2, "2"));

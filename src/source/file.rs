@@ -1,64 +1,16 @@
-//! The file source: a log file read to its end, standard input for `-`, or a file followed as it grows.
+//! A log file (or standard input, `-`) read to its end: the local mode's plain synchronous loop, the fast path.
 //!
-//! [`open`] serves the local mode. [`follow`] drives a [`Tailer`] from inotify events on the file's directory
-//! (through the `notify` crate; the callback only wakes the reader) plus a slow safety timer; when inotify is
-//! unavailable or exhausted it polls instead, backing off from 1 ms to 250 ms while the file is quiet. Between
-//! events nothing runs: idle costs nothing. Reading a large backlog is done in bounded steps so a signal is
-//! seen between them.
+//! [`open`] opens the log; [`read_to_end`] reads it straight into the stream's [`LineBuffer`] and parses every
+//! complete line as it goes. No runtime, no thread: the sink publishes for whatever serves `/metrics` meanwhile.
 
-use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::io::{self, ErrorKind, Read};
+use std::path::Path;
 
-use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
-use tokio::sync::Notify;
-use tokio::time::{Instant, sleep, sleep_until};
-
-use super::tail::{Step, TailError, Tailer};
-use super::{End, Feed, LiveSink, StopOptions};
-use crate::signal::Signals;
-use crate::snapshot::Phase;
-
-/// Why a source failed.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("cannot open log {path}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("log {path} is a directory")]
-    Directory { path: PathBuf },
-    #[error("reading {path} failed after {bytes} bytes")]
-    Read {
-        path: PathBuf,
-        bytes: u64,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot run {program:?}")]
-    Spawn {
-        program: OsString,
-        #[source]
-        source: io::Error,
-    },
-    #[error("cannot set up the live runtime or signal handlers")]
-    Runtime(#[source] io::Error),
-    #[error("stopped at once by a second signal {signal}")]
-    Interrupted { signal: i32 },
-}
-
-impl From<TailError> for SourceError {
-    fn from(e: TailError) -> Self {
-        match e {
-            TailError::Directory { path } => SourceError::Directory { path },
-        }
-    }
-}
+use super::{LiveSink, SourceError};
+use crate::lines::LineBuffer;
+use crate::parser::Parser;
+use crate::snapshot::{Phase, SourceStats};
 
 /// The path that means standard input.
 pub const STDIN: &str = "-";
@@ -76,136 +28,34 @@ pub fn open(path: &Path) -> Result<Box<dyn Read>, SourceError> {
     Ok(Box::new(file))
 }
 
-/// Bytes read per step before looking at signals again (a few milliseconds of work).
-const STEP_BUDGET: u64 = 4 << 20;
-/// With inotify: a check this often anyway, for what no event names (a deleted file still written to).
-const SAFETY_CHECK: Duration = Duration::from_secs(1);
-/// Without inotify: the first and the longest poll interval.
-const POLL_MIN: Duration = Duration::from_millis(1);
-const POLL_MAX: Duration = Duration::from_millis(250);
-
-/// Watches `path`'s directory and wakes `wake` on every event that names `path`. `None` when inotify is
-/// unavailable (no directory yet, limits exhausted): the caller polls.
-fn watch(path: &Path, wake: Arc<Notify>) -> Option<RecommendedWatcher> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name()?.to_owned();
-    let handler = move |res: notify::Result<notify::Event>| {
-        let relevant = match &res {
-            // Our own opens and the metadata changes of reads are not news.
-            Ok(ev)
-                if matches!(
-                    ev.kind,
-                    EventKind::Access(_) | EventKind::Modify(notify::event::ModifyKind::Metadata(_))
-                ) =>
-            {
-                ev.need_rescan()
+/// Reads `reader` to its end through `lines` into `parser`, reading straight into the buffer, and publishes
+/// through `sink` after each read: at once after a short read (the next read may wait), else rate-limited.
+///
+/// Returns the bytes read. An interrupted read is retried; any other error ends the read and is returned,
+/// after everything read before it was processed (the caller decides whether that is fatal).
+pub fn read_to_end(
+    reader: &mut impl Read,
+    lines: &mut LineBuffer,
+    parser: &mut Parser,
+    sink: &mut impl LiveSink,
+) -> io::Result<u64> {
+    let mut total = 0u64;
+    let result = loop {
+        let space = lines.space();
+        let offered = space.len();
+        match reader.read(space) {
+            Ok(0) => break Ok(total),
+            Ok(n) => {
+                total += n as u64;
+                lines.commit(n);
+                lines.drain_into(&mut parser.lines(sink));
+                let source = SourceStats { opens: 1, lines: lines.stats(), ..SourceStats::default() };
+                sink.publish(parser, source, Phase::Reading, n < offered);
             }
-            Ok(ev) => ev.need_rescan() || ev.paths.iter().any(|p| p.file_name() == Some(name.as_os_str())),
-            Err(_) => true,
-        };
-        if relevant {
-            wake.notify_one();
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => break Err(e),
         }
     };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
-        Err(e) => {
-            tracing::warn!(error = %e, "inotify unavailable; polling the log (at most every 250 ms)");
-            return None;
-        }
-    };
-    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-        let dir = dir.display();
-        tracing::warn!(%dir, error = %e, "cannot watch the log's directory; polling (at most every 250 ms)");
-        return None;
-    }
-    Some(watcher)
-}
-
-/// Follows `tailer`'s path until `--until-idle` or a signal. See the module documentation.
-pub async fn follow<S: LiveSink>(
-    mut tailer: Tailer,
-    live: &mut Feed<'_, S>,
-    signals: &mut Signals,
-    opts: StopOptions,
-) -> Result<End, SourceError> {
-    let wake = Arc::new(Notify::new());
-    let watcher = watch(tailer.path(), wake.clone());
-    let polling = watcher.is_none();
-    let mut poll = if polling { POLL_MIN } else { SAFETY_CHECK };
-    let mut last_data = Instant::now();
-    let end = loop {
-        let step = step(&mut tailer, live)?;
-        if step.bytes() > 0 {
-            last_data = Instant::now();
-            if polling {
-                poll = POLL_MIN;
-            }
-        }
-        if let Step::More(_) = step {
-            live.after_read();
-            tokio::select! {
-                biased;
-                sig = signals.recv() => break drain(&mut tailer, live, signals, opts.grace, sig).await?,
-                () = tokio::task::yield_now() => continue,
-            }
-        }
-        live.before_wait();
-        let idle_at = opts.until_idle.map(|d| last_data + d);
-        tokio::select! {
-            biased;
-            sig = signals.recv() => break drain(&mut tailer, live, signals, opts.grace, sig).await?,
-            () = wake.notified() => {}
-            () = sleep(poll) => {
-                if polling {
-                    poll = (poll * 2).min(POLL_MAX);
-                }
-            }
-            () = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() => break End::Idle,
-        }
-    };
-    drop(watcher);
-    tailer.finish(live.collector, live.sink);
-    live.stats = tailer.stats();
-    live.end();
-    Ok(end)
-}
-
-fn step<S: LiveSink>(tailer: &mut Tailer, live: &mut Feed<'_, S>) -> Result<Step, SourceError> {
-    let step = tailer.step(live.collector, live.sink, STEP_BUDGET)?;
-    live.stats = tailer.stats();
-    if live.stats.opens > 0 {
-        live.phase = Phase::Reading;
-    }
-    Ok(step)
-}
-
-/// After the first signal: read what is readable, within the grace period; a second signal stops at once.
-async fn drain<S: LiveSink>(
-    tailer: &mut Tailer,
-    live: &mut Feed<'_, S>,
-    signals: &mut Signals,
-    grace: Duration,
-    sig: i32,
-) -> Result<End, SourceError> {
-    tracing::info!(signal = sig, "stopping: reading what is readable");
-    let deadline = Instant::now() + grace;
-    loop {
-        if !matches!(step(tailer, live)?, Step::More(_)) {
-            return Ok(End::Signalled(sig));
-        }
-        live.after_read();
-        tokio::select! {
-            biased;
-            signal = signals.recv() => return Err(SourceError::Interrupted { signal }),
-            () = sleep_until(deadline) => {
-                tracing::warn!("--shutdown-grace passed while reading; stopping with what was read");
-                return Ok(End::Signalled(sig));
-            }
-            () = tokio::task::yield_now() => {}
-        }
-    }
+    lines.finish_into(&mut parser.lines(sink));
+    result
 }

@@ -1,77 +1,113 @@
-//! Sources: where log bytes come from. Each pushes chunks into a [`Collector`]; none parses anything itself.
+//! Sources: where log bytes come from. Each owns one [`LineBuffer`] per byte stream and pushes complete lines
+//! into the run's one [`Parser`]; none parses anything itself.
 //!
-//! [`read_to_end`] is the local mode's plain synchronous loop (a file read to its end: the fast path). The live
-//! sources – [`file::follow`] (a growing file), [`stdin::follow`] and [`child::wrap`] (a command's stdout and
-//! stderr) – run on a current-thread tokio runtime, publish snapshots as they read ([`Live`]) and stop on
-//! SIGINT/SIGTERM ([`crate::stop`]).
+//! [`file`] is the local mode's plain synchronous loop (a file read to its end: the fast path). The live sources
+//! – [`follow`] (a growing file, through [`tail`]), [`stdin`] and [`child`] (a command's stdout and stderr, two
+//! streams), [`pod_log`] (a container's log through the Kubernetes API) – run on a current-thread tokio
+//! runtime, publish snapshots as they read ([`Feed`]) and stop on SIGINT/SIGTERM ([`crate::signal`]).
 
-use std::io::{self, ErrorKind, Read};
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::collect::{Collector, ObservationSink};
+use crate::lines::LineStats;
+use crate::parser::{ObservationSink, Parser};
 use crate::snapshot::{Phase, Publisher, SourceStats};
 
 pub mod child;
 pub mod file;
+pub mod follow;
 pub mod pod_log;
 pub mod stdin;
 pub mod tail;
 
-/// Reads `reader` to its end into `collector`, reading straight into the collector's buffer.
-///
-/// Returns the bytes read. An interrupted read is retried; any other error ends the read and is returned,
-/// after everything read before it was processed (the caller decides whether that is fatal).
-pub fn read_to_end(
-    reader: &mut impl Read,
-    collector: &mut Collector,
-    sink: &mut impl ObservationSink,
-) -> io::Result<u64> {
-    read_to_end_with(reader, collector, sink, |_, _| {})
+use tail::TailError;
+
+/// Why a source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open log {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("log {path} is a directory")]
+    Directory { path: PathBuf },
+    #[error("reading {path} failed after {bytes} bytes")]
+    Read {
+        path: PathBuf,
+        bytes: u64,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot run {program:?}")]
+    Spawn {
+        program: OsString,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot set up the live runtime or signal handlers")]
+    Runtime(#[source] io::Error),
+    #[error("stopped at once by a second signal {signal}")]
+    Interrupted { signal: i32 },
 }
 
-/// [`read_to_end`], calling `after_read(collector, short)` after each read; `short` says the read did not fill
-/// the space offered (the next read may wait), so a caller can publish at once.
-pub fn read_to_end_with(
-    reader: &mut impl Read,
-    collector: &mut Collector,
-    sink: &mut impl ObservationSink,
-    mut after_read: impl FnMut(&Collector, bool),
-) -> io::Result<u64> {
-    let mut total = 0u64;
-    loop {
-        let space = collector.space();
-        let offered = space.len();
-        match reader.read(space) {
-            Ok(0) => break,
-            Ok(n) => {
-                total += n as u64;
-                collector.commit(n, sink);
-                after_read(collector, n < offered);
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => {
-                collector.finish(sink);
-                return Err(e);
-            }
+impl From<TailError> for SourceError {
+    fn from(e: TailError) -> Self {
+        match e {
+            TailError::Directory { path } => SourceError::Directory { path },
         }
     }
-    collector.finish(sink);
-    Ok(total)
 }
 
-/// An observation sink that live sources flush before they wait, so what was found is out at once.
+/// An observation sink that live sources also flush before they wait and publish to as they read, so what was
+/// found is out at once.
 pub trait LiveSink: ObservationSink {
-    /// Pushes buffered output out (errors are the sink's to keep and report at its end); `collector` holds
-    /// the aggregate so far, for sinks that show it (the live table).
-    fn flush(&mut self, _collector: &Collector) {}
+    /// Pushes buffered output out (errors are the sink's to keep and report at its end); `parser` holds the
+    /// aggregate so far, for sinks that show it (the live table).
+    fn flush(&mut self, _parser: &Parser) {}
+
+    /// Publishes the state for the sinks that read snapshots: now, or (`now` false) only when the last publish
+    /// is old enough.
+    fn publish(&mut self, _parser: &Parser, _source: SourceStats, _phase: Phase, _now: bool) {}
 }
 
 impl LiveSink for () {}
 
+impl<A: LiveSink, B: LiveSink> LiveSink for (A, B) {
+    fn flush(&mut self, parser: &Parser) {
+        self.0.flush(parser);
+        self.1.flush(parser);
+    }
+
+    fn publish(&mut self, parser: &Parser, source: SourceStats, phase: Phase, now: bool) {
+        self.0.publish(parser, source, phase, now);
+        self.1.publish(parser, source, phase, now);
+    }
+}
+
+/// A publisher is a live sink that only publishes.
+impl ObservationSink for Publisher {
+    fn observe(&mut self, _: &crate::parser::Observation<'_>) {}
+}
+
+impl LiveSink for Publisher {
+    fn publish(&mut self, parser: &Parser, source: SourceStats, phase: Phase, now: bool) {
+        if now {
+            Publisher::publish(self, parser, source, phase);
+        } else {
+            self.maybe_publish(parser, source, phase);
+        }
+    }
+}
+
 /// How a live source ended (errors aside).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
-    /// End of input: standard input closed.
+    /// End of input: standard input closed, a file read to its end, a container's log read after it
+    /// terminated.
     Eof,
     /// `--until-idle` passed without data.
     Idle,
@@ -90,30 +126,39 @@ pub struct StopOptions {
     pub grace: Duration,
 }
 
-/// What a live source drives: the collector, the observation sink and the publisher of snapshots.
+/// What a live source drives: the parser and the sink (which publishes snapshots too), plus the source's own
+/// counters (its line buffers' included) and phase.
 pub struct Feed<'a, S> {
-    /// The core.
-    pub collector: &'a mut Collector,
-    /// Where each observation goes as it is made.
+    /// The run's parser.
+    pub parser: &'a mut Parser,
+    /// Where each observation goes as it is made, and where snapshots are published.
     pub sink: &'a mut S,
-    /// The shared state sinks read.
-    pub publisher: &'a mut Publisher,
     /// The source's counters.
     pub stats: SourceStats,
     /// The source's phase.
     pub phase: Phase,
 }
 
-impl<S: LiveSink> Feed<'_, S> {
+impl<'a, S: LiveSink> Feed<'a, S> {
+    /// A feed at its start: no counters, [`Phase::Starting`].
+    pub fn new(parser: &'a mut Parser, sink: &'a mut S) -> Self {
+        Feed { parser, sink, stats: SourceStats::default(), phase: Phase::Starting }
+    }
+
+    /// The source's line buffers now hold these counters (summed over its streams).
+    pub fn set_lines(&mut self, lines: LineStats) {
+        self.stats.lines = lines;
+    }
+
     /// After a read: publish if the last publish is old enough.
     pub fn after_read(&mut self) {
-        self.publisher.maybe_publish(self.collector, self.stats, self.phase);
+        self.sink.publish(self.parser, self.stats, self.phase, false);
     }
 
     /// Before waiting: flush the sink and publish now.
     pub fn before_wait(&mut self) {
-        self.sink.flush(self.collector);
-        self.publisher.publish(self.collector, self.stats, self.phase);
+        self.sink.flush(self.parser);
+        self.sink.publish(self.parser, self.stats, self.phase, true);
     }
 
     /// At the end: flush and publish the final state.

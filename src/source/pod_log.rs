@@ -1,35 +1,36 @@
 //! The pod-log source (`trialtail run --source pod-log`): a container's log, followed through the Kubernetes API.
 //!
-//! The log is read with `follow=true&timestamps=true`; the kubelet's timestamp is cut off each line before the
-//! rules see it and becomes the observation's time when the line has none of its own
-//! ([`Collector::feed_line_at`](crate::collect::Collector::feed_line_at)). A watch on the own pod says what the
-//! container is doing: while it is still starting the source waits (no polling); when the stream ends while it
-//! still runs – the API server or kubelet closed it – the log is reopened with `sinceTime` set to the last line's
-//! time, and the lines the seam delivers twice are dropped ([`Seam`]). A restarted container is a new instance
-//! whose lines all come after the last one read, so the same `sinceTime` reads it from its start, and nothing is
-//! lost or counted twice. When the container has terminated and its stream ended, the source ends (training is
-//! over); on SIGINT/SIGTERM it reads what arrives within the grace period and ends.
+//! The log is read with `follow=true&timestamps=true` straight into one [`LineBuffer`], like every other
+//! source's bytes (lines are cut at `--max-line-bytes` plus the timestamp, exactly as a file's). The kubelet's
+//! timestamp is cut off each complete line before the rules see it and becomes the observation's time when the
+//! line has none of its own ([`Parser::line_at`]). A watch on the own pod says what the container is doing
+//! ([`crate::wait::pod_status`]): while it is still starting the source waits (no polling); when the stream ends
+//! while it still runs – the API server or kubelet closed it – the log is reopened with `sinceTime` set to the
+//! last line's time, and the lines the seam delivers twice are dropped ([`Seam`]). A restarted container is a
+//! new instance whose lines all come after the last one read, so the same `sinceTime` reads it from its start,
+//! and nothing is lost or counted twice. When the container has terminated and its stream ended, the source ends
+//! (training is over); on SIGINT/SIGTERM it reads what arrives within the grace period and ends.
 //!
 //! What it does not do: pick the container's pod or Trial ([`crate::k8s`]), or write anything to the API.
 
 use std::time::Duration;
 
-use futures::{AsyncBufReadExt, AsyncReadExt, StreamExt};
+use futures::{AsyncReadExt, FutureExt};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
-use kube::api::{Api, LogParams, WatchEvent, WatchParams};
-use tokio::sync::{mpsc, watch};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, LogParams};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{End, Feed, LiveSink};
+use crate::lines::{Line, LineBuffer, LineSink};
+use crate::parser::{ObservationSink, Parser};
 use crate::signal::Signals;
 use crate::snapshot::Phase;
+use crate::wait::pod_status::{self, ContainerState, container_state};
 
-/// The longest wait between two attempts to open the log or the watch.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// Lines longer than this are cut (the collector's own limit applies after); bounds memory per line.
-pub const MAX_LINE: usize = 4 << 20;
+/// Room for the kubelet's timestamp and its space in front of each line (RFC 3339 with nanoseconds is 30 bytes).
+pub const TIMESTAMP_ROOM: usize = 40;
 
 /// Why the pod-log source could not start.
 #[derive(Debug, thiserror::Error)]
@@ -49,33 +50,8 @@ pub struct PodLogConfig {
     pub container: String,
     /// Time allowed to drain after a signal, or after the container terminated while its stream stays open.
     pub grace: Duration,
-}
-
-/// A container's state, as far as reading its log goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContainerState {
-    /// Not started yet (pulling, creating), or not in the status yet.
-    Waiting,
-    /// Running; the number is its restart count.
-    Running(i32),
-    /// Terminated (or the pod is gone): training is over once the log is read.
-    Terminated(i32),
-}
-
-fn status_of<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
-    let status = pod.status.as_ref()?;
-    let all = status.container_statuses.iter().flatten().chain(status.init_container_statuses.iter().flatten());
-    all.into_iter().find(|s| s.name == container)
-}
-
-/// The state of `container` in `pod`.
-pub fn container_state(pod: &Pod, container: &str) -> ContainerState {
-    let Some(s) = status_of(pod, container) else { return ContainerState::Waiting };
-    match s.state.as_ref() {
-        Some(st) if st.running.is_some() => ContainerState::Running(s.restart_count),
-        Some(st) if st.terminated.is_some() => ContainerState::Terminated(s.restart_count),
-        _ => ContainerState::Waiting,
-    }
+    /// `--max-line-bytes`: a line's text (after its timestamp) is cut there, as a file's.
+    pub max_line_bytes: usize,
 }
 
 /// The container to read when `--container` is not given: the Trial's `primaryContainerName` when known, else
@@ -147,76 +123,22 @@ impl Seam {
     }
 }
 
-/// Keeps `tx` up to date with the container's state from a watch on the pod; reconnects with back-off.
-async fn watch_pod(api: Api<Pod>, cfg: PodLogConfig, mut version: String, tx: watch::Sender<ContainerState>) {
-    let params = WatchParams::default().fields(&format!("metadata.name={}", cfg.pod));
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let stream = match api.watch(&params, &version).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, pod = %cfg.pod, "watching the pod failed (needs verb watch on pods); retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(MAX_BACKOFF);
-                continue;
-            }
-        };
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(WatchEvent::Added(pod) | WatchEvent::Modified(pod)) => {
-                    backoff = Duration::from_millis(200);
-                    version = pod.metadata.resource_version.clone().unwrap_or_default();
-                    tx.send_replace(container_state(&pod, &cfg.container));
-                }
-                Ok(WatchEvent::Deleted(_)) => {
-                    tx.send_replace(ContainerState::Terminated(i32::MAX));
-                    return;
-                }
-                Ok(WatchEvent::Bookmark(b)) => version = b.metadata.resource_version,
-                Ok(WatchEvent::Error(e)) => {
-                    // 410 Gone: the version is too old; re-read the pod.
-                    tracing::debug!(code = e.code, "pod watch error");
-                    match api.get(&cfg.pod).await {
-                        Ok(pod) => {
-                            version = pod.metadata.resource_version.clone().unwrap_or_default();
-                            tx.send_replace(container_state(&pod, &cfg.container));
-                        }
-                        Err(_) => version = "0".into(),
-                    }
-                    break;
-                }
-                Err(_) => break,
-            }
-        }
-        if tx.is_closed() {
-            return;
-        }
-        tokio::time::sleep(backoff).await;
-    }
+/// One stream's complete lines, cut from their timestamps, passed through the seam into the parser.
+struct PodLines<'a, S> {
+    seam: &'a mut Seam,
+    parser: &'a mut Parser,
+    sink: &'a mut S,
 }
 
-type LineResult = Result<Vec<u8>, String>;
-
-/// Reads one stream's lines into `tx` until it ends.
-async fn read_stream(reader: impl futures::AsyncBufRead + Send, tx: mpsc::Sender<LineResult>) {
-    let mut reader = std::pin::pin!(reader);
-    loop {
-        let mut line = Vec::new();
-        match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut line).await {
-            Ok(0) => return,
-            Ok(_) => {
-                if line.last() == Some(&b'\n') {
-                    line.pop();
-                }
-                if tx.send(Ok(line)).await.is_err() {
-                    return;
+impl<S: ObservationSink> LineSink for PodLines<'_, S> {
+    fn line(&mut self, line: Line<'_>) {
+        match split_timestamp(line.bytes) {
+            Some((ts, text, rest)) => {
+                if self.seam.admit(ts, rest) {
+                    self.parser.line_at(rest, text, self.sink);
                 }
             }
-            Err(e) => {
-                let _ = tx.send(Err(e.to_string())).await;
-                return;
-            }
+            None => self.parser.lines(self.sink).line(line),
         }
     }
 }
@@ -237,7 +159,7 @@ pub async fn follow<S: LiveSink>(
     client: kube::Client,
     pod: Pod,
     cfg: &PodLogConfig,
-    live: &mut Feed<'_, S>,
+    feed: &mut Feed<'_, S>,
     signals: &mut Signals,
 ) -> Result<End, PodLogError> {
     let pods: Api<Pod> = Api::namespaced(client, &cfg.namespace);
@@ -253,29 +175,31 @@ pub async fn follow<S: LiveSink>(
     }
     let (state_tx, mut state) = watch::channel(container_state(&pod, &cfg.container));
     let version = pod.metadata.resource_version.clone().unwrap_or_default();
-    let watcher = tokio::spawn(watch_pod(pods.clone(), cfg.clone(), version, state_tx));
-    let result = follow_streams(&pods, cfg, live, signals, &mut state).await;
+    let watcher =
+        tokio::spawn(pod_status::watch(pods.clone(), cfg.pod.clone(), cfg.container.clone(), version, state_tx));
+    let result = follow_streams(&pods, cfg, feed, signals, &mut state).await;
     watcher.abort();
-    live.end();
+    feed.end();
     Ok(result)
 }
 
 async fn follow_streams<S: LiveSink>(
     pods: &Api<Pod>,
     cfg: &PodLogConfig,
-    live: &mut Feed<'_, S>,
+    feed: &mut Feed<'_, S>,
     signals: &mut Signals,
     state: &mut watch::Receiver<ContainerState>,
 ) -> End {
     let mut seam = Seam::default();
-    let mut backoff = Duration::from_millis(200);
+    let mut lines = LineBuffer::new(cfg.max_line_bytes + TIMESTAMP_ROOM);
+    let mut backoff = pod_status::BACKOFF;
     loop {
         // Wait while the container is starting.
         loop {
             if *state.borrow_and_update() != ContainerState::Waiting {
                 break;
             }
-            live.before_wait();
+            feed.before_wait();
             tokio::select! {
                 sig = signals.recv() => return End::Signalled(sig),
                 changed = state.changed() => if changed.is_err() { return End::Eof },
@@ -296,20 +220,16 @@ async fn follow_streams<S: LiveSink>(
                 tracing::warn!(error = %e, container = %cfg.container, "opening the log failed (needs verb get on pods/log); retrying");
                 tokio::select! {
                     sig = signals.recv() => return End::Signalled(sig),
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.pause()) => {}
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
-        live.stats.opens += 1;
-        live.phase = Phase::Reading;
-        let (tx, rx) = mpsc::channel(1024);
-        let reader = tokio::spawn(read_stream(stream, tx));
-        let (end, lines) = read_lines(rx, &mut seam, cfg, live, signals, state).await;
-        reader.abort();
-        if lines > 0 {
-            backoff = Duration::from_millis(200);
+        feed.stats.opens += 1;
+        feed.phase = Phase::Reading;
+        let (end, bytes) = read_stream(stream, &mut lines, &mut seam, cfg, feed, signals, state).await;
+        if bytes > 0 {
+            backoff.reset();
         }
         match end {
             StreamEnd::Signalled(sig) => return End::Signalled(sig),
@@ -321,62 +241,42 @@ async fn follow_streams<S: LiveSink>(
             // The instance that was read ended, and its log was read to the end: training is over.
             (_, ContainerState::Terminated(_)) => return End::Eof,
             (ContainerState::Running(a), ContainerState::Running(b)) if a != b => {
-                live.stats.rotations += 1;
+                feed.stats.rotations += 1;
                 tracing::info!(container = %cfg.container, restarts = b, "the container restarted; reading the new instance");
             }
             _ => {
                 tracing::debug!(container = %cfg.container, "the log stream ended while the container runs; reopening")
             }
         }
-        live.before_wait();
+        feed.before_wait();
         tokio::select! {
             sig = signals.recv() => return End::Signalled(sig),
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.pause()) => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
-fn feed<S: LiveSink>(line: LineResult, seam: &mut Seam, live: &mut Feed<'_, S>) -> u64 {
-    let line = match line {
-        Ok(line) => line,
-        Err(e) => {
-            live.stats.read_errors += 1;
-            tracing::warn!(error = %e, "reading the log stream failed");
-            return 0;
-        }
-    };
-    match split_timestamp(&line) {
-        Some((ts, text, rest)) => {
-            if !seam.admit(ts, rest) {
-                return 0;
-            }
-            live.collector.feed_line_at(rest, text, live.sink);
-        }
-        None => {
-            live.collector.feed(&line, live.sink);
-            live.collector.feed(b"\n", live.sink);
-        }
-    }
-    1
-}
-
-async fn read_lines<S: LiveSink>(
-    mut rx: mpsc::Receiver<LineResult>,
+/// Reads one log stream into `lines` until it ends, a signal (then what arrives within the grace period is
+/// read), or the container terminated and the stream stayed open past the grace period. Returns how it ended
+/// and the bytes read.
+async fn read_stream<S: LiveSink>(
+    stream: impl futures::AsyncBufRead + Send,
+    lines: &mut LineBuffer,
     seam: &mut Seam,
     cfg: &PodLogConfig,
-    live: &mut Feed<'_, S>,
+    feed: &mut Feed<'_, S>,
     signals: &mut Signals,
     state: &mut watch::Receiver<ContainerState>,
 ) -> (StreamEnd, u64) {
-    let mut lines = 0u64;
+    let mut stream = std::pin::pin!(stream);
+    let mut bytes = 0u64;
     let mut deadline: Option<Instant> = None;
-    loop {
-        let line = match rx.try_recv() {
-            Ok(line) => Some(line),
-            Err(mpsc::error::TryRecvError::Disconnected) => None,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                live.before_wait();
+    let end = loop {
+        // Read without waiting while data is there; before waiting, flush and publish.
+        let read = match stream.read(lines.space()).now_or_never() {
+            Some(read) => read,
+            None => {
+                feed.before_wait();
                 let stuck = async move {
                     match deadline {
                         Some(d) => tokio::time::sleep_until(d).await,
@@ -385,12 +285,13 @@ async fn read_lines<S: LiveSink>(
                 };
                 tokio::select! {
                     sig = signals.recv() => {
-                        // Drain what arrives within the grace period.
+                        // Read what arrives within the grace period.
                         let until = Instant::now() + cfg.grace;
-                        while let Ok(Some(line)) = tokio::time::timeout_at(until, rx.recv()).await {
-                            lines += feed(line, seam, live);
+                        while let Ok(Ok(n @ 1..)) = tokio::time::timeout_at(until, stream.read(lines.space())).await {
+                            bytes += n as u64;
+                            take(n, lines, seam, feed);
                         }
-                        return (StreamEnd::Signalled(sig), lines);
+                        break StreamEnd::Signalled(sig);
                     }
                     changed = state.changed(), if deadline.is_none() => {
                         if changed.is_err() || matches!(*state.borrow(), ContainerState::Terminated(_)) {
@@ -398,19 +299,36 @@ async fn read_lines<S: LiveSink>(
                         }
                         continue;
                     }
-                    _ = stuck => return (StreamEnd::Stuck, lines),
-                    line = rx.recv() => line,
+                    _ = stuck => break StreamEnd::Stuck,
+                    read = stream.read(lines.space()) => read,
                 }
             }
         };
-        match line {
-            None => return (StreamEnd::Closed, lines),
-            Some(line) => {
-                lines += feed(line, seam, live);
-                live.after_read();
+        match read {
+            Ok(0) => break StreamEnd::Closed,
+            Ok(n) => {
+                bytes += n as u64;
+                take(n, lines, seam, feed);
+                feed.after_read();
+            }
+            Err(e) => {
+                feed.stats.read_errors += 1;
+                tracing::warn!(error = %e, "reading the log stream failed");
+                break StreamEnd::Closed;
             }
         }
-    }
+    };
+    // A stream ends on a line boundary unless it was cut: its last partial line is a line.
+    lines.finish_into(&mut PodLines { seam, parser: feed.parser, sink: feed.sink });
+    feed.set_lines(lines.stats());
+    (end, bytes)
+}
+
+/// `n` bytes were read into `lines`: parse its complete lines.
+fn take<S: LiveSink>(n: usize, lines: &mut LineBuffer, seam: &mut Seam, feed: &mut Feed<'_, S>) {
+    lines.commit(n);
+    lines.drain_into(&mut PodLines { seam, parser: feed.parser, sink: feed.sink });
+    feed.set_lines(lines.stats());
 }
 
 #[cfg(test)]
@@ -452,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn container_states_from_the_pod_status() {
+    fn the_default_container_is_the_primary_else_the_first_that_is_not_trialtail() {
         let pod = |status: serde_json::Value| -> Pod {
             serde_json::from_value(serde_json::json!({
                 "metadata": {"name": "p"},
@@ -465,13 +383,7 @@ mod tests {
             serde_json::json!({"containerStatuses": [{"name": "train", "image": "i", "imageID": "", "ready": true,
                 "restartCount": restarts, "state": state}]})
         };
-        assert_eq!(container_state(&pod(serde_json::json!({})), "train"), ContainerState::Waiting);
-        let waiting = pod(cs(serde_json::json!({"waiting": {"reason": "ContainerCreating"}}), 0));
-        assert_eq!(container_state(&waiting, "train"), ContainerState::Waiting);
-        let running = pod(cs(serde_json::json!({"running": {}}), 2));
-        assert_eq!(container_state(&running, "train"), ContainerState::Running(2));
         let done = pod(cs(serde_json::json!({"terminated": {"exitCode": 0}}), 0));
-        assert_eq!(container_state(&done, "train"), ContainerState::Terminated(0));
         assert_eq!(default_container(&done, None).as_deref(), Some("train"));
         assert_eq!(default_container(&done, Some("trialtail")).as_deref(), Some("trialtail"));
         assert_eq!(default_container(&done, Some("missing")).as_deref(), Some("train"));

@@ -1,4 +1,4 @@
-//! Standard input, followed live until EOF (`… | trialtail run -`).
+//! Standard input, followed feed until EOF (`… | trialtail run -`).
 //!
 //! A plain thread does the blocking reads and hands chunks over a small bounded channel, so the reader stays
 //! free to see signals and to publish as it goes; the bound keeps memory flat when the input is faster than
@@ -11,8 +11,10 @@ use std::path::PathBuf;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
-use super::file::{STDIN, SourceError};
+use super::SourceError;
+use super::file::STDIN;
 use super::{End, Feed, LiveSink};
+use crate::lines::LineBuffer;
 use crate::signal::Signals;
 use crate::snapshot::Phase;
 
@@ -44,23 +46,28 @@ fn reader(tx: mpsc::Sender<Chunk>) {
 
 /// Reads standard input until EOF or a signal. No grace period is needed: on a signal only the few chunks
 /// already read are processed.
-pub async fn follow<S: LiveSink>(live: &mut Feed<'_, S>, signals: &mut Signals) -> Result<End, SourceError> {
+pub async fn follow<S: LiveSink>(
+    feed: &mut Feed<'_, S>,
+    signals: &mut Signals,
+    max_line_bytes: usize,
+) -> Result<End, SourceError> {
     let (tx, mut rx) = mpsc::channel::<Chunk>(4);
     std::thread::Builder::new().name("stdin".into()).spawn(move || reader(tx)).map_err(SourceError::Runtime)?;
     // Ready (`/readyz`) once the first read is done: until then the phase stays `Starting`.
-    live.stats.opens = 1;
+    feed.stats.opens = 1;
+    let mut lines = LineBuffer::new(max_line_bytes);
     let mut failed = None;
     let end = loop {
         let chunk = match rx.try_recv() {
             Ok(chunk) => Some(chunk),
             Err(TryRecvError::Disconnected) => None,
             Err(TryRecvError::Empty) => {
-                live.before_wait();
+                feed.before_wait();
                 tokio::select! {
                     biased;
                     sig = signals.recv() => {
                         while let Ok(Ok(chunk)) = rx.try_recv() {
-                            live.collector.feed(&chunk, live.sink);
+                            lines.feed_into(&chunk, &mut feed.parser.lines(feed.sink));
                         }
                         break End::Signalled(sig);
                     }
@@ -71,22 +78,24 @@ pub async fn follow<S: LiveSink>(live: &mut Feed<'_, S>, signals: &mut Signals) 
         match chunk {
             None => break End::Eof,
             Some(Ok(chunk)) => {
-                live.phase = Phase::Reading;
-                live.collector.feed(&chunk, live.sink);
-                live.after_read();
+                feed.phase = Phase::Reading;
+                lines.feed_into(&chunk, &mut feed.parser.lines(feed.sink));
+                feed.set_lines(lines.stats());
+                feed.after_read();
             }
             Some(Err(e)) => {
-                live.stats.read_errors += 1;
+                feed.stats.read_errors += 1;
                 failed = Some(e);
                 break End::Eof;
             }
         }
     };
-    live.collector.finish(live.sink);
-    live.end();
+    lines.finish_into(&mut feed.parser.lines(feed.sink));
+    feed.set_lines(lines.stats());
+    feed.end();
     match failed {
         Some(source) => {
-            let bytes = live.collector.line_stats().bytes;
+            let bytes = lines.stats().bytes;
             Err(SourceError::Read { path: PathBuf::from(STDIN), bytes, source })
         }
         None => Ok(end),

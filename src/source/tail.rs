@@ -1,7 +1,7 @@
 //! The tailer: one path followed as one endless stream of bytes, across rotation, recreation and truncation.
 //!
 //! [`Tailer::step`] is synchronous and does no waiting: it opens the path if needed, reads what is readable
-//! (up to a budget) into a [`Collector`], and at end of file decides what happened with the pure function
+//! (up to a budget) into its [`LineBuffer`] and hands the complete lines to a [`Parser`], and at end of file decides what happened with the pure function
 //! [`classify`]. The async driver in [`super::file`] calls it whenever inotify (or the polling fallback) says the
 //! path may have changed; tests call it directly, step by step.
 //!
@@ -34,7 +34,8 @@ use std::io::{self, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use crate::collect::{Collector, ObservationSink};
+use crate::lines::LineBuffer;
+use crate::parser::{ObservationSink, Parser};
 use crate::snapshot::SourceStats;
 
 /// Length of the fingerprint: the first bytes of the file as first read.
@@ -207,6 +208,7 @@ pub struct Tailer {
     stats: SourceStats,
     warned_open: bool,
     echo: Option<Echo>,
+    lines: LineBuffer,
 }
 
 /// Where read bytes are copied to, as read.
@@ -219,8 +221,9 @@ impl std::fmt::Debug for Echo {
 }
 
 impl Tailer {
-    /// A tailer of `path`; `from_end` skips what the file first found already holds.
-    pub fn new(path: impl Into<PathBuf>, from_end: bool) -> Self {
+    /// A tailer of `path` cutting lines at `max_line_bytes`; `from_end` skips what the file first found
+    /// already holds.
+    pub fn new(path: impl Into<PathBuf>, from_end: bool, max_line_bytes: usize) -> Self {
         Tailer {
             path: path.into(),
             open: None,
@@ -228,6 +231,7 @@ impl Tailer {
             stats: SourceStats::default(),
             warned_open: false,
             echo: None,
+            lines: LineBuffer::new(max_line_bytes),
         }
     }
 
@@ -242,14 +246,14 @@ impl Tailer {
         &self.path
     }
 
-    /// The counters so far.
+    /// The counters so far, the line buffer's included.
     pub fn stats(&self) -> SourceStats {
-        self.stats
+        SourceStats { lines: self.lines.stats(), ..self.stats }
     }
 
     /// Opens the path if needed, reads up to about `budget` bytes, and at end of file checks for rotation and
     /// truncation (acting on them at once). Never waits.
-    pub fn step(&mut self, c: &mut Collector, sink: &mut impl ObservationSink, budget: u64) -> Result<Step, TailError> {
+    pub fn step(&mut self, c: &mut Parser, sink: &mut impl ObservationSink, budget: u64) -> Result<Step, TailError> {
         let mut total = 0u64;
         loop {
             let Some(open) = self.open.as_mut() else {
@@ -263,7 +267,7 @@ impl Tailer {
             if open.seen.offset > 0 {
                 match look(&self.path, open) {
                     Ok(now) if classify(&open.seen, &now) == Change::Truncated => {
-                        if !self.restart(c) {
+                        if !self.restart() {
                             continue;
                         }
                     }
@@ -281,22 +285,22 @@ impl Tailer {
                 if total >= budget {
                     return Ok(Step::More(total));
                 }
-                let space = c.space();
-                match open.file.read(space) {
+                match open.file.read(self.lines.space()) {
                     Ok(0) => break,
                     Ok(n) => {
+                        let read = self.lines.commit(n);
                         if open.seen.head.len() < HEAD_BYTES {
-                            open.seen.head.extend(&space[..n]);
+                            open.seen.head.extend(read);
                         }
                         open.seen.offset += n as u64;
                         total += n as u64;
                         if let Some(Echo(out)) = &mut self.echo
-                            && let Err(e) = out.write_all(&space[..n]).and_then(|()| out.flush())
+                            && let Err(e) = out.write_all(read).and_then(|()| out.flush())
                         {
                             tracing::warn!(error = %e, "echoing the log failed; echo stopped");
                             self.echo = None;
                         }
-                        c.commit(n, sink);
+                        self.lines.drain_into(&mut c.lines(sink));
                     }
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) => {
@@ -322,7 +326,7 @@ impl Tailer {
                     return Ok(Step::Eof(total));
                 }
                 Change::Truncated => {
-                    self.restart(c);
+                    self.restart();
                 }
                 Change::Gone => {
                     if !open.gone {
@@ -335,7 +339,7 @@ impl Tailer {
                     // The old file was just read to its end; a writer that still appends to it lost the race.
                     self.stats.rotations += 1;
                     tracing::info!(path = %self.path.display(), "log rotated; opening the new file");
-                    c.finish(sink);
+                    self.lines.finish_into(&mut c.lines(sink));
                     self.open = None;
                 }
             }
@@ -343,8 +347,8 @@ impl Tailer {
     }
 
     /// Ends the stream: a last unterminated line is processed.
-    pub fn finish(&mut self, c: &mut Collector, sink: &mut impl ObservationSink) {
-        c.finish(sink);
+    pub fn finish(&mut self, c: &mut Parser, sink: &mut impl ObservationSink) {
+        self.lines.finish_into(&mut c.lines(sink));
     }
 }
 
@@ -363,11 +367,11 @@ fn look(path: &Path, open: &Open) -> io::Result<Now> {
 impl Tailer {
     /// The open file was truncated: drop the partial line and read it again from its start. `false` when the
     /// file had to be closed instead (it is reopened on the next step).
-    fn restart(&mut self, c: &mut Collector) -> bool {
+    fn restart(&mut self) -> bool {
         let Some(open) = self.open.as_mut() else { return false };
         self.stats.truncations += 1;
         tracing::info!(path = %self.path.display(), "log truncated; reading it from its start");
-        c.discard_partial();
+        self.lines.discard();
         if let Err(e) = open.file.seek(SeekFrom::Start(0)) {
             self.stats.read_errors += 1;
             tracing::warn!(path = %self.path.display(), error = %e, "seek failed; reopening");
@@ -417,7 +421,7 @@ impl Tailer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::Observation;
+    use crate::parser::Observation;
     use crate::rules::{LineFormat, Rules, Semantics};
     use std::io::Write;
 
@@ -431,24 +435,24 @@ mod tests {
         }
     }
 
-    fn collector(max_line: usize) -> Collector {
-        Collector::new(Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap(), max_line, 100_000)
+    fn parser() -> Parser {
+        Parser::new(Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap(), 100_000)
     }
 
     fn append(path: &Path, bytes: &[u8]) {
         std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap().write_all(bytes).unwrap();
     }
 
-    /// A temp dir, the log path in it (not created), and a tailer of it with its collector and values.
-    fn tailing(from_end: bool, max_line: usize) -> (tempfile::TempDir, PathBuf, Tailer, Collector, Values) {
+    /// A temp dir, the log path in it (not created), and a tailer of it with its parser and values.
+    fn tailing(from_end: bool, max_line: usize) -> (tempfile::TempDir, PathBuf, Tailer, Parser, Values) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("train.log");
-        let t = Tailer::new(&path, from_end);
-        (dir, path, t, collector(max_line), Values::default())
+        let t = Tailer::new(&path, from_end, max_line);
+        (dir, path, t, parser(), Values::default())
     }
 
     /// Steps until the tailer waits.
-    fn settle(t: &mut Tailer, c: &mut Collector, v: &mut Values) -> Step {
+    fn settle(t: &mut Tailer, c: &mut Parser, v: &mut Values) -> Step {
         loop {
             match t.step(c, v, 1 << 20).unwrap() {
                 Step::More(_) => {}
@@ -480,7 +484,7 @@ mod tests {
         append(&path, b" loss=9\n\xc3\x28 loss=3\n");
         settle(&mut t, &mut c, &mut v);
         assert_eq!(v.0, ["1", "2", "3"]);
-        assert_eq!((c.line_stats().lines, c.line_stats().too_long), (5, 1));
+        assert_eq!((t.stats().lines.lines, t.stats().lines.too_long), (5, 1));
         assert_eq!(t.stats().opens, 1);
     }
 
@@ -535,7 +539,7 @@ mod tests {
         let mut lines: Vec<(u64, u32, Fate)> = Vec::new();
         let (mut cur, mut open): (u32, Option<u32>) = (0, None);
         let mut next = 0u64;
-        let mut step = |t: &mut Tailer, c: &mut Collector, v: &mut Values, lines: &mut Vec<_>, cur: u32| {
+        let mut step = |t: &mut Tailer, c: &mut Parser, v: &mut Values, lines: &mut Vec<_>, cur: u32| {
             settle(t, c, v);
             for l in lines.iter_mut().filter(|l: &&mut (u64, u32, Fate)| l.2 == Fate::Pending) {
                 // The open file is drained, the path's file read; a file in between was never opened.

@@ -84,7 +84,7 @@ impl LiveTable {
 mod tests {
     use super::*;
     use crate::aggregate::Aggregator;
-    use crate::collect::{Observation, ObservationSink};
+    use crate::parser::{Observation, ObservationSink};
 
     fn record(agg: &mut Aggregator, sparks: &mut Sparklines, name: &[u8], v: f64) {
         let id = agg.intern(name).unwrap();

@@ -8,7 +8,7 @@
 //! Non-finite values do not move a bucket's mean; a bucket with no finite value is drawn as a space. What it
 //! deliberately does not do: decide whether a terminal is there (the caller does), or colour anything.
 
-use crate::collect::{Observation, ObservationSink};
+use crate::parser::{Observation, ObservationSink};
 
 /// Buckets per metric: the widest a sparkline gets.
 pub const BUCKETS: usize = 24;

@@ -1,4 +1,6 @@
-//! Waiters: how the drop-in mode learns that training finished. One file per waiter; [`procfs`] is Katib's
-//! shared-PID-namespace scheme (CONTRACT §4).
+//! Waiters: how trialtail learns that training finished. One file per waiter: [`procfs`] is Katib's
+//! shared-PID-namespace scheme (the drop-in), [`pod_status`] the training container's status from a watch on the
+//! own pod (the native sidecar).
 
+pub mod pod_status;
 pub mod procfs;

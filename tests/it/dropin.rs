@@ -23,6 +23,7 @@ use trialtail::katib::args::{ObjectiveType, is_katib_command_line, parse};
 use trialtail::katib::report::Row;
 use trialtail::rules::LineFormat;
 use trialtail::sink::katib_db::{self, CHUNK_ROWS};
+use trialtail::sink::stats::SinkStats;
 use trialtail::wait::procfs::{Status as WaitStatus, Waiter, scan};
 
 use crate::support::free_addr;
@@ -331,8 +332,13 @@ fn a_report_is_retried_until_a_late_server_accepts_it() {
     let _server = serve(katib.clone(), addr, Duration::from_millis(700));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let rows = [row("loss", "0.5", "0001-01-01T00:00:00Z"), row("loss", "0.4", "")];
-    rt.block_on(katib_db::report(&addr.to_string(), "t1", &rows, Duration::from_secs(60))).unwrap();
+    let sinks = SinkStats::default();
+    rt.block_on(katib_db::report(&addr.to_string(), "t1", &rows, Duration::from_secs(60), &sinks)).unwrap();
     assert_eq!(katib.calls(), 1, "failed calls stored nothing; the accepted one once");
+    let counts = &sinks.snapshot()[katib_db::SINK];
+    assert_eq!(counts.errors.get("status"), Some(&2), "each refused attempt counted: {counts:?}");
+    assert!(counts.errors.get("connect").is_some_and(|&n| n >= 1), "before the server listened: {counts:?}");
+    assert_eq!(counts.observations, 2, "the rows delivered");
     assert_eq!(
         katib.rows(),
         owned(&[("0001-01-01T00:00:00Z", "loss", "0.5"), ("0001-01-01T00:00:00Z", "loss", "0.4")]),
@@ -347,7 +353,9 @@ fn a_report_gives_up_at_its_deadline() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let started = Instant::now();
     let rows = [row("loss", "0.5", "0001-01-01T00:00:00Z")];
-    let err = rt.block_on(katib_db::report(&addr.to_string(), "t1", &rows, Duration::from_secs(1))).unwrap_err();
+    let sinks = SinkStats::default();
+    let err =
+        rt.block_on(katib_db::report(&addr.to_string(), "t1", &rows, Duration::from_secs(1), &sinks)).unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     assert!(err.to_string().contains("not accepted within"), "{err}");
 }

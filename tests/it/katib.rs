@@ -1,10 +1,11 @@
 //! Katib conformance: CONTRACT §2–3 (TEXT and JSON parsing, the sentinel) as test cases.
 //!
-//! Every case runs the library's collector in Katib semantics and compares the report rows Katib's collector
+//! Every case runs the library's parser in Katib semantics and compares the report rows Katib's collector
 //! would send: (name, value as printed, timestamp). The inputs are the contract's own examples.
 
-use trialtail::collect::Collector;
 use trialtail::katib::report::KatibReport;
+use trialtail::lines::LineBuffer;
+use trialtail::parser::Parser;
 use trialtail::rules::{LineFormat, RuleSpec, Rules, Semantics};
 
 const ZERO: &str = "0001-01-01T00:00:00Z";
@@ -13,10 +14,11 @@ fn report(names: &[&str], filters: &[&str], format: LineFormat, log: &str) -> Ve
     let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
     let specs: Vec<RuleSpec> = filters.iter().map(|f| RuleSpec::Filter(f.to_string())).collect();
     let rules = Rules::new(&specs, &names, Semantics::Katib, format).unwrap();
-    let mut c = Collector::new(rules, 1 << 16, 1000);
+    let mut c = Parser::new(rules, 1000);
+    let mut lines = LineBuffer::new(1 << 16);
     let mut r = KatibReport::new(names[0].clone());
-    c.feed(log.as_bytes(), &mut r);
-    c.finish(&mut r);
+    lines.feed_into(log.as_bytes(), &mut c.lines(&mut r));
+    lines.finish_into(&mut c.lines(&mut r));
     r.rows().iter().map(|r| (r.name.to_string(), r.value.to_string(), r.time.to_string())).collect()
 }
 

@@ -1,15 +1,19 @@
-//! The collector: line buffer → rules → aggregator, the whole sans-I/O core in one value.
+//! The parser: rules → aggregator, shared by every byte stream of a run.
 //!
-//! Sources push bytes in ([`Collector::space`] + [`Collector::commit`], or [`Collector::feed`]) and call
-//! [`Collector::finish`] at end of input. Every observation updates the [`Aggregator`] and is then shown to an
-//! [`ObservationSink`] (JSON lines, the Katib report); sinks that only need the aggregate read it afterwards.
+//! A run has one [`Parser`] (one set of rules, one aggregate, one line numbering) and one
+//! [`LineBuffer`](crate::lines::LineBuffer) per byte stream (a file, standard input, a child's stdout and its
+//! stderr, a pod's log): a buffer hands complete lines to [`Parser::lines`], so lines of two streams never mix.
+//! Sources of already-structured records (TensorBoard event files) skip the text rules and call
+//! [`Parser::record`]. Every observation updates the [`Aggregator`] and is then shown to an [`ObservationSink`]
+//! (JSON lines, the Katib report); sinks that only need the aggregate read it afterwards.
 //!
 //! Invariants: no I/O, no allocation for a line that does not match, and the same observations whatever the
 //! chunking of the input. A value that is not a number is a counted parse error in native semantics and a raw
-//! string observation in Katib semantics.
+//! string observation in Katib semantics. Lines are numbered in the order the parser receives them, across
+//! streams.
 
 use crate::aggregate::{Aggregator, MetricId};
-use crate::lines::{Line, LineBuffer, LineSink, LineStats};
+use crate::lines::{Line, LineSink};
 use crate::rules::{LineIssues, Match, Rules, Semantics};
 use crate::value;
 
@@ -62,7 +66,7 @@ impl<S: ObservationSink> ObservationSink for Timed<'_, S> {
     }
 }
 
-/// Counters of what the collector saw, beyond the line buffer's.
+/// Counters of what the parser saw.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Counters {
     /// Observations recorded.
@@ -77,61 +81,68 @@ pub struct Counters {
     pub dropped: u64,
 }
 
-/// The sans-I/O pipeline.
+/// One structured record: a value that needs no text rule (a TensorBoard scalar).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Record<'a> {
+    /// The metric's name.
+    pub name: &'a [u8],
+    /// The value's text, as it should be shown.
+    pub raw: &'a [u8],
+    /// The value.
+    pub value: f64,
+    /// The step, when the record has one.
+    pub step: Option<u64>,
+    /// Its RFC 3339 time, when it has one.
+    pub time: Option<&'a [u8]>,
+    /// Where it came from (a record index), reported as the observation's line.
+    pub line: u64,
+}
+
+/// The rules and the aggregate of a run: lines and records in, observations out.
 #[derive(Debug)]
-pub struct Collector {
-    lines: LineBuffer,
+pub struct Parser {
     rules: Rules,
     agg: Aggregator,
     counters: Counters,
+    /// Lines received so far (the last line's number).
+    lines: u64,
 }
 
-impl Collector {
-    /// A collector with the given rules and limits.
-    pub fn new(rules: Rules, max_line_bytes: usize, max_metrics: usize) -> Self {
-        Collector {
-            lines: LineBuffer::new(max_line_bytes),
-            rules,
-            agg: Aggregator::new(max_metrics),
-            counters: Counters::default(),
+impl Parser {
+    /// A parser with the given rules, keeping at most `max_metrics` metric names.
+    pub fn new(rules: Rules, max_metrics: usize) -> Self {
+        Parser { rules, agg: Aggregator::new(max_metrics), counters: Counters::default(), lines: 0 }
+    }
+
+    /// A [`LineSink`] that parses every line a buffer hands it, observations to `sink`.
+    pub fn lines<'a, S: ObservationSink>(&'a mut self, sink: &'a mut S) -> Lines<'a, S> {
+        Lines { parser: self, sink }
+    }
+
+    /// Parses one complete line (without its `\n`) whose observations take `time` unless the line has a time of
+    /// its own: the pod-log source passes the kubelet's timestamp, cut off the line, this way.
+    pub fn line_at(&mut self, line: &[u8], time: &[u8], sink: &mut impl ObservationSink) {
+        self.line(line, &mut Timed { sink, time });
+    }
+
+    /// One structured record, recorded as it is (no rule looks at it; `--metrics` still selects).
+    pub fn record(&mut self, r: Record<'_>, sink: &mut impl ObservationSink) {
+        if self.rules.names().is_some_and(|mut names| !names.any(|n| n == r.name)) {
+            return;
         }
-    }
-
-    /// Free space to read into.
-    pub fn space(&mut self) -> &mut [u8] {
-        self.lines.space()
-    }
-
-    /// Marks `n` bytes of [`Collector::space`] as filled and processes every complete line.
-    pub fn commit(&mut self, n: usize, sink: &mut impl ObservationSink) {
-        self.lines.commit(n);
-        let Collector { lines, rules, agg, counters } = self;
-        lines.drain_into(&mut Pipeline { rules, agg, counters, sink });
-    }
-
-    /// Copies `chunk` in and processes every complete line.
-    pub fn feed(&mut self, chunk: &[u8], sink: &mut impl ObservationSink) {
-        let Collector { lines, rules, agg, counters } = self;
-        lines.feed_into(chunk, &mut Pipeline { rules, agg, counters, sink });
-    }
-
-    /// Feeds one complete line (`line` without its `\n`) whose observations take `time` unless the line has a
-    /// time of its own: the pod-log source passes the kubelet's timestamp, cut off the line, this way.
-    pub fn feed_line_at(&mut self, line: &[u8], time: &[u8], sink: &mut impl ObservationSink) {
-        let mut timed = Timed { sink, time };
-        self.feed(line, &mut timed);
-        self.feed(b"\n", &mut timed);
-    }
-
-    /// End of input: processes the last line even without its `\n`.
-    pub fn finish(&mut self, sink: &mut impl ObservationSink) {
-        let Collector { lines, rules, agg, counters } = self;
-        lines.finish_into(&mut Pipeline { rules, agg, counters, sink });
-    }
-
-    /// Drops a partial line (the stream it came from is gone) without processing it.
-    pub fn discard_partial(&mut self) {
-        self.lines.discard();
+        let Some(id) = self.agg.intern(r.name) else { return };
+        self.agg.record(id, r.raw, Some(r.value), r.step, r.line);
+        self.counters.observations += 1;
+        let obs = Observation {
+            metric: id,
+            name: r.name,
+            raw: r.raw,
+            value: Some(r.value),
+            step: r.step,
+            time: r.time,
+            line: r.line,
+        };
+        sink.observe(&obs);
     }
 
     /// The aggregate so far.
@@ -144,51 +155,54 @@ impl Collector {
         &self.rules
     }
 
-    /// The line buffer's counters.
-    pub fn line_stats(&self) -> LineStats {
-        self.lines.stats()
-    }
-
-    /// The collector's counters.
+    /// The parser's counters.
     pub fn counters(&self) -> Counters {
         Counters { dropped: self.agg.dropped(), ..self.counters }
     }
+
+    fn line(&mut self, bytes: &[u8], sink: &mut impl ObservationSink) {
+        self.lines += 1;
+        let number = self.lines;
+        let Parser { rules, agg, counters, .. } = self;
+        let katib = rules.semantics() == Semantics::Katib;
+        let issues = rules.scan(bytes, &mut |m| observe(m, number, katib, agg, counters, sink));
+        note_issues(issues, number, counters);
+    }
 }
 
-/// The collector's parts, borrowed for one drain: lines in, observations out.
-struct Pipeline<'a, S> {
-    rules: &'a mut Rules,
-    agg: &'a mut Aggregator,
-    counters: &'a mut Counters,
+/// A parser and an observation sink, borrowed as the [`LineSink`] a [`LineBuffer`](crate::lines::LineBuffer)
+/// drains into.
+pub struct Lines<'a, S> {
+    parser: &'a mut Parser,
     sink: &'a mut S,
 }
 
-impl<S: ObservationSink> LineSink for Pipeline<'_, S> {
+impl<S: ObservationSink> LineSink for Lines<'_, S> {
     fn line(&mut self, line: Line<'_>) {
-        let Pipeline { rules, agg, counters, sink } = self;
-        let katib = rules.semantics() == Semantics::Katib;
-        let issues = rules.scan(line.bytes, &mut |m| observe(m, line.number, katib, agg, counters, *sink));
-        note_issues(issues, line.number, counters);
+        self.parser.line(line.bytes, self.sink);
     }
 
-    fn block(&mut self, block: &[u8], first: u64) -> u64 {
-        let Pipeline { rules, agg, counters, sink } = self;
+    fn block(&mut self, block: &[u8], _first: u64) -> u64 {
+        let first = self.parser.lines + 1;
+        let Parser { rules, agg, counters, lines } = &mut *self.parser;
+        let sink = &mut *self.sink;
         let katib = rules.semantics() == Semantics::Katib;
         let mut issues = Vec::new();
-        let lines = rules.scan_block(
+        let count = rules.scan_block(
             block,
             first,
-            &mut |m, number| observe(m, number, katib, agg, counters, *sink),
+            &mut |m, number| observe(m, number, katib, agg, counters, sink),
             &mut |found, number| {
                 if found != LineIssues::default() {
                     issues.push((found, number));
                 }
             },
         );
+        *lines += count;
         for (found, number) in issues {
             note_issues(found, number, counters);
         }
-        lines
+        count
     }
 }
 
@@ -226,34 +240,55 @@ fn note_issues(issues: LineIssues, line: u64, counters: &mut Counters) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lines::LineBuffer;
     use crate::rules::{LineFormat, RuleSpec};
 
-    #[derive(Default)]
-    struct Record(Vec<(String, String, Option<u64>, u64)>);
+    /// A parser with one stream's line buffer, fed like a source feeds them.
+    struct Stream {
+        parser: Parser,
+        buf: LineBuffer,
+    }
 
-    impl ObservationSink for Record {
+    impl Stream {
+        fn new(rules: Rules, max_line: usize, max_metrics: usize) -> Self {
+            Stream { parser: Parser::new(rules, max_metrics), buf: LineBuffer::new(max_line) }
+        }
+
+        fn feed(&mut self, chunk: &[u8], sink: &mut impl ObservationSink) {
+            self.buf.feed_into(chunk, &mut self.parser.lines(sink));
+        }
+
+        fn finish(&mut self, sink: &mut impl ObservationSink) {
+            self.buf.finish_into(&mut self.parser.lines(sink));
+        }
+    }
+
+    #[derive(Default)]
+    struct Recorded(Vec<(String, String, Option<u64>, u64)>);
+
+    impl ObservationSink for Recorded {
         fn observe(&mut self, o: &Observation<'_>) {
             let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
             self.0.push((s(o.name), s(o.raw), o.step, o.line));
         }
     }
 
-    fn collector(specs: &[RuleSpec]) -> Collector {
-        Collector::new(Rules::new(specs, &[], Semantics::Native, LineFormat::Text).unwrap(), 64, 100)
+    fn stream(specs: &[RuleSpec]) -> Stream {
+        Stream::new(Rules::new(specs, &[], Semantics::Native, LineFormat::Text).unwrap(), 64, 100)
     }
 
     #[test]
     fn observations_carry_line_numbers_and_survive_garbage() {
-        let mut c = collector(&[]);
-        let mut rec = Record::default();
+        let mut c = stream(&[]);
+        let mut rec = Recorded::default();
         c.feed(b"\xff\xfe\x00 binary\nloss=0.5\n", &mut rec);
         c.feed(&[b'x'; 200], &mut rec);
         c.feed(b" loss=9\nAccuracy at step 3: nan\nloss=0.25", &mut rec);
         c.finish(&mut rec);
         let names: Vec<_> = rec.0.iter().map(|(n, r, s, l)| (n.as_str(), r.as_str(), *s, *l)).collect();
         assert_eq!(names, [("loss", "0.5", None, 2), ("Accuracy", "nan", Some(3), 4), ("loss", "0.25", None, 5)]);
-        assert_eq!(c.line_stats().too_long, 1);
-        let loss = &c.aggregate().metrics()[0];
+        assert_eq!(c.buf.stats().too_long, 1);
+        let loss = &c.parser.aggregate().metrics()[0];
         assert_eq!((loss.count, loss.min.as_ref().unwrap().0, loss.max.as_ref().unwrap().0), (2, 0.25, 0.5));
     }
 
@@ -265,20 +300,20 @@ mod tests {
                 self.0.push(o.time.map(|t| String::from_utf8_lossy(t).into_owned()));
             }
         }
-        let mut c = collector(&[]);
         let mut times = Times(Vec::new());
-        c.feed_line_at(b"loss=0.5", b"2026-11-28T15:00:00.5Z", &mut times);
-        c.feed_line_at(b"2026-01-01T00:00:00Z loss=0.4", b"2026-11-28T15:00:01Z", &mut times);
-        c.feed_line_at(b"no metric here", b"2026-11-28T15:00:02Z", &mut times);
+        let mut c = Parser::new(Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap(), 100);
+        c.line_at(b"loss=0.5", b"2026-11-28T15:00:00.5Z", &mut times);
+        c.line_at(b"2026-01-01T00:00:00Z loss=0.4", b"2026-11-28T15:00:01Z", &mut times);
+        c.line_at(b"no metric here", b"2026-11-28T15:00:02Z", &mut times);
         assert_eq!(times.0, [Some("2026-11-28T15:00:00.5Z".into()), Some("2026-01-01T00:00:00Z".into())]);
-        assert_eq!(c.line_stats().lines, 3);
+        assert_eq!(c.lines, 3);
     }
 
     #[test]
     fn native_non_numbers_are_parse_errors() {
-        let mut c = collector(&[RuleSpec::Filter(r"(\w+): (\S+)".into())]);
+        let mut c = stream(&[RuleSpec::Filter(r"(\w+): (\S+)".into())]);
         c.feed(b"genotype: Genotype(x)\nacc: 0.9\n", &mut ());
-        assert_eq!((c.counters().observations, c.counters().parse_errors), (1, 1));
+        assert_eq!((c.parser.counters().observations, c.parser.counters().parse_errors), (1, 1));
     }
 
     /// Block scanning (finders, skipped lines) must equal scanning every line, whatever the chunking.
@@ -364,7 +399,7 @@ mod tests {
                 let reference = by_lines(Rules::new(&specs, &names, semantics, LineFormat::Text).unwrap(), max, &input);
                 let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
                 cuts.sort_unstable();
-                let mut c = Collector::new(Rules::new(&specs, &names, semantics, LineFormat::Text).unwrap(), max, 1000);
+                let mut c = Stream::new(Rules::new(&specs, &names, semantics, LineFormat::Text).unwrap(), max, 1000);
                 let mut rec = Rec::default();
                 let mut at = 0;
                 for cut in cuts {
@@ -381,8 +416,8 @@ mod tests {
     #[test]
     fn katib_keeps_raw_strings() {
         let rules = Rules::new(&[], &["loss".into()], Semantics::Katib, LineFormat::Text).unwrap();
-        let mut c = Collector::new(rules, 64, 100);
-        let mut rec = Record::default();
+        let mut c = Stream::new(rules, 64, 100);
+        let mut rec = Recorded::default();
         c.feed(b"loss=nan\nloss=0.5\n", &mut rec);
         assert_eq!(rec.0.iter().map(|r| r.1.as_str()).collect::<Vec<_>>(), ["", "0.5"]);
     }

@@ -1,0 +1,317 @@
+//! One place assembles a run's outputs: every mode (local, follow, wrap, stdin, pod-log, drop-in) builds them
+//! here and ends them with one [`Outputs::finish`].
+//!
+//! [`Outputs`] owns:
+//! - the observation-level outputs the read loop feeds: what is printed ([`StdoutSink`]) and the rows of a
+//!   Katib report for the DB manager ([`KatibReport`]);
+//! - the run's single [`Publisher`] of snapshots, and the one [`SinkStats`] registry every sink counts its
+//!   deliveries and failures in (`trialtail_sink_observations_total`, `trialtail_sink_errors_total`);
+//! - the sinks that read snapshots off the hot path: the HTTP endpoint ([`crate::server`]), the Pushgateway
+//!   pusher (periodic and final), the Trial-status task, and the Katib DB report sent at the end.
+//!
+//! It is a [`LiveSink`]: sources hand it every observation, flush it before they wait, and publish through it.
+//! A synchronous driver (the local mode) gets a one-worker runtime of its own for the endpoint and the pusher
+//! ([`Outputs::start_background`]); without `--listen` or `--pushgateway` nothing runs beside the read loop.
+//!
+//! [`Outputs::finish`] ends them in this order, each bounded: (1) the caller has published the final snapshot
+//! ([`Phase::Ended`]); the periodic push stops; (2) the Trial status gets its final write (within the grace
+//! period); (3) the Katib report is sent to the DB manager (within its deadline); (4) the final values are
+//! pushed to the Pushgateway; (5) the endpoint serves until one scrape has returned the final values or
+//! `--linger` passed, then shuts down; (6) what is printed at the end is written (the table, the report).
+//! Katib and the Trial come before Prometheus because a trial's result must not wait for a scraper.
+//!
+//! Adding a sink touches its own file in [`crate::sink`] and this module (plus its flags in `cli`/`config`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+
+use crate::katib::report::KatibReport;
+use crate::parser::{Observation, ObservationSink, Parser};
+use crate::server::{self, ServerError, ServerHandle};
+use crate::sink::katib_db::{self, KatibDbError};
+use crate::sink::prometheus::{Exposition, Labels};
+use crate::sink::pushgateway::{PushTarget, Pusher};
+use crate::sink::stats::SinkStats;
+use crate::sink::stdout::{StdoutError, StdoutSink};
+use crate::sink::trial_status::{StatusError, TrialStatus};
+use crate::snapshot::{PUBLISH_INTERVAL, Phase, Publisher, SnapshotRx, SourceStats};
+use crate::source::LiveSink;
+
+/// trialtail's conventional port (`--listen :9478`).
+pub const DEFAULT_PORT: u16 = 9478;
+
+/// Time responses in flight get to finish when the server shuts down.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// What to export and where: the validated `--listen`, `--linger`, `--pushgateway`, `--push-interval` and
+/// identity-label flags.
+#[derive(Debug, Clone, Default)]
+pub struct ExportConfig {
+    /// Serve `/metrics`, `/healthz`, `/readyz` here.
+    pub listen: Option<SocketAddr>,
+    /// After the source ended, serve until the final values were scraped or this long.
+    pub linger: Duration,
+    /// Push to this Pushgateway at the end.
+    pub pushgateway: Option<PushTarget>,
+    /// Also push this often while reading.
+    pub push_interval: Option<Duration>,
+    /// The identity labels.
+    pub labels: Labels,
+}
+
+impl ExportConfig {
+    /// Whether anything is exported at all (otherwise no runtime: the local mode's fast path).
+    pub fn is_enabled(&self) -> bool {
+        self.listen.is_some() || self.pushgateway.is_some()
+    }
+}
+
+/// Where and for which trial the Katib report goes (`-s-db`, `-t`, `-report-deadline`).
+#[derive(Debug, Clone)]
+pub struct KatibDbConfig {
+    /// The DB manager, `host:port`.
+    pub address: String,
+    /// The trial the rows belong to.
+    pub trial: String,
+    /// The time the report may take, retries included.
+    pub deadline: Duration,
+}
+
+/// Why the outputs could not start or end.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputsError {
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("cannot start the runtime for the metrics endpoint")]
+    Runtime(#[source] std::io::Error),
+    #[error(transparent)]
+    Stdout(#[from] StdoutError),
+}
+
+/// How the outputs ended.
+#[derive(Debug, Default)]
+pub struct Finished {
+    /// The Trial status task's patches when it wrote its final state in time.
+    pub status_patches: Option<u64>,
+    /// The Katib report's outcome, when there was one to send.
+    pub katib: Option<Result<(), KatibDbError>>,
+    /// Writing what is printed at the end failed.
+    pub stdout: Option<StdoutError>,
+}
+
+/// Every output of one run. See the module documentation.
+#[derive(Debug)]
+pub struct Outputs {
+    stdout: Option<StdoutSink>,
+    katib: Option<(KatibReport, KatibDbConfig)>,
+    publisher: Publisher,
+    snapshots: SnapshotRx,
+    sinks: Arc<SinkStats>,
+    labels: Labels,
+    server: Option<ServerHandle>,
+    pusher: Option<Arc<Pusher>>,
+    periodic: Option<JoinHandle<()>>,
+    trial_status: Option<JoinHandle<Result<u64, StatusError>>>,
+    linger: Duration,
+    runtime: Option<Runtime>,
+    /// Something reads the snapshots (endpoint, pusher, Trial status): otherwise publishing is skipped.
+    publishing: bool,
+}
+
+impl Outputs {
+    /// Starts what `cfg` asks for on the current tokio runtime (the live modes call this inside theirs).
+    pub fn start(cfg: &ExportConfig) -> Result<Self, OutputsError> {
+        let (publisher, snapshots) = Publisher::new(PUBLISH_INTERVAL);
+        let sinks = Arc::new(SinkStats::default());
+        let exposition = Arc::new(Exposition::new(&cfg.labels, sinks.clone()));
+        let server = cfg.listen.map(|addr| server::spawn(addr, snapshots.clone(), exposition.clone())).transpose()?;
+        let pusher = cfg
+            .pushgateway
+            .clone()
+            .map(|target| Arc::new(Pusher::new(target, &cfg.labels, exposition.clone(), snapshots.clone())));
+        let periodic = match (&pusher, cfg.push_interval) {
+            (Some(p), Some(every)) if !every.is_zero() => Some(p.clone().spawn_periodic(every)),
+            _ => None,
+        };
+        Ok(Outputs {
+            stdout: None,
+            katib: None,
+            publisher,
+            snapshots,
+            sinks,
+            labels: cfg.labels.clone(),
+            server,
+            pusher,
+            periodic,
+            trial_status: None,
+            linger: cfg.linger,
+            runtime: None,
+            publishing: cfg.is_enabled(),
+        })
+    }
+
+    /// Starts what `cfg` asks for beside a synchronous read loop: with an endpoint or a Pushgateway, a
+    /// one-worker runtime runs them in the background; without, nothing runs and publishing is all there is.
+    pub fn start_background(cfg: &ExportConfig) -> Result<Self, OutputsError> {
+        if !cfg.is_enabled() {
+            return Outputs::start(cfg);
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("trialtail-export")
+            .enable_all()
+            .build()
+            .map_err(OutputsError::Runtime)?;
+        let mut outputs = {
+            let _in_runtime = rt.enter();
+            Outputs::start(cfg)?
+        };
+        outputs.runtime = Some(rt);
+        Ok(outputs)
+    }
+
+    /// Prints through `stdout` (the table, JSON lines or the Katib report).
+    pub fn with_stdout(mut self, stdout: StdoutSink) -> Self {
+        self.stdout = Some(stdout);
+        self
+    }
+
+    /// Collects Katib's report rows (objective first in `objective`) and sends them to the DB manager at the end.
+    pub fn with_katib_db(mut self, objective: &str, cfg: KatibDbConfig) -> Self {
+        self.sinks.register(katib_db::SINK);
+        self.katib = Some((KatibReport::new(objective), cfg));
+        self
+    }
+
+    /// Starts the Trial status sink on the current runtime, reading this run's snapshots and counting in its
+    /// statistics.
+    pub fn start_trial_status(&mut self, status: TrialStatus) {
+        let status = status.with_stats(self.sinks.clone());
+        self.trial_status = Some(status.spawn(self.snapshots.clone()));
+        self.publishing = true;
+    }
+
+    /// The snapshots, for sinks started elsewhere.
+    pub fn snapshots(&self) -> SnapshotRx {
+        self.snapshots.clone()
+    }
+
+    /// The sinks' statistics of this run.
+    pub fn sinks(&self) -> &Arc<SinkStats> {
+        &self.sinks
+    }
+
+    /// The identity labels the series carry.
+    pub fn labels(&self) -> &Labels {
+        &self.labels
+    }
+
+    /// The address `/metrics` is served on, when it is.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(ServerHandle::local_addr)
+    }
+
+    /// Publishes the final state ([`Phase::Ended`]) of a source that did not publish it itself.
+    pub fn publish_end(&mut self, parser: &Parser, source: SourceStats) {
+        self.publisher.publish(parser, source, Phase::Ended);
+    }
+
+    /// Ends every output in the documented order (see the module documentation); the final snapshot must be
+    /// published. `grace` bounds the Trial status's final write.
+    pub async fn finish(mut self, parser: &Parser, grace: Duration) -> Finished {
+        let mut done = Finished::default();
+        if let Some(periodic) = self.periodic.take() {
+            periodic.abort();
+        }
+        if let Some(handle) = self.trial_status.take() {
+            done.status_patches = match tokio::time::timeout(grace, handle).await {
+                Ok(Ok(Ok(n))) => Some(n),
+                Ok(Ok(Err(_))) | Ok(Err(_)) => None,
+                Err(_) => {
+                    tracing::warn!(?grace, "the final Trial status was not written within the grace period");
+                    self.sinks.error(crate::sink::trial_status::SINK, "timeout");
+                    None
+                }
+            };
+            if let Some(patches) = done.status_patches {
+                tracing::info!(patches, "wrote the final observations to the Trial status");
+            }
+        }
+        if let Some((report, cfg)) = self.katib.take() {
+            let rows = report.rows();
+            done.katib = Some(katib_db::report(&cfg.address, &cfg.trial, &rows, cfg.deadline, &self.sinks).await);
+        }
+        if let Some(pusher) = &self.pusher {
+            match pusher.push().await {
+                Ok(()) => tracing::info!("pushed the final values to the pushgateway"),
+                Err(e) => tracing::warn!(error = %crate::sink::error_chain(&e), "pushing the final values failed"),
+            }
+        }
+        if let Some(server) = self.server.take() {
+            if !server.final_scraped() && !self.linger.is_zero() {
+                tracing::info!(linger = ?self.linger, "waiting for a scrape of the final values (--linger)");
+                if !server.linger(self.linger).await {
+                    tracing::warn!(linger = ?self.linger, "the final values were not scraped before --linger ran out");
+                }
+            }
+            server.shutdown(SHUTDOWN_GRACE).await;
+        }
+        if let Some(stdout) = self.stdout.take() {
+            done.stdout = stdout.finish(parser).err();
+        }
+        done
+    }
+
+    /// [`Outputs::finish`] for a synchronous driver: runs it on the outputs' own runtime (or a small one when
+    /// there is work and none runs), then stops that runtime.
+    pub fn finish_blocking(mut self, parser: &Parser, grace: Duration) -> Finished {
+        let busy = self.katib.is_some() || self.server.is_some() || self.pusher.is_some();
+        let rt = match self.runtime.take() {
+            Some(rt) => rt,
+            None if !busy => {
+                let stdout = self.stdout.take().and_then(|s| s.finish(parser).err());
+                return Finished { stdout, ..Finished::default() };
+            }
+            None => match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a runtime to end the outputs");
+                    let stdout = self.stdout.take().and_then(|s| s.finish(parser).err());
+                    return Finished { stdout, ..Finished::default() };
+                }
+            },
+        };
+        let done = rt.block_on(self.finish(parser, grace));
+        rt.shutdown_timeout(SHUTDOWN_GRACE);
+        done
+    }
+}
+
+impl ObservationSink for Outputs {
+    fn observe(&mut self, obs: &Observation<'_>) {
+        if let Some(stdout) = &mut self.stdout {
+            stdout.observe(obs);
+        }
+        if let Some((report, _)) = &mut self.katib {
+            report.observe(obs);
+        }
+    }
+}
+
+impl LiveSink for Outputs {
+    fn flush(&mut self, parser: &Parser) {
+        if let Some(stdout) = &mut self.stdout {
+            stdout.flush(parser);
+        }
+    }
+
+    fn publish(&mut self, parser: &Parser, source: SourceStats, phase: Phase, now: bool) {
+        if self.publishing {
+            LiveSink::publish(&mut self.publisher, parser, source, phase, now);
+        }
+    }
+}

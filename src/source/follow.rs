@@ -1,0 +1,150 @@
+//! The followed file (`--follow`): a log file read as it grows, across rotation and truncation.
+//!
+//! [`follow`] drives a [`Tailer`] from inotify events on the file's directory
+//! (through the `notify` crate; the callback only wakes the reader) plus a slow safety timer; when inotify is
+//! unavailable or exhausted it polls instead, backing off from 1 ms to 250 ms while the file is quiet. Between
+//! events nothing runs: idle costs nothing. Reading a large backlog is done in bounded steps so a signal is
+//! seen between them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
+use tokio::sync::Notify;
+use tokio::time::{Instant, sleep, sleep_until};
+
+use super::tail::{Step, Tailer};
+use super::{End, Feed, LiveSink, SourceError, StopOptions};
+use crate::backoff::Backoff;
+use crate::signal::Signals;
+use crate::snapshot::Phase;
+
+/// Bytes read per step before looking at signals again (a few milliseconds of work).
+const STEP_BUDGET: u64 = 4 << 20;
+/// With inotify: a check this often anyway, for what no event names (a deleted file still written to).
+const SAFETY_CHECK: Duration = Duration::from_secs(1);
+/// Without inotify: the poll interval, 1 ms after data doubling to 250 ms while the file is quiet.
+const POLL: Backoff = Backoff::new(Duration::from_millis(1), Duration::from_millis(250));
+
+/// Watches `path`'s directory and wakes `wake` on every event that names `path`. `None` when inotify is
+/// unavailable (no directory yet, limits exhausted): the caller polls.
+fn watch(path: &Path, wake: Arc<Notify>) -> Option<RecommendedWatcher> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name()?.to_owned();
+    let handler = move |res: notify::Result<notify::Event>| {
+        let relevant = match &res {
+            // Our own opens and the metadata changes of reads are not news.
+            Ok(ev)
+                if matches!(
+                    ev.kind,
+                    EventKind::Access(_) | EventKind::Modify(notify::event::ModifyKind::Metadata(_))
+                ) =>
+            {
+                ev.need_rescan()
+            }
+            Ok(ev) => ev.need_rescan() || ev.paths.iter().any(|p| p.file_name() == Some(name.as_os_str())),
+            Err(_) => true,
+        };
+        if relevant {
+            wake.notify_one();
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "inotify unavailable; polling the log (at most every 250 ms)");
+            return None;
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        let dir = dir.display();
+        tracing::warn!(%dir, error = %e, "cannot watch the log's directory; polling (at most every 250 ms)");
+        return None;
+    }
+    Some(watcher)
+}
+
+/// Follows `tailer`'s path until `--until-idle` or a signal. See the module documentation.
+pub async fn follow<S: LiveSink>(
+    mut tailer: Tailer,
+    feed: &mut Feed<'_, S>,
+    signals: &mut Signals,
+    opts: StopOptions,
+) -> Result<End, SourceError> {
+    let wake = Arc::new(Notify::new());
+    let watcher = watch(tailer.path(), wake.clone());
+    let polling = watcher.is_none();
+    let mut poll = if polling { POLL } else { Backoff::new(SAFETY_CHECK, SAFETY_CHECK) };
+    let mut last_data = Instant::now();
+    let end = loop {
+        let step = step(&mut tailer, feed)?;
+        if step.bytes() > 0 {
+            last_data = Instant::now();
+            poll.reset();
+        }
+        if let Step::More(_) = step {
+            feed.after_read();
+            tokio::select! {
+                biased;
+                sig = signals.recv() => break drain(&mut tailer, feed, signals, opts.grace, sig).await?,
+                () = tokio::task::yield_now() => continue,
+            }
+        }
+        feed.before_wait();
+        let idle_at = opts.until_idle.map(|d| last_data + d);
+        tokio::select! {
+            biased;
+            sig = signals.recv() => break drain(&mut tailer, feed, signals, opts.grace, sig).await?,
+            () = wake.notified() => {}
+            () = sleep(poll.peek()) => {
+                poll.pause();
+            }
+            () = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() => break End::Idle,
+        }
+    };
+    drop(watcher);
+    tailer.finish(feed.parser, feed.sink);
+    feed.stats = tailer.stats();
+    feed.end();
+    Ok(end)
+}
+
+fn step<S: LiveSink>(tailer: &mut Tailer, feed: &mut Feed<'_, S>) -> Result<Step, SourceError> {
+    let step = tailer.step(feed.parser, feed.sink, STEP_BUDGET)?;
+    feed.stats = tailer.stats();
+    if feed.stats.opens > 0 {
+        feed.phase = Phase::Reading;
+    }
+    Ok(step)
+}
+
+/// After the first signal: read what is readable, within the grace period; a second signal stops at once.
+async fn drain<S: LiveSink>(
+    tailer: &mut Tailer,
+    feed: &mut Feed<'_, S>,
+    signals: &mut Signals,
+    grace: Duration,
+    sig: i32,
+) -> Result<End, SourceError> {
+    tracing::info!(signal = sig, "stopping: reading what is readable");
+    let deadline = Instant::now() + grace;
+    loop {
+        if !matches!(step(tailer, feed)?, Step::More(_)) {
+            return Ok(End::Signalled(sig));
+        }
+        feed.after_read();
+        tokio::select! {
+            biased;
+            signal = signals.recv() => return Err(SourceError::Interrupted { signal }),
+            () = sleep_until(deadline) => {
+                tracing::warn!("--shutdown-grace passed while reading; stopping with what was read");
+                return Ok(End::Signalled(sig));
+            }
+            () = tokio::task::yield_now() => {}
+        }
+    }
+}
