@@ -7,11 +7,10 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::builder::PossibleValue;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::rules::{LineFormat, Preset};
 pub use crate::sink::stdout::OutputKind;
-use crate::webhook::mutate;
 
 /// `--format`: the rules' line format, as clap sees it (the rules module knows nothing of clap).
 impl ValueEnum for LineFormat {
@@ -35,6 +34,19 @@ impl ValueEnum for Preset {
 
     fn to_possible_value(&self) -> Option<PossibleValue> {
         Some(PossibleValue::new(self.name()).help(self.summary()))
+    }
+}
+
+/// Parses `argv` (`trialtail run ...`, program name first) as `trialtail run` would, but reading no
+/// environment variable: what a pod's annotations make of the arguments does not depend on where they are
+/// checked (the webhook's own `TRIALTAIL_*` variables must not change what it accepts).
+pub fn parse_run_args(argv: impl IntoIterator<Item = String>) -> Result<RunArgs, clap::Error> {
+    let without_env = |arg: clap::Arg| arg.env(None);
+    let command = Cli::command().mut_args(without_env).mut_subcommand("run", |run| run.mut_args(without_env));
+    let matches = command.try_get_matches_from(argv)?;
+    match Cli::from_arg_matches(&matches)?.command {
+        Command::Run(run) => Ok(*run),
+        _ => Err(clap::Error::raw(clap::error::ErrorKind::InvalidSubcommand, "not a `run` command line")),
     }
 }
 
@@ -524,7 +536,13 @@ pub struct WebhookArgs {
     ///
     /// HOST:PORT, [IPV6]:PORT, or :PORT for every interface. The API server calls POST /mutate on it (through
     /// the webhook's Service).
-    #[arg(long, value_name = "ADDR", default_value = ":8443", env = "TRIALTAIL_LISTEN", help_heading = "Server")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = ":8443",
+        env = "TRIALTAIL_WEBHOOK_LISTEN",
+        help_heading = "Server"
+    )]
     pub listen: String,
 
     /// The TLS certificate chain, PEM (the server's certificate first)
@@ -532,13 +550,13 @@ pub struct WebhookArgs {
     /// Reloaded when it changes: its directory is watched (Kubernetes secret volumes swap a `..data` symlink),
     /// and checked every 30s besides. A new pair that does not load (half written, key not matching) is ignored
     /// and the previous one kept, with a warning.
-    #[arg(long, value_name = "PATH", env = "TRIALTAIL_TLS_CERT", help_heading = "Server")]
+    #[arg(long, value_name = "PATH", env = "TRIALTAIL_WEBHOOK_TLS_CERT", help_heading = "Server")]
     pub tls_cert: PathBuf,
 
     /// The TLS private key, PEM (PKCS#8, PKCS#1 or SEC1), matching --tls-cert
     ///
     /// Reloaded with the certificate.
-    #[arg(long, value_name = "PATH", env = "TRIALTAIL_TLS_KEY", help_heading = "Server")]
+    #[arg(long, value_name = "PATH", env = "TRIALTAIL_WEBHOOK_TLS_KEY", help_heading = "Server")]
     pub tls_key: PathBuf,
 
     /// Serve /healthz, /readyz and /metrics over plain HTTP on this address
@@ -549,7 +567,7 @@ pub struct WebhookArgs {
         long,
         value_name = "ADDR",
         default_value = ":9479",
-        env = "TRIALTAIL_METRICS_LISTEN",
+        env = "TRIALTAIL_WEBHOOK_METRICS_LISTEN",
         help_heading = "Server"
     )]
     pub metrics_listen: String,
@@ -562,7 +580,7 @@ pub struct WebhookArgs {
         long,
         value_name = "SIZE",
         default_value = "4MiB",
-        env = "TRIALTAIL_MAX_BODY_BYTES",
+        env = "TRIALTAIL_WEBHOOK_MAX_BODY_BYTES",
         help_heading = "Server"
     )]
     pub max_body_bytes: String,
@@ -574,7 +592,7 @@ pub struct WebhookArgs {
         long,
         value_name = "DURATION",
         default_value = "10s",
-        env = "TRIALTAIL_SHUTDOWN_GRACE",
+        env = "TRIALTAIL_WEBHOOK_SHUTDOWN_GRACE",
         help_heading = "Server"
     )]
     pub shutdown_grace: String,
@@ -582,13 +600,13 @@ pub struct WebhookArgs {
     /// Validate every flag, the certificate and the key, then exit without serving
     ///
     /// Exits 0 when all is well, else 2 with one line naming the bad flag and value.
-    #[arg(long, env = "TRIALTAIL_CHECK_CONFIG", help_heading = "Server")]
+    #[arg(long, env = "TRIALTAIL_WEBHOOK_CHECK_CONFIG", help_heading = "Server")]
     pub check_config: bool,
 
     /// The sidecar's image
     ///
     /// Default: this binary's version on ghcr.io.
-    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_IMAGE, env = "TRIALTAIL_IMAGE", help_heading = "Sidecar")]
+    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_IMAGE, env = "TRIALTAIL_WEBHOOK_IMAGE", help_heading = "Sidecar")]
     pub image: String,
 
     /// Only mutate pods in this namespace; repeatable or comma-separated
@@ -598,7 +616,7 @@ pub struct WebhookArgs {
         long = "namespace",
         value_name = "NS",
         value_delimiter = ',',
-        env = "TRIALTAIL_NAMESPACE",
+        env = "TRIALTAIL_WEBHOOK_NAMESPACE",
         help_heading = "Sidecar"
     )]
     pub namespaces: Vec<String>,
@@ -608,7 +626,7 @@ pub struct WebhookArgs {
     /// By default trialtail is added to initContainers with restartPolicy Always, which Kubernetes starts
     /// before and stops after the training containers. As a regular container it exits by itself once the
     /// training container terminated.
-    #[arg(long, env = "TRIALTAIL_NO_NATIVE_SIDECAR", help_heading = "Sidecar")]
+    #[arg(long, env = "TRIALTAIL_WEBHOOK_NO_NATIVE_SIDECAR", help_heading = "Sidecar")]
     pub no_native_sidecar: bool,
 
     /// The sidecar's CPU request, a Kubernetes quantity
@@ -618,8 +636,8 @@ pub struct WebhookArgs {
     #[arg(
         long,
         value_name = "QUANTITY",
-        default_value = mutate::DEFAULT_CPU_REQUEST,
-        env = "TRIALTAIL_CPU_REQUEST",
+        default_value = DEFAULT_CPU_REQUEST,
+        env = "TRIALTAIL_WEBHOOK_CPU_REQUEST",
         help_heading = "Sidecar"
     )]
     pub cpu_request: String,
@@ -631,8 +649,8 @@ pub struct WebhookArgs {
     #[arg(
         long,
         value_name = "QUANTITY",
-        default_value = mutate::DEFAULT_MEMORY_REQUEST,
-        env = "TRIALTAIL_MEMORY_REQUEST",
+        default_value = DEFAULT_MEMORY_REQUEST,
+        env = "TRIALTAIL_WEBHOOK_MEMORY_REQUEST",
         help_heading = "Sidecar"
     )]
     pub memory_request: String,
@@ -643,8 +661,8 @@ pub struct WebhookArgs {
     #[arg(
         long,
         value_name = "QUANTITY",
-        default_value = mutate::DEFAULT_CPU_LIMIT,
-        env = "TRIALTAIL_CPU_LIMIT",
+        default_value = DEFAULT_CPU_LIMIT,
+        env = "TRIALTAIL_WEBHOOK_CPU_LIMIT",
         help_heading = "Sidecar"
     )]
     pub cpu_limit: String,
@@ -655,12 +673,21 @@ pub struct WebhookArgs {
     #[arg(
         long,
         value_name = "QUANTITY",
-        default_value = mutate::DEFAULT_MEMORY_LIMIT,
-        env = "TRIALTAIL_MEMORY_LIMIT",
+        default_value = DEFAULT_MEMORY_LIMIT,
+        env = "TRIALTAIL_WEBHOOK_MEMORY_LIMIT",
         help_heading = "Sidecar"
     )]
     pub memory_limit: String,
 }
+
+/// The sidecar's default CPU request.
+pub const DEFAULT_CPU_REQUEST: &str = "50m";
+/// The sidecar's default memory request.
+pub const DEFAULT_MEMORY_REQUEST: &str = "16Mi";
+/// The sidecar's default CPU limit.
+pub const DEFAULT_CPU_LIMIT: &str = "500m";
+/// The sidecar's default memory limit.
+pub const DEFAULT_MEMORY_LIMIT: &str = "100Mi";
 
 /// The sidecar image of this version.
 pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/trialtail/trialtail:", env!("CARGO_PKG_VERSION"));

@@ -134,10 +134,10 @@ pub struct RuleConfig {
     pub max_metrics: usize,
 }
 
-impl TryFrom<RunArgs> for RunConfig {
-    type Error = ConfigError;
-
-    fn try_from(a: RunArgs) -> Result<Self, ConfigError> {
+impl RunConfig {
+    /// Validates the `run` flags; `env` looks up the Kubernetes fallbacks (`KATIB_TRIAL_NAME`, `POD_NAMESPACE`,
+    /// `POD_NAME`) for labels not given as flags – the process environment in `main`, nothing in the webhook.
+    pub fn from_args(a: RunArgs, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let r = RuleConfig::try_from(a.rules)?;
         let status_interval = duration("status-interval", &a.status_interval)?;
         if status_interval < Duration::from_millis(100) {
@@ -181,7 +181,7 @@ impl TryFrom<RunArgs> for RunConfig {
             objective: r.objective,
             max_line_bytes: r.max_line_bytes,
             max_metrics: r.max_metrics,
-            export: ExportConfig::from_args(a.export, |k| std::env::var(k).ok())?,
+            export: ExportConfig::from_args(a.export, env)?,
         })
     }
 }

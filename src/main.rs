@@ -39,7 +39,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => {
             let check_only = args.check_config;
-            let cfg = match RunConfig::try_from(*args) {
+            let cfg = match RunConfig::from_args(*args, |k| std::env::var(k).ok()) {
                 Ok(cfg) => cfg,
                 Err(e) => {
                     eprintln!("trialtail: {e}");

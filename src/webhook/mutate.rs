@@ -7,7 +7,8 @@
 //!   patch, so applying the patch and mutating again changes nothing.
 //! - **Fail-open**: an annotation that does not make valid `trialtail run` arguments never denies the pod; it is
 //!   admitted unchanged with a warning naming the annotation and the reason. Arguments are checked with the
-//!   binary's own parser ([`Cli`]) and the same validation `run` does ([`RunConfig`]), so what is injected is
+//!   binary's own parser ([`parse_run_args`]) and the same validation `run` does ([`RunConfig`]), with no
+//!   environment, so what is injected is
 //!   what the sidecar accepts.
 //! - **Patch paths are valid for any pod shape**: a missing `initContainers`, `labels` or `annotations` is added
 //!   whole; keys are escaped (`/` as `~1`, `~` as `~0`); values the user set are never overwritten.
@@ -31,7 +32,6 @@
 
 use std::collections::BTreeMap;
 
-use clap::Parser;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
@@ -42,7 +42,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{
+    DEFAULT_CPU_LIMIT, DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_LIMIT, DEFAULT_MEMORY_REQUEST, parse_run_args,
+};
 use crate::config::RunConfig;
 use crate::k8s::TRIAL_LABEL;
 
@@ -66,15 +68,6 @@ pub const PROMETHEUS_PORT: i32 = 9478;
 pub const PORT_NAME: &str = "trialtail-prom";
 /// The non-root user the sidecar runs as (distroless `nonroot`).
 pub const RUN_AS_USER: i64 = 65532;
-
-/// The sidecar's default CPU request.
-pub const DEFAULT_CPU_REQUEST: &str = "50m";
-/// The sidecar's default memory request.
-pub const DEFAULT_MEMORY_REQUEST: &str = "16Mi";
-/// The sidecar's default CPU limit.
-pub const DEFAULT_CPU_LIMIT: &str = "500m";
-/// The sidecar's default memory limit.
-pub const DEFAULT_MEMORY_LIMIT: &str = "100Mi";
 
 /// The sidecar's resource requests and limits, as Kubernetes quantities.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,15 +271,13 @@ pub fn sidecar_args(pod: &Pod) -> Result<Vec<String>, AnnotationError> {
     Ok(args)
 }
 
-/// Parses `args` as `trialtail ARGS` and validates them as `run` does.
+/// Parses `args` as `trialtail ARGS` and validates them as `run` does, with no environment at all: neither
+/// the webhook's own variables nor its process's Kubernetes identity can change the verdict.
 fn check(annotation: &'static str, args: &[String]) -> Result<(), AnnotationError> {
     let fail = |reason: String| AnnotationError { annotation, reason };
-    let cli = Cli::try_parse_from(std::iter::once(CONTAINER_NAME.to_string()).chain(args.iter().cloned()))
-        .map_err(|e| fail(first_line(&e.to_string())))?;
-    match cli.command {
-        Command::Run(run) => RunConfig::try_from(*run).map(drop).map_err(|e| fail(first_line(&e.to_string()))),
-        _ => Err(fail("not a `run` command line".to_string())),
-    }
+    let argv = std::iter::once(CONTAINER_NAME.to_string()).chain(args.iter().cloned());
+    let run = parse_run_args(argv).map_err(|e| fail(first_line(&e.to_string())))?;
+    RunConfig::from_args(run, |_| None).map(drop).map_err(|e| fail(first_line(&e.to_string())))
 }
 
 fn first_line(message: &str) -> String {
@@ -608,10 +599,7 @@ mod tests {
     /// Parses an injected args list as the sidecar will.
     fn parses(args: &[String]) -> bool {
         let argv = std::iter::once("trialtail".to_string()).chain(args.iter().cloned());
-        match Cli::try_parse_from(argv).map(|c| c.command) {
-            Ok(Command::Run(run)) => RunConfig::try_from(*run).is_ok(),
-            _ => false,
-        }
+        parse_run_args(argv).is_ok_and(|run| RunConfig::from_args(run, |_| None).is_ok())
     }
 
     #[test]

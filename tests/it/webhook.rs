@@ -75,6 +75,10 @@ struct Webhook {
 
 impl Webhook {
     fn start(dir: &Path, extra: &[&str]) -> Webhook {
+        Webhook::start_with_env(dir, extra, &[])
+    }
+
+    fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Webhook {
         let (tls, plain) = (free_addr(), free_addr());
         let log = dir.join("webhook.log");
         let out = std::fs::File::create(&log).unwrap();
@@ -86,6 +90,7 @@ impl Webhook {
             .arg(dir.join("tls/tls.key"))
             .args(["--image", "ghcr.io/trialtail/trialtail:0.1.0", "--log-level", "info"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
@@ -317,6 +322,24 @@ fn webhook_serves_reviews_over_tls_reloads_a_rotated_certificate_refuses_a_misma
 fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+#[test]
+fn the_webhooks_annotation_check_reads_no_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tls")).unwrap();
+    let pki = pki("env");
+    publish(&dir.path().join("tls"), "2026_01_01_00_00_00.1", &pki);
+    // `trialtail run` variables that would make every sidecar command line invalid, and the run's own
+    // --listen variable, which means nothing to the webhook.
+    let env = [("TRIALTAIL_MAX_LINE_BYTES", "1"), ("TRIALTAIL_KATIB_SEMANTICS", "true"), ("TRIALTAIL_LISTEN", "bad")];
+    let webhook = Webhook::start_with_env(dir.path(), &[], &env);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let answer = rt.block_on(call(webhook.tls, &pki.ca, "POST", "/mutate", fixture("katib-trial"))).unwrap();
+    let r = &json(&answer)["response"];
+    assert_eq!(r["allowed"].as_bool(), Some(true));
+    assert!(r.get("warnings").is_none(), "{r}");
+    assert!(r["patch"].is_string(), "the pod is mutated whatever the webhook's environment says: {r}");
 }
 
 #[test]
