@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use clap::builder::PossibleValue;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::aggregate::DEFAULT_MAX_METRICS;
 use crate::rules::{LineFormat, Preset};
 pub use crate::sink::stdout::OutputKind;
 
@@ -252,14 +253,8 @@ pub struct RunArgs {
     /// status.observation.metrics to {name, latest, min, max} for the metrics the Trial asks for (objective,
     /// additional metrics, metricStrategies). A write happens only when something new was observed, so an idle
     /// trial costs no requests; the final values are written at once when training ends.
-    #[arg(
-        long,
-        value_name = "DURATION",
-        default_value = "5s",
-        env = "TRIALTAIL_STATUS_INTERVAL",
-        help_heading = "Kubernetes"
-    )]
-    pub status_interval: String,
+    #[arg(long, value_name = "DURATION", env = "TRIALTAIL_STATUS_INTERVAL", help_heading = "Kubernetes")]
+    pub status_interval: Option<String>,
 
     /// With --source pod-log: do not write observations to the Trial's status
     ///
@@ -346,7 +341,13 @@ pub struct RuleArgs {
     /// At most this many distinct metric names
     ///
     /// Observations of further new names are counted and dropped, with one warning. Range 1 to 1000000.
-    #[arg(long, default_value_t = 1000, value_name = "N", env = "TRIALTAIL_MAX_METRICS", help_heading = "Limits")]
+    #[arg(
+        long,
+        default_value_t = DEFAULT_MAX_METRICS,
+        value_name = "N",
+        env = "TRIALTAIL_MAX_METRICS",
+        help_heading = "Limits"
+    )]
     pub max_metrics: usize,
 
     /// Cut lines longer than this

@@ -12,6 +12,7 @@ use crate::rules::{LineFormat, RuleError, RuleSpec, Rules, Semantics};
 use crate::sink::prometheus::Labels;
 use crate::sink::pushgateway::{PushError, PushTarget};
 use crate::sink::stdout::StdoutConfig;
+use crate::sink::trial_status;
 
 /// Why the flags do not make a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +25,7 @@ pub enum ConfigError {
     MaxMetrics { value: usize },
     #[error("--listen {value:?}: expected HOST:PORT, [IPV6]:PORT or :PORT")]
     Listen { value: String },
-    #[error("--{flag} {value:?}: expected a duration such as 30s, 500ms, 2m (at most a day)")]
+    #[error("--{flag} {value:?}: expected a duration such as 30s, 500ms, 1m30s (at most a day)")]
     Duration { flag: &'static str, value: String },
     #[error(transparent)]
     Pushgateway(#[from] PushError),
@@ -139,10 +140,15 @@ impl RunConfig {
     /// `POD_NAME`) for labels not given as flags – the process environment in `main`, nothing in the webhook.
     pub fn from_args(a: RunArgs, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let r = RuleConfig::try_from(a.rules)?;
-        let status_interval = duration("status-interval", &a.status_interval)?;
-        if status_interval < Duration::from_millis(100) {
-            return Err(ConfigError::Duration { flag: "status-interval", value: a.status_interval });
-        }
+        let status_interval = match a.status_interval {
+            None => trial_status::DEFAULT_INTERVAL,
+            Some(value) => match duration("status-interval", &value)? {
+                d if d < Duration::from_millis(100) => {
+                    return Err(ConfigError::Duration { flag: "status-interval", value });
+                }
+                d => d,
+            },
+        };
         let pod_log_misused = a.follow || a.log.is_some() || !a.command.is_empty();
         let source = match (a.log, a.command.is_empty()) {
             _ if a.source_kind == SourceKind::PodLog && pod_log_misused => {
@@ -314,19 +320,52 @@ impl TryFrom<RuleArgs> for RuleConfig {
     }
 }
 
-/// Parses a duration: `30s`, `500ms`, `2m`, `1h`, or plain (fractional) seconds; at most a day.
+/// Parses a duration for trialtail's own flags: Go's syntax (see [`parse_go_duration`]: `30s`, `500ms`, `1m30s`,
+/// `1.5h`) or plain (fractional) seconds (`30`, `1.5`); at most a day.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let secs = match unit.trim() {
-        "" | "s" => 1.0,
-        "ms" => 1e-3,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => return None,
-    } * num.parse::<f64>().ok()?;
-    (secs.is_finite() && (0.0..=86_400.0).contains(&secs)).then(|| Duration::from_secs_f64(secs))
+    let d = match t.parse::<f64>() {
+        Ok(secs) if t.bytes().all(|b| b.is_ascii_digit() || b == b'.') => Duration::try_from_secs_f64(secs).ok()?,
+        _ => parse_go_duration(t)?,
+    };
+    (d <= Duration::from_secs(86_400)).then_some(d)
+}
+
+/// Go's `time.ParseDuration` (what Katib's `-p` and `-timeout` take): `0`, or a sequence of decimal numbers
+/// each with a unit `ns us µs ms s m h` (`1m30s`, `1.5s`, `300ms`), optionally signed. Negative durations are
+/// refused here.
+pub fn parse_go_duration(s: &str) -> Option<Duration> {
+    let s = s.strip_prefix('+').unwrap_or(s);
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    if s.is_empty() || s.starts_with('-') {
+        return None;
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let n = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(n);
+        if num.is_empty() || num == "." {
+            return None;
+        }
+        let value: f64 = num.parse().ok()?;
+        let u = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(u);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        total += value * scale;
+        rest = tail;
+    }
+    (total.is_finite() && total < 1e12).then(|| Duration::from_secs_f64(total))
 }
 
 fn duration(flag: &'static str, value: &str) -> Result<Duration, ConfigError> {
@@ -349,9 +388,6 @@ impl ExportConfig {
     /// Validates the export flags; `env` looks up the Kubernetes fallbacks (`KATIB_TRIAL_NAME`,
     /// `POD_NAMESPACE`, `POD_NAME`) for labels not given as flags.
     pub fn from_args(a: ExportArgs, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let duration = |flag: &'static str, value: &str| {
-            parse_duration(value).ok_or_else(|| ConfigError::Duration { flag, value: value.to_string() })
-        };
         let listen = match a.listen.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(v) => Some(parse_listen(v).ok_or_else(|| ConfigError::Listen { value: v.to_string() })?),
@@ -392,6 +428,7 @@ mod tests {
 
     #[test]
     fn durations_take_units_and_reject_garbage() {
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)), "Go's syntax, as Katib's flags");
         assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
@@ -400,6 +437,14 @@ mod tests {
         for bad in ["", "s", "-1s", "2d", "1e3", "25h"] {
             assert_eq!(parse_duration(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn every_duration_flag_takes_go_durations() {
+        let argv = ["trialtail", "run", "--follow", "--until-idle", "1m30s", "--shutdown-grace", "1.5s", "x.log"];
+        let run = crate::cli::parse_run_args(argv.map(String::from)).unwrap();
+        let cfg = RunConfig::from_args(run, |_| None).unwrap();
+        assert_eq!((cfg.until_idle, cfg.shutdown_grace), (Some(Duration::from_secs(90)), Duration::from_millis(1500)));
     }
 
     #[test]

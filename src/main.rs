@@ -41,10 +41,7 @@ fn main() -> ExitCode {
             let check_only = args.check_config;
             let cfg = match RunConfig::from_args(*args, |k| std::env::var(k).ok()) {
                 Ok(cfg) => cfg,
-                Err(e) => {
-                    eprintln!("trialtail: {e}");
-                    return ExitCode::from(USAGE);
-                }
+                Err(e) => return fail(USAGE, e),
             };
             if check_only {
                 print!("{}", cfg.summary());
@@ -52,33 +49,26 @@ fn main() -> ExitCode {
             }
             match trialtail::modes::run::run(cfg) {
                 Ok(code) => ExitCode::from(code),
-                Err(e) => {
-                    let code = e.exit_code();
-                    eprintln!("trialtail: {:#}", anyhow::Error::from(e));
-                    ExitCode::from(code)
-                }
+                Err(e) => fail(e.exit_code(), e),
             }
         }
         Command::Webhook(args) => {
-            let result = trialtail::webhook::WebhookConfig::try_from(*args).and_then(trialtail::webhook::run);
-            match result {
+            match trialtail::webhook::WebhookConfig::try_from(*args).and_then(trialtail::webhook::run) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    let code = e.exit_code();
-                    eprintln!("trialtail: {:#}", anyhow::Error::from(e));
-                    ExitCode::from(code)
-                }
+                Err(e) => fail(e.exit_code(), e),
             }
         }
         Command::Plot(args) => match PlotConfig::try_from(args).and_then(trialtail::plot::run) {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                let code = e.exit_code();
-                eprintln!("trialtail: {:#}", anyhow::Error::from(e));
-                ExitCode::from(code)
-            }
+            Err(e) => fail(e.exit_code(), e),
         },
     }
+}
+
+/// Says `e` and its causes on one line (`trialtail: what: why`) and exits with `code`.
+fn fail(code: u8, e: impl Into<anyhow::Error>) -> ExitCode {
+    eprintln!("trialtail: {:#}", e.into());
+    ExitCode::from(code)
 }
 
 /// The Katib drop-in mode: Go `flag` errors print the usage and exit 2; see [`trialtail::dropin`] for the rest.
@@ -106,10 +96,6 @@ fn katib(args: &[String]) -> ExitCode {
         .init();
     match trialtail::modes::dropin::run(parsed) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let code = e.exit_code();
-            eprintln!("trialtail: {:#}", anyhow::Error::from(e));
-            ExitCode::from(code)
-        }
+        Err(e) => fail(e.exit_code(), e),
     }
 }

@@ -47,6 +47,7 @@ use crate::cli::{
 };
 use crate::config::RunConfig;
 use crate::k8s::TRIAL_LABEL;
+use crate::outputs::DEFAULT_PORT;
 
 /// The injected container's name; a pod with a container or init container of this name is left alone.
 pub const CONTAINER_NAME: &str = "trialtail";
@@ -63,7 +64,7 @@ pub const PRESET_ANNOTATION: &str = "trialtail.io/preset";
 /// The container whose log is read.
 pub const CONTAINER_ANNOTATION: &str = "trialtail.io/container";
 /// The sidecar's Prometheus port.
-pub const PROMETHEUS_PORT: i32 = 9478;
+pub const PROMETHEUS_PORT: i32 = DEFAULT_PORT as i32;
 /// The sidecar's Prometheus port's name.
 pub const PORT_NAME: &str = "trialtail-prom";
 /// The non-root user the sidecar runs as (distroless `nonroot`).
