@@ -26,6 +26,7 @@ use crate::config::{ConfigError, RuleConfig};
 use crate::lines::LineBuffer;
 use crate::parser::{Observation, ObservationSink, Parser};
 use crate::source::{self, LiveSink, SourceError};
+use crate::value::rfc3339_seconds;
 
 /// Points kept per metric before the recorder starts thinning (see the module docs).
 pub const MAX_POINTS: usize = 10_000;
@@ -203,40 +204,6 @@ impl ObservationSink for Recorder {
             s.points.retain(|p| p.index % stride == 0);
         }
     }
-}
-
-/// Unix seconds of an RFC 3339 timestamp (`2024-05-01T12:00:00.5Z`, `…+02:00`), `None` when it is not one.
-pub fn rfc3339_seconds(s: &[u8]) -> Option<f64> {
-    if !crate::value::is_rfc3339(s) {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { std::str::from_utf8(s.get(r)?).ok()?.parse().ok() };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let mut secs = (days * 86_400 + h * 3600 + mi * 60 + sec) as f64;
-    let mut i = 19;
-    if matches!(s.get(i), Some(b'.' | b',')) {
-        let start = i + 1;
-        i = start;
-        while s.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        let frac: f64 = format!("0.{}", std::str::from_utf8(&s[start..i]).ok()?).parse().ok()?;
-        secs += frac;
-    }
-    if let [sign @ (b'+' | b'-'), ..] = &s[i..] {
-        let offset = (num(i + 1..i + 3)? * 3600 + num(i + 4..i + 6)? * 60) as f64;
-        secs += if *sign == b'+' { -offset } else { offset };
-    }
-    Some(secs)
 }
 
 /// Runs `trialtail plot` to completion: reads the log, records, draws, writes.

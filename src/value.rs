@@ -149,7 +149,8 @@ pub fn is_rfc3339(s: &[u8]) -> bool {
     else {
         return false;
     };
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || min > 59 || sec > 59 {
+    let valid_date = jiff::civil::Date::new(year as i16, month as i8, day as i8).is_ok();
+    if !valid_date || hour > 23 || min > 59 || sec > 59 {
         return false;
     }
     let mut i = 19;
@@ -169,45 +170,24 @@ pub fn is_rfc3339(s: &[u8]) -> bool {
     }
 }
 
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
 /// Formats Unix time (`secs` plus `nanos`, normalised as Go's `time.Unix` does) as Go's `time.RFC3339Nano` in UTC:
-/// trailing zeros of the fraction dropped, no fraction when it is zero.
-pub fn format_unix_rfc3339(secs: i64, nanos: i64) -> String {
-    let secs = secs.saturating_add(nanos.div_euclid(1_000_000_000));
-    let nanos = nanos.rem_euclid(1_000_000_000);
-    let days = secs.div_euclid(86_400);
-    let tod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    let mut out = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", tod / 3600, tod / 60 % 60, tod % 60);
-    if nanos > 0 {
-        let frac = format!("{nanos:09}");
-        out.push('.');
-        out.push_str(frac.trim_end_matches('0'));
-    }
-    out.push('Z');
-    out
+/// trailing zeros of the fraction dropped, no fraction when it is zero. `None` past jiff's range (years
+/// -9999 to 9999).
+pub fn format_unix_rfc3339(secs: i64, nanos: i64) -> Option<String> {
+    let secs = secs.checked_add(nanos.div_euclid(1_000_000_000))?;
+    let nanos = nanos.rem_euclid(1_000_000_000) as i32;
+    jiff::Timestamp::new(secs, nanos).ok().map(|t| t.to_string())
 }
 
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day) (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+/// Unix seconds of a timestamp [`is_rfc3339`] accepts (`2024-05-01T12:00:00.5Z`, `…+02:00`), `None` otherwise.
+pub fn rfc3339_seconds(s: &[u8]) -> Option<f64> {
+    if !is_rfc3339(s) {
+        return None;
+    }
+    // Go reads `,` as the fraction's separator too; jiff wants `.`.
+    let text = std::str::from_utf8(s).ok()?.replace(',', ".");
+    let t: jiff::Timestamp = text.parse().ok()?;
+    Some(t.as_second() as f64 + f64::from(t.subsec_nanosecond()) / 1e9)
 }
 
 /// Converts an epoch-seconds number, as printed in a JSON line, to RFC 3339 in UTC.
@@ -234,7 +214,7 @@ pub fn epoch_to_rfc3339(v: f64, katib_quirk: bool) -> Option<String> {
         padded.parse().ok()?
     };
     let nanos = if text.starts_with('-') { -nanos } else { nanos };
-    Some(format_unix_rfc3339(secs, nanos))
+    format_unix_rfc3339(secs, nanos)
 }
 
 #[cfg(test)]
@@ -320,8 +300,8 @@ mod tests {
         assert_eq!(epoch_to_rfc3339(1638422847.28721, false).unwrap(), "2021-12-02T05:27:27.28721Z");
         assert_eq!(epoch_to_rfc3339(1638422847.0, true).unwrap(), "2021-12-02T05:27:27Z");
         assert_eq!(epoch_to_rfc3339(0.0, false).unwrap(), "1970-01-01T00:00:00Z");
-        assert_eq!(format_unix_rfc3339(951_782_400, 0), "2000-02-29T00:00:00Z");
-        assert_eq!(format_unix_rfc3339(-1, 0), "1969-12-31T23:59:59Z");
+        assert_eq!(format_unix_rfc3339(951_782_400, 0).unwrap(), "2000-02-29T00:00:00Z");
+        assert_eq!(format_unix_rfc3339(-1, 0).unwrap(), "1969-12-31T23:59:59Z");
         assert!(epoch_to_rfc3339(f64::NAN, true).is_none());
     }
 
