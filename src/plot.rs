@@ -192,7 +192,7 @@ impl ObservationSink for Recorder {
         }
         let index = s.seen;
         s.seen += 1;
-        if index % s.stride != 0 {
+        if !index.is_multiple_of(s.stride) {
             return;
         }
         let time = o.time.and_then(rfc3339_seconds);

@@ -1,14 +1,18 @@
 //! `trialtail webhook`: the mutating admission webhook that adds trialtail to training pods.
 //!
 //! Two halves: [`mutate`](mod@mutate), pure and idempotent (a pod and the [`Settings`] in, a JSON patch out), and
-//! [`server`], the HTTPS server around it (rustls, a certificate reloaded when its files change, a bounded
-//! body, graceful shutdown) plus a plain HTTP port for `/healthz`, `/readyz` and `/metrics`.
+//! the HTTPS server around it: [`review`] (the AdmissionReview handler as a function of the body), [`tls`] (the
+//! certificate, reloaded when its files change), [`metrics`] (the webhook's counters) and [`server`] (bounded
+//! connections and bodies, graceful shutdown, a plain HTTP port for `/healthz`, `/readyz` and `/metrics`).
 //!
 //! Fail-open: whatever the pod says, a well-formed review is answered `allowed: true`; a collector must never
 //! stop training from starting. Only a request that is not an AdmissionReview at all gets an HTTP error.
 
+pub mod metrics;
 pub mod mutate;
+pub mod review;
 pub mod server;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -168,7 +172,7 @@ fn is_dns_label(s: &str) -> bool {
 /// Runs `trialtail webhook`: loads the certificate (failing when it does not load), then, unless
 /// `--check-config`, serves until SIGTERM/SIGINT and drains.
 pub fn run(cfg: WebhookConfig) -> Result<(), WebhookError> {
-    let tls = server::load_certified_key(&cfg.tls_cert, &cfg.tls_key)?;
+    let tls = tls::load_certified_key(&cfg.tls_cert, &cfg.tls_key)?;
     if cfg.check_config {
         return Ok(());
     }

@@ -1,0 +1,259 @@
+//! The admission handler as a plain function of the body bytes: [`review`] decodes the AdmissionReview, calls the
+//! pure [`mutate`](fn@super::mutate) and encodes the answer. It never panics and answers 200 (an AdmissionReview,
+//! always `allowed: true`) or 400 (not an AdmissionReview), so it is tested (and fuzzed) without a socket.
+
+use base64::Engine as _;
+use hyper::StatusCode;
+use k8s_openapi::api::core::v1::Pod;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde_json::Value;
+
+use super::mutate::{Outcome, Settings, mutate};
+
+/// What [`review`] answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// 200 with an AdmissionReview, or 400 with a message.
+    pub status: StatusCode,
+    /// JSON (200) or text (400).
+    pub body: Vec<u8>,
+    /// For a pod review, what happened to it.
+    pub outcome: Option<Outcome>,
+}
+
+fn bad_request(message: String) -> Reply {
+    Reply { status: StatusCode::BAD_REQUEST, body: format!("{message}\n").into_bytes(), outcome: None }
+}
+
+/// Answers one AdmissionReview body. Never panics; 200 or 400.
+pub fn review(body: &[u8], settings: &Settings) -> Reply {
+    let parsed: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("malformed AdmissionReview: {e}")),
+    };
+    if parsed.types.api_version != "admission.k8s.io/v1" || parsed.types.kind != "AdmissionReview" {
+        let (api_version, kind) = (&parsed.types.api_version, &parsed.types.kind);
+        return bad_request(format!(
+            "expected apiVersion admission.k8s.io/v1, kind AdmissionReview; got {api_version:?}, {kind:?}"
+        ));
+    }
+    let request: AdmissionRequest<DynamicObject> = match parsed.try_into() {
+        Ok(r) => r,
+        Err(_) => return bad_request("malformed AdmissionReview: no request".to_string()),
+    };
+    let mut response = AdmissionResponse::from(&request);
+    let mut outcome = None;
+    let is_pod_create =
+        request.operation == Operation::Create && request.kind.group.is_empty() && request.kind.kind == "Pod";
+    if let (true, Some(object)) = (is_pod_create, &request.object) {
+        let (o, patch, warnings) = match serde_json::to_value(object).and_then(serde_json::from_value::<Pod>) {
+            Err(e) => {
+                let warning = format!("trialtail: pod not understood, admitted without the sidecar: {e}");
+                (Outcome::Invalid, None, vec![warning])
+            }
+            Ok(mut pod) => {
+                if pod.metadata.namespace.is_none() {
+                    pod.metadata.namespace.clone_from(&request.namespace);
+                }
+                let m = mutate(&pod, settings);
+                (m.outcome, Some(m.patch).filter(|p| !p.0.is_empty()), m.warnings)
+            }
+        };
+        let (namespace, name) = (request.namespace.as_deref().unwrap_or(""), object.metadata.name.as_deref());
+        let name = name.or(object.metadata.generate_name.as_deref()).unwrap_or("");
+        match o {
+            Outcome::Injected => tracing::info!(namespace, name, "adding the trialtail sidecar"),
+            Outcome::Invalid => tracing::warn!(namespace, name, warnings = ?warnings, "admitted unchanged"),
+            _ => tracing::debug!(namespace, name, outcome = o.kind(), "admitted unchanged"),
+        }
+        if let Some(patch) = patch {
+            response = match response.clone().with_patch(patch) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot encode the patch; admitting unchanged");
+                    response
+                }
+            };
+        }
+        if !warnings.is_empty() {
+            response.warnings = Some(warnings);
+        }
+        outcome = Some(o);
+    }
+    // kube serializes `patch` as an array of numbers; the API documents a base64 string (Go's []byte).
+    let patch = response.patch.take();
+    let encoded = serde_json::to_value(response.into_review()).and_then(|mut v| {
+        if let (Some(patch), Some(r)) = (patch, v.get_mut("response").and_then(Value::as_object_mut)) {
+            r.insert("patch".to_string(), Value::String(base64::engine::general_purpose::STANDARD.encode(patch)));
+        }
+        serde_json::to_vec(&v)
+    });
+    match encoded {
+        Ok(body) => Reply { status: StatusCode::OK, body, outcome },
+        Err(e) => bad_request(format!("cannot encode the response: {e}")),
+    }
+}
+
+/// The patch carried by a review response, decoded (for tests and diagnostics).
+pub fn response_patch(response: &serde_json::Value) -> Option<Vec<u8>> {
+    let encoded = response.pointer("/response/patch")?.as_str()?;
+    base64::engine::general_purpose::STANDARD.decode(encoded).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The handler as a function of the body: the AdmissionReview fixtures in `tests/fixtures/admission/`,
+    //! requests that are not pod CREATEs, and bodies that are not AdmissionReviews at all (random bytes,
+    //! truncated reviews), which must get a 400 and never a panic.
+
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings::new("ghcr.io/trialtail/trialtail:0.1.0")
+    }
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/tests/fixtures/admission/{name}.json", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    fn answer(body: &[u8]) -> (StatusCode, Value) {
+        let reply = review(body, &settings());
+        (reply.status, serde_json::from_slice(&reply.body).unwrap_or(Value::Null))
+    }
+
+    #[test]
+    fn webhook_review_of_a_selected_pod_carries_a_base64_json_patch() {
+        let (status, resp) = answer(&fixture("katib-trial"));
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            (resp["apiVersion"].as_str(), resp["kind"].as_str()),
+            (Some("admission.k8s.io/v1"), Some("AdmissionReview"))
+        );
+        let r = &resp["response"];
+        assert_eq!(r["uid"], "7d3e9f1a-5b2c-4d6e-8f0a-1b2c3d4e5f60");
+        assert_eq!((r["allowed"].as_bool(), r["patchType"].as_str()), (Some(true), Some("JSONPatch")));
+        assert!(r.get("warnings").is_none(), "{r}");
+        let patch: json_patch::Patch = serde_json::from_slice(&response_patch(&resp).unwrap()).unwrap();
+        let mut pod: Value =
+            serde_json::from_slice::<Value>(&fixture("katib-trial")).unwrap()["request"]["object"].clone();
+        json_patch::patch(&mut pod, &patch).unwrap();
+        assert_eq!(pod["spec"]["initContainers"][1]["name"], "trialtail");
+    }
+
+    #[test]
+    fn webhook_review_left_alone_or_invalid_has_no_patch_and_warns_only_when_invalid() {
+        for name in ["existing-sidecar", "opt-out"] {
+            let (status, resp) = answer(&fixture(name));
+            assert_eq!(status, StatusCode::OK);
+            let r = &resp["response"];
+            assert_eq!(r["allowed"], true);
+            assert!(r.get("patch").is_none() && r.get("patchType").is_none() && r.get("warnings").is_none(), "{r}");
+        }
+        let (status, resp) = answer(&fixture("bad-annotation"));
+        assert_eq!(status, StatusCode::OK);
+        let r = &resp["response"];
+        assert_eq!((r["allowed"].as_bool(), r.get("patch")), (Some(true), None));
+        let warning = r["warnings"][0].as_str().unwrap();
+        assert!(warning.contains("trialtail.io/preset"), "{warning}");
+    }
+
+    #[test]
+    fn webhook_review_of_other_requests_allows_them_unchanged() {
+        let base: Value = serde_json::from_slice(&fixture("job-inject-label")).unwrap();
+        let mut update = base.clone();
+        update["request"]["operation"] = "UPDATE".into();
+        update["request"]["oldObject"] = update["request"]["object"].clone();
+        let mut delete = base.clone();
+        delete["request"]["operation"] = "DELETE".into();
+        delete["request"]["object"] = Value::Null;
+        let mut deployment = base.clone();
+        deployment["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+        deployment["request"]["object"] = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d", "labels": {"trialtail.io/inject": "true"}}, "spec": {"replicas": "many"}});
+        for (what, other) in [("update", update), ("delete", delete), ("deployment", deployment)] {
+            let reply = review(&serde_json::to_vec(&other).unwrap(), &settings());
+            assert_eq!((reply.status, reply.outcome), (StatusCode::OK, None), "{what}");
+            let resp: Value = serde_json::from_slice(&reply.body).unwrap();
+            assert_eq!(resp["response"]["allowed"], true, "{what}");
+            assert!(resp["response"].get("patch").is_none(), "{what}");
+        }
+    }
+
+    #[test]
+    fn webhook_review_takes_the_namespace_from_the_request_when_the_pod_has_none() {
+        let mut json: Value = serde_json::from_slice(&fixture("katib-trial")).unwrap();
+        json["request"]["object"]["metadata"].as_object_mut().unwrap().remove("namespace");
+        let body = serde_json::to_vec(&json).unwrap();
+        let mut s = settings();
+        s.namespaces = vec!["kubeflow-user".to_string()];
+        assert_eq!(review(&body, &s).outcome, Some(Outcome::Injected));
+        s.namespaces = vec!["other".to_string()];
+        assert_eq!(review(&body, &s).outcome, Some(Outcome::NotSelected));
+    }
+
+    #[test]
+    fn webhook_review_refuses_what_is_not_an_admission_review_v1() {
+        let mut v1beta1: Value = serde_json::from_slice(&fixture("katib-trial")).unwrap();
+        v1beta1["apiVersion"] = "admission.k8s.io/v1beta1".into();
+        let no_request = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"});
+        let cases: [(&str, Vec<u8>); 5] = [
+            ("empty", Vec::new()),
+            ("garbage", b"\xff\x00not json".to_vec()),
+            ("a pod", br#"{"apiVersion":"v1","kind":"Pod","metadata":{}}"#.to_vec()),
+            ("v1beta1", serde_json::to_vec(&v1beta1).unwrap()),
+            ("no request", serde_json::to_vec(&no_request).unwrap()),
+        ];
+        for (what, body) in cases {
+            let reply = review(&body, &settings());
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{what}");
+            let message = String::from_utf8(reply.body).unwrap();
+            assert!(message.contains("AdmissionReview"), "{what}: {message}");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        #[test]
+        fn webhook_review_of_random_bytes_answers_400_without_panicking(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            let reply = review(&body, &settings());
+            prop_assert!(reply.status == StatusCode::OK || reply.status == StatusCode::BAD_REQUEST);
+        }
+
+        #[test]
+        fn webhook_review_of_a_truncated_review_answers_400_without_panicking(
+            fixture_index in 0usize..5,
+            cut in 0.0f64..1.0,
+        ) {
+            let names = ["job-inject-label", "katib-trial", "existing-sidecar", "opt-out", "bad-annotation"];
+            let body = fixture(names[fixture_index]);
+            let end = ((body.len() as f64) * cut) as usize;
+            let reply = review(&body[..end], &settings());
+            prop_assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        }
+
+        #[test]
+        fn webhook_review_of_a_mangled_pod_answers_200_or_400_without_panicking(
+            path in prop::sample::select(vec!["/request/object/spec", "/request/object/metadata/labels",
+                "/request/object/metadata/annotations", "/request/object/spec/containers", "/request/uid",
+                "/request/object/spec/initContainers", "/request/kind", "/request/object"]),
+            value in prop::sample::select(vec![json!(null), json!(1), json!("x"), json!([]), json!({}), json!([1]),
+                json!({"trialtail.io/inject": "true"}), json!([{"name": "trialtail"}])]),
+        ) {
+            let mut review_json: Value = serde_json::from_slice(&fixture("katib-trial")).unwrap();
+            if let Some(slot) = review_json.pointer_mut(path) {
+                *slot = value;
+            }
+            let reply = review(&serde_json::to_vec(&review_json).unwrap(), &settings());
+            prop_assert!(reply.status == StatusCode::OK || reply.status == StatusCode::BAD_REQUEST);
+            if reply.status == StatusCode::OK {
+                let resp: Value = serde_json::from_slice(&reply.body).unwrap();
+                prop_assert_eq!(&resp["response"]["allowed"], &json!(true));
+            }
+        }
+    }
+}
