@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::aggregate::MetricStats;
+use crate::sink::stats::SinkStats;
 use crate::snapshot::{Phase, Snapshot};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -166,6 +167,29 @@ async fn conflict_rereads_the_trial_and_retries() {
     assert_eq!(body["status"]["observation"]["metrics"][0]["latest"], "0.8");
     respond(send, 200, &trial());
     assert_eq!(task.await.unwrap().unwrap(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_and_deliveries_are_counted_in_the_runs_sink_statistics() {
+    let (sink, mut handle) = sink(Duration::from_secs(5));
+    let stats = Arc::new(SinkStats::default());
+    let mut snap = (*snapshot(1, Phase::Ended, vec![metric("accuracy", &[0.8])])).clone();
+    snap.counters.observations = 7;
+    let (_tx, rx) = watch::channel(Arc::new(snap));
+    let task = sink.with_stats(stats.clone()).spawn(rx);
+    respond(expect_get(&mut handle).await, 200, &trial());
+    let (_, send) = expect_patch(&mut handle).await;
+    respond(send, 503, &status(503, "ServiceUnavailable"));
+    let (_, send) = expect_patch(&mut handle).await;
+    respond(send, 409, &status(409, "Conflict"));
+    respond(expect_get(&mut handle).await, 200, &trial());
+    let (_, send) = expect_patch(&mut handle).await;
+    respond(send, 200, &trial());
+    assert_eq!(task.await.unwrap().unwrap(), 3);
+    let counts = &stats.snapshot()[SINK];
+    let errors: Vec<_> = counts.errors.iter().map(|(k, n)| (*k, *n)).collect();
+    assert_eq!(errors, [("conflict", 1), ("unavailable", 1)]);
+    assert_eq!(counts.observations, 7, "the accepted patch delivered the snapshot's observations");
 }
 
 #[tokio::test(start_paused = true)]
