@@ -101,7 +101,7 @@ def trialtail_outcome(binary, case, workdir):
     if p.returncode != 0:
         return {"fail": f"exit {p.returncode}", "error": p.stderr.decode("utf-8", "replace").strip()[-500:]}
     rows = []
-    for line in p.stdout.decode("utf-8", "replace").splitlines():
+    for line in p.stdout.decode("utf-8", "replace").split("\n"):
         if line.strip():
             o = json.loads(line)
             rows.append((o["metric"], o["raw"], o["timestamp"]))
@@ -124,12 +124,15 @@ def signature(k, t):
     return None
 
 
-def minimize(case, sig, judge):
-    """Shrinks the case's content (whole lines, then byte runs) while judge(case) keeps returning sig."""
+def minimize(case, sig, judge, budget=600):
+    """Shrinks the case's content (whole lines, then byte runs) while judge(case) keeps returning sig, with at most
+    `budget` judgements (a 70 KB line that must stay long cannot be shrunk byte by byte)."""
     raw = content_of(case)
+    calls = [0]
 
     def same(r):
-        return judge(with_content(case, r)) == sig
+        calls[0] += 1
+        return calls[0] <= budget and judge(with_content(case, r)) == sig
 
     lines = raw.split(b"\n")
     i = 0
@@ -153,6 +156,124 @@ def minimize(case, sig, judge):
     return with_content(case, raw)
 
 
+# ------------------------------------------------------------------------------------------------- --explain
+# Each known class of disagreement (DIFFERENCES.md) has a sanitizer that removes its cause from a case and keeps
+# the rest. A disagreement is attributed to the first sanitizer after which (applied cumulatively, in this order)
+# Katib and trialtail agree; one that survives them all is "unexplained" and needs a look.
+
+UNICODE_SPACE = "\v\u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a" \
+                "\u2028\u2029\u202f\u205f\u3000"
+# RE2 syntax that trialtail refuses or reads differently; filters with fewer than two groups; optional groups.
+import re  # noqa: E402
+RE2_ONLY = re.compile(r"\\Q|\\[0-7]|\\x\{|\\x[89a-fA-F]|\\p|\\P|\\<|\\>|&&|~~|--|\(\?u|\{\d*,?\d{4,}\}|\\e")
+
+
+def _lines(case):
+    return content_of(case).split(b"\n")
+
+
+def _join(case, lines):
+    return with_content(case, b"\n".join(lines))
+
+
+def _filters(case, keep):
+    c = dict(case)
+    c["filters"] = [f for f in case["filters"] if keep(f)]
+    return c
+
+
+def _groups(f):
+    """The filter's group count as Python's re reads it (0 when re refuses it: invalid, or syntax of RE2's)."""
+    try:
+        return re.compile(f).groups
+    except re.error:
+        return 0
+
+
+def _json_ok(line):
+    """A line Go's encoding/json decodes into a map[string]interface{}: an object (or null), finite numbers."""
+    text = line.strip(b" \t\r\n")
+    if not line:
+        return True
+    try:
+        obj = json.loads(line.decode("utf-8"), parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    if not text or (obj is not None and not isinstance(obj, dict)):
+        return False
+    return "inf" not in json.dumps(obj, allow_nan=True).lower().replace('"inf"', "")
+
+
+def _json_unique(line):
+    seen = []
+
+    def hook(pairs):
+        keys = [k for k, _ in pairs]
+        seen.append(len(keys) != len(set(keys)))
+        return dict(pairs)
+    try:
+        json.loads(line.decode("utf-8", "replace"), object_pairs_hook=hook)
+    except ValueError:
+        return True
+    return not any(seen)
+
+
+TS_TOKEN = re.compile(rb"^\d{4}-\d\d-\d\d[Tt]\d{1,2}:\d\d:\d\d")
+
+
+def _text_ts(line):
+    token, sep, rest = line.partition(b" ")
+    if TS_TOKEN.match(token) or (not sep and TS_TOKEN.match(line)):
+        return b"TS " + rest if sep else b"TS"
+    return line
+
+
+def _json_ts(line):
+    try:
+        obj = json.loads(line.decode("utf-8"))
+    except ValueError:
+        return line
+    if isinstance(obj, dict) and "timestamp" in obj:
+        ts = obj["timestamp"]
+        if isinstance(ts, (int, float)) and not isinstance(ts, bool) and (ts < 0 or abs(ts) > 1e15):
+            return re.sub(rb'"timestamp"\s*:\s*[-+0-9.eE]+', b'"timestamp": null', line)
+        if isinstance(ts, str) and TS_TOKEN.match(ts.encode()):
+            return re.sub(rb'"timestamp"\s*:\s*"[^"]*"', b'"timestamp": null', line)
+    return line
+
+
+SANITIZERS = [
+    ("filter-syntax: RE2 syntax trialtail refuses or reads otherwise, filters without two groups",
+     lambda c: _filters(c, lambda f: not RE2_ONLY.search(f) and _groups(f) >= 2)),
+    ("optional-groups: a name or value group that did not take part",
+     lambda c: _filters(c, lambda f: ")?" not in f and "|" not in f.replace("[\\w|-]", "").replace("\\Qa|b\\E", ""))),
+    ("invalid-utf8: invalid UTF-8 or a lone surrogate in a JSON line",
+     lambda c: _join(c, [re.sub(rb"\\ud[89a-f][0-9a-f]{2}", b"_", line).decode("utf-8", "replace")
+                         .replace("\ufffd", "_").encode() for line in _lines(c)])),
+    ("json-abort: a JSON line that is not an object, or holds a non-finite number",
+     lambda c: _join(c, [line for line in _lines(c) if _json_ok(line)]) if c["format"] == "JSON" else c),
+    ("json-duplicate-keys: encoding/json keeps the last duplicate, trialtail the first",
+     lambda c: _join(c, [line for line in _lines(c) if _json_unique(line)]) if c["format"] == "JSON" else c),
+    ("long-lines: lines over trialtail's --max-line-bytes (64 KiB)",
+     lambda c: _join(c, [line for line in _lines(c) if len(line) < 65536])),
+    ("timestamps: shapes Go's time.Parse takes and trialtail does not; epoch floats < 0 or > 1e15",
+     lambda c: _join(c, [(_json_ts if c["format"] == "JSON" else _text_ts)(line) for line in _lines(c)])),
+    ("unicode-space: strings.TrimSpace trims \\v and Unicode spaces",
+     lambda c: with_content(c, content_of(c).decode("utf-8", "replace").translate(
+         {ord(ch): None for ch in UNICODE_SPACE}).encode())),
+    ("unicode-matching: ., \\S, [^…], (?i) on non-ASCII characters (RE2 is Unicode-aware)",
+     lambda c: with_content(c, content_of(c).decode("utf-8", "replace").encode("ascii", "ignore"))),
+]
+
+
+def explain(case, judge):
+    for name, fix in SANITIZERS:
+        case = fix(case)
+        if judge(case) is None:
+            return name.split(":")[0]
+    return "unexplained"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--oracle", required=True)
@@ -162,6 +283,7 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--out", help="write every disagreement here, one JSON line each")
     p.add_argument("--minimize", type=int, default=0, metavar="K")
+    p.add_argument("--explain", action="store_true", help="attribute every disagreement to a known class")
     a = p.parse_args()
 
     cases = []
@@ -175,6 +297,13 @@ def main():
     workdir = tempfile.mkdtemp(prefix="katib-compare-")
     counts = collections.Counter()
     by_sig = collections.defaultdict(list)
+    by_class = collections.defaultdict(list)
+
+    def judge(c):
+        if not expressible(c):
+            return None
+        return signature(katib_outcome(oracle.ask(c)), trialtail_outcome(a.trialtail, c, workdir))
+
     out = open(a.out, "w", encoding="utf-8") if a.out else None
     for case in cases:
         k = katib_outcome(oracle.ask(case))
@@ -186,12 +315,13 @@ def main():
         counts[sig or "agree"] += 1
         if sig:
             by_sig[sig].append(case["id"])
+            cls = explain(case, judge) if a.explain else None
+            if cls:
+                by_class[cls].append(case["id"])
             if out:
-                out.write(json.dumps({"id": case["id"], "signature": sig, "why": case.get("why"), "katib": k,
-                                      "trialtail": t, "case": case}, ensure_ascii=False) + "\n")
+                out.write(json.dumps({"id": case["id"], "signature": sig, "class": cls, "why": case.get("why"),
+                                      "katib": k, "trialtail": t, "case": case}, ensure_ascii=False) + "\n")
             if len(by_sig[sig]) <= a.minimize:
-                def judge(c):
-                    return signature(katib_outcome(oracle.ask(c)), trialtail_outcome(a.trialtail, c, workdir))
                 small = minimize(case, sig, judge)
                 print(f"--- {sig}: {case['id']} minimized", file=sys.stderr)
                 print(json.dumps({"signature": sig, "case": small,
@@ -206,6 +336,11 @@ def main():
     for sig, ids in sorted(by_sig.items()):
         shown = ", ".join(ids[:12]) + (" …" if len(ids) > 12 else "")
         print(f"  {sig}: {len(ids)}: {shown}")
+    if a.explain:
+        print("by class (the first sanitizer after which both agree):")
+        for cls, ids in sorted(by_class.items(), key=lambda kv: -len(kv[1])):
+            shown = ", ".join(ids[:8]) + (" …" if len(ids) > 8 else "")
+            print(f"  {cls}: {len(ids)}: {shown}")
     return 1 if by_sig else 0
 
 

@@ -98,6 +98,8 @@ def json_line(r, names):
         entries.append((key, r.choice(JSON_VALUES)))
     if r.random() < 0.5:
         entries.insert(r.randint(0, len(entries)), ("timestamp", r.choice(JSON_TS)))
+    if r.random() < 0.8:  # most lines have each key once; duplicates are a class of their own
+        entries = list({k: (k, v) for k, v in entries}.values())
     body = "{" + ", ".join(json.dumps(k) + ": " + v for k, v in entries) + "}"
     line = body.encode("utf-8")
     if r.random() < 0.03:
