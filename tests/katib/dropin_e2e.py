@@ -40,7 +40,9 @@ def get_rows(dbclient, addr, trial):
 
 
 def katib_side(oracle, dbclient, addr, case, trial):
-    ans = oracle.ask(case)
+    # The filters as Katib's collector main gets them from the same -f argument: split on ";" when non-empty.
+    joined = ";".join(case["filters"])
+    ans = oracle.ask(dict(case, filters=joined.split(";") if joined else []))
     if ans.get("kind"):
         return {"fail": "collector exits: " + ans["kind"], "error": ans["error"]}
     if ans.get("wire_error"):

@@ -265,6 +265,8 @@ case("re-one-group-then-good", "a one-group filter and a good one: the good one'
      filters=[r"(loss)=\d+", r"(loss)=(\d+)"])
 case("re-empty-filter", "an empty filter (-f 'RE;'): it matches empty, one group, skipped", ["loss"], "loss=1\n",
      filters=[""])
+case("re-two-empty-filters", "-f ';' is two empty filters in Katib: nothing matches, not the default filter",
+     ["loss"], "loss=1\n", filters=["", ""])
 case("re-invalid", "an invalid filter: Katib ignores regexp.Compile's error and panics on the nil *Regexp",
      ["loss"], "loss=1\n", filters=["("])
 case("re-invalid-no-metric-line", "an invalid filter, but no line holds a metric: no panic", ["loss"], "acc=1\n",
