@@ -52,6 +52,11 @@ build() {
     (cd "$HERE/dbmanager" && go build -trimpath -o "$dir.tmp/katib-db-manager" github.com/kubeflow/katib/cmd/db-manager/v1beta1)
     rm -rf "$dir" && mv "$dir.tmp" "$dir"
     log "built $dir in $((SECONDS - start)) s"
+    # Binaries of other keys (an older Katib, Go or source) are stale: keep only this one.
+    local old
+    for old in "$cache"/katib-*; do
+      if [[ -d "$old" && "$old" != "$dir" ]]; then rm -rf "$old"; fi
+    done
   fi
   ORACLE="$dir/oracle" DBCLIENT="$dir/dbclient" DB_MANAGER="$dir/katib-db-manager"
 }
