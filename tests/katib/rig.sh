@@ -89,8 +89,10 @@ start() {
   mkdir -p "$rig"
   chmod 755 "$rig"
   : >"$rig/env"
-  # On any failure from here on, stop what was started (by PID) and keep the logs.
-  trap 'status=$?; if ((status != 0)); then log "start failed: see the logs in $rig"; stop "$rig" keep >/dev/null 2>&1 || true; fi' EXIT
+  # On any failure from here on, stop what was started (by PID) and keep the logs. (The trap runs after this
+  # function returned: it reads a global.)
+  STARTING_RIG="$rig"
+  trap 'status=$?; if ((status != 0)); then log "start failed: see the logs in $STARTING_RIG"; stop "$STARTING_RIG" keep >/dev/null 2>&1 || true; fi' EXIT
 
   # A throwaway cluster: trust for the OS user on its own socket, passwords on loopback TCP.
   local pgdata="$rig/pgdata" sock="$rig/sock" pglog="$rig/pglog" pgport
