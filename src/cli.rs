@@ -350,18 +350,14 @@ pub struct RuleArgs {
     )]
     pub max_metrics: usize,
 
-    /// Cut lines longer than this
+    /// Cut lines longer than this (default 64KiB; 4MiB with --katib-semantics)
     ///
     /// Bytes, with an optional K, KiB, M or MiB suffix (powers of 1024). The first SIZE bytes of a longer line are
-    /// still parsed; the rest up to the newline is skipped and counted. Range 16 bytes to 64 MiB.
-    #[arg(
-        long,
-        default_value = "64KiB",
-        value_name = "SIZE",
-        env = "TRIALTAIL_MAX_LINE_BYTES",
-        help_heading = "Limits"
-    )]
-    pub max_line_bytes: String,
+    /// still parsed; the rest up to the newline is skipped and counted. With --katib-semantics a longer line is
+    /// dropped whole and counted (Katib reads lines whole, so a part of one would not be what Katib reports).
+    /// Range 16 bytes to 64 MiB.
+    #[arg(long, value_name = "SIZE", env = "TRIALTAIL_MAX_LINE_BYTES", help_heading = "Limits")]
+    pub max_line_bytes: Option<String>,
 }
 
 /// The Prometheus endpoint, the Pushgateway and the labels they add (shared by every mode that exports).

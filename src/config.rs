@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{ExportArgs, OutputKind, RuleArgs, RunArgs, SourceKind};
+use crate::lines::{DEFAULT_MAX_LINE_BYTES, KATIB_MAX_LINE_BYTES};
 use crate::outputs::ExportConfig;
 use crate::rules::{LineFormat, RuleError, RuleSpec, Rules, Semantics};
 use crate::sink::prometheus::Labels;
@@ -289,15 +290,16 @@ impl TryFrom<RuleArgs> for RuleConfig {
     type Error = ConfigError;
 
     fn try_from(a: RuleArgs) -> Result<Self, ConfigError> {
-        let max_line_bytes = match parse_size(&a.max_line_bytes) {
-            None => return Err(ConfigError::MaxLineBytes { value: a.max_line_bytes, reason: "not a size" }),
-            Some(n) if !(16..=64 << 20).contains(&n) => {
-                return Err(ConfigError::MaxLineBytes {
-                    value: a.max_line_bytes,
-                    reason: "must be 16 bytes to 64 MiB",
-                });
-            }
-            Some(n) => n,
+        let max_line_bytes = match a.max_line_bytes {
+            None if a.katib_semantics => KATIB_MAX_LINE_BYTES,
+            None => DEFAULT_MAX_LINE_BYTES,
+            Some(value) => match parse_size(&value) {
+                None => return Err(ConfigError::MaxLineBytes { value, reason: "not a size" }),
+                Some(n) if !(16..=64 << 20).contains(&n) => {
+                    return Err(ConfigError::MaxLineBytes { value, reason: "must be 16 bytes to 64 MiB" });
+                }
+                Some(n) => n,
+            },
         };
         if !(1..=1_000_000).contains(&a.max_metrics) {
             return Err(ConfigError::MaxMetrics { value: a.max_metrics });

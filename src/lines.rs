@@ -20,6 +20,10 @@ pub const READ_CHUNK: usize = 256 * 1024;
 /// The default for `--max-line-bytes`.
 pub const DEFAULT_MAX_LINE_BYTES: usize = 64 * 1024;
 
+/// The line limit in Katib semantics (`--katib-semantics`, the drop-in): Katib reads the whole file
+/// (`io.ReadAll`) and so any line; trialtail reads lines up to this and drops a longer one whole, counted.
+pub const KATIB_MAX_LINE_BYTES: usize = 4 << 20;
+
 /// One complete line, borrowed from the buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Line<'a> {

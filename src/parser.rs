@@ -106,12 +106,20 @@ pub struct Parser {
     counters: Counters,
     /// Lines received so far (the last line's number).
     lines: u64,
+    /// A line over the limit was dropped (Katib semantics) and said.
+    said_long_line: bool,
 }
 
 impl Parser {
     /// A parser with the given rules, keeping at most `max_metrics` metric names.
     pub fn new(rules: Rules, max_metrics: usize) -> Self {
-        Parser { rules, agg: Aggregator::new(max_metrics), counters: Counters::default(), lines: 0 }
+        Parser {
+            rules,
+            agg: Aggregator::new(max_metrics),
+            counters: Counters::default(),
+            lines: 0,
+            said_long_line: false,
+        }
     }
 
     /// A [`LineSink`] that parses every line a buffer hands it, observations to `sink`.
@@ -179,12 +187,27 @@ pub struct Lines<'a, S> {
 
 impl<S: ObservationSink> LineSink for Lines<'_, S> {
     fn line(&mut self, line: Line<'_>) {
-        self.parser.line(line.bytes, self.sink);
+        let p = &mut *self.parser;
+        if line.truncated && p.rules.semantics() == Semantics::Katib {
+            // Katib reads a line whole, so a part of it would not be what Katib reports: the line is dropped whole
+            // (counted as too long by the line buffer).
+            p.lines += 1;
+            if !p.said_long_line {
+                p.said_long_line = true;
+                tracing::warn!(
+                    line = p.lines,
+                    limit = line.bytes.len(),
+                    "line longer than the limit dropped whole (Katib semantics; later ones are only counted)"
+                );
+            }
+            return;
+        }
+        p.line(line.bytes, self.sink);
     }
 
     fn block(&mut self, block: &[u8], _first: u64) -> u64 {
         let first = self.parser.lines + 1;
-        let Parser { rules, agg, counters, lines } = &mut *self.parser;
+        let Parser { rules, agg, counters, lines, .. } = &mut *self.parser;
         let sink = &mut *self.sink;
         let katib = rules.semantics() == Semantics::Katib;
         let mut issues = Vec::new();
@@ -341,13 +364,17 @@ mod tests {
             ]
         }
 
-        /// The reference: every line scanned on its own, values kept as the collector keeps them.
+        /// The reference: every line scanned on its own, values kept as the parser keeps them; in Katib semantics
+        /// a line over the limit is dropped whole.
         fn by_lines(mut rules: Rules, max: usize, input: &[u8]) -> Obs {
             let katib = rules.semantics() == Semantics::Katib;
             let mut buf = LineBuffer::new(max);
             let mut out = Vec::new();
             let mut each = |line: Line<'_>| {
                 let n = line.number;
+                if katib && line.truncated {
+                    return;
+                }
                 rules.scan(line.bytes, &mut |m| {
                     if katib || value::parse_value(m.raw).is_some() {
                         out.push((m.name.to_vec(), m.raw.to_vec(), m.step, n));

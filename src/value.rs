@@ -13,7 +13,7 @@ pub fn is_word(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
-/// Trims `\s` (Go's set) from both ends, as Katib's `strings.TrimSpace` does for ASCII.
+/// Trims `\s` (RE2's set: no vertical tab) from both ends.
 pub fn trim(mut s: &[u8]) -> &[u8] {
     while let [first, rest @ ..] = s {
         if is_go_space(*first) {
@@ -119,52 +119,127 @@ pub fn parse_step(raw: &[u8]) -> Option<u64> {
     std::str::from_utf8(t).ok()?.parse().ok()
 }
 
+/// Whether `c` is white space for Go's `unicode.IsSpace`: `\t \n \v \f \r`, space, U+0085, U+00A0, and the
+/// Unicode `Z` space separators (U+1680, U+2000–U+200A, U+2028, U+2029, U+202F, U+205F, U+3000). U+200B and
+/// U+FEFF are not.
+pub fn is_go_unicode_space(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\u{0B}' | '\u{0C}' | '\r' | ' ' | '\u{85}' | '\u{A0}' | '\u{1680}')
+        || matches!(c, '\u{2000}'..='\u{200A}' | '\u{2028}' | '\u{2029}' | '\u{202F}' | '\u{205F}' | '\u{3000}')
+}
+
+/// Go's `strings.TrimSpace`: Unicode white space ([`is_go_unicode_space`]) off both ends; bytes that are not
+/// valid UTF-8 stop the trimming, as Go's decoding makes them U+FFFD.
+pub fn go_trim_space(s: &[u8]) -> &[u8] {
+    let mut start = 0;
+    while start < s.len() {
+        match decode_char(&s[start..]) {
+            Some((c, len)) if is_go_unicode_space(c) => start += len,
+            _ => break,
+        }
+    }
+    let mut end = s.len();
+    while end > start {
+        // The last character starts at the last byte that is not a continuation byte (at most 4 back).
+        let from = (end.saturating_sub(4).max(start)..end).rev().find(|&i| s[i] & 0xC0 != 0x80).unwrap_or(end - 1);
+        match decode_char(&s[from..end]) {
+            Some((c, len)) if from + len == end && is_go_unicode_space(c) => end = from,
+            _ => break,
+        }
+    }
+    &s[start..end]
+}
+
+/// The first character of `s` and its length in bytes, when `s` starts with valid UTF-8.
+fn decode_char(s: &[u8]) -> Option<(char, usize)> {
+    let len = match *s.first()? {
+        b if b < 0x80 => 1,
+        b if b >> 5 == 0b110 => 2,
+        b if b >> 4 == 0b1110 => 3,
+        b if b >> 3 == 0b11110 => 4,
+        _ => return None,
+    };
+    let c = std::str::from_utf8(s.get(..len)?).ok()?.chars().next()?;
+    Some((c, len))
+}
+
+/// `s` as Go sees a string it decodes: valid UTF-8 is kept, and every byte that does not start a valid sequence
+/// becomes one U+FFFD (`utf8.DecodeRune` returns `RuneError` with width 1). Borrowed when `s` is valid.
+pub fn go_lossy(s: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(s) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => {
+            let mut out = String::with_capacity(s.len() + 8);
+            let mut rest = s;
+            while !rest.is_empty() {
+                match std::str::from_utf8(rest) {
+                    Ok(text) => {
+                        out.push_str(text);
+                        break;
+                    }
+                    Err(e) => {
+                        let valid = e.valid_up_to();
+                        out.push_str(std::str::from_utf8(&rest[..valid]).unwrap_or_default());
+                        out.push(char::REPLACEMENT_CHARACTER);
+                        rest = &rest[valid + 1..];
+                    }
+                }
+            }
+            std::borrow::Cow::Owned(out)
+        }
+    }
+}
+
 /// Katib's zero time, used where a row has no timestamp of its own.
 pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 /// The line's first space-separated token when it is an RFC 3339 timestamp as Go's `time.RFC3339Nano` layout
-/// parses it (`2024-05-01T12:00:00.123456Z`, `2024-05-01T12:00:00+02:00`); the token is returned verbatim.
+/// parses it (`2024-05-01T12:00:00.123456Z`, `2024-05-01T12:00:00+02:00`); the token is returned verbatim. A line
+/// without a space has no timestamp: Katib splits the line in two first
+/// (`pkg/metricscollector/v1beta1/file-metricscollector/file-metricscollector.go`, `parseLogsInTextFormat`:
+/// `strings.SplitN(line, " ", 2)` must give two parts).
 pub fn line_timestamp(line: &[u8]) -> Option<&[u8]> {
-    let end = memchr::memchr(b' ', line).unwrap_or(line.len());
-    let token = &line[..end];
+    let token = &line[..memchr::memchr(b' ', line)?];
     is_rfc3339(token).then_some(token)
 }
 
-fn num2(s: &[u8], at: usize) -> Option<u32> {
-    let (a, b) = (*s.get(at)?, *s.get(at + 1)?);
-    (a.is_ascii_digit() && b.is_ascii_digit()).then(|| u32::from(a - b'0') * 10 + u32::from(b - b'0'))
-}
-
-/// Whether `s` is a complete RFC 3339 date-time that Go's `time.Parse(time.RFC3339Nano, s)` accepts.
+/// Whether `s` is a date-time that Go's `time.Parse(time.RFC3339Nano, s)` accepts, which is more than RFC 3339:
+/// Go tries its strict RFC 3339 parser first and falls back to the general layout parser
+/// (`$GOROOT/src/time/format.go`, `Parse` and `parse`), which reads the layout's hour `15` with one or two digits
+/// and accepts zone offsets up to `±24:00` and minute 60 ("as some people do write offsets of 24 hours or 60
+/// minutes"). Year, month, day, minute and second take exactly their digits, the second is below 60 (no leap
+/// second), the fraction after `.` or `,` takes any number of digits, the zone is `Z` or `±hh:mm`, and the date
+/// must exist.
 pub fn is_rfc3339(s: &[u8]) -> bool {
-    if s.len() < 20 || s[4] != b'-' || s[7] != b'-' || s[10] != b'T' || s[13] != b':' || s[16] != b':' {
-        return false;
-    }
-    let (Some(y1), Some(y2)) = (num2(s, 0), num2(s, 2)) else {
-        return false;
+    let num = |at: usize, len: usize| -> Option<u32> {
+        let digits = s.get(at..at + len)?;
+        digits.iter().all(u8::is_ascii_digit).then(|| digits.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0')))
     };
-    let year = y1 * 100 + y2;
-    let (Some(month), Some(day), Some(hour), Some(min), Some(sec)) =
-        (num2(s, 5), num2(s, 8), num2(s, 11), num2(s, 14), num2(s, 17))
+    let at = |i: usize, b: u8| s.get(i) == Some(&b);
+    let (Some(year), true, Some(month), true, Some(day), true) =
+        (num(0, 4), at(4, b'-'), num(5, 2), at(7, b'-'), num(8, 2), at(10, b'T'))
     else {
         return false;
     };
-    let valid_date = jiff::civil::Date::new(year as i16, month as i8, day as i8).is_ok();
-    if !valid_date || hour > 23 || min > 59 || sec > 59 {
+    // The hour: one digit, or two.
+    let hour_len = if s.get(12).is_some_and(u8::is_ascii_digit) { 2 } else { 1 };
+    let mut i = 11 + hour_len;
+    let (Some(hour), true, Some(min), true, Some(sec)) =
+        (num(11, hour_len), at(i, b':'), num(i + 1, 2), at(i + 3, b':'), num(i + 4, 2))
+    else {
+        return false;
+    };
+    let date = jiff::civil::Date::new(year as i16, month as i8, day as i8).is_ok();
+    if !date || hour > 23 || min > 59 || sec > 59 {
         return false;
     }
-    let mut i = 19;
-    if i < s.len() && (s[i] == b'.' || s[i] == b',') {
-        let end = digits(s, i + 1);
-        if end == i + 1 {
-            return false;
-        }
-        i = end;
+    i += 6;
+    if matches!(s.get(i), Some(b'.' | b',')) && s.get(i + 1).is_some_and(u8::is_ascii_digit) {
+        i = digits(s, i + 1);
     }
     match &s[i..] {
         b"Z" => true,
-        [sign, _, _, b':', _, _] if *sign == b'+' || *sign == b'-' => {
-            matches!((num2(s, i + 1), num2(s, i + 4)), (Some(h), Some(m)) if h < 24 && m < 60)
+        [b'+' | b'-', _, _, b':', _, _] => {
+            matches!((num(i + 1, 2), num(i + 4, 2)), (Some(h), Some(m)) if h <= 24 && m <= 60)
         }
         _ => false,
     }
@@ -192,8 +267,10 @@ pub fn rfc3339_seconds(s: &[u8]) -> Option<f64> {
 
 /// Converts an epoch-seconds number, as printed in a JSON line, to RFC 3339 in UTC.
 ///
-/// `katib_quirk` reproduces Katib: the digits after the point, read as an integer, are nanoseconds
-/// (`1638422847.28721` → `…:27.000028721Z`). Without it the fraction is read as a fraction (`….28721Z`).
+/// `katib_quirk` reproduces Katib: the integer part and the digits after the point are read as two integers,
+/// seconds and nanoseconds, for `time.Unix(sec, nsec)` (`1638422847.28721` → `…:27.000028721Z`; `-1.5` is −1 s
+/// plus 5 ns; `-0.5` is 0 s plus 5 ns) – `pkg/metricscollector/v1beta1/file-metricscollector/
+/// file-metricscollector.go`, `parseTimestamp`. Without it the fraction is read as a fraction (`….28721Z`).
 /// The number is formatted as Go's `strconv.FormatFloat(v, 'f', -1, 64)` would print it first.
 pub fn epoch_to_rfc3339(v: f64, katib_quirk: bool) -> Option<String> {
     if !v.is_finite() || v.abs() > 1e15 {
@@ -213,7 +290,7 @@ pub fn epoch_to_rfc3339(v: f64, katib_quirk: bool) -> Option<String> {
         }
         padded.parse().ok()?
     };
-    let nanos = if text.starts_with('-') { -nanos } else { nanos };
+    let nanos = if text.starts_with('-') && !katib_quirk { -nanos } else { nanos };
     format_unix_rfc3339(secs, nanos)
 }
 
@@ -268,6 +345,11 @@ mod tests {
             "2024-05-01T12:00:00+02:00",
             "2024-05-01T12:00:00.5-07:30",
             "2024-02-29T00:00:00Z",
+            "2024-03-04T7:55:08Z",
+            "2024-03-04T17:55:08+24:00",
+            "2024-03-04T17:55:08-23:60",
+            "2024-03-04T17:55:08,5Z",
+            "0000-02-29T00:00:00Z",
         ] {
             assert!(is_rfc3339(ok.as_bytes()), "{ok}");
         }
@@ -281,6 +363,11 @@ mod tests {
             "2024-05-01T12:00:00.Z",
             "2024-05-01T12:00:00+0200",
             "2024-05-01T12:00:00z",
+            "2024-05-01T12:00:00+25:00",
+            "2024-05-01T12:00:00+23:61",
+            "2024-05-01T12:5:00Z",
+            "2024-05-01T012:00:00Z",
+            "2024-5-01T12:00:00Z",
             "I0000",
         ] {
             assert!(!is_rfc3339(bad.as_bytes()), "{bad}");
@@ -292,6 +379,7 @@ mod tests {
         assert_eq!(line_timestamp(b"2026-11-28T12:57:59Z INFO loss=1"), Some(&b"2026-11-28T12:57:59Z"[..]));
         assert_eq!(line_timestamp(b"loss=1"), None);
         assert_eq!(line_timestamp(b" 2026-11-28T12:57:59Z x"), None);
+        assert_eq!(line_timestamp(b"2026-11-28T12:57:59Z"), None, "a line that is only a timestamp has none");
     }
 
     #[test]
@@ -303,6 +391,30 @@ mod tests {
         assert_eq!(format_unix_rfc3339(951_782_400, 0).unwrap(), "2000-02-29T00:00:00Z");
         assert_eq!(format_unix_rfc3339(-1, 0).unwrap(), "1969-12-31T23:59:59Z");
         assert!(epoch_to_rfc3339(f64::NAN, true).is_none());
+        // Katib reads sign and integer part, then the fraction's digits as positive nanoseconds.
+        assert_eq!(epoch_to_rfc3339(-1.5, true).unwrap(), "1969-12-31T23:59:59.000000005Z");
+        assert_eq!(epoch_to_rfc3339(-0.5, true).unwrap(), "1970-01-01T00:00:00.000000005Z");
+        assert_eq!(epoch_to_rfc3339(-1.5, false).unwrap(), "1969-12-31T23:59:58.5Z");
+    }
+
+    #[test]
+    fn go_trim_space_trims_unicode_space_as_strings_trimspace() {
+        assert_eq!(go_trim_space("\u{a0}1\u{3000}".as_bytes()), b"1");
+        assert_eq!(go_trim_space(b"\x0b loss\t"), b"loss");
+        assert_eq!(go_trim_space("\u{2000}\u{200a}x\u{85}".as_bytes()), b"x");
+        assert_eq!(go_trim_space("\u{200b}x\u{feff}".as_bytes()), "\u{200b}x\u{feff}".as_bytes(), "not spaces");
+        assert_eq!(go_trim_space(b"\xff 1 \xc3"), b"\xff 1 \xc3", "invalid bytes stop the trim");
+        assert_eq!(go_trim_space(b"   "), b"");
+        assert_eq!(go_trim_space("é\u{a0}".as_bytes()), "é".as_bytes());
+    }
+
+    #[test]
+    fn go_lossy_replaces_each_invalid_byte() {
+        assert_eq!(go_lossy(b"loss=1"), "loss=1");
+        assert_eq!(go_lossy(b"a\xffb"), "a\u{fffd}b");
+        assert_eq!(go_lossy(b"\xc3("), "\u{fffd}(");
+        assert_eq!(go_lossy(b"\xf0\x9f\x98a"), "\u{fffd}\u{fffd}\u{fffd}a", "a byte each, as Go decodes");
+        assert_eq!(go_lossy(b"\xc3\xa9\xe9"), "é\u{fffd}");
     }
 
     #[test]

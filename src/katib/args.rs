@@ -174,16 +174,12 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Ka
     let last = |flag: &str| values.iter().rev().find(|(n, _)| n == flag).map(|(_, v)| v.clone());
     let extra =
         |flag: &str| last(flag).or_else(|| EXTRA_FLAGS.iter().find(|(f, _)| *f == flag).and_then(|(_, var)| env(var)));
-    // Names are trimmed (Katib trims matched names too); filters are kept as written.
-    let split = |v: Option<String>, trim: bool| -> Vec<String> {
-        v.map(|v| {
-            v.split(';')
-                .map(|s| if trim { s.trim() } else { s })
-                .filter(|s| !s.trim().is_empty())
-                .map(String::from)
-                .collect()
-        })
-        .unwrap_or_default()
+    // `-m` and `-f` are split exactly as Katib's collector splits them (`cmd/metricscollector/v1beta1/
+    // file-metricscollector/main.go`: `strings.Split(…, ";")` when the flag is not empty): names and filters as
+    // written, spaces and empty ones included (` loss` never equals a matched, trimmed name; an empty name makes
+    // every line a metric line; two empty filters match nothing).
+    let split = |v: Option<String>| -> Vec<String> {
+        v.filter(|v| !v.is_empty()).map(|v| v.split(';').map(String::from).collect()).unwrap_or_default()
     };
     let duration = |flag: &'static str, v: String| {
         parse_go_duration(&v).ok_or(ArgsError::Invalid {
@@ -194,7 +190,7 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Ka
     };
 
     let trial = last("t").unwrap_or_default();
-    let metrics = split(last("m"), true);
+    let metrics = split(last("m"));
     if metrics.is_empty() {
         return Err(ArgsError::Required { flag: "m" });
     }
@@ -210,7 +206,7 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Ka
     };
     let db_manager = last("s-db").unwrap_or_else(|| "katib-db-manager.kubeflow:6789".to_string());
     let path = PathBuf::from(last("path").unwrap_or_else(|| "/var/log/katib/metrics.log".to_string()));
-    let filters = split(last("f"), false);
+    let filters = split(last("f"));
     let format = match last("format").as_deref().map(str::trim) {
         None | Some("") => {
             warnings.push("-format is missing: reading the log as TEXT (Katib would fail the collection)".into());

@@ -23,6 +23,7 @@ use crate::aggregate::DEFAULT_MAX_METRICS;
 use crate::backoff::Backoff;
 use crate::katib::args::KatibArgs;
 use crate::katib::early_stop::{EarlyStop, StopRule, StopRuleError, parse_rule};
+use crate::lines::KATIB_MAX_LINE_BYTES;
 use crate::outputs::{ExportConfig, KatibDbConfig, Outputs};
 use crate::parser::Parser;
 use crate::rules::{RuleError, RuleSpec, Rules, Semantics};
@@ -40,8 +41,6 @@ pub const EXIT_SET_TRIAL_STATUS_FAILED: u8 = 4;
 /// Exit code: the training failed, `-timeout` passed, or another fatal error (Katib's `klog.Fatal`).
 pub const EXIT_FATAL: u8 = 255;
 
-/// The longest line parsed (Katib has no limit; DARTS genotypes make long lines).
-const MAX_LINE_BYTES: usize = 1 << 20;
 /// Bytes read per step before the processes and rules are looked at again.
 const STEP_BUDGET: u64 = 4 << 20;
 /// The file is polled 10 ms after data, backing off to 250 ms while it is quiet.
@@ -143,7 +142,7 @@ async fn run_async(a: KatibArgs, rules: Rules, stop_rules: Vec<StopRule>) -> Res
     let mut sink = (outputs.with_katib_db(&objective, katib), EarlyStop::new(stop_rules, objective, a.objective_type));
 
     let mut parser = Parser::new(rules, DEFAULT_MAX_METRICS);
-    let mut tailer = Tailer::new(&a.path, false, MAX_LINE_BYTES).with_echo(io::stdout());
+    let mut tailer = Tailer::new(&a.path, false, KATIB_MAX_LINE_BYTES).with_echo(io::stdout());
     let started = Instant::now();
     let mut next_check = Instant::now();
     let mut idle = IDLE;

@@ -9,6 +9,45 @@ use serde_json::value::RawValue;
 use super::{LineIssues, Match, Names, Semantics};
 use crate::value::{self, ZERO_TIME};
 
+/// A JSON line as Go's `encoding/json` reads it: every byte that is not UTF-8 becomes U+FFFD, and so does every
+/// `\u` escape of a surrogate that has no partner (`$GOROOT/src/encoding/json/decode.go`, `unquoteBytes`).
+fn go_json_text(line: &[u8]) -> String {
+    let text = value::go_lossy(line);
+    let is_hex4 = |s: &str| s.len() >= 4 && s.as_bytes()[..4].iter().all(u8::is_ascii_hexdigit);
+    let unit = |s: &str| u32::from_str_radix(&s[..4], 16).unwrap_or(0);
+    let mut out = String::with_capacity(text.len());
+    let mut rest: &str = &text;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let esc = &rest[i..];
+        if let Some(hex) = esc.strip_prefix("\\u").filter(|h| is_hex4(h)) {
+            let u = unit(hex);
+            let pair = hex[4..].strip_prefix("\\u").filter(|h| is_hex4(h)).map(unit);
+            match u {
+                0xD800..=0xDBFF if pair.is_some_and(|p| (0xDC00..=0xDFFF).contains(&p)) => {
+                    out.push_str(&esc[..12]);
+                    rest = &esc[12..];
+                }
+                0xD800..=0xDFFF => {
+                    out.push_str("\\uFFFD");
+                    rest = &esc[6..];
+                }
+                _ => {
+                    out.push_str(&esc[..6]);
+                    rest = &esc[6..];
+                }
+            }
+        } else {
+            // Any other escape: the backslash and the character it escapes.
+            let len = 1 + esc[1..].chars().next().map_or(0, char::len_utf8);
+            out.push_str(&esc[..len]);
+            rest = &esc[len..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// One JSON object's top-level entries, in order, values left raw.
 struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
 
@@ -63,12 +102,35 @@ pub(super) fn scan_json(
     if value::trim(line).is_empty() {
         return issues;
     }
-    let Ok(Entries(entries)) = serde_json::from_slice::<Entries<'_>>(line) else {
-        issues.bad_json = true;
-        return issues;
-    };
     let katib = semantics == Semantics::Katib;
-    let time: Option<Cow<'_, str>> = match entries.iter().find(|(k, _)| k == "timestamp").map(|(_, v)| json_value(v)) {
+    let repaired;
+    let entries = match serde_json::from_slice::<Entries<'_>>(line) {
+        Ok(Entries(entries)) => entries,
+        // Go's decoder takes invalid UTF-8 and lone surrogates (as U+FFFD); serde_json refuses the line.
+        Err(_) if katib => {
+            repaired = go_json_text(line);
+            match serde_json::from_str::<Entries<'_>>(&repaired) {
+                Ok(Entries(entries)) => entries,
+                Err(_) => {
+                    issues.bad_json = true;
+                    return issues;
+                }
+            }
+        }
+        Err(_) => {
+            issues.bad_json = true;
+            return issues;
+        }
+    };
+    // Go decodes into a map: of a key given twice, the last value is the one Katib sees.
+    let lookup = |key: &[u8]| {
+        if katib {
+            entries.iter().rfind(|(k, _)| k.as_bytes() == key)
+        } else {
+            entries.iter().find(|(k, _)| k.as_bytes() == key)
+        }
+    };
+    let time: Option<Cow<'_, str>> = match lookup(b"timestamp").map(|(_, v)| json_value(v)) {
         Some(JsonValue::Str(s)) if value::is_rfc3339(s.as_bytes()) => Some(s),
         Some(JsonValue::Number(n)) => {
             n.parse::<f64>().ok().and_then(|v| value::epoch_to_rfc3339(v, katib)).map(Cow::Owned)
@@ -108,7 +170,7 @@ pub(super) fn scan_json(
         // Katib: for each metric name in order, that key's value.
         (Some(names), true) => {
             for name in &names.list {
-                if let Some((k, v)) = entries.iter().find(|(k, _)| k.as_bytes() == &name[..]) {
+                if let Some((k, v)) = lookup(name) {
                     one(k, v);
                 }
             }

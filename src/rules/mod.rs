@@ -127,8 +127,22 @@ struct RegexRule {
     name: NameFrom,
     value: usize,
     step: Option<usize>,
-    /// Trim name and value (Katib trims both).
-    trim: bool,
+    /// How name and value are trimmed.
+    trim: Trim,
+    /// Katib's reading of matches: Go's find-all iteration, a group that did not take part is an empty string,
+    /// and a filter with fewer than two groups yields nothing (`len(kevList) < 3 → continue`).
+    katib: bool,
+}
+
+/// How a rule trims the name and value it captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trim {
+    /// As captured (the presets' groups take no spaces).
+    None,
+    /// RE2's `\s` set off both ends (native filters).
+    Re2Space,
+    /// Go's `strings.TrimSpace`: Unicode white space (Katib's filters).
+    GoSpace,
 }
 
 /// A regex rule's reusable capture slots: for its pairs regex and its context regex.
@@ -222,10 +236,13 @@ impl Rules {
                         .collect::<Result<_, _>>()?
                 };
                 for f in filters {
-                    let re = compile(&go_regex(&f))
-                        .map_err(|message| RuleError::FilterRegex { pattern: f.clone(), message })?;
+                    let invalid = |message| RuleError::FilterRegex { pattern: f.clone(), message };
+                    let re = compile(&go_regex(&f).map_err(invalid)?).map_err(invalid)?;
                     if re.captures_len() < 3 {
-                        return Err(RuleError::FilterGroups { pattern: f });
+                        tracing::warn!(
+                            filter = %f,
+                            "filter has fewer than two groups (name, value): Katib skips its matches, and so does trialtail"
+                        );
                     }
                     text.push(TextRule::Regex(Box::new(RegexRule {
                         context: None,
@@ -234,7 +251,8 @@ impl Rules {
                         name: NameFrom::Group(1),
                         value: 2,
                         step: None,
-                        trim: true,
+                        trim: Trim::GoSpace,
+                        katib: true,
                     })));
                 }
             }
@@ -248,7 +266,8 @@ impl Rules {
         let names = if names.is_empty() {
             None
         } else {
-            if let Some(list) = names.iter().find(|n| n.is_empty()) {
+            // Katib takes its names as written, an empty one included (it makes every line a metric line).
+            if let Some(list) = names.iter().find(|n| n.is_empty()).filter(|_| semantics == Semantics::Native) {
                 return Err(RuleError::EmptyName { list: list.clone() });
             }
             let list: Vec<Box<[u8]>> = names.iter().map(|n| n.as_bytes().into()).collect();
@@ -300,9 +319,15 @@ impl Rules {
     /// A text line; `dirty`: it holds `\r`, ESC or backspace (native semantics clean it first). Only the rules
     /// whose bit is set in `active` run on a clean line (the block scan knows which rules can match it).
     fn scan_text(&mut self, line: &[u8], dirty: bool, active: u64, emit: &mut impl FnMut(Match<'_>)) {
-        let Rules { text, slots, names, clean, .. } = self;
+        let Rules { text, slots, names, clean, semantics, .. } = self;
         let names = names.as_ref();
-        if dirty {
+        if *semantics == Semantics::Katib {
+            // Go matches a string: bytes that are not UTF-8 read as U+FFFD, one each.
+            if names.is_none_or(|n| n.prefilter.is_match(line)) {
+                let seg = value::go_lossy(line);
+                scan_segment(seg.as_bytes(), line, text, slots, names, active, emit);
+            }
+        } else if dirty {
             clean_terminal(line, clean);
             for segment in clean.split(|&b| b == b'\r') {
                 if !segment.is_empty() && names.is_none_or(|n| n.prefilter.is_match(segment)) {
@@ -334,7 +359,8 @@ fn native_rule(spec: &RuleSpec) -> Result<TextRule, RuleError> {
                 name: NameFrom::Group(name),
                 value,
                 step,
-                trim: true,
+                trim: Trim::Re2Space,
+                katib: false,
             }))
         }
         RuleSpec::Metric { name, regex } => {
@@ -356,7 +382,8 @@ fn native_rule(spec: &RuleSpec) -> Result<TextRule, RuleError> {
                 name: NameFrom::Fixed(name.as_bytes().into()),
                 value,
                 step,
-                trim: true,
+                trim: Trim::Re2Space,
+                katib: false,
             }))
         }
     })
@@ -410,6 +437,9 @@ fn scan_regex(
     context_locs: Option<&mut CaptureLocations>,
     out: &mut impl FnMut(&[u8], &[u8], Option<u64>, bool),
 ) {
+    if r.katib {
+        return scan_katib(seg, r, locs, out);
+    }
     let mut at = 0;
     let mut line_step = None;
     if let (Some(context), Some(cl)) = (&r.context, context_locs) {
@@ -430,12 +460,49 @@ fn scan_regex(
         };
         let Some(raw) = span(seg, locs, r.value) else { continue };
         let step = r.step.and_then(|g| span(seg, locs, g)).and_then(value::parse_step).or(line_step);
-        if r.trim {
-            out(value::trim(name), value::trim(raw), step, false);
-        } else {
-            out(name, raw, step, false);
+        match r.trim {
+            Trim::Re2Space => out(value::trim(name), value::trim(raw), step, false),
+            _ => out(name, raw, step, false),
         }
     }
+}
+
+/// A Katib filter over one line as Go's `FindAllStringSubmatch` walks it (`$GOROOT/src/regexp/regexp.go`,
+/// `allMatches`): an empty match right where the previous match ended is not reported, and after an empty match
+/// the search moves on by one character. Groups that did not take part are empty strings; a filter with fewer
+/// than two groups reports nothing; name and value are trimmed with Go's `strings.TrimSpace`.
+fn scan_katib(
+    seg: &[u8],
+    r: &RegexRule,
+    locs: &mut CaptureLocations,
+    out: &mut impl FnMut(&[u8], &[u8], Option<u64>, bool),
+) {
+    if r.re.captures_len() < 3 {
+        return;
+    }
+    let (mut pos, mut prev_end) = (0, None);
+    while pos <= seg.len() {
+        let Some(m) = r.re.captures_read_at(locs, seg, pos) else { break };
+        let empty_here = m.end() == pos;
+        let accept = !(empty_here && prev_end == Some(m.start()));
+        pos = if empty_here { pos + char_len(&seg[pos..]) } else { m.end() };
+        prev_end = Some(m.end());
+        if accept {
+            let group = |g| span(seg, locs, g).unwrap_or_default();
+            out(value::go_trim_space(group(1)), value::go_trim_space(group(2)), None, false);
+        }
+    }
+}
+
+/// The length of the character at the start of `s` (1 for a byte that starts none, and at the end).
+fn char_len(s: &[u8]) -> usize {
+    match s.first() {
+        Some(b) if *b >= 0xF0 => 4,
+        Some(b) if *b >= 0xE0 => 3,
+        Some(b) if *b >= 0xC0 => 2,
+        _ => 1,
+    }
+    .min(s.len().max(1))
 }
 
 #[cfg(test)]
@@ -579,8 +646,10 @@ mod tests {
         assert!(err(RuleSpec::Filter("(".into())).starts_with("--filter \"(\": invalid regex"));
         assert!(err(RuleSpec::Filter("(a)".into())).contains("at least two groups"));
         assert!(err(RuleSpec::Metric { name: "x".into(), regex: "(a)(b)".into() }).contains("exactly one group"));
-        let katib = Rules::new(&[RuleSpec::Filter("(a)".into())], &["a".into()], Semantics::Katib, LineFormat::Text);
-        assert!(katib.unwrap_err().to_string().contains("at least two groups"));
+        // Katib skips the matches of a filter with fewer than two groups; it is no start-up error there.
+        let mut katib =
+            Rules::new(&[RuleSpec::Filter("(a)".into())], &["a".into()], Semantics::Katib, LineFormat::Text).unwrap();
+        assert!(scan_all(&mut katib, "a=1").is_empty());
         let katib = Rules::new(&[], &[], Semantics::Katib, LineFormat::Text);
         assert!(katib.unwrap_err().to_string().contains("needs --metrics"));
     }

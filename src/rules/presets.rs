@@ -4,7 +4,7 @@
 
 use memchr::memmem;
 
-use super::{NameFrom, RegexRule, TextRule, compile, group};
+use super::{NameFrom, RegexRule, TextRule, Trim, compile, group};
 use crate::value::{self, is_go_space, is_word, scan_number};
 
 /// The value grammar of the native presets, as a regex (the same grammar as [`value::scan_number`]).
@@ -88,7 +88,16 @@ fn preset_regex(context: Option<&str>, pairs: &str, fixed: Option<&str>) -> Text
     };
     let value = group(&re, "value").expect("preset has a value group");
     let step = group(&re, "step");
-    TextRule::Regex(Box::new(RegexRule { context, context_step, re, name, value, step, trim: false }))
+    TextRule::Regex(Box::new(RegexRule {
+        context,
+        context_step,
+        re,
+        name,
+        value,
+        step,
+        trim: Trim::None,
+        katib: false,
+    }))
 }
 
 pub(super) fn preset_rule(p: Preset) -> TextRule {

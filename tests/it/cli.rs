@@ -31,7 +31,7 @@ fn bad_input_exits_2_with_one_line_naming_the_flag_or_path() {
     let cases: &[(&[&str], &str)] = &[
         (&["run", "--filter", "(", log], "--filter \"(\": invalid regex"),
         (&["run", "--filter", "(a)", log], "--filter \"(a)\": needs"),
-        (&["run", "--katib-semantics", "-m", "loss", "--filter", "(a)", log], "at least two groups"),
+        (&["run", "--katib-semantics", "-m", "loss", "--filter", r"(a)\8(b)", log], "invalid escape \\8"),
         (&["run", "--metric", "=x", log], "--metric \"=x\""),
         (&["run", "--max-line-bytes", "12x", log], "--max-line-bytes \"12x\""),
         (&["run", "--max-metrics", "0", log], "--max-metrics 0"),
