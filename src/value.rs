@@ -228,7 +228,8 @@ pub fn is_rfc3339(s: &[u8]) -> bool {
     else {
         return false;
     };
-    let date = jiff::civil::Date::new(year as i16, month as i8, day as i8).is_ok();
+    // Go refuses year 0 here (its layout year is 1 to 9999).
+    let date = year > 0 && jiff::civil::Date::new(year as i16, month as i8, day as i8).is_ok();
     if !date || hour > 23 || min > 59 || sec > 59 {
         return false;
     }
@@ -246,12 +247,14 @@ pub fn is_rfc3339(s: &[u8]) -> bool {
 }
 
 /// Formats Unix time (`secs` plus `nanos`, normalised as Go's `time.Unix` does) as Go's `time.RFC3339Nano` in UTC:
-/// trailing zeros of the fraction dropped, no fraction when it is zero. `None` past jiff's range (years
-/// -9999 to 9999).
+/// trailing zeros of the fraction dropped, no fraction when it is zero. `None` outside years 0001 to 9999 (Go
+/// prints those, and Katib's DB manager refuses them).
 pub fn format_unix_rfc3339(secs: i64, nanos: i64) -> Option<String> {
     let secs = secs.checked_add(nanos.div_euclid(1_000_000_000))?;
-    let nanos = nanos.rem_euclid(1_000_000_000) as i32;
-    jiff::Timestamp::new(secs, nanos).ok().map(|t| t.to_string())
+    let nanos = nanos.rem_euclid(1_000_000_000);
+    let epoch = jiff::civil::date(1970, 1, 1).at(0, 0, 0, 0);
+    let t = epoch.checked_add(jiff::SignedDuration::new(secs, nanos as i32)).ok()?;
+    (t.year() >= 1).then(|| format!("{t}Z"))
 }
 
 /// Unix seconds of a timestamp [`is_rfc3339`] accepts (`2024-05-01T12:00:00.5Z`, `…+02:00`), `None` otherwise.
@@ -349,7 +352,6 @@ mod tests {
             "2024-03-04T17:55:08+24:00",
             "2024-03-04T17:55:08-23:60",
             "2024-03-04T17:55:08,5Z",
-            "0000-02-29T00:00:00Z",
         ] {
             assert!(is_rfc3339(ok.as_bytes()), "{ok}");
         }
@@ -368,6 +370,7 @@ mod tests {
             "2024-05-01T12:5:00Z",
             "2024-05-01T012:00:00Z",
             "2024-5-01T12:00:00Z",
+            "0000-02-29T00:00:00Z",
             "I0000",
         ] {
             assert!(!is_rfc3339(bad.as_bytes()), "{bad}");
@@ -390,6 +393,9 @@ mod tests {
         assert_eq!(epoch_to_rfc3339(0.0, false).unwrap(), "1970-01-01T00:00:00Z");
         assert_eq!(format_unix_rfc3339(951_782_400, 0).unwrap(), "2000-02-29T00:00:00Z");
         assert_eq!(format_unix_rfc3339(-1, 0).unwrap(), "1969-12-31T23:59:59Z");
+        assert_eq!(format_unix_rfc3339(253_402_300_799, 5).unwrap(), "9999-12-31T23:59:59.000000005Z");
+        assert_eq!(format_unix_rfc3339(1_638_422_847, 280_000_000).unwrap(), "2021-12-02T05:27:27.28Z");
+        assert_eq!(format_unix_rfc3339(253_402_300_800, 0), None, "year 10000");
         assert!(epoch_to_rfc3339(f64::NAN, true).is_none());
         // Katib reads sign and integer part, then the fraction's digits as positive nanoseconds.
         assert_eq!(epoch_to_rfc3339(-1.5, true).unwrap(), "1969-12-31T23:59:59.000000005Z");

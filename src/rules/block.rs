@@ -134,6 +134,9 @@ pub(super) fn block_finders(
         finders.push(match rule {
             TextRule::Pairs => Finder::Byte(b'='),
             TextRule::AtStep(_) => Finder::Literal(Box::new(memmem::Finder::new(b" at step "))),
+            // Katib looks at every line that holds a metric name (the filters then run on the line as Go
+            // decodes it, which a regex over the raw block would not see).
+            TextRule::Regex(r) if r.katib => Finder::Names,
             TextRule::Regex(r) => {
                 let pattern = r.context.as_ref().unwrap_or(&r.re).as_str();
                 // Multi-line mode makes `^`/`$` line anchors in the block; anchors to the haystack's ends, or

@@ -83,7 +83,9 @@ fn json_value(raw: &RawValue) -> JsonValue<'_> {
     match text.as_bytes().first() {
         Some(b'"') => match serde_json::from_str::<Cow<'_, str>>(text) {
             Ok(s) => JsonValue::Str(s),
-            Err(_) => JsonValue::Other,
+            // serde_json refuses a lone surrogate escape where Go decodes it as U+FFFD.
+            Err(_) => serde_json::from_str::<String>(&go_json_text(text.as_bytes()))
+                .map_or(JsonValue::Other, |s| JsonValue::Str(Cow::Owned(s))),
         },
         Some(b'-' | b'0'..=b'9') => JsonValue::Number(text),
         _ => JsonValue::Other,

@@ -11,6 +11,8 @@ mod cli;
 mod dropin;
 mod golden;
 mod katib;
+mod katib_db;
+mod katib_oracle;
 mod live;
 mod manifests;
 mod plot;

@@ -2,6 +2,7 @@
 //! when `CI` is set, and skip it with a message otherwise), free loopback ports, a tiny HTTP/1.0 client, polling
 //! with generous deadlines, and child processes that are killed when a test ends, passing or not.
 
+pub mod katib;
 pub mod kube_fake;
 
 use std::io::{Read, Write};
