@@ -43,12 +43,24 @@ pub enum KatibDbError {
     Deadline { call: &'static str, address: String, deadline: Duration, attempts: u32, last: String },
 }
 
-/// The rows as Katib's messages; an empty time becomes Katib's zero time (the DB would skip the row).
+/// The longest metric name Katib's DB stores: `metric_name VARCHAR(255)` (`pkg/db/v1beta1/mysql/init.go`,
+/// `pkg/db/v1beta1/postgres/init.go`); a longer one makes the DB refuse the whole call.
+pub const MAX_NAME_CHARS: usize = 255;
+
+/// Whether Katib's DB can store `row` at all (its name fits the column).
+pub fn storable(row: &Row<'_>) -> bool {
+    row.name.chars().count() <= MAX_NAME_CHARS
+}
+
+/// The rows as Katib's messages; an empty time becomes Katib's zero time (the DB would skip the row), and a NUL
+/// character, which PostgreSQL's text cannot hold ("invalid byte sequence for encoding UTF8: 0x00", the whole
+/// call refused), becomes U+FFFD.
 pub fn metric_logs(rows: &[Row<'_>]) -> Vec<MetricLog> {
+    let text = |s: &str| if s.contains('\0') { s.replace('\0', "\u{FFFD}") } else { s.to_string() };
     rows.iter()
         .map(|r| MetricLog {
             time_stamp: if r.time.is_empty() { ZERO_TIME.to_string() } else { r.time.to_string() },
-            metric: Some(Metric { name: r.name.to_string(), value: r.value.to_string() }),
+            metric: Some(Metric { name: text(r.name), value: text(r.value) }),
         })
         .collect()
 }
@@ -124,6 +136,16 @@ pub async fn report(
     sinks: &SinkStats,
 ) -> Result<(), KatibDbError> {
     let endpoint = endpoint(address)?;
+    let kept: Vec<Row<'_>>;
+    let rows = if rows.iter().all(storable) {
+        rows
+    } else {
+        kept = rows.iter().copied().filter(storable).collect();
+        let dropped = rows.len() - kept.len();
+        tracing::warn!(dropped, "rows whose metric name is longer than Katib's DB stores (255 characters): not sent");
+        sinks.error(SINK, "name_too_long");
+        &kept
+    };
     let chunks = rows.len().div_ceil(CHUNK_ROWS).max(1);
     let mut retry = Retry::new("ReportObservationLog", address, deadline, sinks);
     sinks.register(SINK);

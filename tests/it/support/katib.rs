@@ -77,8 +77,9 @@ impl Rig {
         Some(Rig { addr: env["KATIB_DB_MANAGER_ADDR"].clone(), dir: env["KATIB_RIG_DIR"].clone().into(), bins })
     }
 
-    /// Reports `rows` for `trial` with Katib's own client, in chunks of `chunk` rows.
-    pub fn report_as_katib(&self, trial: &str, rows: &[Row], chunk: usize) {
+    /// Reports `rows` for `trial` with Katib's own client, in chunks of `chunk` rows; `Err` with the DB manager's
+    /// refusal.
+    pub fn report_as_katib(&self, trial: &str, rows: &[Row], chunk: usize) -> Result<(), String> {
         let lines: String = rows.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect();
         let mut child = Command::new(&self.bins.dbclient)
             .args(["-addr", &self.addr, "report", "-trial", trial, "-chunk", &chunk.to_string()])
@@ -89,7 +90,7 @@ impl Rig {
             .expect("spawn dbclient");
         child.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "dbclient report: {}", String::from_utf8_lossy(&out.stderr));
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
     }
 
     /// Every row stored for `trial` and `metric`, with Katib's own client (`GetObservationLog`).
@@ -195,6 +196,9 @@ pub fn oracle(oracle: &Path, cases: &[Case]) -> Vec<Answer> {
     writer.join().unwrap().expect("feed the oracle");
     assert!(child.wait().unwrap().success(), "the oracle failed");
     assert_eq!(answers.len(), cases.len(), "one answer per case");
+    for (case, answer) in cases.iter().zip(&answers) {
+        assert_eq!(answer.id.as_str(), Some(case.id.as_str()), "answers in the order of the cases");
+    }
     answers
 }
 
