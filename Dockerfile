@@ -1,11 +1,15 @@
 # syntax=docker/dockerfile:1
 #
-# trialtail's image: one static binary at /trialtail and nothing else (no shell, no package manager).
+# trialtail's images: one static binary at /trialtail and nothing else (no shell, no package manager).
 #
-#   docker build -t ghcr.io/trialtail/trialtail:0.1.0 .
+#   docker build -t ghcr.io/trialtail/trialtail:0.1.0 .                                   # user 65532
+#   docker build --target dropin -t ghcr.io/trialtail/trialtail:0.1.0-dropin .            # root
 #
-# The ENTRYPOINT is the binary, so the same image serves as the webhook (`webhook …`), as the injected sidecar
-# (`run --source pod-log …`) and as Katib's drop-in metrics collector, to which Katib passes only its arguments.
+# The ENTRYPOINT is the binary, so the default image serves as the webhook (`webhook …`) and as the injected
+# sidecar (`run --source pod-log …`), non-root. The `dropin` target is the same binary running as root, for Katib's
+# metrics collector (kinds StdOut and File, to which Katib passes only its arguments): like Katib's own collector
+# image, it must be able to SIGTERM the training process on an early stop, which runs as whatever user the
+# training image chose (a process may signal only its own user's processes unless it is root).
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
@@ -20,7 +24,14 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && cargo build --release --locked --bin trialtail --target "$target" \
     && cp "target/$target/release/trialtail" /trialtail
 
-# CA roots, /etc/passwd with `nonroot` (65532), nothing else.
+# Katib's drop-in collector: root, as Katib's own file-metrics-collector image runs.
+FROM gcr.io/distroless/static-debian12 AS dropin
+COPY --from=build /trialtail /trialtail
+USER 0:0
+EXPOSE 9478
+ENTRYPOINT ["/trialtail"]
+
+# The default: CA roots, /etc/passwd with `nonroot` (65532), nothing else.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /trialtail /trialtail
 USER 65532:65532

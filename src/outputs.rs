@@ -300,6 +300,15 @@ impl ObservationSink for Outputs {
             report.observe(obs);
         }
     }
+
+    fn restarted(&mut self) {
+        if let Some(stdout) = &mut self.stdout {
+            stdout.restarted();
+        }
+        if let Some((report, _)) = &mut self.katib {
+            report.restarted();
+        }
+    }
 }
 
 impl LiveSink for Outputs {

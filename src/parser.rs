@@ -40,6 +40,10 @@ pub struct Observation<'a> {
 pub trait ObservationSink {
     /// Called once per observation, after the aggregator was updated.
     fn observe(&mut self, obs: &Observation<'_>);
+
+    /// The stream started over: its file was truncated or replaced, so what it held before is no longer in it.
+    /// Sinks that report a file's content (Katib's report: Katib reads the file once, at the end) forget it.
+    fn restarted(&mut self) {}
 }
 
 /// A sink that ignores observations (the aggregate is all that is wanted).
@@ -51,6 +55,11 @@ impl<A: ObservationSink, B: ObservationSink> ObservationSink for (A, B) {
     fn observe(&mut self, obs: &Observation<'_>) {
         self.0.observe(obs);
         self.1.observe(obs);
+    }
+
+    fn restarted(&mut self) {
+        self.0.restarted();
+        self.1.restarted();
     }
 }
 

@@ -1,11 +1,22 @@
-//! Katib's early-stopping rules (CONTRACT §6), pure: observations in, "stop now" out.
+//! Katib's early-stopping rules, pure: observations in, "stop now" out.
 //!
-//! A rule is `name;value;comparison;startStep` with comparison `equal`, `less` or `greater`. For the objective the
-//! compared value is the best so far (max when maximizing, min when minimizing; the latest when `-o-type` is
-//! unknown). A metric with a rule whose startStep is not 0 is checked only on exactly its startStep-th value (one
-//! counter per metric, shared by its rules, as in Katib); with startStep 0 on every value. A rule that fires is
-//! removed; the trial is stopped when every rule has fired. A value that does not parse as a number is skipped
-//! with a warning (Katib's collector kills itself there). The actions taken on a stop live in [`crate::modes::dropin`].
+//! What Katib's file collector does while the training runs (`cmd/metricscollector/v1beta1/file-metricscollector/
+//! main.go`, `watchMetricsFile`, `updateStopRules`, `deleteStopRule`), reproduced step for step:
+//! - a rule is `name;value;comparison;startStep` with comparison `equal`, `less` or `greater`;
+//! - each value of a metric is checked against the rules on that metric, walking the rule list as Go's `range`
+//!   walks a slice that a fired rule shrinks in place (the last rule moves into the fired one's place, so it is
+//!   not checked again for this value; two rules on one metric may fire on one value or on two);
+//! - each rule evaluation first moves the objective's best value (the first value; then a greater one when
+//!   maximizing, a smaller one when minimizing – NaN, once the best, stays the best) and compares the best, not
+//!   the value, for rules on the objective;
+//! - a metric with a non-zero startStep (the last such rule's, per metric) counts down once per rule evaluation and
+//!   is compared only when its counter reaches exactly zero;
+//! - the trial is stopped when every rule has fired.
+//!
+//! Deliberately different: a value that is not a number is skipped with a warning, where Katib's collector exits
+//! (`klog.Fatalf`, the trial fails) – also for matches of other names on a line that holds a rule's metric; and a
+//! rule that does not parse is refused at start-up (exit 2). The actions taken on a stop live in
+//! [`crate::modes::dropin`].
 
 use std::collections::HashMap;
 
@@ -67,11 +78,12 @@ pub fn parse_rule(s: &str) -> Result<StopRule, StopRuleError> {
 /// The rules' state over a run.
 #[derive(Debug, Clone)]
 pub struct EarlyStop {
+    /// The rules not fired yet, in Katib's slice order.
     pending: Vec<StopRule>,
     objective: String,
     objective_type: Option<ObjectiveType>,
     best: Option<f64>,
-    /// Values still to see before the one that is checked, per metric with a non-zero startStep.
+    /// Per metric with a non-zero startStep: evaluations still to come before the one that compares.
     countdown: HashMap<String, i64>,
     fired: bool,
     skipped: u64,
@@ -109,11 +121,7 @@ impl EarlyStop {
 
     /// One reported value; returns whether the trial must stop now (true once, when the last rule fires).
     pub fn observe(&mut self, name: &str, raw: &str) -> bool {
-        // No rules (or none left on this metric, objective aside): nothing to decide.
-        if self.fired
-            || self.pending.is_empty()
-            || !self.pending.iter().any(|r| r.name == name) && name != self.objective
-        {
+        if self.fired || !self.pending.iter().any(|r| r.name == name) {
             return false;
         }
         let Ok(value) = raw.trim().parse::<f64>() else {
@@ -123,37 +131,47 @@ impl EarlyStop {
             self.skipped += 1;
             return false;
         };
+        // Go's `for idx, rule := range stopRules` over the slice as it was, while fired rules are removed from
+        // it in place: the backing array keeps its length, emptied slots at its end.
+        let mut slots: Vec<Option<StopRule>> = self.pending.drain(..).map(Some).collect();
+        let mut len = slots.len();
+        for idx in 0..slots.len() {
+            let Some(rule) = slots[idx].clone().filter(|r| r.name == name) else { continue };
+            if self.evaluate(&rule, value) {
+                slots[idx] = slots[len - 1].clone();
+                slots[len - 1] = None;
+                len -= 1;
+            }
+        }
+        self.pending = slots.into_iter().take(len).flatten().collect();
+        self.fired = self.pending.is_empty();
+        self.fired
+    }
+
+    /// One evaluation of `rule` with `value` (Katib's `updateStopRules`); whether the rule fires.
+    fn evaluate(&mut self, rule: &StopRule, value: f64) -> bool {
         let mut current = value;
-        if name == self.objective {
+        if rule.name == self.objective {
             let best = match (self.best, self.objective_type) {
-                (Some(b), Some(ObjectiveType::Maximize)) => b.max(value),
-                (Some(b), Some(ObjectiveType::Minimize)) => b.min(value),
-                _ => value,
+                (None, _) => value,
+                (Some(b), Some(ObjectiveType::Maximize)) if value > b => value,
+                (Some(b), Some(ObjectiveType::Minimize)) if value < b => value,
+                (Some(b), _) => b,
             };
             self.best = Some(best);
             current = best;
         }
-        if let Some(left) = self.countdown.get_mut(name) {
+        if let Some(left) = self.countdown.get_mut(&rule.name) {
             *left -= 1;
             if *left != 0 {
                 return false;
             }
         }
-        self.pending.retain(|r| {
-            if r.name != name {
-                return true;
-            }
-            let hit = match r.comparison {
-                Comparison::Equal => current == r.value,
-                Comparison::Less => current < r.value,
-                Comparison::Greater => current > r.value,
-            };
-            !hit
-        });
-        if self.pending.is_empty() {
-            self.fired = true;
+        match rule.comparison {
+            Comparison::Equal => current == rule.value,
+            Comparison::Less => current < rule.value,
+            Comparison::Greater => current > rule.value,
         }
-        self.fired
     }
 }
 
@@ -242,6 +260,44 @@ mod tests {
         let mut es = EarlyStop::new(Vec::new(), "loss", Some(ObjectiveType::Minimize));
         assert!(!es.observe("loss", "0.5"));
         assert!(!es.fired());
+    }
+
+    #[test]
+    fn two_rules_on_one_metric_are_walked_as_katibs_shrinking_slice() {
+        // [A, B] on loss, both hold for 2: A fires, B moves into A's slot and is not checked again for this value,
+        // the emptied slot is skipped: B fires on the next value.
+        let mut es = EarlyStop::new(rules(&["loss;1;greater;0", "loss;5;less;0"]), "acc", None);
+        assert!(!es.observe("loss", "2"));
+        assert!(es.observe("loss", "2"));
+        // [A, X, B]: A fires, B moves to slot 0 (passed), X is checked, the emptied slot skipped.
+        let mut es = EarlyStop::new(rules(&["loss;1;greater;0", "x;0;less;0", "loss;5;less;0"]), "acc", None);
+        assert!(!es.observe("loss", "2"));
+        assert!(!es.observe("x", "-1"), "B is still pending");
+        assert!(es.observe("loss", "2"));
+        // [X, A, B], both hold: A fires at slot 1, B moves there, slot 2 is empty: B waits for the next value.
+        let mut es = EarlyStop::new(rules(&["x;0;less;0", "loss;1;greater;0", "loss;5;less;0"]), "acc", None);
+        assert!(!es.observe("loss", "2"));
+        assert!(!es.observe("x", "-1"));
+        assert!(es.observe("loss", "2"));
+    }
+
+    #[test]
+    fn the_start_step_counter_counts_rule_evaluations() {
+        // Two rules with startStep 2 on loss: the shared counter reaches 0 at the first value's second evaluation.
+        let mut es = EarlyStop::new(rules(&["loss;1;greater;2", "loss;100;less;2"]), "acc", None);
+        assert!(!es.observe("loss", "50"), "rule 1 counts 2 → 1; rule 2 counts 1 → 0 and fires");
+        assert!(!es.observe("loss", "50"), "the counter is below zero: rule 1 is never compared again");
+        assert_eq!(es.pending.len(), 1);
+    }
+
+    #[test]
+    fn the_objectives_best_is_the_first_value_without_an_objective_type_and_nan_sticks() {
+        let mut es = EarlyStop::new(rules(&["acc;0.5;less;0"]), "acc", None);
+        assert!(!es.observe("acc", "0.9"));
+        assert!(!es.observe("acc", "0.1"), "without -o-type the best stays the first value");
+        let mut es = EarlyStop::new(rules(&["acc;0.5;less;0"]), "acc", Some(ObjectiveType::Maximize));
+        assert!(!es.observe("acc", "nan"));
+        assert!(!es.observe("acc", "0.1"), "NaN, once the best, is never replaced (no comparison holds)");
     }
 
     #[test]

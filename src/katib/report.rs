@@ -89,6 +89,14 @@ impl KatibReport {
 }
 
 impl ObservationSink for KatibReport {
+    /// Katib reads the metrics file once, when training ended: rows of a content that was truncated away or
+    /// replaced are not in its report (`CollectObservationLog` reads the path whole).
+    fn restarted(&mut self) {
+        self.arena.clear();
+        self.rows.clear();
+        self.has_objective = false;
+    }
+
     fn observe(&mut self, o: &Observation<'_>) {
         let name = String::from_utf8_lossy(o.name);
         let value = String::from_utf8_lossy(o.raw);

@@ -61,6 +61,11 @@ pub enum DropInError {
     Tail(#[from] TailError),
     #[error("training failed: {marker} {found}; reporting nothing (as Katib does)")]
     TrainingFailed { marker: PathBuf, found: String },
+    #[error(
+        "the metrics file {0} never appeared: the training wrote no metrics there; reporting nothing (Katib's \
+         collector fails the same way, opening the file to report it)"
+    )]
+    NoMetricsFile(PathBuf),
     #[error("training still running after -timeout {0:?}; reporting nothing (as Katib does)")]
     Timeout(Duration),
     #[error("cannot write the early-stopped marker {path}")]
@@ -190,6 +195,12 @@ async fn run_async(a: KatibArgs, rules: Rules, stop_rules: Vec<StopRule>) -> Res
     if let Ending::EarlyStopped = ending {
         stop_training(&a, &waiter)?;
     }
+    // Katib reads `-path` to report it (`CollectObservationLog`: `os.Open`); without a file it exits 255.
+    if tailer.stats().opens == 0 && !a.path.exists() {
+        let e = DropInError::NoMetricsFile(a.path.clone());
+        tracing::error!("{e}");
+        return Err(e);
+    }
     // What the training wrote before it ended is read before the report.
     while let Step::More(_) = tailer.step(&mut parser, &mut sink, STEP_BUDGET)? {}
     tailer.finish(&mut parser, &mut sink);
@@ -226,8 +237,16 @@ fn stop_training(a: &KatibArgs, waiter: &Waiter) -> Result<(), DropInError> {
     }
     for child in children {
         let Some(pid) = i32::try_from(child).ok().and_then(rustix::process::Pid::from_raw) else { continue };
-        if let Err(e) = rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
-            tracing::warn!(pid = child, error = %e, "cannot SIGTERM the training process");
+        match rustix::process::kill_process(pid, rustix::process::Signal::TERM) {
+            Ok(()) => {}
+            // Katib's collector runs as root; one that runs as another user cannot signal a root training.
+            Err(rustix::io::Errno::PERM) => tracing::error!(
+                "cannot stop the training process {child}: it runs as another user than trialtail (uid {}); \
+                 the trial is reported early-stopped but trains to its end – run the drop-in image, which runs as \
+                 root like Katib's own collector (manifests/katib/)",
+                rustix::process::getuid().as_raw()
+            ),
+            Err(e) => tracing::error!(pid = child, error = %e, "cannot stop the training process"),
         }
     }
     Ok(())

@@ -153,6 +153,12 @@ impl ObservationSink for StdoutSink {
             StdoutSink::Table { sparks, .. } => sparks.observe(obs),
         }
     }
+
+    fn restarted(&mut self) {
+        if let StdoutSink::Report(report, ..) = self {
+            report.restarted();
+        }
+    }
 }
 
 impl LiveSink for StdoutSink {

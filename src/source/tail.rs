@@ -267,6 +267,7 @@ impl Tailer {
             if open.seen.offset > 0 {
                 match look(&self.path, open) {
                     Ok(now) if classify(&open.seen, &now) == Change::Truncated => {
+                        sink.restarted();
                         if !self.restart() {
                             continue;
                         }
@@ -326,6 +327,7 @@ impl Tailer {
                     return Ok(Step::Eof(total));
                 }
                 Change::Truncated => {
+                    sink.restarted();
                     self.restart();
                 }
                 Change::Gone => {
@@ -340,6 +342,7 @@ impl Tailer {
                     self.stats.rotations += 1;
                     tracing::info!(path = %self.path.display(), "log rotated; opening the new file");
                     self.lines.finish_into(&mut c.lines(sink));
+                    sink.restarted();
                     self.open = None;
                 }
             }

@@ -568,6 +568,128 @@ fn end_to_end_early_stopping_kills_the_training_reports_and_sets_the_trial_statu
 }
 
 #[test]
+fn a_metrics_file_rewritten_in_place_is_reported_as_katib_reads_it_at_the_end() {
+    let t = tempfile::tempdir().unwrap();
+    let katib = Katib::default();
+    let addr = free_addr();
+    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    let log = t.path().join("metrics.log");
+    // Writes two epochs, then truncates the file and writes the third (as a training that rewrites its metrics
+    // file each epoch does); `mv` over it replaces the file.
+    let script = format!(
+        "printf 'accuracy=1\\naccuracy=2\\n' > {log}; sleep 0.6; printf 'accuracy=3\\n' > {log}; sleep 0.6; \
+         printf 'accuracy=4\\n' > {log}.new; mv {log}.new {log}; sleep 0.6; echo completed > {dir}/$$.pid",
+        log = log.display(),
+        dir = t.path().display()
+    );
+    let mut shell = Command::new("sh").arg("-c").arg(script).spawn().unwrap();
+    let pid = shell.id().to_string();
+    std::thread::spawn(move || shell.wait());
+    let (db, path) = (addr.to_string(), log.display().to_string());
+    let out = crate::trialtail(&webhook_args(&db, &path, &pid, &["-p", "50ms"]), None);
+    assert_eq!(out.status.code(), Some(0), "{}", crate::stderr(&out));
+    let echoed = crate::stdout(&out);
+    assert!(echoed.contains("accuracy=1\naccuracy=2\naccuracy=3\naccuracy=4\n"), "echoed live: {echoed}");
+    let rows: Vec<String> = katib.rows().into_iter().map(|r| r.2).collect();
+    assert_eq!(rows, ["4"], "Katib reads the file once, at the end: only its last content");
+}
+
+#[test]
+fn a_metrics_file_that_never_appears_reports_nothing_and_exits_255_as_katib() {
+    let t = tempfile::tempdir().unwrap();
+    let katib = Katib::default();
+    let addr = free_addr();
+    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    // The training completes without ever writing the file Katib was told to read.
+    let pid = katib_shell(t.path(), "true").to_string();
+    let (db, path) = (addr.to_string(), t.path().join("nowhere.log").display().to_string());
+    let out = crate::trialtail(&webhook_args(&db, &path, &pid, &[]), None);
+    assert_eq!(out.status.code(), Some(255), "{}", crate::stderr(&out));
+    let err = crate::stderr(&out);
+    assert!(err.contains("never appeared") && err.contains("nowhere.log"), "one line says why: {err}");
+    assert_eq!(katib.calls(), 0);
+}
+
+/// Whether this process runs as root (the tests that switch users need it); `None` outside CI when it does not.
+fn root_or_skip() -> Option<()> {
+    if rustix_uid() == 0 {
+        return Some(());
+    }
+    assert!(std::env::var_os("CI").is_none(), "CI runs as root: the early-stop tests across users must run");
+    eprintln!("SKIPPED: needs root to start processes as other users");
+    None
+}
+
+fn rustix_uid() -> u32 {
+    String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout).trim().parse().unwrap()
+}
+
+/// `setpriv` arguments that run a command as `uid` (its own group, no supplementary groups).
+fn as_user(uid: u32) -> [String; 4] {
+    ["setpriv".into(), format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()]
+}
+
+#[test]
+fn early_stopping_stops_a_training_run_as_another_user_when_trialtail_runs_as_root() {
+    if root_or_skip().is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let katib = Katib::default();
+    let addr = free_addr();
+    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    // The training (the shell's child) runs as nobody, as a training image's user would.
+    let training = format!(
+        "{} sh -c 'i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo \"accuracy=0.2 loss=$i\"; sleep 0.1; done'",
+        as_user(65534).join(" ")
+    );
+    let pid = katib_shell(t.path(), &training).to_string();
+    let (db, path) = (addr.to_string(), t.path().join("metrics.log").display().to_string());
+    let started = Instant::now();
+    let more = ["-stop-rule", "accuracy;0.3;less;3", "-s-earlystop", &db];
+    let out = crate::trialtail(&webhook_args(&db, &path, &pid, &more), None);
+    assert_eq!(out.status.code(), Some(0), "{}", crate::stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(40), "the training was stopped: {:?}", started.elapsed());
+    assert_eq!(fs::read_to_string(t.path().join(format!("{pid}.pid"))).unwrap(), "early-stopped");
+    assert_eq!(*katib.0.statuses.lock().unwrap(), ["e2e-trial"]);
+}
+
+#[test]
+fn a_refused_kill_is_said_in_one_error_line_and_the_early_stop_still_reported() {
+    if root_or_skip().is_none() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let katib = Katib::default();
+    let addr = free_addr();
+    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    // The training runs as root; trialtail as the image's user 65532, which may not signal it.
+    let training = "sh -c 'i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo \"accuracy=0.2 loss=$i\"; sleep 0.1; done'";
+    let shell = katib_shell(t.path(), training);
+    let pid = shell.to_string();
+    let (db, path) = (addr.to_string(), t.path().join("metrics.log").display().to_string());
+    let more = ["-stop-rule", "accuracy;0.3;less;3", "-s-earlystop", &db, "-early-stop-wait", "1s"];
+    let args = webhook_args(&db, &path, &pid, &more);
+    let out = Command::new(as_user(65532)[0].clone())
+        .args(&as_user(65532)[1..])
+        .arg(env!("CARGO_BIN_EXE_trialtail"))
+        .args(&args)
+        .env_remove("TRIALTAIL_LOG")
+        .output()
+        .unwrap();
+    let _ = kill_shell(shell);
+    let err = crate::stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let said: Vec<&str> = err.lines().filter(|l| l.contains("cannot stop the training process")).collect();
+    assert_eq!(said.len(), 1, "one clear line: {err}");
+    assert!(said[0].contains("ERROR") && said[0].contains("uid 65532") && said[0].contains("root"), "{err}");
+    assert_eq!(fs::read_to_string(t.path().join(format!("{pid}.pid"))).unwrap(), "early-stopped");
+    assert_eq!(*katib.0.statuses.lock().unwrap(), ["e2e-trial"], "SetTrialStatus is still called");
+}
+
+#[test]
 fn drop_in_mode_serves_metrics_while_training_runs() {
     let t = tempfile::tempdir().unwrap();
     let katib = Katib::default();

@@ -809,6 +809,39 @@ fn the_katib_config_patch_swaps_the_image_of_both_file_collector_kinds() {
     let kinds: Vec<&str> = patch.runtime.metrics_collectors.iter().map(|c| c.kind.as_str()).collect();
     assert_eq!(kinds, ["StdOut", "File"]);
     assert!(patch.runtime.metrics_collectors.iter().all(|c| c.image.starts_with(IMAGE)));
+    assert!(
+        patch.runtime.metrics_collectors.iter().all(|c| c.image.ends_with("-dropin")),
+        "Katib's collector kinds get the image that runs as root, able to stop a training of any user"
+    );
+}
+
+/// The Dockerfile's stages by name (`FROM … AS name`; the last one, the default build, is "default"): their
+/// `USER` and `ENTRYPOINT` lines.
+fn dockerfile_stages() -> Vec<(String, Option<String>, Option<String>)> {
+    let text = std::fs::read_to_string(crate::root().join("Dockerfile")).unwrap();
+    let mut stages: Vec<(String, Option<String>, Option<String>)> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(from) = line.strip_prefix("FROM ") {
+            let name = from.split_once(" AS ").map_or("default", |(_, n)| n).trim().to_string();
+            stages.push((name, None, None));
+        } else if let (Some(user), Some(last)) = (line.strip_prefix("USER "), stages.last_mut()) {
+            last.1 = Some(user.to_string());
+        } else if let (Some(entry), Some(last)) = (line.strip_prefix("ENTRYPOINT "), stages.last_mut()) {
+            last.2 = Some(entry.to_string());
+        }
+    }
+    stages
+}
+
+#[test]
+fn the_image_runs_as_65532_and_its_dropin_target_as_root_both_with_the_binary_as_entrypoint() {
+    let stages = dockerfile_stages();
+    let (last, dropin) = (stages.last().unwrap(), stages.iter().find(|s| s.0 == "dropin").expect("a dropin target"));
+    assert_eq!((last.0.as_str(), last.1.as_deref()), ("default", Some("65532:65532")), "{stages:?}");
+    assert_eq!(dropin.1.as_deref(), Some("0:0"), "{stages:?}");
+    for (name, _, entry) in [last, dropin] {
+        assert_eq!(entry.as_deref(), Some(r#"["/trialtail"]"#), "{name}: Katib passes only args");
+    }
 }
 
 /// A trialtail container found in a manifest: where, its args and its literal environment.
