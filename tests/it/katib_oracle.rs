@@ -206,3 +206,52 @@ fn katib_semantics_equal_katibs_own_parser_on_generated_cases() {
         eprintln!("generated cases, seed {seed}: {verdicts:?}");
     }
 }
+
+/// The same hard cases through the command line, `trialtail run --katib-semantics --output json`, where
+/// `--metrics` can carry the case's names (no `,` or `;`, no spaces around, none empty).
+#[test]
+fn run_katib_semantics_prints_the_rows_katibs_own_parser_finds() {
+    let Some(bins) = katib::bins() else { return };
+    let cases: Vec<Case> = katib::hard_cases()
+        .into_iter()
+        .filter(|c| ["TEXT", "JSON"].contains(&c.format.as_str()))
+        .filter(|c| c.metrics.iter().all(|m| !m.is_empty() && !m.contains([',', ';']) && m.trim() == m))
+        .collect();
+    let answers = katib::oracle(&bins.oracle, &cases);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut compared, mut differences) = (0, Vec::new());
+    for (case, answer) in cases.iter().zip(&answers) {
+        if !matches!(nothing(answer), None | Some(Nothing::Wire | Nothing::Year)) {
+            continue; // Katib reports nothing; the in-process test covers what trialtail keeps
+        }
+        let log = dir.path().join(format!("{compared}.log"));
+        std::fs::write(&log, case.bytes()).unwrap();
+        let metrics = format!("--metrics={}", case.metrics.join(","));
+        let filters: Vec<String> = case.filters.iter().map(|f| format!("--filter={f}")).collect();
+        let mut args = vec!["run", "--katib-semantics", "--output", "json", &metrics];
+        args.extend(filters.iter().map(String::as_str));
+        if case.format == "JSON" {
+            args.extend(["--format", "json"]);
+        }
+        args.push(log.to_str().unwrap());
+        let out = crate::trialtail(&args, None);
+        if out.status.code() == Some(2) && crate::stderr(&out).contains("--filter") {
+            continue; // refused at start-up, as the in-process test pins
+        }
+        assert!(out.status.success(), "{}: {}", case.id, crate::stderr(&out));
+        let printed: Vec<Row> = crate::stdout(&out)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                Row::new(v["metric"].as_str().unwrap(), v["raw"].as_str().unwrap(), v["timestamp"].as_str().unwrap())
+            })
+            .collect();
+        let expected = as_trialtail_reports(answer);
+        if printed != expected {
+            differences.push(format!("{}: Katib {expected:?}\n    trialtail {printed:?}", case.id));
+        }
+        compared += 1;
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    assert!(compared >= 150, "{compared} cases compared through the command line");
+}
