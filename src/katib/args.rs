@@ -1,6 +1,7 @@
 //! Katib's collector command line, Go `flag` style, translated into a [`KatibArgs`].
 //!
-//! Katib's pod webhook sets only the container's `args` (CONTRACT §1): `-t <trial> -m <objective>[;<more>]
+//! Katib's pod webhook sets only the container's `args` (`pkg/webhook/v1beta1/pod/inject_webhook.go`,
+//! `getMetricsCollectorArgs`): `-t <trial> -m <objective>[;<more>]
 //! -o-type <minimize|maximize> -s-db <host:port> [-path <file>] [-f <filter>[;<filter>]] [-format TEXT|JSON]
 //! [-w true|false] [-stop-rule <rule>]... [-s-earlystop <host:port>]`, plus `-p` and `-timeout` which exist but
 //! are never passed. Go's `flag` package accepts `-x v`, `-x=v`, `--x v` and `--x=v`, stops at the first
@@ -55,7 +56,8 @@ pub struct KatibArgs {
     pub trial: String,
     /// `-m`, split on `;`: the first is the objective.
     pub metrics: Vec<String>,
-    /// `-o-type`; `None` when missing or unknown (early stopping then compares the latest value).
+    /// `-o-type`; `None` when missing or unknown (early stopping then keeps the objective's first value as its
+    /// best, as Katib does).
     pub objective_type: Option<ObjectiveType>,
     /// `-s-db`: the DB manager, `host:port`.
     pub db_manager: String,
@@ -199,7 +201,7 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Ka
         Some("maximize") => Some(ObjectiveType::Maximize),
         other => {
             warnings.push(format!(
-                "-o-type {other:?} is neither minimize nor maximize; stop rules compare the latest value"
+                "-o-type {other:?} is neither minimize nor maximize; stop rules compare the objective's first value"
             ));
             None
         }

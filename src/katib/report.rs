@@ -2,7 +2,8 @@
 //!
 //! Rows are kept in one byte arena (name, value, time ranges), so memory grows with the observations kept, never
 //! with the log. [`KatibReport::rows`] applies Katib's final rule: when no row is for the objective (the first
-//! metric name), the whole report is replaced by one `unavailable` row at Katib's zero time (CONTRACT §2).
+//! metric name), the whole report is replaced by one `unavailable` row at Katib's zero time
+//! (`pkg/metricscollector/v1beta1/file-metricscollector/file-metricscollector.go`, `newObservationLog`).
 
 use std::ops::Range;
 

@@ -1,5 +1,6 @@
 //! The Katib sink: the final report to Katib's DB manager and the early-stopping call, over plaintext gRPC
-//! (CONTRACT §5–6).
+//! (`pkg/apis/manager/v1beta1/api.proto`: `DBManager.ReportObservationLog`,
+//! `EarlyStopping.SetTrialStatus`).
 //!
 //! [`report`] sends `DBManager/ReportObservationLog` once, at the end, in chunks of at most [`CHUNK_ROWS`] rows
 //! (the DB manager inserts one multi-row statement per call, and more than ~16k rows exceed SQL placeholder

@@ -2,7 +2,8 @@
 //!
 //! A merge patch (`application/merge-patch+json`) on the `trials/status` subresource (`kubeflow.org/v1beta1`)
 //! sets `status.observation.metrics[]` to `{name, latest, min, max}`, every field a string and `"unavailable"`
-//! where there is no value (Katib's shape, katib/CONTRACT §7; the CRD declares no schema, so
+//! where there is no value (Katib's shape: `Observation` and `Metric` in
+//! `pkg/apis/controller/common/v1beta1/common_types.go`; the CRD declares no schema, so
 //! [`observation_patch`] is the only thing that keeps the shape right). The metrics written are the ones the Trial
 //! asks for (`spec.objective.objectiveMetricName`, `additionalMetricNames`, then any other name in
 //! `metricStrategies` – Katib's controller keys its own observation on the strategies), or every metric observed

@@ -2,7 +2,7 @@
 //!
 //! [`Tailer::step`] is synchronous and does no waiting: it opens the path if needed, reads what is readable
 //! (up to a budget) into its [`LineBuffer`] and hands the complete lines to a [`Parser`], and at end of file decides what happened with the pure function
-//! [`classify`]. The async driver in [`super::file`] calls it whenever inotify (or the polling fallback) says the
+//! [`classify`]. The async driver in [`super::follow`] calls it whenever inotify (or the polling fallback) says the
 //! path may have changed; tests call it directly, step by step.
 //!
 //! Invariants:

@@ -1,4 +1,5 @@
-//! Waiting for the training in a pod with a shared PID namespace, as Katib's collector does (CONTRACT §4).
+//! Waiting for the training in a pod with a shared PID namespace, as Katib's collector does
+//! (`pkg/metricscollector/v1beta1/common/pns.go`, `GetMainProcesses` and `WaitMainProcesses`).
 //!
 //! Once, at start, [`Scan`] lists the proc filesystem (an injectable root, so tests use fake trees): the
 //! candidates are the processes whose parent is pid 0 (each container's first process), except pid 1 (the pause

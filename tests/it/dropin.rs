@@ -40,7 +40,7 @@ fn strings(a: &[&str]) -> Vec<String> {
 
 // ---------------------------------------------------------------------------------------------- arguments
 
-/// What Katib's webhook passes for a StdOut collector with a TEXT filter (CONTRACT §1).
+/// What Katib's webhook passes for a StdOut collector with a TEXT filter (`pkg/webhook/v1beta1/pod/inject_webhook.go`, `getMetricsCollectorArgs`).
 const WEBHOOK: &[&str] = &[
     "-t",
     "mnist-x7k2",

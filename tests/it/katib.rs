@@ -1,4 +1,5 @@
-//! Katib conformance: CONTRACT §2–3 (TEXT and JSON parsing, the sentinel) as test cases.
+//! Katib conformance: examples of Katib's parsing (TEXT and JSON, the sentinel) as test cases; Katib's own code
+//! judges the same semantics over many more inputs in `katib_oracle.rs`.
 //!
 //! Every case runs the library's parser in Katib semantics and compares the report rows Katib's collector
 //! would send: (name, value as printed, timestamp). The inputs are the contract's own examples.

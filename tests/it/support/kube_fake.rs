@@ -6,7 +6,7 @@
 //! prefixes, `sinceTime` rounded down to the second as the API server does) that the test writes lines into
 //! and can cut to force a reconnect; and merge patches on `trials/<name>/status`, applied to the stored Trial
 //! with a new `resourceVersion` each time, with error codes the test queues. Every request is counted, and every
-//! status patch body is checked against Katib's status shape (katib/CONTRACT §7: `status.observation.metrics`
+//! status patch body is checked against Katib's status shape (Katib's `Observation` type, `pkg/apis/controller/common/v1beta1/common_types.go`: `status.observation.metrics`
 //! a list of `{name, latest, min, max}`, all strings, names unique): a body that breaks it is answered 422, as
 //! a validating API server would, and kept for the test to see.
 
