@@ -612,7 +612,7 @@ fn a_metrics_file_that_never_appears_reports_nothing_and_exits_255_as_katib() {
 
 /// Whether this process runs as root (the tests that switch users need it); `None` outside CI when it does not.
 fn root_or_skip() -> Option<()> {
-    if rustix_uid() == 0 {
+    if uid() == 0 {
         return Some(());
     }
     assert!(std::env::var_os("CI").is_none(), "CI runs as root: the early-stop tests across users must run");
@@ -620,7 +620,7 @@ fn root_or_skip() -> Option<()> {
     None
 }
 
-fn rustix_uid() -> u32 {
+fn uid() -> u32 {
     String::from_utf8_lossy(&Command::new("id").arg("-u").output().unwrap().stdout).trim().parse().unwrap()
 }
 
@@ -629,21 +629,28 @@ fn as_user(uid: u32) -> [String; 4] {
     ["setpriv".into(), format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()]
 }
 
+/// A training of a minute unless stopped, whose accuracy never beats 0.3.
+const MINUTE_OF_TRAINING: &str =
+    "sh -c 'i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo \"accuracy=0.2 loss=$i\"; sleep 0.1; done'";
+
+/// A pod directory any user may write in, and a fake Katib serving on `addr` while `_server` lives.
+fn pod_for_users() -> (tempfile::TempDir, Katib, SocketAddr, tokio::runtime::Runtime) {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(t.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let katib = Katib::default();
+    let addr = free_addr();
+    let server = serve(katib.clone(), addr, Duration::ZERO);
+    (t, katib, addr, server)
+}
+
 #[test]
 fn early_stopping_stops_a_training_run_as_another_user_when_trialtail_runs_as_root() {
     if root_or_skip().is_none() {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(t.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let katib = Katib::default();
-    let addr = free_addr();
-    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    let (t, katib, addr, _server) = pod_for_users();
     // The training (the shell's child) runs as nobody, as a training image's user would.
-    let training = format!(
-        "{} sh -c 'i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo \"accuracy=0.2 loss=$i\"; sleep 0.1; done'",
-        as_user(65534).join(" ")
-    );
+    let training = format!("{} {MINUTE_OF_TRAINING}", as_user(65534).join(" "));
     let pid = katib_shell(t.path(), &training).to_string();
     let (db, path) = (addr.to_string(), t.path().join("metrics.log").display().to_string());
     let started = Instant::now();
@@ -660,14 +667,9 @@ fn a_refused_kill_is_said_in_one_error_line_and_the_early_stop_still_reported() 
     if root_or_skip().is_none() {
         return;
     }
-    let t = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(t.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let katib = Katib::default();
-    let addr = free_addr();
-    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    let (t, katib, addr, _server) = pod_for_users();
     // The training runs as root; trialtail as the image's user 65532, which may not signal it.
-    let training = "sh -c 'i=0; while [ $i -lt 600 ]; do i=$((i+1)); echo \"accuracy=0.2 loss=$i\"; sleep 0.1; done'";
-    let shell = katib_shell(t.path(), training);
+    let shell = katib_shell(t.path(), MINUTE_OF_TRAINING);
     let pid = shell.to_string();
     let (db, path) = (addr.to_string(), t.path().join("metrics.log").display().to_string());
     let more = ["-stop-rule", "accuracy;0.3;less;3", "-s-earlystop", &db, "-early-stop-wait", "1s"];
