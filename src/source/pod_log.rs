@@ -8,8 +8,10 @@
 //! while it still runs – the API server or kubelet closed it – the log is reopened with `sinceTime` set to the
 //! last line's time, and the lines the seam delivers twice are dropped ([`Seam`]). A restarted container is a
 //! new instance whose lines all come after the last one read, so the same `sinceTime` reads it from its start,
-//! and nothing is lost or counted twice. When the container has terminated and its stream ended, the source ends
-//! (training is over); on SIGINT/SIGTERM it reads what arrives within the grace period and ends.
+//! and nothing is lost or counted twice; a crash the kubelet will restart (the pod's `restartPolicy`) is not the
+//! end. When the container has terminated for good and its stream ended, the source ends (training is over) and
+//! its final snapshot says whether training succeeded (exit code 0); on SIGINT/SIGTERM it reads what arrives
+//! within the grace period and waits as long for the container's end to show, then ends.
 //!
 //! What it does not do: pick the container's pod or Trial ([`crate::k8s`]), or write anything to the API.
 
@@ -26,7 +28,7 @@ use super::{End, Feed, LiveSink};
 use crate::lines::{Line, LineBuffer, LineSink};
 use crate::parser::{ObservationSink, Parser};
 use crate::signal::Signals;
-use crate::snapshot::Phase;
+use crate::snapshot::{Phase, Training};
 use crate::wait::pod_status::{self, ContainerState, container_state};
 
 /// Room for the kubelet's timestamp and its space in front of each line (RFC 3339 with nanoseconds is 30 bytes).
@@ -48,6 +50,9 @@ pub struct PodLogConfig {
     pub namespace: String,
     /// The container whose log is read.
     pub container: String,
+    /// The container whose end ends the run: the training container (usually the one read; with Katib's
+    /// collector kind `StdOut`, the log is Katib's logger's while the end is the training container's).
+    pub training: String,
     /// Time allowed to drain after a signal, or after the container terminated while its stream stays open.
     pub grace: Duration,
     /// `--max-line-bytes`: a line's text (after its timestamp) is cut there, as a file's.
@@ -153,34 +158,46 @@ enum StreamEnd {
     Stuck,
 }
 
-/// Follows the container's log until the container terminated (exit 0 from the caller) or a signal. `pod` is
-/// the own pod as just read: the watch starts from its `resourceVersion`, so nothing between is missed.
+/// Follows the container's log until the training container terminated for good or a signal; returns how
+/// reading ended and the training container's last known state. `pod` is the own pod as just read: the watch
+/// starts from its `resourceVersion`, so nothing between is missed.
 pub async fn follow<S: LiveSink>(
     client: kube::Client,
     pod: Pod,
     cfg: &PodLogConfig,
     feed: &mut Feed<'_, S>,
     signals: &mut Signals,
-) -> Result<End, PodLogError> {
+) -> Result<(End, ContainerState), PodLogError> {
     let pods: Api<Pod> = Api::namespaced(client, &cfg.namespace);
-    let known = |p: &Pod| {
-        let spec = p.spec.as_ref();
-        let regular = spec.is_some_and(|s| s.containers.iter().any(|c| c.name == cfg.container));
-        let init =
-            spec.and_then(|s| s.init_containers.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.name == cfg.container));
+    let known = |name: &str| {
+        let spec = pod.spec.as_ref();
+        let regular = spec.is_some_and(|s| s.containers.iter().any(|c| c.name == name));
+        let init = spec.and_then(|s| s.init_containers.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.name == name));
         regular || init
     };
-    if !known(&pod) {
-        return Err(PodLogError::NoContainer { pod: cfg.pod.clone(), container: cfg.container.clone() });
+    for name in [&cfg.container, &cfg.training] {
+        if !known(name) {
+            return Err(PodLogError::NoContainer { pod: cfg.pod.clone(), container: name.clone() });
+        }
     }
-    let (state_tx, mut state) = watch::channel(container_state(&pod, &cfg.container));
+    let (state_tx, mut state) = watch::channel(container_state(&pod, &cfg.training));
     let version = pod.metadata.resource_version.clone().unwrap_or_default();
     let watcher =
-        tokio::spawn(pod_status::watch(pods.clone(), cfg.pod.clone(), cfg.container.clone(), version, state_tx));
+        tokio::spawn(pod_status::watch(pods.clone(), cfg.pod.clone(), cfg.training.clone(), version, state_tx));
     let result = follow_streams(&pods, cfg, feed, signals, &mut state).await;
+    // A native sidecar gets SIGTERM only after the training container stopped (the kubelet's termination
+    // order, `pkg/kubelet/kuberuntime/kuberuntime_termination_order.go`), possibly before the pod watch shows
+    // it: how training ended is waited for, within the grace period.
+    if let End::Signalled(_) = result
+        && !state.borrow().is_terminated()
+    {
+        let _ = tokio::time::timeout(cfg.grace, state.wait_for(|s| s.is_terminated())).await;
+    }
     watcher.abort();
+    let last = *state.borrow();
+    feed.stats.training = if last.succeeded() { Training::Succeeded } else { Training::Failed };
     feed.end();
-    Ok(result)
+    Ok((result, last))
 }
 
 async fn follow_streams<S: LiveSink>(
@@ -206,6 +223,10 @@ async fn follow_streams<S: LiveSink>(
             }
         }
         let opened_as = *state.borrow();
+        let instance = match opened_as {
+            ContainerState::Running(n) => Some(n),
+            _ => None,
+        };
         seam.reopen();
         let params = LogParams {
             container: Some(cfg.container.clone()),
@@ -237,12 +258,15 @@ async fn follow_streams<S: LiveSink>(
             StreamEnd::Closed => {}
         }
         let now = *state.borrow();
-        match (opened_as, now) {
+        match (instance, now) {
             // The instance that was read ended, and its log was read to the end: training is over.
-            (_, ContainerState::Terminated(_)) => return End::Eof,
-            (ContainerState::Running(a), ContainerState::Running(b)) if a != b => {
+            (_, ContainerState::Terminated { .. }) => return End::Eof,
+            (Some(a), ContainerState::Running(b)) if a != b => {
                 feed.stats.rotations += 1;
-                tracing::info!(container = %cfg.container, restarts = b, "the container restarted; reading the new instance");
+                tracing::info!(container = %cfg.training, restarts = b, "the container restarted; reading the new instance");
+            }
+            (_, ContainerState::Waiting) => {
+                tracing::info!(container = %cfg.training, "the container ended and will be restarted; waiting for it")
             }
             _ => {
                 tracing::debug!(container = %cfg.container, "the log stream ended while the container runs; reopening")
@@ -294,7 +318,7 @@ async fn read_stream<S: LiveSink>(
                         break StreamEnd::Signalled(sig);
                     }
                     changed = state.changed(), if deadline.is_none() => {
-                        if changed.is_err() || matches!(*state.borrow(), ContainerState::Terminated(_)) {
+                        if changed.is_err() || state.borrow().is_terminated() {
                             deadline = Some(Instant::now() + cfg.grace);
                         }
                         continue;

@@ -2,10 +2,11 @@
 //! server (`support::kube_fake`) over HTTP, with a kubeconfig in a temp file.
 //!
 //! The fixtures are a Katib-shaped pod (the training container `train`, trialtail as a native sidecar in
-//! `initContainers`), its Job and its Trial linked by controller ownerReferences only – no label, no
-//! `KATIB_TRIAL_NAME` – so the owner walk is what finds the Trial. The test writes log lines, cuts the log
-//! stream, fails a patch, restarts the container, flips the container to terminated, and checks the Trial's stored status while it
-//! trains and at the end, and how many requests it all cost.
+//! `initContainers`), its Job and its Trial (collector kind `Push`: trialtail is its collector) linked by
+//! controller ownerReferences only – no label, no `KATIB_TRIAL_NAME` – so the owner walk is what finds the
+//! Trial. No Katib DB manager runs here (`sidecar_katib.rs` has one): the rows are said undelivered. The tests
+//! write log lines, cut the log stream, fail a patch, restart the container, flip the container to terminated,
+//! and check the Trial's stored status while it trains and at the end, and how many requests it all cost.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -23,6 +24,7 @@ fn pod() -> Value {
             "labels": {"katib.kubeflow.org/experiment": "exp"},
             "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "t1", "uid": "u1", "controller": true}]},
         "spec": {
+            "restartPolicy": "Never",
             "initContainers": [{"name": "trialtail", "image": "trialtail", "restartPolicy": "Always"}],
             "containers": [{"name": "train", "image": "train"}],
         },
@@ -42,7 +44,8 @@ fn trial() -> Value {
     json!({"apiVersion": "kubeflow.org/v1beta1", "kind": "Trial",
         "metadata": {"name": "t1", "namespace": "ns", "resourceVersion": "1"},
         "spec": {"primaryContainerName": "train",
-                 "objective": {"type": "maximize", "objectiveMetricName": "accuracy", "additionalMetricNames": ["loss"]}},
+                 "objective": {"type": "maximize", "objectiveMetricName": "accuracy", "additionalMetricNames": ["loss"]},
+                 "metricsCollector": {"collector": {"kind": "Push"}}},
         "status": {"conditions": [{"type": "Running", "status": "True"}]}})
 }
 
@@ -81,6 +84,10 @@ impl Sidecar {
         std::fs::write(&kubeconfig, fake.kubeconfig("ns")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_trialtail"));
         cmd.args(["run", "--source", "pod-log"]).args(args);
+        // No Katib DB manager in these tests: a port nobody listens on, and a short deadline for the final report.
+        if !args.contains(&"--katib-db") {
+            cmd.args(["--katib-db", &free_addr().to_string(), "--report-deadline", "500ms", "--report-interval", "0"]);
+        }
         cmd.env("KUBECONFIG", &kubeconfig).env("POD_NAME", "t1-abc").env("POD_NAMESPACE", "ns");
         match trial_env {
             Some(t) => cmd.env("KATIB_TRIAL_NAME", t),
@@ -182,6 +189,7 @@ fn sidecar_writes_live_observations_to_the_trial_and_exits_when_training_ends() 
     assert!(observations.iter().all(|o| o["timestamp"].as_str().is_some_and(|t| t.ends_with('Z'))));
 
     assert_eq!(fake.misshapen_patches(), Vec::<String>::new(), "every patch in Katib's shape");
+    assert_eq!(err.matches("rows not delivered to Katib's DB").count(), 1, "said once: {err}");
     let patches = fake.count("PATCH", "/status", "");
     let logs = fake.count("GET", "/log", "");
     let watches = fake.count("GET", "/pods", "watch=true");
@@ -202,7 +210,7 @@ fn sidecar_writes_live_observations_to_the_trial_and_exits_when_training_ends() 
 }
 
 #[test]
-fn sigterm_ends_the_sidecar_with_the_final_status_written() {
+fn sigterm_before_the_pod_shows_the_end_waits_for_it_and_writes_the_final_status() {
     // Katib's controller keys its observation on metricStrategies: a name only listed there is written too.
     let mut t = trial();
     t["spec"]["objective"]["metricStrategies"] = json!([{"name": "accuracy", "value": "max"},
@@ -210,7 +218,7 @@ fn sigterm_ends_the_sidecar_with_the_final_status_written() {
     let fake = KubeFake::start(running_pod(json!({})), job(), t);
     let sidecar = Sidecar::start(
         &fake,
-        &["--container", "train", "--status-interval", "1h", "--shutdown-grace", "1s"],
+        &["--container", "train", "--status-interval", "1h", "--shutdown-grace", "5s"],
         Some("t1"),
     );
     fake.write_log(&["accuracy=0.25", "accuracy=0.5"]);
@@ -218,9 +226,12 @@ fn sigterm_ends_the_sidecar_with_the_final_status_written() {
     // Give the lines time to arrive: with a one-hour interval, only the final flush writes them.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(fake.count("PATCH", "/status", ""), 0, "nothing before the end with a one-hour interval");
+    // The kubelet stops a native sidecar after the training container; the pod watch may show it later.
     sidecar.signal(rustix::process::Signal::TERM);
-    let (status, _, _) = sidecar.wait();
-    assert!(status.success(), "{status:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    set_state(&fake, json!({"terminated": {"exitCode": 0}}));
+    let (status, _, err) = sidecar.wait();
+    assert!(status.success(), "{status:?}\n{err}");
     assert_eq!(
         metrics(&fake),
         json!([
@@ -234,6 +245,22 @@ fn sigterm_ends_the_sidecar_with_the_final_status_written() {
     assert_eq!(fake.count("GET", "/trials/t1", ""), 1, "the Trial is read once");
     assert_eq!(fake.count("GET", "/pods/t1-abc", ""), 1, "the pod is read once");
     assert_eq!(fake.count("GET", "/jobs/", ""), 0, "KATIB_TRIAL_NAME: no owner walk");
+}
+
+#[test]
+fn failed_training_clears_the_observation_written_while_it_ran() {
+    let fake = KubeFake::start(running_pod(json!({"katib.kubeflow.org/trial": "t1"})), job(), trial());
+    let sidecar = Sidecar::start(&fake, &["--status-interval", "200ms"], None);
+    fake.write_log(&["accuracy=0.5", "loss=0.9"]);
+    wait_for("the live observation", || metric(&metrics(&fake), "accuracy").is_some_and(|m| m["max"] == "0.5"));
+    set_state(&fake, json!({"terminated": {"exitCode": 1}}));
+    let (status, _, err) = sidecar.wait();
+    assert!(status.success(), "{status:?}\n{err}");
+    let patches = fake.patches();
+    assert_eq!(patches.last(), Some(&json!({"status": {"observation": null}})), "{patches:#?}");
+    assert!(patches[..patches.len() - 1].iter().all(|p| p.pointer("/status/observation/metrics").is_some()));
+    assert!(fake.trial().pointer("/status/observation").is_none(), "the Trial as Katib leaves a failed one");
+    assert_eq!(fake.trial()["status"]["conditions"][0]["type"], "Running", "Katib's own fields untouched");
 }
 
 fn running_pod(labels: Value) -> Value {
