@@ -101,6 +101,8 @@ fn endpoint(address: &str) -> Result<Endpoint, KatibDbError> {
 /// Attempts and back-off within one deadline; every failed attempt is counted in the sinks' statistics.
 struct Retry<'s> {
     call: &'static str,
+    /// Failed attempts are said at debug level only (an incremental delivery: the final one says it all).
+    quiet: bool,
     address: String,
     deadline: Duration,
     end: Instant,
@@ -112,7 +114,7 @@ struct Retry<'s> {
 impl<'s> Retry<'s> {
     fn new(call: &'static str, address: &str, end: Instant, sinks: &'s SinkStats) -> Self {
         let deadline = end.saturating_duration_since(Instant::now());
-        Retry { call, address: address.to_string(), deadline, end, backoff: BACKOFF, attempts: 0, sinks }
+        Retry { call, quiet: false, address: address.to_string(), deadline, end, backoff: BACKOFF, attempts: 0, sinks }
     }
 
     /// The time the next attempt may take: [`ATTEMPT_TIMEOUT`] or what is left of the deadline.
@@ -135,7 +137,11 @@ impl<'s> Retry<'s> {
             });
         }
         let (call, address, attempt, pause) = (self.call, &self.address, self.attempts, self.backoff.pause());
-        tracing::warn!(call, %address, attempt, error = %last, retry_in = ?pause, "call failed; retrying");
+        if self.quiet {
+            tracing::debug!(call, %address, attempt, error = %last, retry_in = ?pause, "call failed; retrying");
+        } else {
+            tracing::warn!(call, %address, attempt, error = %last, retry_in = ?pause, "call failed; retrying");
+        }
         sleep(pause).await;
         Ok(())
     }
@@ -301,6 +307,7 @@ impl Reporter {
         }
         let sinks = self.sinks.clone();
         let mut retry = Retry::new("ReportObservationLog", &self.address, end, &sinks);
+        retry.quiet = !last;
         loop {
             // An unknown outcome is settled by the DB's row count before anything else is sent.
             if self.base.is_none() || self.uncertain.is_some() {
@@ -456,17 +463,25 @@ pub async fn report_periodically(
     every: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Reporter {
+    let mut failing = false;
     loop {
         tokio::select! {
             _ = sleep(every) => {}
             _ = stop.changed() => return reporter,
         }
         tokio::select! {
-            outcome = reporter.deliver(&report, false, Instant::now() + every) => {
-                if let Err(e) = outcome {
-                    tracing::warn!(error = %e, "incremental report to Katib's DB not delivered; trying again later");
+            outcome = reporter.deliver(&report, false, Instant::now() + every) => match outcome {
+                // Said when it starts failing and when it recovers, not every interval.
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "Katib's DB is not reachable: the rows wait and are sent when it is");
                 }
-            }
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!(delivered = reporter.delivered(), "Katib's DB is reachable again");
+                }
+                _ => {}
+            },
             _ = stop.changed() => return reporter,
         }
     }

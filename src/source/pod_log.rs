@@ -152,8 +152,8 @@ impl<S: ObservationSink> LineSink for PodLines<'_, S> {
 enum StreamEnd {
     /// The stream ended by itself.
     Closed,
-    /// A signal, after draining within the grace period.
-    Signalled(i32),
+    /// A signal (received at the instant), after draining within the grace period.
+    Signalled(i32, Instant),
     /// The container terminated and its stream stayed open past the grace period.
     Stuck,
 }
@@ -184,14 +184,14 @@ pub async fn follow<S: LiveSink>(
     let version = pod.metadata.resource_version.clone().unwrap_or_default();
     let watcher =
         tokio::spawn(pod_status::watch(pods.clone(), cfg.pod.clone(), cfg.training.clone(), version, state_tx));
-    let result = follow_streams(&pods, cfg, feed, signals, &mut state).await;
+    let (result, signalled) = follow_streams(&pods, cfg, feed, signals, &mut state).await;
     // A native sidecar gets SIGTERM only after the training container stopped (the kubelet's termination
     // order, `pkg/kubelet/kuberuntime/kuberuntime_termination_order.go`), possibly before the pod watch shows
-    // it: how training ended is waited for, within the grace period.
-    if let End::Signalled(_) = result
+    // it: how training ended is waited for, within what is left of the grace period.
+    if let Some(at) = signalled
         && !state.borrow().is_terminated()
     {
-        let _ = tokio::time::timeout(cfg.grace, state.wait_for(|s| s.is_terminated())).await;
+        let _ = tokio::time::timeout_at(at + cfg.grace, state.wait_for(|s| s.is_terminated())).await;
     }
     watcher.abort();
     let last = *state.borrow();
@@ -206,7 +206,7 @@ async fn follow_streams<S: LiveSink>(
     feed: &mut Feed<'_, S>,
     signals: &mut Signals,
     state: &mut watch::Receiver<ContainerState>,
-) -> End {
+) -> (End, Option<Instant>) {
     let mut seam = Seam::default();
     let mut lines = LineBuffer::new(cfg.max_line_bytes + TIMESTAMP_ROOM);
     let mut backoff = pod_status::BACKOFF;
@@ -218,8 +218,8 @@ async fn follow_streams<S: LiveSink>(
             }
             feed.before_wait();
             tokio::select! {
-                sig = signals.recv() => return End::Signalled(sig),
-                changed = state.changed() => if changed.is_err() { return End::Eof },
+                sig = signals.recv() => return (End::Signalled(sig), Some(Instant::now())),
+                changed = state.changed() => if changed.is_err() { return (End::Eof, None) },
             }
         }
         let opened_as = *state.borrow();
@@ -240,7 +240,7 @@ async fn follow_streams<S: LiveSink>(
             Err(e) => {
                 tracing::warn!(error = %e, container = %cfg.container, "opening the log failed (needs verb get on pods/log); retrying");
                 tokio::select! {
-                    sig = signals.recv() => return End::Signalled(sig),
+                    sig = signals.recv() => return (End::Signalled(sig), Some(Instant::now())),
                     _ = tokio::time::sleep(backoff.pause()) => {}
                 }
                 continue;
@@ -253,14 +253,14 @@ async fn follow_streams<S: LiveSink>(
             backoff.reset();
         }
         match end {
-            StreamEnd::Signalled(sig) => return End::Signalled(sig),
-            StreamEnd::Stuck => return End::Eof,
+            StreamEnd::Signalled(sig, at) => return (End::Signalled(sig), Some(at)),
+            StreamEnd::Stuck => return (End::Eof, None),
             StreamEnd::Closed => {}
         }
         let now = *state.borrow();
         match (instance, now) {
             // The instance that was read ended, and its log was read to the end: training is over.
-            (_, ContainerState::Terminated { .. }) => return End::Eof,
+            (_, ContainerState::Terminated { .. }) => return (End::Eof, None),
             (Some(a), ContainerState::Running(b)) if a != b => {
                 feed.stats.rotations += 1;
                 tracing::info!(container = %cfg.training, restarts = b, "the container restarted; reading the new instance");
@@ -274,7 +274,7 @@ async fn follow_streams<S: LiveSink>(
         }
         feed.before_wait();
         tokio::select! {
-            sig = signals.recv() => return End::Signalled(sig),
+            sig = signals.recv() => return (End::Signalled(sig), Some(Instant::now())),
             _ = tokio::time::sleep(backoff.pause()) => {}
         }
     }
@@ -310,12 +310,13 @@ async fn read_stream<S: LiveSink>(
                 tokio::select! {
                     sig = signals.recv() => {
                         // Read what arrives within the grace period.
-                        let until = Instant::now() + cfg.grace;
+                        let at = Instant::now();
+                        let until = at + cfg.grace;
                         while let Ok(Ok(n @ 1..)) = tokio::time::timeout_at(until, stream.read(lines.space())).await {
                             bytes += n as u64;
                             take(n, lines, seam, feed);
                         }
-                        break StreamEnd::Signalled(sig);
+                        break StreamEnd::Signalled(sig, at);
                     }
                     changed = state.changed(), if deadline.is_none() => {
                         if changed.is_err() || state.borrow().is_terminated() {

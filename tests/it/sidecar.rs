@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use crate::support::kube_fake::KubeFake;
 use crate::support::{PATIENCE, free_addr, get};
 
-fn pod() -> Value {
+pub(crate) fn pod() -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "t1-abc", "namespace": "ns", "resourceVersion": "1",
@@ -33,14 +33,14 @@ fn pod() -> Value {
     })
 }
 
-fn job() -> Value {
+pub(crate) fn job() -> Value {
     json!({"apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": "t1", "namespace": "ns",
             "ownerReferences": [{"apiVersion": "kubeflow.org/v1beta1", "kind": "Trial", "name": "t1", "uid": "u2",
                                  "controller": true}]}})
 }
 
-fn trial() -> Value {
+pub(crate) fn trial() -> Value {
     json!({"apiVersion": "kubeflow.org/v1beta1", "kind": "Trial",
         "metadata": {"name": "t1", "namespace": "ns", "resourceVersion": "1"},
         "spec": {"primaryContainerName": "train",
@@ -49,15 +49,15 @@ fn trial() -> Value {
         "status": {"conditions": [{"type": "Running", "status": "True"}]}})
 }
 
-fn set_state(fake: &KubeFake, state: Value) {
+pub(crate) fn set_state(fake: &KubeFake, state: Value) {
     fake.set_pod(|p| p["status"]["containerStatuses"][0]["state"] = state);
 }
 
-fn metrics(fake: &KubeFake) -> Value {
+pub(crate) fn metrics(fake: &KubeFake) -> Value {
     fake.trial().pointer("/status/observation/metrics").cloned().unwrap_or(Value::Null)
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
         assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
@@ -65,12 +65,12 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn metric<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
+pub(crate) fn metric<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
     list.as_array()?.iter().find(|m| m["name"] == name)
 }
 
 /// trialtail as a real process against `fake`, pod `t1-abc` in `ns`; stdout and stderr are collected.
-struct Sidecar {
+pub(crate) struct Sidecar {
     child: Child,
     stdout: std::thread::JoinHandle<Vec<String>>,
     stderr: std::thread::JoinHandle<String>,
@@ -78,7 +78,7 @@ struct Sidecar {
 }
 
 impl Sidecar {
-    fn start(fake: &KubeFake, args: &[&str], trial_env: Option<&str>) -> Self {
+    pub(crate) fn start(fake: &KubeFake, args: &[&str], trial_env: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(&kubeconfig, fake.kubeconfig("ns")).unwrap();
@@ -109,13 +109,13 @@ impl Sidecar {
         Sidecar { child, stdout, stderr, _dir: dir }
     }
 
-    fn signal(&self, signal: rustix::process::Signal) {
+    pub(crate) fn signal(&self, signal: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
         rustix::process::kill_process(pid, signal).unwrap();
     }
 
     /// Waits for the exit; returns it with stdout's lines and stderr.
-    fn wait(mut self) -> (ExitStatus, Vec<String>, String) {
+    pub(crate) fn wait(mut self) -> (ExitStatus, Vec<String>, String) {
         let start = Instant::now();
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -263,7 +263,7 @@ fn failed_training_clears_the_observation_written_while_it_ran() {
     assert_eq!(fake.trial()["status"]["conditions"][0]["type"], "Running", "Katib's own fields untouched");
 }
 
-fn running_pod(labels: Value) -> Value {
+pub(crate) fn running_pod(labels: Value) -> Value {
     let mut p = pod();
     p["metadata"]["ownerReferences"] = json!([]);
     p["metadata"]["labels"] = labels;
@@ -272,7 +272,7 @@ fn running_pod(labels: Value) -> Value {
 }
 
 /// The exported `trialtail_metric_latest` line of `metric`, once it shows `value`.
-fn scraped_latest(addr: std::net::SocketAddr, metric: &str, value: &str) -> String {
+pub(crate) fn scraped_latest(addr: std::net::SocketAddr, metric: &str, value: &str) -> String {
     crate::support::wait_for(&format!("{metric} {value} on /metrics"), || {
         let body = get(addr, "/metrics", None).ok()?.body;
         let needle = format!("metric=\"{metric}\"");
