@@ -43,6 +43,8 @@ pub enum ConfigError {
     KatibDb { value: String },
     #[error("--assume-trial {path:?}: {reason}")]
     AssumeTrial { path: PathBuf, reason: String },
+    #[error("--assume-trial describes what the native sidecar would do: give --source pod-log")]
+    AssumeTrialWhat,
 }
 
 /// Where the log comes from.
@@ -246,6 +248,9 @@ impl RunConfig {
     /// Validates the `run` flags; `env` looks up the Kubernetes fallbacks (`KATIB_TRIAL_NAME`, `POD_NAMESPACE`,
     /// `POD_NAME`) for labels not given as flags – the process environment in `main`, nothing in the webhook.
     pub fn from_args(a: RunArgs, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        if a.assume_trial.is_some() && a.source_kind != SourceKind::PodLog {
+            return Err(ConfigError::AssumeTrialWhat);
+        }
         let assume_trial = match &a.assume_trial {
             None => None,
             Some(path) => {
@@ -264,6 +269,8 @@ impl RunConfig {
         let report_interval = Some(duration("report-interval", &a.report_interval)?).filter(|d| !d.is_zero());
         let report_deadline = duration("report-deadline", &a.report_deadline)?;
         let mut r = RuleConfig::try_from(a.rules)?;
+        // What the sidecar prints at the end stays the flags' choice (a table); only its rules follow the Trial.
+        let objective = r.objective.clone();
         if let Some(trial) = &assume_trial {
             r = r.flags.for_trial(trial)?;
         }
@@ -316,7 +323,7 @@ impl RunConfig {
             live: a.live,
             rules: r.rules,
             specs: r.specs,
-            objective: r.objective,
+            objective,
             max_line_bytes: r.max_line_bytes,
             max_metrics: r.max_metrics,
             rule_flags: r.flags,
@@ -643,6 +650,60 @@ mod tests {
         assert_eq!(cfg.labels.namespace.as_deref(), Some("ns-flag"), "a flag wins over the environment");
         assert_eq!((cfg.labels.pod.as_deref(), cfg.push_interval, cfg.listen), (None, None, None));
         assert!(!cfg.is_enabled());
+    }
+
+    fn run(args: &[&str]) -> Result<RunConfig, ConfigError> {
+        let argv = ["trialtail", "run"].iter().chain(args).map(|a| a.to_string());
+        RunConfig::from_args(crate::cli::parse_run_args(argv).unwrap(), |_| None)
+    }
+
+    fn push_trial(metrics_format: serde_json::Value) -> Trial {
+        Trial::from_json(&serde_json::json!({"metadata": {"name": "t"}, "spec": {
+            "objective": {"type": "maximize", "objectiveMetricName": "accuracy", "additionalMetricNames": ["loss"]},
+            "metricsCollector": {"collector": {"kind": "Push"}, "source": {"filter": {"metricsFormat": metrics_format}}}}}))
+    }
+
+    #[test]
+    fn without_rule_flags_the_trial_decides_the_rules_and_names() {
+        let flags = run(&["--source", "pod-log"]).unwrap().rule_flags;
+        let from_trial = flags.for_trial(&push_trial(serde_json::json!([r"(\w+)=(\S+)"]))).unwrap();
+        assert_eq!(from_trial.specs, [RuleSpec::Filter(r"(\w+)=(\S+)".into())]);
+        assert_eq!(from_trial.rules.semantics(), Semantics::Katib);
+        assert_eq!(from_trial.objective.as_deref(), Some("accuracy"));
+        assert_eq!(from_trial.origin, RuleOrigin { rules: Origin::Trial, names: Origin::Trial });
+        assert_eq!(from_trial.max_line_bytes, KATIB_MAX_LINE_BYTES);
+        let default = flags.for_trial(&push_trial(serde_json::json!([]))).unwrap();
+        assert!(default.specs.is_empty(), "no metricsFormat: Katib's default filter");
+        assert_eq!(default.rules.semantics(), Semantics::Katib);
+    }
+
+    #[test]
+    fn flags_win_over_the_trial_where_given() {
+        let flags = run(&["--source", "pod-log", "--preset", "keras", "-m", "val_loss"]).unwrap().rule_flags;
+        let c = flags.for_trial(&push_trial(serde_json::json!([r"(\w+)=(\S+)"]))).unwrap();
+        assert_eq!(c.specs, [RuleSpec::Preset(crate::rules::Preset::Keras)]);
+        assert_eq!(c.rules.semantics(), Semantics::Native);
+        assert_eq!(c.origin, RuleOrigin { rules: Origin::Flags, names: Origin::Flags });
+        let names = run(&["--source", "pod-log", "--preset", "keras"]).unwrap().rule_flags;
+        let c = names.for_trial(&push_trial(serde_json::json!([]))).unwrap();
+        assert_eq!(c.origin, RuleOrigin { rules: Origin::Flags, names: Origin::Trial });
+        let names: Vec<_> = c.rules.names().unwrap().map(|n| n.to_vec()).collect();
+        assert_eq!(names, [b"accuracy".to_vec(), b"loss".to_vec()], "the Trial's metrics only");
+    }
+
+    #[test]
+    fn katib_flags_are_checked() {
+        let cfg = run(&["--source", "pod-log", "--trial-status", "off", "--report-interval", "0"]).unwrap();
+        assert_eq!(cfg.source, Source::PodLog { container: None, trial_status: false });
+        assert_eq!((cfg.report_interval, cfg.katib_db.as_str()), (None, "katib-db-manager.kubeflow:6789"));
+        for bad in ["nohost", ":6789", "host:0", "host:port", "http://h/x:1"] {
+            let e = run(&["--source", "pod-log", "--katib-db", bad]).unwrap_err().to_string();
+            assert!(e.starts_with("--katib-db"), "{bad}: {e}");
+        }
+        let e = run(&["--check-config", "--assume-trial", "/nonexistent.yaml", "x.log"]).unwrap_err();
+        assert!(matches!(e, ConfigError::AssumeTrialWhat), "{e}");
+        let e = run(&["--source", "pod-log", "--check-config", "--assume-trial", "/nonexistent.yaml"]).unwrap_err();
+        assert!(e.to_string().starts_with("--assume-trial \"/nonexistent.yaml\""), "{e}");
     }
 
     #[test]

@@ -267,15 +267,21 @@ impl Trial {
         trial
     }
 
-    /// Reads a Trial or an Experiment from YAML or JSON text (`--assume-trial`).
+    /// Reads the first Trial or Experiment of YAML (one or more documents) or JSON text (`--assume-trial`).
     pub fn parse_document(text: &str) -> Result<Trial, String> {
-        let v: Value = serde_saphyr::from_str(text).map_err(|e| format!("not YAML or JSON: {e}"))?;
-        match v.get("kind").and_then(Value::as_str) {
-            Some("Experiment") => Ok(Trial::from_experiment(&v)),
-            Some("Trial") => Ok(Trial::from_json(&v)),
-            Some(other) => Err(format!("kind {other:?}: expected a Katib Trial or Experiment")),
-            None => Err("no kind: expected a Katib Trial or Experiment".to_string()),
+        let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| format!("not YAML or JSON: {e}"))?;
+        let kinds: Vec<&str> = docs.iter().filter_map(|d| d.get("kind")?.as_str()).collect();
+        for doc in &docs {
+            match doc.get("kind").and_then(Value::as_str) {
+                Some("Experiment") => return Ok(Trial::from_experiment(doc)),
+                Some("Trial") => return Ok(Trial::from_json(doc)),
+                _ => {}
+            }
         }
+        Err(format!(
+            "no Katib Trial or Experiment in it (kinds: {})",
+            if kinds.is_empty() { "none".to_string() } else { kinds.join(", ") }
+        ))
     }
 
     /// The metric names Katib's collector would be given (`-m`): the objective first, then the additional ones.
@@ -444,6 +450,8 @@ spec:
         let bare = Trial::parse_document("kind: Experiment\nspec: {objective: {objectiveMetricName: a}}").unwrap();
         assert_eq!(bare.collector_kind(), CollectorKind::StdOut);
         assert!(Trial::parse_document("kind: Job").unwrap_err().contains("Job"));
+        let several = "kind: ServiceAccount\n---\nkind: Trial\nmetadata: {name: t9}\n";
+        assert_eq!(Trial::parse_document(several).unwrap().name, "t9", "the first Trial of several documents");
         assert!(Trial::parse_document(": :").is_err());
     }
 
