@@ -429,7 +429,7 @@ macro_rules! one {
 }
 
 /// Whether `selector` selects an object with `labels` (matchLabels and the four operators).
-fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let exact = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
     let expressions = selector.match_expressions.iter().flatten().all(|e| {
         let values = e.values.as_deref().unwrap_or_default();
@@ -709,7 +709,6 @@ fn the_webhook_pods_run_restricted_and_spread_over_nodes() {
         && selects(w.pod_affinity_term.label_selector.as_ref().unwrap(), pods)));
 }
 
-/// The webhook entries `labels` in namespace `namespace` is sent to.
 /// The webhooks the API server calls for a pod with labels `pod` in `namespace`, labelled
 /// `trialtail.io/injection: enabled` when `enabled`.
 fn hooks_for<'a>(
@@ -731,7 +730,7 @@ fn hooks_for<'a>(
 }
 
 #[test]
-fn the_mutating_webhook_sees_opted_in_and_katib_trial_pods_once_and_never_its_own() {
+fn the_mutating_webhook_sees_every_pod_of_an_enabled_namespace_once_and_never_its_own() {
     let docs = documents();
     let hooks = one!(docs, MutatingWebhookConfiguration).webhooks.clone().unwrap();
     let mut names: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();
@@ -743,6 +742,8 @@ fn the_mutating_webhook_sees_opted_in_and_katib_trial_pods_once_and_never_its_ow
         assert_eq!(h.admission_review_versions, ["v1"], "{}", h.name);
         assert_eq!(h.timeout_seconds, Some(5), "{}", h.name);
         assert_eq!(h.failure_policy.as_deref(), Some("Ignore"), "{}", h.name);
+        // Called again after Katib's pod webhook changed the pod, whichever of the two runs first.
+        assert_eq!(h.reinvocation_policy.as_deref(), Some("IfNeeded"), "{}", h.name);
         let rules = h.rules.as_deref().unwrap();
         assert_eq!(rules.len(), 1, "{}", h.name);
         let r = &rules[0];
@@ -754,14 +755,18 @@ fn the_mutating_webhook_sees_opted_in_and_katib_trial_pods_once_and_never_its_ow
     }
     let opted_in = labels(&[("trialtail.io/inject", "true")]);
     let trial = labels(&[("katib.kubeflow.org/trial", "t1")]);
+    // A trial pod before Katib's pod webhook labelled it: only the Job controller's labels.
+    let unlabelled_trial = labels(&[("batch.kubernetes.io/job-name", "t1"), ("job-name", "t1")]);
     let trial_opted_in = labels(&[("katib.kubeflow.org/trial", "t1"), ("trialtail.io/inject", "true")]);
     let trial_opted_out = labels(&[("katib.kubeflow.org/trial", "t1"), ("trialtail.io/inject", "false")]);
     let other = labels(&[("app", "web"), ("trialtail.io/inject", "yes")]);
     assert_eq!(hooks_for(&hooks, "kubeflow", true, &opted_in), ["inject.trialtail.io"]);
     assert_eq!(hooks_for(&hooks, "kubeflow", true, &trial), ["katib-trials.trialtail.io"]);
+    assert_eq!(hooks_for(&hooks, "kubeflow", true, &unlabelled_trial), ["katib-trials.trialtail.io"]);
     assert_eq!(hooks_for(&hooks, "kubeflow", true, &trial_opted_in), ["inject.trialtail.io"], "sent once");
     assert!(hooks_for(&hooks, "kubeflow", true, &trial_opted_out).is_empty());
-    assert!(hooks_for(&hooks, "kubeflow", true, &other).is_empty());
+    // The webhook answers "not selected" for it (`mutate`'s own choice of pods).
+    assert_eq!(hooks_for(&hooks, "kubeflow", true, &other), ["katib-trials.trialtail.io"]);
     // Only in namespaces the operator enabled, and never in its own, enabled or not.
     assert!(hooks_for(&hooks, "kubeflow", false, &opted_in).is_empty());
     assert!(hooks_for(&hooks, "kubeflow", false, &trial).is_empty());
