@@ -325,7 +325,13 @@ pub struct RunArgs {
     ///
     /// Shows the rules, metrics and role the sidecar would take from it (and where each comes from) without
     /// contacting anything. An Experiment stands for the Trials Katib creates from it.
-    #[arg(long, value_name = "FILE", requires = "check_config", help_heading = "Kubernetes")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "check_config",
+        env = "TRIALTAIL_ASSUME_TRIAL",
+        help_heading = "Kubernetes"
+    )]
     pub assume_trial: Option<PathBuf>,
 
     #[command(flatten)]

@@ -388,10 +388,12 @@ impl RunConfig {
         if katib {
             rules.push("Katib semantics".into());
         }
+        // Where rules come from matters only where a Trial could give them: the sidecar.
+        let sidecar = matches!(self.source, Source::PodLog { .. });
         let from = |origin: Origin| match origin {
-            Origin::Default => "",
-            Origin::Flags => " (from flags)",
+            Origin::Flags if sidecar => " (from flags)",
             Origin::Trial => " (from the Trial)",
+            _ => "",
         };
         let mut rules = rules.join("; ");
         rules.push_str(from(self.origin.rules));

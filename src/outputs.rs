@@ -7,7 +7,7 @@
 //! - the run's single [`Publisher`] of snapshots, and the one [`SinkStats`] registry every sink counts its
 //!   deliveries and failures in (`trialtail_sink_observations_total`, `trialtail_sink_errors_total`);
 //! - the sinks that read snapshots off the hot path: the HTTP endpoint ([`crate::server`]), the Pushgateway
-//!   pusher (periodic and final), the Trial-status task, and the Katib DB report sent at the end.
+//!   pusher (periodic and final), the Trial-status task, and the Katib DB report (incremental and final).
 //!
 //! It is a [`LiveSink`]: sources hand it every observation, flush it before they wait, and publish through it.
 //! A synchronous driver (the local mode) gets a one-worker runtime of its own for the endpoint and the pusher
@@ -15,9 +15,10 @@
 //!
 //! [`Outputs::finish`] ends them in this order, each bounded: (1) the caller has published the final snapshot
 //! ([`Phase::Ended`]); the periodic push stops; (2) the Trial status gets its final write (within the grace
-//! period); (3) the Katib report is sent to the DB manager (within its deadline); (4) the final values are
-//! pushed to the Pushgateway; (5) the endpoint serves until one scrape has returned the final values or
-//! `--linger` passed, then shuts down; (6) what is printed at the end is written (the table, the report).
+//! period); (3) the incremental Katib delivery stops and the rest of the report is sent to the DB manager
+//! (within its deadline); (4) the final values are pushed to the Pushgateway; (5) the endpoint serves until one
+//! scrape has returned the final values or `--linger` passed, then shuts down; (6) what is printed at the end
+//! is written (the table, the report).
 //! Katib and the Trial come before Prometheus because a trial's result must not wait for a scraper.
 //!
 //! Adding a sink touches its own file in [`crate::sink`] and this module (plus its flags in `cli`/`config`).

@@ -70,11 +70,10 @@ impl CollectorKind {
     }
 }
 
-/// The container Katib's webhook adds for kinds `StdOut` and `File` (`getSidecarContainerName`,
-/// `pkg/webhook/v1beta1/pod/utils.go`); it re-prints the training output, which Katib redirected into a file.
-pub const KATIB_LOGGER_CONTAINER: &str = "metrics-logger-and-collector";
-/// The container Katib's webhook adds for the other injected kinds.
-pub const KATIB_COLLECTOR_CONTAINER: &str = "metrics-collector";
+/// The container Katib's webhook adds for kinds `StdOut` and `File` (the first of
+/// [`crate::k8s::KATIB_COLLECTOR_CONTAINERS`]); it re-prints the training output, which kind `StdOut` redirected
+/// into a file (`printMetricsFile`, `cmd/metricscollector/v1beta1/file-metricscollector/main.go`).
+pub const KATIB_LOGGER_CONTAINER: &str = crate::k8s::KATIB_COLLECTOR_CONTAINERS[0];
 
 /// Which of a metric's values Katib compares trials by (`metricStrategies[].value`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -60,14 +60,14 @@ pub struct PodLogConfig {
 }
 
 /// The container to read when `--container` is not given: the Trial's `primaryContainerName` when known, else
-/// the pod's first regular container that is not trialtail itself (Katib's collector name included).
+/// the pod's first regular container that is neither trialtail nor Katib's collector.
 pub fn default_container(pod: &Pod, primary: Option<&str>) -> Option<String> {
     let spec = pod.spec.as_ref()?;
     if let Some(p) = primary.filter(|p| spec.containers.iter().any(|c| c.name == *p)) {
         return Some(p.to_string());
     }
-    let own = ["trialtail", "metrics-logger-and-collector"];
-    spec.containers.iter().find(|c| !own.contains(&c.name.as_str())).map(|c| c.name.clone())
+    let collector = |name: &str| name == "trialtail" || crate::k8s::KATIB_COLLECTOR_CONTAINERS.contains(&name);
+    spec.containers.iter().find(|c| !collector(&c.name)).map(|c| c.name.clone())
 }
 
 /// Splits a `timestamps=true` log line into the kubelet's timestamp (parsed and as text) and the line.

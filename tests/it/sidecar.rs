@@ -263,6 +263,31 @@ fn failed_training_clears_the_observation_written_while_it_ran() {
     assert_eq!(fake.trial()["status"]["conditions"][0]["type"], "Running", "Katib's own fields untouched");
 }
 
+#[test]
+fn a_crash_the_kubelet_restarts_is_not_the_end_of_training() {
+    // restartPolicy OnFailure: the kubelet publishes running → terminated (exit 1) → running (restartCount 1).
+    let mut p = running_pod(json!({"katib.kubeflow.org/trial": "t1"}));
+    p["spec"]["restartPolicy"] = json!("OnFailure");
+    let fake = KubeFake::start(p, job(), trial());
+    let sidecar = Sidecar::start(&fake, &["--status-interval", "200ms", "--output", "json"], None);
+    fake.write_log(&["accuracy=0.5"]);
+    wait_for("the first instance's line", || metric(&metrics(&fake), "accuracy").is_some());
+    set_state(&fake, json!({"terminated": {"exitCode": 1}}));
+    std::thread::sleep(Duration::from_millis(700));
+    fake.set_pod(|p| {
+        p["status"]["containerStatuses"][0]["restartCount"] = json!(1);
+        p["status"]["containerStatuses"][0]["state"] = json!({"running": {"startedAt": "2026-01-01T00:01:00Z"}});
+    });
+    fake.write_log(&["accuracy=0.75"]);
+    wait_for("the second instance's line", || metric(&metrics(&fake), "accuracy").is_some_and(|m| m["max"] == "0.75"));
+    set_state(&fake, json!({"terminated": {"exitCode": 0}}));
+    let (status, out, err) = sidecar.wait();
+    assert!(status.success(), "{status:?}\n{err}");
+    assert_eq!(out.iter().filter(|l| l.contains("\"accuracy\"")).count(), 2, "both instances read: {out:?}");
+    let last = fake.patches().last().cloned().unwrap();
+    assert_eq!(metric(&last["status"]["observation"]["metrics"], "accuracy").unwrap()["latest"], "0.75");
+}
+
 pub(crate) fn running_pod(labels: Value) -> Value {
     let mut p = pod();
     p["metadata"]["ownerReferences"] = json!([]);
