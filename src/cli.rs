@@ -225,11 +225,16 @@ pub struct RunArgs {
     /// Where the log comes from: `log` (LOG, standard input or a command) or `pod-log`
     ///
     /// `pod-log` is the native sidecar mode: trialtail runs in the training pod (POD_NAME and POD_NAMESPACE
-    /// from the downward API), follows --container's log through the Kubernetes API (in-cluster service
-    /// account, or KUBECONFIG), finds the Katib Trial (--trial, KATIB_TRIAL_NAME, the pod label
-    /// katib.kubeflow.org/trial, or the pod's controller owners), writes live observations to the Trial's status
-    /// every --status-interval, and exits 0 once the container terminated and its log was read (or on
-    /// SIGTERM). Without a Trial it still runs, for Prometheus only. Takes no LOG.
+    /// from the downward API), follows the training container's log through the Kubernetes API (in-cluster
+    /// service account, or KUBECONFIG), and exits 0 once the container terminated for good and its log was read
+    /// (or on SIGTERM). It finds the Katib Trial (--trial, KATIB_TRIAL_NAME, the pod label
+    /// katib.kubeflow.org/trial, or the pod's controller owners) and reads it once: with no rule flags it parses
+    /// as Katib would for that Trial (its metricsFormat, else Katib's default filter, Katib semantics, the
+    /// objective and additional metrics). When trialtail is the Trial's collector (collector kind Push, or Custom
+    /// with trialtail's image) and this is the primary pod, it reports the rows to Katib's DB manager
+    /// (--katib-db, every --report-interval and at the end) and writes live observations to the Trial's status
+    /// (--trial-status). With another collector kind (Katib's own collector reports), in a pod that is not the
+    /// primary one, or without a Trial it runs for Prometheus only and says why once. Takes no LOG.
     #[arg(
         long = "source",
         value_enum,
@@ -242,10 +247,28 @@ pub struct RunArgs {
 
     /// With --source pod-log: the container whose log is read
     ///
-    /// Default: the Trial's spec.primaryContainerName, else the pod's first regular container that is not
-    /// trialtail itself (named `trialtail` or `metrics-logger-and-collector`).
+    /// Default: the Trial's spec.primaryContainerName (with collector kind StdOut, Katib's
+    /// metrics-logger-and-collector container, which re-prints the output Katib redirected), else the pod's
+    /// first regular container that is not trialtail itself.
     #[arg(long, value_name = "NAME", env = "TRIALTAIL_CONTAINER", help_heading = "Kubernetes")]
     pub container: Option<String>,
+
+    /// With --source pod-log: `live` writes observations to the Trial's status while it trains, `off` never
+    ///
+    /// Live writes follow rules that keep every Katib decision as with Katib's own collector: the objective is
+    /// written only when its strategy is min or max (a value the trial really reached), never when it is
+    /// latest; when the training container fails, the last write clears the observation again; when it
+    /// succeeds, the final values are written and Katib's controller then takes the observation from the DB
+    /// rows. Only when trialtail is the Trial's collector (see --source).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        default_value = "live",
+        env = "TRIALTAIL_TRIAL_STATUS",
+        help_heading = "Kubernetes"
+    )]
+    pub trial_status: TrialStatusMode,
 
     /// With --source pod-log: time between two writes of the Trial's status
     ///
@@ -256,17 +279,78 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", env = "TRIALTAIL_STATUS_INTERVAL", help_heading = "Kubernetes")]
     pub status_interval: Option<String>,
 
-    /// With --source pod-log: do not write observations to the Trial's status
+    /// With --source pod-log: Katib's DB manager, HOST:PORT
     ///
-    /// The Trial is still looked up for the `trial` label and the default container.
-    #[arg(long, env = "TRIALTAIL_NO_TRIAL_STATUS", help_heading = "Kubernetes")]
-    pub no_trial_status: bool,
+    /// Where the rows go when trialtail is the Trial's collector (DBManager.ReportObservationLog, plaintext
+    /// gRPC). Default: Katib's own default address, katib-db-manager.kubeflow:6789.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = DEFAULT_KATIB_DB,
+        env = "TRIALTAIL_KATIB_DB",
+        help_heading = "Kubernetes"
+    )]
+    pub katib_db: String,
+
+    /// With --source pod-log: report the new rows to Katib's DB this often while training runs
+    ///
+    /// A duration (default 10s; 0 reports only at the end). Rows are held back until the objective metric was
+    /// seen once (Katib's collector reports nothing but one `unavailable` row for a trial without it), then
+    /// sent in chunks, each row exactly once: a call whose outcome is unknown is checked against the DB's row
+    /// count before anything is sent again. The Katib UI draws its curves from these rows.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "10s",
+        env = "TRIALTAIL_REPORT_INTERVAL",
+        help_heading = "Kubernetes"
+    )]
+    pub report_interval: String,
+
+    /// With --source pod-log: time the final report to Katib's DB may take, retries included
+    ///
+    /// A duration (default 20s). The pod counts as Succeeded only after the sidecar exited, and Kubernetes
+    /// kills it terminationGracePeriodSeconds (default 30s) after the training container ended: keep this and
+    /// --shutdown-grace below that.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "20s",
+        env = "TRIALTAIL_REPORT_DEADLINE",
+        help_heading = "Kubernetes"
+    )]
+    pub report_deadline: String,
+
+    /// With --check-config and --source pod-log: the Katib Trial (or Experiment) to assume, a YAML or JSON file
+    ///
+    /// Shows the rules, metrics and role the sidecar would take from it (and where each comes from) without
+    /// contacting anything. An Experiment stands for the Trials Katib creates from it.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "check_config",
+        env = "TRIALTAIL_ASSUME_TRIAL",
+        help_heading = "Kubernetes"
+    )]
+    pub assume_trial: Option<PathBuf>,
 
     #[command(flatten)]
     pub rules: RuleArgs,
 
     #[command(flatten)]
     pub export: ExportArgs,
+}
+
+/// Katib's default DB manager address (`GetDBManagerAddr`, `pkg/common/v1beta1/katib_manager_util.go`).
+pub const DEFAULT_KATIB_DB: &str = "katib-db-manager.kubeflow:6789";
+
+/// `--trial-status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TrialStatusMode {
+    /// Write observations while the trial trains, under rules that never mislead Katib.
+    Live,
+    /// Never write the Trial's status.
+    Off,
 }
 
 /// `--source`.

@@ -6,7 +6,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::{ExportArgs, OutputKind, RuleArgs, RunArgs, SourceKind};
+use crate::cli::{ExportArgs, OutputKind, RuleArgs, RunArgs, SourceKind, TrialStatusMode};
+use crate::katib::trial::{Role, Trial};
 use crate::lines::{DEFAULT_MAX_LINE_BYTES, KATIB_MAX_LINE_BYTES};
 use crate::outputs::ExportConfig;
 use crate::rules::{LineFormat, RuleError, RuleSpec, Rules, Semantics};
@@ -38,6 +39,12 @@ pub enum ConfigError {
     FollowWhat,
     #[error("--source pod-log reads the container's log through the Kubernetes API: give no LOG, command or --follow")]
     PodLogWhat,
+    #[error("--katib-db {value:?}: expected HOST:PORT, e.g. katib-db-manager.kubeflow:6789")]
+    KatibDb { value: String },
+    #[error("--assume-trial {path:?}: {reason}")]
+    AssumeTrial { path: PathBuf, reason: String },
+    #[error("--assume-trial describes what the native sidecar would do: give --source pod-log")]
+    AssumeTrialWhat,
 }
 
 /// Where the log comes from.
@@ -76,6 +83,14 @@ pub struct RunConfig {
     pub shutdown_grace: Duration,
     /// Time between two Trial status writes (pod-log source).
     pub status_interval: Duration,
+    /// Katib's DB manager, `host:port` (pod-log source, when trialtail is the Trial's collector).
+    pub katib_db: String,
+    /// Time between two incremental reports to Katib's DB (`None`: only at the end).
+    pub report_interval: Option<Duration>,
+    /// Time the final report may take.
+    pub report_deadline: Duration,
+    /// The Trial `--check-config` assumes.
+    pub assume_trial: Option<Trial>,
     /// Write the output here instead of stdout (stderr when wrapping a command).
     pub output_file: Option<PathBuf>,
     /// What to print.
@@ -96,6 +111,10 @@ pub struct RunConfig {
     pub max_line_bytes: usize,
     /// Metric name limit.
     pub max_metrics: usize,
+    /// The rule flags as given, for rules rebuilt from a Trial.
+    pub rule_flags: RuleFlags,
+    /// Where the rules and the metric names came from.
+    pub origin: RuleOrigin,
     /// The Prometheus endpoint and Pushgateway.
     pub export: ExportConfig,
 }
@@ -126,7 +145,7 @@ pub fn split_names(values: &[String]) -> Vec<String> {
 pub struct RuleConfig {
     /// The compiled rules.
     pub rules: Rules,
-    /// The rules as given (empty: the default presets).
+    /// The rules in effect (empty: the default presets, or Katib's default filter in Katib semantics).
     pub specs: Vec<RuleSpec>,
     /// Katib's objective (the first metric name) in Katib semantics.
     pub objective: Option<String>,
@@ -134,13 +153,127 @@ pub struct RuleConfig {
     pub max_line_bytes: usize,
     /// Metric name limit.
     pub max_metrics: usize,
+    /// The flags as given.
+    pub flags: RuleFlags,
+    /// Where the rules and the names came from.
+    pub origin: RuleOrigin,
+}
+
+/// The rule flags as given (`--filter`, `--metric`, `--preset`, `--metrics`, `--katib-semantics`, `--format`,
+/// `--max-line-bytes`, `--max-metrics`), validated, kept so the sidecar can rebuild its rules from the Trial.
+#[derive(Debug, Clone)]
+pub struct RuleFlags {
+    /// `--filter`, `--metric` and `--preset`, in that order.
+    pub specs: Vec<RuleSpec>,
+    /// `--metrics`.
+    pub names: Vec<String>,
+    /// `--katib-semantics`.
+    pub katib: bool,
+    /// `--format`.
+    pub format: LineFormat,
+    /// `--max-line-bytes`, when given.
+    pub max_line_bytes: Option<usize>,
+    /// `--max-metrics`.
+    pub max_metrics: usize,
+}
+
+/// Where the rules and the metric names came from, as `--check-config` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleOrigin {
+    /// The rules' source.
+    pub rules: Origin,
+    /// The metric names' source.
+    pub names: Origin,
+}
+
+/// One source of configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// trialtail's defaults.
+    Default,
+    /// Flags (or the environment variables and `trialtail.io/*` annotations that become flags).
+    Flags,
+    /// The Katib Trial.
+    Trial,
+}
+
+impl RuleFlags {
+    /// Compiles the flags as they are.
+    pub fn build(&self) -> Result<RuleConfig, ConfigError> {
+        let semantics = if self.katib { Semantics::Katib } else { Semantics::Native };
+        let rules = Rules::new(&self.specs, &self.names, semantics, self.format)?;
+        let objective = (semantics == Semantics::Katib).then(|| self.names[0].clone());
+        let max_line_bytes =
+            self.max_line_bytes.unwrap_or(if self.katib { KATIB_MAX_LINE_BYTES } else { DEFAULT_MAX_LINE_BYTES });
+        let given = |empty: bool| if empty { Origin::Default } else { Origin::Flags };
+        let origin = RuleOrigin { rules: given(self.specs.is_empty()), names: given(self.names.is_empty()) };
+        let specs = self.specs.clone();
+        Ok(RuleConfig {
+            rules,
+            specs,
+            objective,
+            max_line_bytes,
+            max_metrics: self.max_metrics,
+            flags: self.clone(),
+            origin,
+        })
+    }
+
+    /// The rules for a sidecar of `trial`: with no rule flag, Katib's parsing for the Trial (its `metricsFormat`
+    /// filters, else Katib's default filter, in Katib semantics); the metric names the Trial asks for unless
+    /// `--metrics` names others. Flags win where given. A Trial without metric names changes nothing.
+    pub fn for_trial(&self, trial: &Trial) -> Result<RuleConfig, ConfigError> {
+        let names = trial.names();
+        if names.is_empty() {
+            return self.build();
+        }
+        let from_trial = self.specs.is_empty();
+        let mut flags = self.clone();
+        if from_trial {
+            flags.specs = trial.metrics_format.iter().cloned().map(RuleSpec::Filter).collect();
+            flags.katib = true;
+        }
+        if self.names.is_empty() {
+            flags.names = names;
+        }
+        let mut config = flags.build()?;
+        config.flags = self.clone();
+        let pick = |trial: bool| if trial { Origin::Trial } else { Origin::Flags };
+        config.origin = RuleOrigin { rules: pick(from_trial), names: pick(self.names.is_empty()) };
+        Ok(config)
+    }
 }
 
 impl RunConfig {
     /// Validates the `run` flags; `env` looks up the Kubernetes fallbacks (`KATIB_TRIAL_NAME`, `POD_NAMESPACE`,
     /// `POD_NAME`) for labels not given as flags – the process environment in `main`, nothing in the webhook.
     pub fn from_args(a: RunArgs, env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let r = RuleConfig::try_from(a.rules)?;
+        if a.assume_trial.is_some() && a.source_kind != SourceKind::PodLog {
+            return Err(ConfigError::AssumeTrialWhat);
+        }
+        let assume_trial = match &a.assume_trial {
+            None => None,
+            Some(path) => {
+                let fail = |reason: String| ConfigError::AssumeTrial { path: path.clone(), reason };
+                let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+                Some(Trial::parse_document(&text).map_err(fail)?)
+            }
+        };
+        let katib_db = a.katib_db.trim().to_string();
+        let valid_db = katib_db.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && !host.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !valid_db {
+            return Err(ConfigError::KatibDb { value: a.katib_db });
+        }
+        let report_interval = Some(duration("report-interval", &a.report_interval)?).filter(|d| !d.is_zero());
+        let report_deadline = duration("report-deadline", &a.report_deadline)?;
+        let mut r = RuleConfig::try_from(a.rules)?;
+        // What the sidecar prints at the end stays the flags' choice (a table); only its rules follow the Trial.
+        let objective = r.objective.clone();
+        if let Some(trial) = &assume_trial {
+            r = r.flags.for_trial(trial)?;
+        }
         let status_interval = match a.status_interval {
             None => trial_status::DEFAULT_INTERVAL,
             Some(value) => match duration("status-interval", &value)? {
@@ -156,7 +289,8 @@ impl RunConfig {
                 return Err(ConfigError::PodLogWhat);
             }
             _ if a.source_kind == SourceKind::PodLog => {
-                Source::PodLog { container: a.container.filter(|c| !c.is_empty()), trial_status: !a.no_trial_status }
+                let trial_status = a.trial_status == TrialStatusMode::Live;
+                Source::PodLog { container: a.container.filter(|c| !c.is_empty()), trial_status }
             }
             (Some(_), false) => return Err(ConfigError::TwoSources),
             (None, true) => return Err(ConfigError::NoSource),
@@ -178,6 +312,10 @@ impl RunConfig {
             until_idle,
             shutdown_grace,
             status_interval,
+            katib_db,
+            report_interval,
+            report_deadline,
+            assume_trial,
             output_file: a.output_file,
             output: a.output,
             stats: a.stats,
@@ -185,9 +323,11 @@ impl RunConfig {
             live: a.live,
             rules: r.rules,
             specs: r.specs,
-            objective: r.objective,
+            objective,
             max_line_bytes: r.max_line_bytes,
             max_metrics: r.max_metrics,
+            rule_flags: r.flags,
+            origin: r.origin,
             export: ExportConfig::from_args(a.export, env)?,
         })
     }
@@ -220,14 +360,13 @@ impl RunConfig {
                 let words: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
                 format!("command {}", words.join(" "))
             }
-            Source::PodLog { container, trial_status } => {
-                let container = container.as_deref().unwrap_or("the Trial's primary container");
-                let status = if *trial_status {
-                    format!("Trial status every {:?}", self.status_interval)
-                } else {
-                    "no Trial status".to_string()
-                };
-                format!("pod-log, container {container}, {status}")
+            Source::PodLog { container, .. } => {
+                let primary = self.assume_trial.as_ref().and_then(|t| t.primary_container.as_deref());
+                match (container, primary) {
+                    (Some(c), _) => format!("pod-log, container {c}"),
+                    (None, Some(p)) => format!("pod-log, container {p} (the Trial's primaryContainerName)"),
+                    (None, None) => "pod-log, the Trial's primary container".to_string(),
+                }
             }
         };
         let katib = self.rules.semantics() == Semantics::Katib;
@@ -249,10 +388,19 @@ impl RunConfig {
         if katib {
             rules.push("Katib semantics".into());
         }
+        // Where rules come from matters only where a Trial could give them: the sidecar.
+        let sidecar = matches!(self.source, Source::PodLog { .. });
+        let from = |origin: Origin| match origin {
+            Origin::Flags if sidecar => " (from flags)",
+            Origin::Trial => " (from the Trial)",
+            _ => "",
+        };
+        let mut rules = rules.join("; ");
+        rules.push_str(from(self.origin.rules));
         let metrics = match self.rules.names() {
             Some(names) => {
                 let names: Vec<_> = names.map(String::from_utf8_lossy).collect();
-                format!("{} (at most {})", names.join(", "), self.max_metrics)
+                format!("{} (at most {}){}", names.join(", "), self.max_metrics, from(self.origin.names))
             }
             None => format!("every captured name (at most {})", self.max_metrics),
         };
@@ -272,9 +420,10 @@ impl RunConfig {
             (Some(t), Some(every)) => format!("http://{}{}, every {every:?} and at the end", t.authority, t.prefix),
         };
         let labels: Vec<String> = export.labels.pairs().map(|(k, v)| format!("{k}={v}")).collect();
+        let katib_row = self.katib_summary();
         let rows = [
             ("source", source),
-            ("rules", rules.join("; ")),
+            ("rules", rules),
             ("metrics", metrics),
             ("lines", format!("cut at {} bytes", self.max_line_bytes)),
             ("output", format!("{kind} to {dest}")),
@@ -282,7 +431,30 @@ impl RunConfig {
             ("pushgateway", push),
             ("labels", if labels.is_empty() { "none".to_string() } else { labels.join(" ") }),
         ];
-        rows.iter().map(|(k, v)| format!("{k}:{:pad$}{v}\n", "", pad = 12 - k.len())).collect()
+        let rows = rows.into_iter().chain(katib_row.map(|v| ("katib", v)));
+        rows.map(|(k, v)| format!("{k}:{:pad$}{v}\n", "", pad = 12 - k.len())).collect()
+    }
+
+    /// What the sidecar does for Katib (pod-log source only): with `--assume-trial`, the role that Trial gives;
+    /// without, what it would do once it read a Trial.
+    fn katib_summary(&self) -> Option<String> {
+        let Source::PodLog { trial_status, .. } = &self.source else { return None };
+        let status = match trial_status {
+            true => format!("Trial status live every {:?}", self.status_interval),
+            false => "no Trial status".to_string(),
+        };
+        let every = match self.report_interval {
+            Some(d) => format!("every {d:?} and at the end"),
+            None => "at the end".to_string(),
+        };
+        let report = format!("rows to {} {every} (deadline {:?}), {status}", self.katib_db, self.report_deadline);
+        Some(match &self.assume_trial {
+            None => format!("when trialtail is the Trial's collector: {report}"),
+            Some(trial) => match trial.role(None) {
+                Role::Report => format!("collector kind {}: {report}", trial.collector_kind().name()),
+                Role::Observe(why) => format!("Prometheus only: {why}"),
+            },
+        })
     }
 }
 
@@ -291,14 +463,13 @@ impl TryFrom<RuleArgs> for RuleConfig {
 
     fn try_from(a: RuleArgs) -> Result<Self, ConfigError> {
         let max_line_bytes = match a.max_line_bytes {
-            None if a.katib_semantics => KATIB_MAX_LINE_BYTES,
-            None => DEFAULT_MAX_LINE_BYTES,
+            None => None,
             Some(value) => match parse_size(&value) {
                 None => return Err(ConfigError::MaxLineBytes { value, reason: "not a size" }),
                 Some(n) if !(16..=64 << 20).contains(&n) => {
                     return Err(ConfigError::MaxLineBytes { value, reason: "must be 16 bytes to 64 MiB" });
                 }
-                Some(n) => n,
+                Some(n) => Some(n),
             },
         };
         if !(1..=1_000_000).contains(&a.max_metrics) {
@@ -314,11 +485,15 @@ impl TryFrom<RuleArgs> for RuleConfig {
             }
         }
         specs.extend(a.presets.into_iter().map(RuleSpec::Preset));
-        let names = split_names(&a.metrics);
-        let semantics = if a.katib_semantics { Semantics::Katib } else { Semantics::Native };
-        let rules = Rules::new(&specs, &names, semantics, a.format)?;
-        let objective = (semantics == Semantics::Katib).then(|| names[0].clone());
-        Ok(RuleConfig { rules, specs, objective, max_line_bytes, max_metrics: a.max_metrics })
+        let flags = RuleFlags {
+            specs,
+            names: split_names(&a.metrics),
+            katib: a.katib_semantics,
+            format: a.format,
+            max_line_bytes,
+            max_metrics: a.max_metrics,
+        };
+        flags.build()
     }
 }
 
@@ -477,6 +652,60 @@ mod tests {
         assert_eq!(cfg.labels.namespace.as_deref(), Some("ns-flag"), "a flag wins over the environment");
         assert_eq!((cfg.labels.pod.as_deref(), cfg.push_interval, cfg.listen), (None, None, None));
         assert!(!cfg.is_enabled());
+    }
+
+    fn run(args: &[&str]) -> Result<RunConfig, ConfigError> {
+        let argv = ["trialtail", "run"].iter().chain(args).map(|a| a.to_string());
+        RunConfig::from_args(crate::cli::parse_run_args(argv).unwrap(), |_| None)
+    }
+
+    fn push_trial(metrics_format: serde_json::Value) -> Trial {
+        Trial::from_json(&serde_json::json!({"metadata": {"name": "t"}, "spec": {
+            "objective": {"type": "maximize", "objectiveMetricName": "accuracy", "additionalMetricNames": ["loss"]},
+            "metricsCollector": {"collector": {"kind": "Push"}, "source": {"filter": {"metricsFormat": metrics_format}}}}}))
+    }
+
+    #[test]
+    fn without_rule_flags_the_trial_decides_the_rules_and_names() {
+        let flags = run(&["--source", "pod-log"]).unwrap().rule_flags;
+        let from_trial = flags.for_trial(&push_trial(serde_json::json!([r"(\w+)=(\S+)"]))).unwrap();
+        assert_eq!(from_trial.specs, [RuleSpec::Filter(r"(\w+)=(\S+)".into())]);
+        assert_eq!(from_trial.rules.semantics(), Semantics::Katib);
+        assert_eq!(from_trial.objective.as_deref(), Some("accuracy"));
+        assert_eq!(from_trial.origin, RuleOrigin { rules: Origin::Trial, names: Origin::Trial });
+        assert_eq!(from_trial.max_line_bytes, KATIB_MAX_LINE_BYTES);
+        let default = flags.for_trial(&push_trial(serde_json::json!([]))).unwrap();
+        assert!(default.specs.is_empty(), "no metricsFormat: Katib's default filter");
+        assert_eq!(default.rules.semantics(), Semantics::Katib);
+    }
+
+    #[test]
+    fn flags_win_over_the_trial_where_given() {
+        let flags = run(&["--source", "pod-log", "--preset", "keras", "-m", "val_loss"]).unwrap().rule_flags;
+        let c = flags.for_trial(&push_trial(serde_json::json!([r"(\w+)=(\S+)"]))).unwrap();
+        assert_eq!(c.specs, [RuleSpec::Preset(crate::rules::Preset::Keras)]);
+        assert_eq!(c.rules.semantics(), Semantics::Native);
+        assert_eq!(c.origin, RuleOrigin { rules: Origin::Flags, names: Origin::Flags });
+        let names = run(&["--source", "pod-log", "--preset", "keras"]).unwrap().rule_flags;
+        let c = names.for_trial(&push_trial(serde_json::json!([]))).unwrap();
+        assert_eq!(c.origin, RuleOrigin { rules: Origin::Flags, names: Origin::Trial });
+        let names: Vec<_> = c.rules.names().unwrap().map(|n| n.to_vec()).collect();
+        assert_eq!(names, [b"accuracy".to_vec(), b"loss".to_vec()], "the Trial's metrics only");
+    }
+
+    #[test]
+    fn katib_flags_are_checked() {
+        let cfg = run(&["--source", "pod-log", "--trial-status", "off", "--report-interval", "0"]).unwrap();
+        assert_eq!(cfg.source, Source::PodLog { container: None, trial_status: false });
+        assert_eq!((cfg.report_interval, cfg.katib_db.as_str()), (None, "katib-db-manager.kubeflow:6789"));
+        for bad in ["nohost", ":6789", "host:0", "host:port", "http://h/x:1"] {
+            let e = run(&["--source", "pod-log", "--katib-db", bad]).unwrap_err().to_string();
+            assert!(e.starts_with("--katib-db"), "{bad}: {e}");
+        }
+        let e = run(&["--check-config", "--assume-trial", "/nonexistent.yaml", "x.log"]).unwrap_err();
+        assert!(matches!(e, ConfigError::AssumeTrialWhat), "{e}");
+        let e = run(&["--source", "pod-log", "--check-config", "--assume-trial", "/nonexistent.yaml"]).unwrap_err();
+        assert!(e.to_string().starts_with("--assume-trial \"/nonexistent.yaml\""), "{e}");
     }
 
     #[test]

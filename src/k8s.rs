@@ -25,6 +25,12 @@ pub const TRIAL_LABEL: &str = "katib.kubeflow.org/trial";
 /// Katib's pod label naming the Experiment.
 pub const EXPERIMENT_LABEL: &str = "katib.kubeflow.org/experiment";
 
+/// The names Katib's pod webhook gives the metrics collector container it appends to a trial pod's
+/// `containers`: `metrics-logger-and-collector` for the kinds StdOut and File, `metrics-collector` for the others
+/// (TensorFlowEvent, PrometheusMetric). Katib's `getSidecarContainerName` (`pkg/webhook/v1beta1/pod/utils.go`),
+/// the names from `pkg/metricscollector/v1beta1/common/const.go`. A `Custom` collector keeps the name it is given.
+pub const KATIB_COLLECTOR_CONTAINERS: [&str; 2] = ["metrics-logger-and-collector", "metrics-collector"];
+
 /// Owner steps followed from the pod before giving up.
 pub const MAX_OWNER_DEPTH: usize = 4;
 

@@ -7,7 +7,7 @@
 //! - the run's single [`Publisher`] of snapshots, and the one [`SinkStats`] registry every sink counts its
 //!   deliveries and failures in (`trialtail_sink_observations_total`, `trialtail_sink_errors_total`);
 //! - the sinks that read snapshots off the hot path: the HTTP endpoint ([`crate::server`]), the Pushgateway
-//!   pusher (periodic and final), the Trial-status task, and the Katib DB report sent at the end.
+//!   pusher (periodic and final), the Trial-status task, and the Katib DB report (incremental and final).
 //!
 //! It is a [`LiveSink`]: sources hand it every observation, flush it before they wait, and publish through it.
 //! A synchronous driver (the local mode) gets a one-worker runtime of its own for the endpoint and the pusher
@@ -15,24 +15,26 @@
 //!
 //! [`Outputs::finish`] ends them in this order, each bounded: (1) the caller has published the final snapshot
 //! ([`Phase::Ended`]); the periodic push stops; (2) the Trial status gets its final write (within the grace
-//! period); (3) the Katib report is sent to the DB manager (within its deadline); (4) the final values are
-//! pushed to the Pushgateway; (5) the endpoint serves until one scrape has returned the final values or
-//! `--linger` passed, then shuts down; (6) what is printed at the end is written (the table, the report).
+//! period); (3) the incremental Katib delivery stops and the rest of the report is sent to the DB manager
+//! (within its deadline); (4) the final values are pushed to the Pushgateway; (5) the endpoint serves until one
+//! scrape has returned the final values or `--linger` passed, then shuts down; (6) what is printed at the end
+//! is written (the table, the report).
 //! Katib and the Trial come before Prometheus because a trial's result must not wait for a scraper.
 //!
 //! Adding a sink touches its own file in [`crate::sink`] and this module (plus its flags in `cli`/`config`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::runtime::Runtime;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::katib::report::KatibReport;
 use crate::parser::{Observation, ObservationSink, Parser};
 use crate::server::{self, ServerError, ServerHandle};
-use crate::sink::katib_db::{self, KatibDbError};
+use crate::sink::katib_db::{self, KatibDbError, Reporter};
 use crate::sink::prometheus::{Exposition, Labels};
 use crate::sink::pushgateway::{PushTarget, Pusher};
 use crate::sink::stats::SinkStats;
@@ -70,15 +72,27 @@ impl ExportConfig {
     }
 }
 
-/// Where and for which trial the Katib report goes (`-s-db`, `-t`, `-report-deadline`).
+/// Where and for which trial the Katib report goes (`-s-db`, `-t`, `-report-deadline`; `--katib-db`,
+/// `--report-interval`, `--report-deadline`).
 #[derive(Debug, Clone)]
 pub struct KatibDbConfig {
     /// The DB manager, `host:port`.
     pub address: String,
     /// The trial the rows belong to.
     pub trial: String,
-    /// The time the report may take, retries included.
+    /// The time the final report may take, retries included.
     pub deadline: Duration,
+    /// Report new rows this often while reading (`None`: only at the end).
+    pub interval: Option<Duration>,
+}
+
+/// The Katib report being collected, and its delivery.
+#[derive(Debug)]
+struct KatibOut {
+    report: Arc<Mutex<KatibReport>>,
+    cfg: KatibDbConfig,
+    /// The incremental delivery and the signal that ends it.
+    periodic: Option<(JoinHandle<Reporter>, watch::Sender<bool>)>,
 }
 
 /// Why the outputs could not start or end.
@@ -107,7 +121,7 @@ pub struct Finished {
 #[derive(Debug)]
 pub struct Outputs {
     stdout: Option<StdoutSink>,
-    katib: Option<(KatibReport, KatibDbConfig)>,
+    katib: Option<KatibOut>,
     publisher: Publisher,
     snapshots: SnapshotRx,
     sinks: Arc<SinkStats>,
@@ -180,10 +194,20 @@ impl Outputs {
         self
     }
 
-    /// Collects Katib's report rows (objective first in `objective`) and sends them to the DB manager at the end.
+    /// Collects Katib's report rows (for the objective `objective`) and sends them to the DB manager: every
+    /// `cfg.interval` from a task on the current runtime (when given), and the rest at the end.
     pub fn with_katib_db(mut self, objective: &str, cfg: KatibDbConfig) -> Self {
         self.sinks.register(katib_db::SINK);
-        self.katib = Some((KatibReport::new(objective), cfg));
+        let report = Arc::new(Mutex::new(KatibReport::new(objective)));
+        let periodic = match (cfg.interval, Reporter::new(&cfg.address, &cfg.trial, self.sinks.clone())) {
+            (Some(every), Ok(reporter)) => {
+                let (stop, stopped) = watch::channel(false);
+                let task = katib_db::report_periodically(reporter, report.clone(), every, stopped);
+                Some((tokio::spawn(task), stop))
+            }
+            _ => None,
+        };
+        self.katib = Some(KatibOut { report, cfg, periodic });
         self
     }
 
@@ -241,9 +265,8 @@ impl Outputs {
                 tracing::info!(patches, "wrote the final observations to the Trial status");
             }
         }
-        if let Some((report, cfg)) = self.katib.take() {
-            let rows = report.rows();
-            done.katib = Some(katib_db::report(&cfg.address, &cfg.trial, &rows, cfg.deadline, &self.sinks).await);
+        if let Some(katib) = self.katib.take() {
+            done.katib = Some(self.report_to_katib(katib).await);
         }
         if let Some(pusher) = &self.pusher {
             match pusher.push().await {
@@ -264,6 +287,23 @@ impl Outputs {
             done.stdout = stdout.finish(parser).err();
         }
         done
+    }
+
+    /// The Katib report's final delivery: the incremental one stops, then the rest goes within the deadline.
+    async fn report_to_katib(&self, katib: KatibOut) -> Result<(), KatibDbError> {
+        let end = tokio::time::Instant::now() + katib.cfg.deadline;
+        let reporter = match katib.periodic {
+            Some((task, stop)) => {
+                let _ = stop.send(true);
+                task.await.ok()
+            }
+            None => None,
+        };
+        let mut reporter = match reporter {
+            Some(r) => r,
+            None => Reporter::new(&katib.cfg.address, &katib.cfg.trial, self.sinks.clone())?,
+        };
+        reporter.finish(&katib.report, end).await
     }
 
     /// [`Outputs::finish`] for a synchronous driver: runs it on the outputs' own runtime (or a small one when
@@ -296,8 +336,8 @@ impl ObservationSink for Outputs {
         if let Some(stdout) = &mut self.stdout {
             stdout.observe(obs);
         }
-        if let Some((report, _)) = &mut self.katib {
-            report.observe(obs);
+        if let Some(katib) = &mut self.katib {
+            katib.report.lock().expect("report lock").observe(obs);
         }
     }
 
@@ -305,8 +345,8 @@ impl ObservationSink for Outputs {
         if let Some(stdout) = &mut self.stdout {
             stdout.restarted();
         }
-        if let Some((report, _)) = &mut self.katib {
-            report.restarted();
+        if let Some(katib) = &mut self.katib {
+            katib.report.lock().expect("report lock").restarted();
         }
     }
 }

@@ -28,6 +28,20 @@ pub struct SourceStats {
     pub read_errors: u64,
     /// The source's line buffers' counters, summed over its streams.
     pub lines: LineStats,
+    /// How the training ended, when the source can tell (the pod-log source reads the container's exit).
+    pub training: Training,
+}
+
+/// How the training whose output a source reads ended.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Training {
+    /// Not known (still running, or a source that cannot tell).
+    #[default]
+    Unknown,
+    /// The training container exited 0 for good.
+    Succeeded,
+    /// It failed for good, was killed, or its pod went away.
+    Failed,
 }
 
 /// Where the source is in its life, for readiness and for sinks that flush at the end.

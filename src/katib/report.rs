@@ -72,20 +72,38 @@ impl KatibReport {
         self.rows.is_empty()
     }
 
+    /// Whether a row is for the objective: until then Katib would send nothing but the sentinel.
+    pub fn has_objective(&self) -> bool {
+        self.has_objective
+    }
+
+    /// The objective's name.
+    pub fn objective(&self) -> &str {
+        &self.objective
+    }
+
+    /// Row `i` (before the sentinel rule).
+    pub fn row(&self, i: usize) -> Option<Row<'_>> {
+        let r = self.rows.get(i)?;
+        Some(Row {
+            name: &self.arena[r.name.clone()],
+            value: &self.arena[r.value.clone()],
+            time: &self.arena[r.time.clone()],
+            line: Some(r.line),
+        })
+    }
+
+    /// The single row Katib sends for a report without its objective.
+    pub fn sentinel(&self) -> Row<'_> {
+        Row { name: &self.objective, value: UNAVAILABLE, time: ZERO_TIME, line: None }
+    }
+
     /// The report as Katib sends it: every row, or the single `unavailable` row when the objective is missing.
     pub fn rows(&self) -> Vec<Row<'_>> {
         if !self.has_objective {
-            return vec![Row { name: &self.objective, value: UNAVAILABLE, time: ZERO_TIME, line: None }];
+            return vec![self.sentinel()];
         }
-        self.rows
-            .iter()
-            .map(|r| Row {
-                name: &self.arena[r.name.clone()],
-                value: &self.arena[r.value.clone()],
-                time: &self.arena[r.time.clone()],
-                line: Some(r.line),
-            })
-            .collect()
+        (0..self.rows.len()).filter_map(|i| self.row(i)).collect()
     }
 }
 

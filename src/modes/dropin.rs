@@ -137,7 +137,12 @@ async fn run_async(a: KatibArgs, rules: Rules, stop_rules: Vec<StopRule>) -> Res
         },
         ..ExportConfig::default()
     };
-    let katib = KatibDbConfig { address: a.db_manager.clone(), trial: a.trial.clone(), deadline: a.report_deadline };
+    let katib = KatibDbConfig {
+        address: a.db_manager.clone(),
+        trial: a.trial.clone(),
+        deadline: a.report_deadline,
+        interval: None,
+    };
     // A busy port must not fail the trial: /metrics is a bonus in this mode.
     let outputs = Outputs::start(&export).or_else(|e| {
         tracing::warn!(error = %e, "cannot serve /metrics; collecting without it");

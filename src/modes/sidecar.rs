@@ -1,24 +1,30 @@
-//! The native sidecar (`trialtail run --source pod-log`): Kubernetes discovery, the pod-log source, the Trial
-//! status sink and the Prometheus exporter, wired together for one run.
+//! The native sidecar (`trialtail run --source pod-log`): Kubernetes discovery, the Trial, the pod-log source,
+//! and the outputs the Trial's collector kind allows, wired together for one run.
 //!
-//! Order: client → own pod → Trial (and its `primaryContainerName`) → labels → outputs (endpoint, pusher, Trial
-//! status sink) → follow the container's log → on its end, the final snapshot is published and the outputs end
-//! in [`Outputs::finish`]'s order (the Trial status's final write within the grace period first). A missing
-//! Trial is said once and the run goes on for Prometheus; a Trial status sink that is denied stops alone. Only
-//! set-up failures (no client, no pod, no container) end the run with an error.
+//! Order: client → own pod → Trial (read once) → its [`Role`] and rules → outputs → follow the training
+//! container's log → on its end, the final snapshot (carrying how training ended) is published and the outputs
+//! end in [`Outputs::finish`]'s order: the Trial status's final write, then the rest of the rows to Katib's DB,
+//! then Prometheus.
+//!
+//! The role decides what is reported (see [`crate::katib::trial`]): as the Trial's collector (kind `Push`, or
+//! `Custom` with trialtail's image, in the primary pod) the rows go to Katib's DB manager incrementally and at
+//! the end, and live observations to the Trial's status; otherwise – Katib's own collector reports, not the
+//! primary pod, no Trial, a Trial that cannot be read – Prometheus only, said once with the reason. Only set-up
+//! failures (no client, no pod, no container) end the run with an error.
 
 use std::path::Path;
 use std::time::Instant;
 
 use crate::config::{RunConfig, Source};
 use crate::k8s::{self, KubeError};
-use crate::outputs::{Outputs, OutputsError};
+use crate::katib::trial::{Role, Trial, Why};
+use crate::outputs::{KatibDbConfig, Outputs, OutputsError};
 use crate::parser::Parser;
 use crate::signal::Signals;
 use crate::sink::stdout::{StdoutError, StdoutSink};
-use crate::sink::trial_status::{self, StatusConfig, TrialStatus};
+use crate::sink::trial_status::{self, Policy, StatusConfig, TrialStatus};
+use crate::source::Feed;
 use crate::source::pod_log::{self, PodLogConfig, PodLogError};
-use crate::source::{End, Feed};
 
 /// Why the sidecar could not run.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +41,8 @@ pub enum SidecarError {
     Outputs(#[from] OutputsError),
     #[error("cannot set up the runtime or signal handlers")]
     Runtime(#[source] std::io::Error),
+    #[error("the rules: {0}")]
+    Rules(String),
 }
 
 impl SidecarError {
@@ -44,21 +52,22 @@ impl SidecarError {
         match self {
             SidecarError::NoPod
             | SidecarError::Kube(KubeError::NoNamespace)
+            | SidecarError::Rules(_)
             | SidecarError::Outputs(OutputsError::Server(_) | OutputsError::Stdout(StdoutError::Create { .. })) => 2,
             _ => 1,
         }
     }
 }
 
-/// Runs the sidecar until the container terminated and its log was read, or a signal; exits 0 then.
+/// Runs the sidecar until the training container terminated for good and its log was read, or a signal;
+/// exits 0 then.
 pub fn run(cfg: RunConfig) -> Result<u8, SidecarError> {
     let started = Instant::now();
     let Source::PodLog { container, trial_status } = cfg.source.clone() else { return Ok(0) };
     let stdout = StdoutSink::open(&cfg.stdout()).map_err(OutputsError::from)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SidecarError::Runtime)?;
-    let mut parser = Parser::new(cfg.rules, cfg.max_metrics);
     let grace = cfg.shutdown_grace;
-    let (end, finished, source) = rt.block_on(async {
+    let (end, finished, source, parser) = rt.block_on(async {
         let mut signals = Signals::new().map_err(SidecarError::Runtime)?;
         let mut export = cfg.export.clone();
         let client = k8s::client().await?;
@@ -68,54 +77,111 @@ pub fn run(cfg: RunConfig) -> Result<u8, SidecarError> {
             None => k8s::pod_identity(|_: &str| None, Path::new(k8s::SA_NAMESPACE_FILE))?.namespace,
         };
         let pod = k8s::get_pod(&client, &pod_name, &namespace).await?;
-        let trial = k8s::find_trial(&client, export.labels.trial.as_deref(), None, Some(&pod), &namespace).await;
-        match &trial {
-            Some(t) => tracing::info!(trial = %t.name, via = t.via, "found the Katib Trial"),
-            None => tracing::warn!(
-                "no Katib Trial found (--trial, KATIB_TRIAL_NAME, pod label katib.kubeflow.org/trial, controller \
-                 owners): reporting to Prometheus only"
-            ),
-        }
-        // The Trial is read once: its primaryContainerName and the metrics it asks for.
-        let status_cfg = trial.as_ref().map(|t| StatusConfig {
-            trial: t.name.clone(),
-            namespace: namespace.clone(),
-            interval: cfg.status_interval,
-        });
-        let trial_object = match &status_cfg {
-            Some(c) if trial_status || container.is_none() => trial_status::read_trial(&client, c).await,
-            _ => None,
+        let found = k8s::find_trial(&client, export.labels.trial.as_deref(), None, Some(&pod), &namespace).await;
+        // The Trial is read once: what it asks for, how Katib collects it, which container trains.
+        let trial = match &found {
+            Some(f) => {
+                tracing::info!(trial = %f.name, via = f.via, "found the Katib Trial");
+                trial_status::read_trial(&client, &f.name, &namespace).await.map(|t| Trial::from_json(&t))
+            }
+            None => None,
         };
-        let primary = trial_object.as_ref().and_then(|t| t.pointer("/spec/primaryContainerName")?.as_str());
-        let container = match &container {
+        let mut role = match (&found, &trial) {
+            (None, _) => Err("no Katib Trial found (--trial, KATIB_TRIAL_NAME, pod label katib.kubeflow.org/trial, \
+                              controller owners)"
+                .to_string()),
+            (Some(_), None) => Err("the Trial cannot be read (the service account needs verb get on kubeflow.org \
+                                    trials)"
+                .to_string()),
+            (Some(_), Some(t)) => Ok(t.role(Some(&pod))),
+        };
+        let rules = match &trial {
+            Some(t) => cfg.rule_flags.for_trial(t).or_else(|e| {
+                role = Ok(Role::Observe(Why::Rules(e.to_string())));
+                cfg.rule_flags.build()
+            }),
+            None => cfg.rule_flags.build(),
+        };
+        let rules = rules.map_err(|e| SidecarError::Rules(e.to_string()))?;
+        let reporting = match &role {
+            Ok(Role::Report) => {
+                let t = trial.as_ref().expect("a Trial reports");
+                tracing::info!(
+                    kind = t.collector_kind().name(),
+                    katib_db = %cfg.katib_db,
+                    "trialtail is the Trial's metrics collector: reporting to Katib's DB and the Trial's status"
+                );
+                true
+            }
+            Ok(Role::Observe(why)) => {
+                tracing::warn!("reporting to Prometheus only: {why}");
+                false
+            }
+            Err(why) => {
+                tracing::warn!("reporting to Prometheus only: {why}");
+                false
+            }
+        };
+        let primary = trial.as_ref().and_then(|t| t.primary_container.as_deref());
+        let training = match &container {
             Some(c) => c.clone(),
             None => pod_log::default_container(&pod, primary)
                 .ok_or_else(|| SidecarError::NoContainer { pod: pod_name.clone() })?,
         };
+        let log_container = match (&container, trial.as_ref().and_then(|t| t.log_container(&pod))) {
+            (None, Some(logger)) => {
+                tracing::info!(
+                    container = logger,
+                    "Katib redirected the training output (kind StdOut): reading its logger's log"
+                );
+                logger.to_string()
+            }
+            _ => training.clone(),
+        };
         let labels = &mut export.labels;
-        labels.trial = trial.as_ref().map(|t| t.name.clone());
+        labels.trial = found.as_ref().map(|t| t.name.clone());
         labels.namespace = Some(namespace.clone());
         labels.pod = Some(pod_name.clone());
         if labels.experiment.is_none() {
             labels.experiment = k8s::pod_label(&pod, k8s::EXPERIMENT_LABEL).map(str::to_string);
         }
         let mut outputs = Outputs::start(&export)?.with_stdout(stdout);
-        if let Some(c) = status_cfg.filter(|_| trial_status) {
-            outputs.start_trial_status(TrialStatus::new(client.clone(), c).with_trial(trial_object.as_ref()));
+        if let (true, Some(t)) = (reporting, &trial) {
+            let objective = t.objective.clone().unwrap_or_default();
+            let db = KatibDbConfig {
+                address: cfg.katib_db.clone(),
+                trial: t.name.clone(),
+                deadline: cfg.report_deadline,
+                interval: cfg.report_interval,
+            };
+            outputs = outputs.with_katib_db(&objective, db);
+            if trial_status {
+                let status =
+                    StatusConfig { trial: t.name.clone(), namespace: namespace.clone(), interval: cfg.status_interval };
+                outputs.start_trial_status(TrialStatus::new(client.clone(), status, Policy::for_trial(t)));
+            }
         }
-        tracing::info!(pod = %pod_name, %namespace, %container, "following the container's log");
-        let log_cfg = PodLogConfig { pod: pod_name, namespace, container, grace, max_line_bytes: cfg.max_line_bytes };
+        tracing::info!(pod = %pod_name, %namespace, container = %log_container, "following the container's log");
+        let log_cfg = PodLogConfig {
+            pod: pod_name,
+            namespace,
+            container: log_container,
+            training,
+            grace,
+            max_line_bytes: rules.max_line_bytes,
+        };
+        let mut parser = Parser::new(rules.rules, rules.max_metrics);
         let mut feed = Feed::new(&mut parser, &mut outputs);
         let end = pod_log::follow(client, pod, &log_cfg, &mut feed, &mut signals).await;
         // The final snapshot (published by the source's end, or now after a failure) is what the sinks flush.
-        feed.end();
+        if end.is_err() {
+            feed.end();
+        }
         let source = feed.stats;
         let finished = outputs.finish(&parser, grace).await;
-        Ok::<_, SidecarError>((end, finished, source))
+        Ok::<_, SidecarError>((end, finished, source, parser))
     })?;
     super::run::wrap_up(&parser, finished, cfg.stats.then_some((source, started))).map_err(OutputsError::from)?;
-    match end? {
-        End::Exited(code) => Ok(code),
-        End::Eof | End::Idle | End::Signalled(_) => Ok(0),
-    }
+    end?;
+    Ok(0)
 }

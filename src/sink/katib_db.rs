@@ -1,31 +1,52 @@
-//! The Katib sink: the final report to Katib's DB manager and the early-stopping call, over plaintext gRPC
-//! (`pkg/apis/manager/v1beta1/api.proto`: `DBManager.ReportObservationLog`,
-//! `EarlyStopping.SetTrialStatus`).
+//! The Katib sink: the rows of a Katib report to Katib's DB manager, and the early-stopping call, over
+//! plaintext gRPC (`pkg/apis/manager/v1beta1/api.proto`: `DBManager.ReportObservationLog`,
+//! `DBManager.GetObservationLog`, `EarlyStopping.SetTrialStatus`).
 //!
-//! [`report`] sends `DBManager/ReportObservationLog` once, at the end, in chunks of at most [`CHUNK_ROWS`] rows
-//! (the DB manager inserts one multi-row statement per call, and more than ~16k rows exceed SQL placeholder
-//! limits). Each chunk is retried with exponential backoff (100 ms doubling to 5 s) until it is accepted or the
-//! deadline passes; a chunk that was accepted is never sent again. A reply lost after the DB accepted a chunk
-//! makes that chunk be sent twice (the DB appends, it does not de-duplicate): gRPC gives no way to tell.
-//! [`set_trial_status`] sends `EarlyStopping/SetTrialStatus` with the same retry policy. Rows come from
-//! [`crate::katib::report::KatibReport::rows`]: the objective or the `unavailable` sentinel, never an empty time.
-//! Incremental reporting while training runs is not done.
+//! [`Reporter`] sends the rows of a [`KatibReport`] with `ReportObservationLog`, incrementally (what is new since
+//! the last call, while training runs) or finally (the rest, and Katib's `unavailable` row for a report without
+//! its objective), in chunks of at most [`CHUNK_ROWS`] rows and [`CHUNK_BYTES`] bytes (the DB manager inserts one
+//! multi-row statement per call: `RegisterObservationLog`, `pkg/db/v1beta1/postgres/postgres.go`; SQL caps a
+//! statement at 65 535 placeholders, 4 per row). While the objective has not been seen nothing is sent: Katib's
+//! collector would drop every row of such a report (`newObservationLog`,
+//! `pkg/metricscollector/v1beta1/file-metricscollector/file-metricscollector.go`).
+//!
+//! **No row is reported twice.** The DB appends and never de-duplicates (no unique key), so a call is only
+//! repeated when it certainly did not arrive: the connection could not be made. Any other failure (a timeout, a
+//! reset, an error status) leaves the call's outcome unknown, and the DB's row count for the trial
+//! (`GetObservationLog`) decides before anything is sent again: the chunk's rows are there (the count is the
+//! rows known plus the chunk's), or not (the rows known), or someone else writes this trial's rows and
+//! reporting stops, said once. The same count, taken before the first call, finds the rows an earlier instance of this sidecar
+//! reported: when they are the first rows of this report (same names and values), they are not sent again.
+//! Every attempt has its own timeout ([`ATTEMPT_TIMEOUT`]) inside the caller's deadline; what could not be
+//! delivered by the final deadline is counted and said.
+//!
+//! [`set_trial_status`] sends `EarlyStopping/SetTrialStatus` with the same retry policy.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep};
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::backoff::Backoff;
 use crate::katib::api::db_manager_client::DbManagerClient;
 use crate::katib::api::early_stopping_client::EarlyStoppingClient;
-use crate::katib::api::{Metric, MetricLog, ObservationLog, ReportObservationLogRequest, SetTrialStatusRequest};
-use crate::katib::report::Row;
+use crate::katib::api::{
+    GetObservationLogRequest, Metric, MetricLog, ObservationLog, ReportObservationLogRequest, SetTrialStatusRequest,
+};
+use crate::katib::report::{KatibReport, Row};
 use crate::sink::stats::SinkStats;
 use crate::value::ZERO_TIME;
 
 /// The most rows sent in one call.
 pub const CHUNK_ROWS: usize = 4000;
+/// The most bytes of names, values and times sent in one call (a single larger row goes alone): far below
+/// gRPC's default 4 MiB message limit of any proxy on the way.
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// The longest one call may take.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest `GetObservationLog` reply read when counting rows.
+const MAX_REPLY_BYTES: usize = 64 << 20;
 /// The pause between two attempts: 100 ms doubling to 5 s.
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 /// The sink name in the self-metrics (`trialtail_sink_errors_total{sink="katib_db"}`).
@@ -42,6 +63,10 @@ pub enum KatibDbError {
     },
     #[error("{call} to {address} not accepted within {deadline:?} ({attempts} attempts; last error: {last})")]
     Deadline { call: &'static str, address: String, deadline: Duration, attempts: u32, last: String },
+    #[error(
+        "Katib's DB holds {found} rows for trial {trial:?} where trialtail reported {expected}: something else          reports this trial's metrics (Katib's collector, or report_metrics in the training); trialtail stops          reporting so that no row is there twice"
+    )]
+    Foreign { trial: String, found: usize, expected: usize },
 }
 
 /// The longest metric name Katib's DB stores: `metric_name VARCHAR(255)` (`pkg/db/v1beta1/mysql/init.go`,
@@ -76,6 +101,8 @@ fn endpoint(address: &str) -> Result<Endpoint, KatibDbError> {
 /// Attempts and back-off within one deadline; every failed attempt is counted in the sinks' statistics.
 struct Retry<'s> {
     call: &'static str,
+    /// Failed attempts are said at debug level only (an incremental delivery: the final one says it all).
+    quiet: bool,
     address: String,
     deadline: Duration,
     end: Instant,
@@ -85,22 +112,15 @@ struct Retry<'s> {
 }
 
 impl<'s> Retry<'s> {
-    fn new(call: &'static str, address: &str, deadline: Duration, sinks: &'s SinkStats) -> Self {
-        Retry {
-            call,
-            address: address.to_string(),
-            deadline,
-            end: Instant::now() + deadline,
-            backoff: BACKOFF,
-            attempts: 0,
-            sinks,
-        }
+    fn new(call: &'static str, address: &str, end: Instant, sinks: &'s SinkStats) -> Self {
+        let deadline = end.saturating_duration_since(Instant::now());
+        Retry { call, quiet: false, address: address.to_string(), deadline, end, backoff: BACKOFF, attempts: 0, sinks }
     }
 
-    /// The time left for the next attempt.
+    /// The time the next attempt may take: [`ATTEMPT_TIMEOUT`] or what is left of the deadline.
     fn left(&mut self) -> Duration {
         self.attempts += 1;
-        self.end.saturating_duration_since(Instant::now())
+        self.end.saturating_duration_since(Instant::now()).min(ATTEMPT_TIMEOUT)
     }
 
     /// After a failed attempt (`kind`: `connect`, `status` or `timeout`): waits before the next one, or gives up
@@ -117,7 +137,11 @@ impl<'s> Retry<'s> {
             });
         }
         let (call, address, attempt, pause) = (self.call, &self.address, self.attempts, self.backoff.pause());
-        tracing::warn!(call, %address, attempt, error = %last, retry_in = ?pause, "call failed; retrying");
+        if self.quiet {
+            tracing::debug!(call, %address, attempt, error = %last, retry_in = ?pause, "call failed; retrying");
+        } else {
+            tracing::warn!(call, %address, attempt, error = %last, retry_in = ?pause, "call failed; retrying");
+        }
         sleep(pause).await;
         Ok(())
     }
@@ -127,63 +151,340 @@ fn status(s: &tonic::Status) -> String {
     format!("{}: {}", s.code(), s.message())
 }
 
-/// Reports `rows` for `trial` to the DB manager at `address` (`host:port`), within `deadline` overall; failed
-/// attempts and the rows delivered are counted in `sinks`.
+/// How one call ended.
+enum Attempt<T> {
+    Done(T),
+    /// The call never reached the server: no connection.
+    NotSent(String),
+    /// It may or may not have been carried out.
+    Unknown(&'static str, String),
+}
+
+/// A report's delivery to one DB manager: what is known to be in the DB, what is uncertain.
+#[derive(Debug)]
+pub struct Reporter {
+    address: String,
+    trial: String,
+    endpoint: Endpoint,
+    client: Option<DbManagerClient<Channel>>,
+    sinks: Arc<SinkStats>,
+    /// The trial's rows the DB held before this reporter's first call (`None`: not asked yet).
+    base: Option<Vec<(String, String)>>,
+    /// Rows of the report up to here are delivered (or skipped as unstorable).
+    next: usize,
+    /// Rows this reporter got into the DB.
+    delivered: usize,
+    /// The sentinel row was delivered.
+    sentinel: bool,
+    /// A call whose outcome is unknown: the report index after its rows, and how many rows it carried.
+    uncertain: Option<(usize, usize, bool)>,
+    /// Rows not sent because their name is longer than the DB stores.
+    unstorable: usize,
+    /// Reporting stopped for good.
+    stopped: bool,
+}
+
+/// What to send in one call: the report index after its rows, the messages, whether it is the sentinel.
+struct Chunk {
+    end: usize,
+    logs: Vec<MetricLog>,
+    sentinel: bool,
+}
+
+impl Reporter {
+    /// A reporter for `trial` to the DB manager at `address` (`host:port`), counting in `sinks`.
+    pub fn new(address: &str, trial: &str, sinks: Arc<SinkStats>) -> Result<Self, KatibDbError> {
+        sinks.register(SINK);
+        Ok(Reporter {
+            address: address.to_string(),
+            trial: trial.to_string(),
+            endpoint: endpoint(address)?,
+            client: None,
+            sinks,
+            base: None,
+            next: 0,
+            delivered: 0,
+            sentinel: false,
+            uncertain: None,
+            unstorable: 0,
+            stopped: false,
+        })
+    }
+
+    /// Rows this reporter got into the DB.
+    pub fn delivered(&self) -> usize {
+        self.delivered
+    }
+
+    async fn client(&mut self) -> Result<&mut DbManagerClient<Channel>, String> {
+        if self.client.is_none() {
+            let channel = self.endpoint.connect().await.map_err(|e| super::error_chain(&e))?;
+            self.client = Some(DbManagerClient::new(channel).max_decoding_message_size(MAX_REPLY_BYTES));
+        }
+        Ok(self.client.as_mut().expect("connected"))
+    }
+
+    /// The trial's rows in the DB, as (name, value).
+    async fn rows_in_db(&mut self, left: Duration) -> Attempt<Vec<(String, String)>> {
+        let request = GetObservationLogRequest { trial_name: self.trial.clone(), ..Default::default() };
+        let call = async {
+            let client = self.client().await.map_err(Attempt::NotSent)?;
+            client.get_observation_log(request).await.map_err(|s| Attempt::Unknown("status", status(&s)))
+        };
+        match tokio::time::timeout(left, call).await {
+            Ok(Ok(reply)) => {
+                let logs = reply.into_inner().observation_log.map(|l| l.metric_logs).unwrap_or_default();
+                let pairs = logs.into_iter().filter_map(|l| l.metric).map(|m| (m.name, m.value)).collect();
+                Attempt::Done(pairs)
+            }
+            Ok(Err(a)) => {
+                self.client = None;
+                a
+            }
+            Err(_) => {
+                self.client = None;
+                Attempt::Unknown("timeout", "no answer within the attempt's time".into())
+            }
+        }
+    }
+
+    async fn send(&mut self, logs: Vec<MetricLog>, left: Duration) -> Attempt<()> {
+        let request = ReportObservationLogRequest {
+            trial_name: self.trial.clone(),
+            observation_log: Some(ObservationLog { metric_logs: logs }),
+        };
+        let call = async {
+            let client = self.client().await.map_err(Attempt::NotSent)?;
+            client.report_observation_log(request).await.map_err(|s| Attempt::Unknown("status", status(&s)))
+        };
+        match tokio::time::timeout(left, call).await {
+            Ok(Ok(_)) => Attempt::Done(()),
+            Ok(Err(a)) => {
+                self.client = None;
+                a
+            }
+            Err(_) => {
+                self.client = None;
+                Attempt::Unknown("timeout", "no answer within the attempt's time".into())
+            }
+        }
+    }
+
+    /// The next chunk of `report` from row `self.next` (the sentinel when `last` and no row is for the
+    /// objective), or `None` when nothing is to be sent.
+    fn chunk(&mut self, report: &KatibReport, last: bool) -> Option<Chunk> {
+        if !report.has_objective() {
+            let send = last && !self.sentinel && self.delivered == 0;
+            return send.then(|| Chunk { end: self.next, logs: metric_logs(&[report.sentinel()]), sentinel: true });
+        }
+        let (mut logs, mut bytes, mut i) = (Vec::new(), 0usize, self.next);
+        while let Some(row) = report.row(i) {
+            let size = row.name.len() + row.value.len() + row.time.len() + 16;
+            if logs.len() == CHUNK_ROWS || (!logs.is_empty() && bytes + size > CHUNK_BYTES) {
+                break;
+            }
+            i += 1;
+            if !storable(&row) {
+                self.unstorable += 1;
+                continue;
+            }
+            bytes += size;
+            logs.extend(metric_logs(&[row]));
+        }
+        if logs.is_empty() {
+            self.next = i;
+            return None;
+        }
+        Some(Chunk { end: i, logs, sentinel: false })
+    }
+
+    /// Sends what `report` holds beyond what was delivered, until `end`. Incremental calls (`last` false)
+    /// send nothing while the objective is missing; the last call sends the sentinel then. Returns when all is
+    /// delivered, or the deadline passed (the error says why; the rows stay for a later call).
+    pub async fn deliver(&mut self, report: &Mutex<KatibReport>, last: bool, end: Instant) -> Result<(), KatibDbError> {
+        if self.stopped {
+            return Ok(());
+        }
+        let sinks = self.sinks.clone();
+        let mut retry = Retry::new("ReportObservationLog", &self.address, end, &sinks);
+        retry.quiet = !last;
+        loop {
+            // An unknown outcome is settled by the DB's row count before anything else is sent.
+            if self.base.is_none() || self.uncertain.is_some() {
+                let left = retry.left();
+                let found = match self.rows_in_db(left).await {
+                    Attempt::Done(rows) => rows,
+                    Attempt::NotSent(last) => {
+                        retry.failed("connect", last).await?;
+                        continue;
+                    }
+                    Attempt::Unknown(kind, last) => {
+                        retry.failed(kind, last).await?;
+                        continue;
+                    }
+                };
+                let Some(base) = &self.base else {
+                    if !found.is_empty() {
+                        tracing::info!(rows = found.len(), trial = %self.trial, "Katib's DB already holds rows of this trial");
+                    }
+                    self.base = Some(found);
+                    continue;
+                };
+                let known = base.len() + self.delivered;
+                let (after, rows, sentinel) = self.uncertain.take().expect("an uncertain call");
+                if found.len() == known + rows {
+                    tracing::info!(rows, "the call whose answer was lost had been carried out");
+                    self.accept(after, rows, sentinel);
+                } else if found.len() != known {
+                    return Err(self.stop(found.len(), known));
+                }
+                continue;
+            }
+            // Rows an earlier instance reported are skipped once this report holds as many.
+            let base_len = self.base.as_ref().map_or(0, Vec::len);
+            if base_len > 0 && self.next == 0 && self.delivered == 0 {
+                let report = report.lock().expect("report lock");
+                if report.len() < base_len || !report.has_objective() {
+                    if !last {
+                        return Ok(());
+                    }
+                    drop(report);
+                    let expected = self.delivered;
+                    return Err(self.stop(base_len, expected));
+                }
+                let ours: Vec<(String, String)> = (0..base_len)
+                    .filter_map(|i| report.row(i))
+                    .map(|r| (r.name.to_string(), r.value.to_string()))
+                    .collect();
+                drop(report);
+                if !same_rows(ours, self.base.clone().unwrap_or_default()) {
+                    return Err(self.stop(base_len, 0));
+                }
+                tracing::info!(rows = base_len, "an earlier instance reported these rows already: not sent again");
+                self.next = base_len;
+                self.base = Some(Vec::new());
+                self.delivered = base_len;
+                continue;
+            }
+            let Some(chunk) = self.chunk(&report.lock().expect("report lock"), last) else {
+                return Ok(());
+            };
+            let rows = chunk.logs.len();
+            let left = retry.left();
+            // Uncertain until answered: a caller that gives up on this future mid-call (a deadline, the end of
+            // the training) leaves the count to settle it.
+            self.uncertain = Some((chunk.end, rows, chunk.sentinel));
+            match self.send(chunk.logs, left).await {
+                Attempt::Done(()) => {
+                    self.uncertain = None;
+                    self.accept(chunk.end, rows, chunk.sentinel);
+                }
+                Attempt::NotSent(last) => {
+                    self.uncertain = None;
+                    retry.failed("connect", last).await?;
+                }
+                Attempt::Unknown(kind, last) => retry.failed(kind, last).await?,
+            }
+        }
+    }
+
+    fn accept(&mut self, after: usize, rows: usize, sentinel: bool) {
+        self.next = after;
+        self.delivered += rows;
+        self.sentinel |= sentinel;
+        self.sinks.delivered(SINK, self.delivered as u64);
+        tracing::debug!(rows, delivered = self.delivered, "report chunk accepted");
+    }
+
+    fn stop(&mut self, found: usize, expected: usize) -> KatibDbError {
+        self.stopped = true;
+        self.sinks.error(SINK, "foreign_rows");
+        let e = KatibDbError::Foreign { trial: self.trial.clone(), found, expected };
+        tracing::error!("{e}");
+        e
+    }
+
+    /// The final delivery: everything left (or the sentinel) until `end`, then says how it went.
+    pub async fn finish(&mut self, report: &Mutex<KatibReport>, end: Instant) -> Result<(), KatibDbError> {
+        let outcome = self.deliver(report, true, end).await;
+        self.summarize(&report.lock().expect("report lock"), &outcome);
+        outcome
+    }
+
+    /// Says how the delivery ended: rows delivered, rows not delivered (and why), rows that cannot be stored.
+    fn summarize(&self, report: &KatibReport, outcome: &Result<(), KatibDbError>) {
+        if self.unstorable > 0 {
+            tracing::warn!(
+                rows = self.unstorable,
+                "rows whose metric name is longer than Katib's DB stores (255 characters): not sent"
+            );
+            self.sinks.error(SINK, "name_too_long");
+        }
+        let pending = if report.has_objective() { report.len().saturating_sub(self.next) } else { 0 };
+        match outcome {
+            Ok(()) => tracing::info!(
+                rows = self.delivered,
+                address = %self.address,
+                "observations reported to the Katib DB manager"
+            ),
+            Err(e) => {
+                self.sinks.error(SINK, "undelivered");
+                tracing::error!(delivered = self.delivered, undelivered = pending, error = %e, "rows not delivered to Katib's DB");
+            }
+        }
+    }
+}
+
+/// Whether two row lists hold the same (name, value) pairs, in any order (the DB returns rows by time only).
+fn same_rows(mut a: Vec<(String, String)>, mut b: Vec<(String, String)>) -> bool {
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b
+}
+
+/// Reports everything `report` holds for `trial` to the DB manager at `address` within `deadline`, and says how
+/// it went (a single report at the end).
 pub async fn report(
     address: &str,
     trial: &str,
-    rows: &[Row<'_>],
+    report: &Mutex<KatibReport>,
     deadline: Duration,
-    sinks: &SinkStats,
+    sinks: Arc<SinkStats>,
 ) -> Result<(), KatibDbError> {
-    let endpoint = endpoint(address)?;
-    let kept: Vec<Row<'_>>;
-    let rows = if rows.iter().all(storable) {
-        rows
-    } else {
-        kept = rows.iter().copied().filter(storable).collect();
-        let dropped = rows.len() - kept.len();
-        tracing::warn!(dropped, "rows whose metric name is longer than Katib's DB stores (255 characters): not sent");
-        sinks.error(SINK, "name_too_long");
-        &kept
-    };
-    let chunks = rows.len().div_ceil(CHUNK_ROWS).max(1);
-    let mut retry = Retry::new("ReportObservationLog", address, deadline, sinks);
-    sinks.register(SINK);
-    let mut client: Option<DbManagerClient<tonic::transport::Channel>> = None;
-    let mut sent = 0u64;
-    // Messages are built one chunk at a time: memory holds one chunk's messages, not the whole report's twice.
-    for (i, chunk) in rows.chunks(CHUNK_ROWS).enumerate() {
-        let request = ReportObservationLogRequest {
-            trial_name: trial.to_string(),
-            observation_log: Some(ObservationLog { metric_logs: metric_logs(chunk) }),
-        };
-        loop {
-            let left = retry.left();
-            let request = request.clone();
-            let attempt = async {
-                let c = match &mut client {
-                    Some(c) => c,
-                    None => client.insert(DbManagerClient::new(
-                        endpoint.connect().await.map_err(|e| ("connect", super::error_chain(&e)))?,
-                    )),
-                };
-                c.report_observation_log(request).await.map(drop).map_err(|s| ("status", status(&s)))
-            };
-            let (kind, last) = match tokio::time::timeout(left, attempt).await {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => e,
-                Err(_) => ("timeout", "the deadline passed during the call".to_string()),
-            };
-            client = None;
-            retry.failed(kind, last).await?;
+    let mut reporter = Reporter::new(address, trial, sinks)?;
+    reporter.finish(report, Instant::now() + deadline).await
+}
+
+/// Reports the new rows of `report` every `every` until `stop` changes; returns the reporter for the final
+/// delivery. A delivery cut short by `stop` leaves its outcome to the final one to settle.
+pub async fn report_periodically(
+    mut reporter: Reporter,
+    report: Arc<Mutex<KatibReport>>,
+    every: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Reporter {
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            _ = sleep(every) => {}
+            _ = stop.changed() => return reporter,
         }
-        sent += chunk.len() as u64;
-        sinks.delivered(SINK, sent);
-        tracing::debug!(chunk = i + 1, chunks, rows = chunk.len(), "report chunk accepted");
+        tokio::select! {
+            outcome = reporter.deliver(&report, false, Instant::now() + every) => match outcome {
+                // Said when it starts failing and when it recovers, not every interval.
+                Err(e) if !failing => {
+                    failing = true;
+                    tracing::warn!(error = %e, "Katib's DB is not reachable: the rows wait and are sent when it is");
+                }
+                Ok(()) if failing => {
+                    failing = false;
+                    tracing::info!(delivered = reporter.delivered(), "Katib's DB is reachable again");
+                }
+                _ => {}
+            },
+            _ = stop.changed() => return reporter,
+        }
     }
-    tracing::info!(rows = rows.len(), chunks, %address, "observations reported to the Katib DB manager");
-    Ok(())
 }
 
 /// Tells Katib's early-stopping service at `address` that `trial` was stopped early, within `deadline`; failed
@@ -195,7 +496,7 @@ pub async fn set_trial_status(
     sinks: &SinkStats,
 ) -> Result<(), KatibDbError> {
     let endpoint = endpoint(address)?;
-    let mut retry = Retry::new("SetTrialStatus", address, deadline, sinks);
+    let mut retry = Retry::new("SetTrialStatus", address, Instant::now() + deadline, sinks);
     loop {
         let left = retry.left();
         let attempt = async {

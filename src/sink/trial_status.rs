@@ -1,24 +1,35 @@
-//! The Trial status sink: live observations on the owning Katib `Trial`, while it trains.
+//! The Trial status sink: live observations on the owning Katib `Trial`, while it trains, under rules that keep
+//! every Katib decision what it would be with Katib's own collector.
 //!
 //! A merge patch (`application/merge-patch+json`) on the `trials/status` subresource (`kubeflow.org/v1beta1`)
 //! sets `status.observation.metrics[]` to `{name, latest, min, max}`, every field a string and `"unavailable"`
 //! where there is no value (Katib's shape: `Observation` and `Metric` in
 //! `pkg/apis/controller/common/v1beta1/common_types.go`; the CRD declares no schema, so
 //! [`observation_patch`] is the only thing that keeps the shape right). The metrics written are the ones the Trial
-//! asks for (`spec.objective.objectiveMetricName`, `additionalMetricNames`, then any other name in
-//! `metricStrategies` – Katib's controller keys its own observation on the strategies), or every metric observed
-//! when the Trial could not be read. A merge patch replaces a list whole, so each patch carries the complete list.
-//! The objective's strategy (`min`, `max` or `latest`; by default the objective type's) picks the value said in
-//! the final log line, the one Katib will compare trials by.
+//! asks for ([`Trial::requested`]). A merge patch replaces a list whole, so each patch carries the complete list.
+//!
+//! The rules. Katib's experiment controller reads every Trial's observation, running or failed, for its goal
+//! check and `currentOptimalTrial` (`updateTrialsSummary`, `pkg/controller.v1beta1/experiment/util/status_util.go`),
+//! while Katib itself sets an observation only when a trial ended. So:
+//! - while training runs, the objective is written only when its strategy is `min` or `max` – a value the trial
+//!   really reached, which the final one can only equal or better; under `latest` it stays `"unavailable"`
+//!   (an interim latest can cross the goal and come back);
+//! - when the training container succeeded ([`Training::Succeeded`]), the final values are written whole; Katib's
+//!   trial controller then replaces the observation with the one it computes from the DB rows
+//!   (`UpdateTrialStatusObservation`, `pkg/controller.v1beta1/trial/trial_controller_util.go`), and uses ours only
+//!   if the DB holds no row;
+//! - when it failed (or was killed, or its pod went away), the final patch sets `status.observation` to `null`,
+//!   leaving the Trial as Katib would: Katib never reads an observation for a failed trial.
 //!
 //! Invariants: it reads the published [`Snapshot`] on its own timer (`--status-interval`) and patches only when
 //! the snapshot's generation changed, so an idle sidecar makes no requests and a fast log costs at most one
 //! patch per interval; it never slows the reader. When the source ends ([`Phase::Ended`]) it writes the final
-//! state at once and returns. Errors: 409 re-reads the Trial and retries; 403/404 log one line naming the RBAC
-//! verb and resource and stop this sink only; 429, 5xx and transport errors back off exponentially (bounded),
-//! always retrying with the newest snapshot. The caller bounds the final flush with its grace period.
+//! state at once and returns. Errors: 409 retries; 403/404 log one line naming the RBAC verb and resource and
+//! stop this sink only; 429, 5xx and transport errors back off exponentially (bounded), always retrying with the
+//! newest snapshot. The caller bounds the final flush with its grace period.
 //!
-//! It does not find the Trial (see [`crate::k8s`]), write conditions, or touch `spec`.
+//! It does not find or read the Trial (see [`crate::k8s`], [`crate::katib::trial`]), write conditions, or touch
+//! `spec`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +42,9 @@ use tokio::task::JoinHandle;
 use crate::aggregate::MetricStats;
 use crate::backoff::Backoff;
 use crate::katib::UNAVAILABLE;
+use crate::katib::trial::{Strategy, Trial};
 use crate::sink::stats::SinkStats;
-use crate::snapshot::{Phase, Snapshot, SnapshotRx};
+use crate::snapshot::{Phase, Snapshot, SnapshotRx, Training};
 
 /// The default `--status-interval`.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
@@ -75,67 +87,25 @@ pub struct StatusConfig {
     pub interval: Duration,
 }
 
-/// The metric names a Trial asks for: the objective metric, the additional ones, then the other names in
-/// `metricStrategies`, without duplicates. `None` when the Trial names none (then every observed metric is written).
-pub fn requested_metrics(trial: &Value) -> Option<Vec<String>> {
-    let objective = trial.pointer("/spec/objective")?;
-    let mut names: Vec<String> = Vec::new();
-    let first = objective.get("objectiveMetricName").and_then(Value::as_str);
-    let more = objective.get("additionalMetricNames").and_then(Value::as_array).into_iter().flatten();
-    let strategies = objective.get("metricStrategies").and_then(Value::as_array).into_iter().flatten();
-    let more = more.filter_map(Value::as_str).chain(strategies.filter_map(|s| s.get("name")?.as_str()));
-    for name in first.into_iter().chain(more) {
-        if !name.is_empty() && !names.iter().any(|n| n == name) {
-            names.push(name.to_string());
-        }
-    }
-    (!names.is_empty()).then_some(names)
+/// What is written for a Trial: which metrics, and the objective under its strategy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// The metrics written, in order.
+    pub requested: Vec<String>,
+    /// The objective and its strategy.
+    pub objective: Option<(String, Strategy)>,
 }
 
-/// Which of a metric's values Katib compares trials by (`metricStrategies[].value`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    Min,
-    Max,
-    Latest,
-}
-
-impl Strategy {
-    /// The value `m` has under this strategy, as written to the status.
-    pub fn pick(self, m: &MetricStats) -> Option<&str> {
-        match self {
-            Strategy::Min => m.min.as_ref().map(|(_, s)| s.as_str()),
-            Strategy::Max => m.max.as_ref().map(|(_, s)| s.as_str()),
-            Strategy::Latest => (m.count > 0).then_some(m.latest_raw.as_str()),
-        }
+impl Policy {
+    /// The Trial's metrics and objective strategy.
+    pub fn for_trial(trial: &Trial) -> Self {
+        Policy { requested: trial.requested(), objective: trial.objective_strategy() }
     }
 
-    fn name(self) -> &'static str {
-        match self {
-            Strategy::Min => "min",
-            Strategy::Max => "max",
-            Strategy::Latest => "latest",
-        }
+    /// The metric that must not be written while training runs: the objective under `latest`.
+    fn hidden_while_training(&self) -> Option<&str> {
+        self.objective.as_ref().filter(|(_, s)| *s == Strategy::Latest).map(|(n, _)| n.as_str())
     }
-}
-
-/// The objective metric and its strategy: the one in `metricStrategies`, else `max` for `maximize` and `min`
-/// for `minimize` (Katib's default), else `latest`.
-pub fn objective_strategy(trial: &Value) -> Option<(String, Strategy)> {
-    let objective = trial.pointer("/spec/objective")?;
-    let name = objective.get("objectiveMetricName")?.as_str().filter(|n| !n.is_empty())?;
-    let listed = objective.get("metricStrategies").and_then(Value::as_array).into_iter().flatten();
-    let listed = listed.filter(|s| s.get("name").and_then(Value::as_str) == Some(name)).find_map(|s| s.get("value"));
-    let strategy = match (listed.and_then(Value::as_str), objective.get("type").and_then(Value::as_str)) {
-        (Some("min"), _) | (None, Some("minimize")) => Strategy::Min,
-        (Some("max"), _) | (None, Some("maximize")) => Strategy::Max,
-        (Some("latest"), _) | (None, _) => Strategy::Latest,
-        (Some(other), _) => {
-            tracing::warn!(metric = name, strategy = other, "unknown metric strategy (min, max, latest); using latest");
-            Strategy::Latest
-        }
-    };
-    Some((name.to_string(), strategy))
 }
 
 fn entry(name: &str, m: Option<&MetricStats>) -> Value {
@@ -149,14 +119,19 @@ fn entry(name: &str, m: Option<&MetricStats>) -> Value {
     })
 }
 
-/// The merge patch body for `metrics`: the requested names in their order (those never seen are
-/// `"unavailable"`), or every observed metric when `requested` is `None`.
-pub fn observation_patch(requested: Option<&[String]>, metrics: &[MetricStats]) -> Value {
-    let list: Vec<Value> = match requested {
-        Some(names) => names.iter().map(|n| entry(n, metrics.iter().find(|m| &m.name == n))).collect(),
-        None => metrics.iter().map(|m| entry(&m.name, Some(m))).collect(),
-    };
+/// The merge patch body for `metrics`: the requested names in their order, those never seen – and `hidden`,
+/// when given – `"unavailable"`.
+pub fn observation_patch(requested: &[String], metrics: &[MetricStats], hidden: Option<&str>) -> Value {
+    let list: Vec<Value> = requested
+        .iter()
+        .map(|n| entry(n, metrics.iter().find(|m| &m.name == n).filter(|_| Some(n.as_str()) != hidden)))
+        .collect();
     json!({ "status": { "observation": { "metrics": list } } })
+}
+
+/// The final patch after failed training: no observation, as Katib leaves a failed trial.
+pub fn clear_patch() -> Value {
+    json!({ "status": { "observation": null } })
 }
 
 /// Checks a patch body against Katib's status shape: `status.observation.metrics` is a list of objects with
@@ -222,21 +197,28 @@ fn classify(e: &kube::Error) -> Outcome {
 pub struct TrialStatus {
     api: Api<DynamicObject>,
     cfg: StatusConfig,
-    /// The Trial was read (or reading it was tried) before the start.
-    read: bool,
-    requested: Option<Vec<String>>,
-    objective: Option<(String, Strategy)>,
+    policy: Policy,
     written: Option<u64>,
+    /// Patches the API server accepted.
+    accepted: u64,
     patches: u64,
     sinks: Arc<SinkStats>,
 }
 
+/// What one patch is.
+enum Body {
+    /// Observations, with the objective hidden or not.
+    Observation(Value),
+    /// `status.observation: null`.
+    Clear,
+}
+
 impl TrialStatus {
-    /// A sink patching `cfg.trial` through `client`.
-    pub fn new(client: kube::Client, cfg: StatusConfig) -> Self {
+    /// A sink patching `cfg.trial` through `client` with what `policy` says.
+    pub fn new(client: kube::Client, cfg: StatusConfig, policy: Policy) -> Self {
         let api = Api::namespaced_with(client, &cfg.namespace, &trial_resource());
         let sinks = Arc::new(SinkStats::default());
-        TrialStatus { api, cfg, read: false, requested: None, objective: None, written: None, patches: 0, sinks }
+        TrialStatus { api, cfg, policy, written: None, accepted: 0, patches: 0, sinks }
     }
 
     /// Counts deliveries and failures in `sinks` (the run's statistics) instead of a private set.
@@ -246,38 +228,13 @@ impl TrialStatus {
         self
     }
 
-    /// Uses the Trial the caller already read (`None`: it could not be read) instead of reading it at the start.
-    pub fn with_trial(mut self, trial: Option<&Value>) -> Self {
-        self.read = true;
-        if let Some(trial) = trial {
-            self.learn(trial);
-        }
-        self
-    }
-
-    fn learn(&mut self, trial: &Value) {
-        self.requested = requested_metrics(trial);
-        self.objective = objective_strategy(trial);
-    }
-
     /// Starts the sink on the current runtime; the handle ends after the final flush (or when the sink stopped).
     pub fn spawn(self, rx: SnapshotRx) -> JoinHandle<Result<u64, StatusError>> {
         tokio::spawn(self.run(rx))
     }
 
-    /// Reads the Trial for the metrics it asks for. A Trial that cannot be read leaves every observed metric
-    /// to be written (a missing `get` permission is said once, as a warning: the patch may still be allowed).
-    async fn refresh_trial(&mut self) {
-        if let Some(trial) = get_trial(&self.api, &self.cfg).await {
-            self.learn(&trial);
-        }
-    }
-
     /// Runs until the source ended and the final state was written; returns the number of patches sent.
     pub async fn run(mut self, mut rx: SnapshotRx) -> Result<u64, StatusError> {
-        if !self.read {
-            self.refresh_trial().await;
-        }
         let mut tick = tokio::time::interval(self.cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -305,15 +262,32 @@ impl TrialStatus {
 
     /// Says the objective's value under its strategy, the one Katib will compare this trial by.
     fn say_objective(&self, snapshot: &Snapshot) {
-        let Some((name, strategy)) = &self.objective else { return };
+        let Some((name, strategy)) = &self.policy.objective else { return };
         let value = snapshot.metrics.iter().find(|m| &m.name == name).and_then(|m| strategy.pick(m));
         tracing::info!(
             metric = %name,
             strategy = strategy.name(),
             value = value.unwrap_or(UNAVAILABLE),
             trial = %self.cfg.trial,
+            training = ?snapshot.source.training,
             "objective"
         );
+    }
+
+    /// The patch for `snapshot`, or nothing to write: while training, the observations with a `latest`
+    /// objective hidden; at a successful end all of them; at any other end, the clearing patch if something was
+    /// written.
+    fn body(&self, snapshot: &Snapshot) -> Option<Body> {
+        let requested = &self.policy.requested;
+        if snapshot.phase != Phase::Ended {
+            let hidden = self.policy.hidden_while_training();
+            return (!snapshot.metrics.is_empty())
+                .then(|| Body::Observation(observation_patch(requested, &snapshot.metrics, hidden)));
+        }
+        match snapshot.source.training {
+            Training::Succeeded => Some(Body::Observation(observation_patch(requested, &snapshot.metrics, None))),
+            Training::Failed | Training::Unknown => (self.accepted > 0).then_some(Body::Clear),
+        }
     }
 
     /// Writes `snapshot` (or a newer one, when retries take long) unless its generation is already written.
@@ -322,19 +296,27 @@ impl TrialStatus {
         let mut backoff = BACKOFF;
         let mut conflicts = 0;
         loop {
-            let ended = snapshot.phase == Phase::Ended;
-            if self.written == Some(snapshot.generation) || (snapshot.metrics.is_empty() && !ended) {
+            if self.written == Some(snapshot.generation) {
                 return Ok(());
             }
-            let body = observation_patch(self.requested.as_deref(), &snapshot.metrics);
-            let (params, patch) = (PatchParams::default(), Patch::Merge(&body));
+            let Some(body) = self.body(&snapshot) else { return Ok(()) };
+            let value = match &body {
+                Body::Observation(v) => v.clone(),
+                Body::Clear => clear_patch(),
+            };
+            let (params, patch) = (PatchParams::default(), Patch::Merge(&value));
             let result =
                 tokio::time::timeout(REQUEST_TIMEOUT, self.api.patch_status(&self.cfg.trial, &params, &patch)).await;
             self.patches += 1;
             let outcome = match result {
                 Ok(Ok(_)) => {
                     self.written = Some(snapshot.generation);
-                    self.sinks.delivered(SINK, snapshot.counters.observations);
+                    self.accepted += 1;
+                    if let Body::Observation(_) = body {
+                        self.sinks.delivered(SINK, snapshot.counters.observations);
+                    } else {
+                        tracing::info!(trial = %self.cfg.trial, "training did not succeed: cleared the observation written while it ran");
+                    }
                     return Ok(());
                 }
                 Ok(Err(e)) => {
@@ -352,10 +334,7 @@ impl TrialStatus {
                 }
             };
             match outcome {
-                Outcome::Conflict if conflicts < MAX_CONFLICTS => {
-                    conflicts += 1;
-                    self.refresh_trial().await;
-                }
+                Outcome::Conflict if conflicts < MAX_CONFLICTS => conflicts += 1,
                 Outcome::Conflict | Outcome::Skip => return Ok(()),
                 Outcome::Denied(code) => {
                     let e = denied(&self.cfg, "patch", "trials/status", code);
@@ -373,25 +352,22 @@ impl TrialStatus {
     }
 }
 
-/// Reads the Trial (`None` when it cannot be read: said once, as a warning naming what is missing; the sink
-/// then writes every observed metric, and the patch may still be allowed).
-pub async fn read_trial(client: &kube::Client, cfg: &StatusConfig) -> Option<Value> {
-    get_trial(&Api::namespaced_with(client.clone(), &cfg.namespace, &trial_resource()), cfg).await
-}
-
-async fn get_trial(api: &Api<DynamicObject>, cfg: &StatusConfig) -> Option<Value> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, api.get(&cfg.trial)).await {
+/// Reads the Trial (`None` when it cannot be read: said once, as a warning naming what is missing).
+pub async fn read_trial(client: &kube::Client, name: &str, namespace: &str) -> Option<Value> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &trial_resource());
+    let cfg = StatusConfig { trial: name.to_string(), namespace: namespace.to_string(), interval: DEFAULT_INTERVAL };
+    match tokio::time::timeout(REQUEST_TIMEOUT, api.get(name)).await {
         Ok(Ok(trial)) => Some(serde_json::to_value(&trial).unwrap_or_default()),
         Ok(Err(e)) => {
             if let Outcome::Denied(code) = classify(&e) {
-                tracing::warn!("{}", denied(cfg, "get", "trials", code));
+                tracing::warn!("{}", denied(&cfg, "get", "trials", code));
             } else {
-                tracing::warn!(error = %e, trial = %cfg.trial, "cannot read the Trial; writing every observed metric");
+                tracing::warn!(error = %e, trial = %cfg.trial, "cannot read the Trial");
             }
             None
         }
         Err(_) => {
-            tracing::warn!(trial = %cfg.trial, "reading the Trial timed out; writing every observed metric");
+            tracing::warn!(trial = %cfg.trial, "reading the Trial timed out");
             None
         }
     }
@@ -399,18 +375,6 @@ async fn get_trial(api: &Api<DynamicObject>, cfg: &StatusConfig) -> Option<Value
 
 fn denied(cfg: &StatusConfig, verb: &'static str, resource: &'static str, code: u16) -> StatusError {
     StatusError::Denied { verb, resource, name: cfg.trial.clone(), namespace: cfg.namespace.clone(), code }
-}
-
-/// Ends a spawned sink: waits at most `grace` for its final flush; returns the patches sent when it finished.
-pub async fn finish(handle: JoinHandle<Result<u64, StatusError>>, grace: Duration) -> Option<u64> {
-    match tokio::time::timeout(grace, handle).await {
-        Ok(Ok(Ok(n))) => Some(n),
-        Ok(Ok(Err(_))) | Ok(Err(_)) => None,
-        Err(_) => {
-            tracing::warn!(?grace, "the final Trial status was not written within the grace period");
-            None
-        }
-    }
 }
 
 #[cfg(test)]

@@ -8,8 +8,10 @@
 //! while it still runs – the API server or kubelet closed it – the log is reopened with `sinceTime` set to the
 //! last line's time, and the lines the seam delivers twice are dropped ([`Seam`]). A restarted container is a
 //! new instance whose lines all come after the last one read, so the same `sinceTime` reads it from its start,
-//! and nothing is lost or counted twice. When the container has terminated and its stream ended, the source ends
-//! (training is over); on SIGINT/SIGTERM it reads what arrives within the grace period and ends.
+//! and nothing is lost or counted twice; a crash the kubelet will restart (the pod's `restartPolicy`) is not the
+//! end. When the container has terminated for good and its stream ended, the source ends (training is over) and
+//! its final snapshot says whether training succeeded (exit code 0); on SIGINT/SIGTERM it reads what arrives
+//! within the grace period and waits as long for the container's end to show, then ends.
 //!
 //! What it does not do: pick the container's pod or Trial ([`crate::k8s`]), or write anything to the API.
 
@@ -26,7 +28,7 @@ use super::{End, Feed, LiveSink};
 use crate::lines::{Line, LineBuffer, LineSink};
 use crate::parser::{ObservationSink, Parser};
 use crate::signal::Signals;
-use crate::snapshot::Phase;
+use crate::snapshot::{Phase, Training};
 use crate::wait::pod_status::{self, ContainerState, container_state};
 
 /// Room for the kubelet's timestamp and its space in front of each line (RFC 3339 with nanoseconds is 30 bytes).
@@ -48,6 +50,9 @@ pub struct PodLogConfig {
     pub namespace: String,
     /// The container whose log is read.
     pub container: String,
+    /// The container whose end ends the run: the training container (usually the one read; with Katib's
+    /// collector kind `StdOut`, the log is Katib's logger's while the end is the training container's).
+    pub training: String,
     /// Time allowed to drain after a signal, or after the container terminated while its stream stays open.
     pub grace: Duration,
     /// `--max-line-bytes`: a line's text (after its timestamp) is cut there, as a file's.
@@ -55,14 +60,14 @@ pub struct PodLogConfig {
 }
 
 /// The container to read when `--container` is not given: the Trial's `primaryContainerName` when known, else
-/// the pod's first regular container that is not trialtail itself (Katib's collector name included).
+/// the pod's first regular container that is neither trialtail nor Katib's collector.
 pub fn default_container(pod: &Pod, primary: Option<&str>) -> Option<String> {
     let spec = pod.spec.as_ref()?;
     if let Some(p) = primary.filter(|p| spec.containers.iter().any(|c| c.name == *p)) {
         return Some(p.to_string());
     }
-    let own = ["trialtail", "metrics-logger-and-collector"];
-    spec.containers.iter().find(|c| !own.contains(&c.name.as_str())).map(|c| c.name.clone())
+    let collector = |name: &str| name == "trialtail" || crate::k8s::KATIB_COLLECTOR_CONTAINERS.contains(&name);
+    spec.containers.iter().find(|c| !collector(&c.name)).map(|c| c.name.clone())
 }
 
 /// Splits a `timestamps=true` log line into the kubelet's timestamp (parsed and as text) and the line.
@@ -147,40 +152,52 @@ impl<S: ObservationSink> LineSink for PodLines<'_, S> {
 enum StreamEnd {
     /// The stream ended by itself.
     Closed,
-    /// A signal, after draining within the grace period.
-    Signalled(i32),
+    /// A signal (received at the instant), after draining within the grace period.
+    Signalled(i32, Instant),
     /// The container terminated and its stream stayed open past the grace period.
     Stuck,
 }
 
-/// Follows the container's log until the container terminated (exit 0 from the caller) or a signal. `pod` is
-/// the own pod as just read: the watch starts from its `resourceVersion`, so nothing between is missed.
+/// Follows the container's log until the training container terminated for good or a signal; returns how
+/// reading ended and the training container's last known state. `pod` is the own pod as just read: the watch
+/// starts from its `resourceVersion`, so nothing between is missed.
 pub async fn follow<S: LiveSink>(
     client: kube::Client,
     pod: Pod,
     cfg: &PodLogConfig,
     feed: &mut Feed<'_, S>,
     signals: &mut Signals,
-) -> Result<End, PodLogError> {
+) -> Result<(End, ContainerState), PodLogError> {
     let pods: Api<Pod> = Api::namespaced(client, &cfg.namespace);
-    let known = |p: &Pod| {
-        let spec = p.spec.as_ref();
-        let regular = spec.is_some_and(|s| s.containers.iter().any(|c| c.name == cfg.container));
-        let init =
-            spec.and_then(|s| s.init_containers.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.name == cfg.container));
+    let known = |name: &str| {
+        let spec = pod.spec.as_ref();
+        let regular = spec.is_some_and(|s| s.containers.iter().any(|c| c.name == name));
+        let init = spec.and_then(|s| s.init_containers.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.name == name));
         regular || init
     };
-    if !known(&pod) {
-        return Err(PodLogError::NoContainer { pod: cfg.pod.clone(), container: cfg.container.clone() });
+    for name in [&cfg.container, &cfg.training] {
+        if !known(name) {
+            return Err(PodLogError::NoContainer { pod: cfg.pod.clone(), container: name.clone() });
+        }
     }
-    let (state_tx, mut state) = watch::channel(container_state(&pod, &cfg.container));
+    let (state_tx, mut state) = watch::channel(container_state(&pod, &cfg.training));
     let version = pod.metadata.resource_version.clone().unwrap_or_default();
     let watcher =
-        tokio::spawn(pod_status::watch(pods.clone(), cfg.pod.clone(), cfg.container.clone(), version, state_tx));
-    let result = follow_streams(&pods, cfg, feed, signals, &mut state).await;
+        tokio::spawn(pod_status::watch(pods.clone(), cfg.pod.clone(), cfg.training.clone(), version, state_tx));
+    let (result, signalled) = follow_streams(&pods, cfg, feed, signals, &mut state).await;
+    // A native sidecar gets SIGTERM only after the training container stopped (the kubelet's termination
+    // order, `pkg/kubelet/kuberuntime/kuberuntime_termination_order.go`), possibly before the pod watch shows
+    // it: how training ended is waited for, within what is left of the grace period.
+    if let Some(at) = signalled
+        && !state.borrow().is_terminated()
+    {
+        let _ = tokio::time::timeout_at(at + cfg.grace, state.wait_for(|s| s.is_terminated())).await;
+    }
     watcher.abort();
+    let last = *state.borrow();
+    feed.stats.training = if last.succeeded() { Training::Succeeded } else { Training::Failed };
     feed.end();
-    Ok(result)
+    Ok((result, last))
 }
 
 async fn follow_streams<S: LiveSink>(
@@ -189,7 +206,7 @@ async fn follow_streams<S: LiveSink>(
     feed: &mut Feed<'_, S>,
     signals: &mut Signals,
     state: &mut watch::Receiver<ContainerState>,
-) -> End {
+) -> (End, Option<Instant>) {
     let mut seam = Seam::default();
     let mut lines = LineBuffer::new(cfg.max_line_bytes + TIMESTAMP_ROOM);
     let mut backoff = pod_status::BACKOFF;
@@ -201,11 +218,15 @@ async fn follow_streams<S: LiveSink>(
             }
             feed.before_wait();
             tokio::select! {
-                sig = signals.recv() => return End::Signalled(sig),
-                changed = state.changed() => if changed.is_err() { return End::Eof },
+                sig = signals.recv() => return (End::Signalled(sig), Some(Instant::now())),
+                changed = state.changed() => if changed.is_err() { return (End::Eof, None) },
             }
         }
         let opened_as = *state.borrow();
+        let instance = match opened_as {
+            ContainerState::Running(n) => Some(n),
+            _ => None,
+        };
         seam.reopen();
         let params = LogParams {
             container: Some(cfg.container.clone()),
@@ -219,7 +240,7 @@ async fn follow_streams<S: LiveSink>(
             Err(e) => {
                 tracing::warn!(error = %e, container = %cfg.container, "opening the log failed (needs verb get on pods/log); retrying");
                 tokio::select! {
-                    sig = signals.recv() => return End::Signalled(sig),
+                    sig = signals.recv() => return (End::Signalled(sig), Some(Instant::now())),
                     _ = tokio::time::sleep(backoff.pause()) => {}
                 }
                 continue;
@@ -232,17 +253,20 @@ async fn follow_streams<S: LiveSink>(
             backoff.reset();
         }
         match end {
-            StreamEnd::Signalled(sig) => return End::Signalled(sig),
-            StreamEnd::Stuck => return End::Eof,
+            StreamEnd::Signalled(sig, at) => return (End::Signalled(sig), Some(at)),
+            StreamEnd::Stuck => return (End::Eof, None),
             StreamEnd::Closed => {}
         }
         let now = *state.borrow();
-        match (opened_as, now) {
+        match (instance, now) {
             // The instance that was read ended, and its log was read to the end: training is over.
-            (_, ContainerState::Terminated(_)) => return End::Eof,
-            (ContainerState::Running(a), ContainerState::Running(b)) if a != b => {
+            (_, ContainerState::Terminated { .. }) => return (End::Eof, None),
+            (Some(a), ContainerState::Running(b)) if a != b => {
                 feed.stats.rotations += 1;
-                tracing::info!(container = %cfg.container, restarts = b, "the container restarted; reading the new instance");
+                tracing::info!(container = %cfg.training, restarts = b, "the container restarted; reading the new instance");
+            }
+            (_, ContainerState::Waiting) => {
+                tracing::info!(container = %cfg.training, "the container ended and will be restarted; waiting for it")
             }
             _ => {
                 tracing::debug!(container = %cfg.container, "the log stream ended while the container runs; reopening")
@@ -250,7 +274,7 @@ async fn follow_streams<S: LiveSink>(
         }
         feed.before_wait();
         tokio::select! {
-            sig = signals.recv() => return End::Signalled(sig),
+            sig = signals.recv() => return (End::Signalled(sig), Some(Instant::now())),
             _ = tokio::time::sleep(backoff.pause()) => {}
         }
     }
@@ -286,15 +310,16 @@ async fn read_stream<S: LiveSink>(
                 tokio::select! {
                     sig = signals.recv() => {
                         // Read what arrives within the grace period.
-                        let until = Instant::now() + cfg.grace;
+                        let at = Instant::now();
+                        let until = at + cfg.grace;
                         while let Ok(Ok(n @ 1..)) = tokio::time::timeout_at(until, stream.read(lines.space())).await {
                             bytes += n as u64;
                             take(n, lines, seam, feed);
                         }
-                        break StreamEnd::Signalled(sig);
+                        break StreamEnd::Signalled(sig, at);
                     }
                     changed = state.changed(), if deadline.is_none() => {
-                        if changed.is_err() || matches!(*state.borrow(), ContainerState::Terminated(_)) {
+                        if changed.is_err() || state.borrow().is_terminated() {
                             deadline = Some(Instant::now() + cfg.grace);
                         }
                         continue;

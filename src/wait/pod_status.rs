@@ -22,12 +22,32 @@ pub const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::
 /// A container's state, as far as reading its log goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContainerState {
-    /// Not started yet (pulling, creating), or not in the status yet.
+    /// Not started yet (pulling, creating), not in the status yet, or terminated with a restart to come.
     Waiting,
     /// Running; the number is its restart count.
     Running(i32),
-    /// Terminated (or the pod is gone): training is over once the log is read.
-    Terminated(i32),
+    /// Terminated for good (or the pod is gone: `exit` is `None`): training is over once the log is read.
+    Terminated {
+        /// The restart count of the instance that ended.
+        restarts: i32,
+        /// Its exit code.
+        exit: Option<i32>,
+    },
+}
+
+impl ContainerState {
+    /// The state of a deleted pod's container.
+    pub const GONE: ContainerState = ContainerState::Terminated { restarts: i32::MAX, exit: None };
+
+    /// Whether training ended for good.
+    pub fn is_terminated(self) -> bool {
+        matches!(self, ContainerState::Terminated { .. })
+    }
+
+    /// Whether training ended for good and successfully (exit code 0).
+    pub fn succeeded(self) -> bool {
+        matches!(self, ContainerState::Terminated { exit: Some(0), .. })
+    }
 }
 
 fn status_of<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
@@ -36,14 +56,30 @@ fn status_of<'a>(pod: &'a Pod, container: &str) -> Option<&'a ContainerStatus> {
     all.into_iter().find(|s| s.name == container)
 }
 
-/// The state of `container` in `pod`.
+/// The state of `container` in `pod`. A terminated container whose restart is still to come – the pod's
+/// `restartPolicy` is `Always`, or `OnFailure` and it failed, and the pod has not ended – is `Waiting`: the
+/// kubelet publishes the crashed instance as terminated before it starts the next one
+/// (`convertToAPIContainerStatuses` and `ShouldContainerBeRestarted`, `pkg/kubelet/kubelet_pods.go`,
+/// `pkg/kubelet/container/helpers.go`). A native sidecar's own policy does not apply to the training container.
 pub fn container_state(pod: &Pod, container: &str) -> ContainerState {
     let Some(s) = status_of(pod, container) else { return ContainerState::Waiting };
-    match s.state.as_ref() {
-        Some(st) if st.running.is_some() => ContainerState::Running(s.restart_count),
-        Some(st) if st.terminated.is_some() => ContainerState::Terminated(s.restart_count),
-        _ => ContainerState::Waiting,
+    let Some(state) = s.state.as_ref() else { return ContainerState::Waiting };
+    if state.running.is_some() {
+        return ContainerState::Running(s.restart_count);
     }
+    let Some(t) = state.terminated.as_ref() else { return ContainerState::Waiting };
+    let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    let pod_ended = matches!(phase, Some("Succeeded" | "Failed"));
+    let restarts = match policy {
+        "Never" => false,
+        "OnFailure" => t.exit_code != 0,
+        _ => true,
+    };
+    if restarts && !pod_ended {
+        return ContainerState::Waiting;
+    }
+    ContainerState::Terminated { restarts: s.restart_count, exit: Some(t.exit_code) }
 }
 
 /// Keeps `tx` up to date with `container`'s state in pod `pod` from a watch starting at `version`; reconnects
@@ -75,7 +111,7 @@ pub async fn watch(
                     tx.send_replace(container_state(&p, &container));
                 }
                 Ok(WatchEvent::Deleted(_)) => {
-                    tx.send_replace(ContainerState::Terminated(i32::MAX));
+                    tx.send_replace(ContainerState::GONE);
                     return;
                 }
                 Ok(WatchEvent::Bookmark(b)) => version = b.metadata.resource_version,
@@ -110,7 +146,7 @@ mod tests {
         let pod = |status: serde_json::Value| -> Pod {
             serde_json::from_value(serde_json::json!({
                 "metadata": {"name": "p"},
-                "spec": {"containers": [{"name": "trialtail"}, {"name": "train"}]},
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "trialtail"}, {"name": "train"}]},
                 "status": status,
             }))
             .unwrap()
@@ -125,6 +161,26 @@ mod tests {
         let running = pod(cs(serde_json::json!({"running": {}}), 2));
         assert_eq!(container_state(&running, "train"), ContainerState::Running(2));
         let done = pod(cs(serde_json::json!({"terminated": {"exitCode": 0}}), 0));
-        assert_eq!(container_state(&done, "train"), ContainerState::Terminated(0));
+        assert_eq!(container_state(&done, "train"), ContainerState::Terminated { restarts: 0, exit: Some(0) });
+    }
+
+    #[test]
+    fn a_crash_with_a_restart_to_come_is_not_the_end() {
+        let pod = |policy: &str, exit: i32, phase: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "p"},
+                "spec": {"restartPolicy": policy, "containers": [{"name": "train"}]},
+                "status": {"phase": phase, "containerStatuses": [{"name": "train", "image": "i", "imageID": "",
+                    "ready": false, "restartCount": 1, "state": {"terminated": {"exitCode": exit}}}]},
+            }))
+            .unwrap()
+        };
+        let state = |policy, exit, phase| container_state(&pod(policy, exit, phase), "train");
+        assert_eq!(state("OnFailure", 1, "Running"), ContainerState::Waiting, "the kubelet restarts it");
+        assert_eq!(state("OnFailure", 0, "Running"), ContainerState::Terminated { restarts: 1, exit: Some(0) });
+        assert_eq!(state("Never", 137, "Running"), ContainerState::Terminated { restarts: 1, exit: Some(137) });
+        assert_eq!(state("OnFailure", 1, "Failed"), ContainerState::Terminated { restarts: 1, exit: Some(1) });
+        assert_eq!(state("Always", 0, "Running"), ContainerState::Waiting);
+        assert!(!ContainerState::GONE.succeeded() && ContainerState::GONE.is_terminated());
     }
 }

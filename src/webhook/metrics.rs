@@ -25,7 +25,14 @@ const ERROR_KINDS: [&str; 9] = [
     "accept",
     "connection_limit",
 ];
-const OUTCOMES: [Outcome; 4] = [Outcome::Injected, Outcome::NotSelected, Outcome::AlreadyInjected, Outcome::Invalid];
+const OUTCOMES: [Outcome; 6] = [
+    Outcome::Injected,
+    Outcome::NotSelected,
+    Outcome::AlreadyInjected,
+    Outcome::Invalid,
+    Outcome::OtherCollector,
+    Outcome::Removed,
+];
 
 /// The webhook's own counters, rendered on `/metrics`.
 #[derive(Debug, Default)]
@@ -135,16 +142,20 @@ mod tests {
         let m = Metrics::default();
         m.requests.fetch_add(3, Ordering::Relaxed);
         m.outcome(Outcome::Injected, Duration::from_millis(2));
+        m.outcome(Outcome::OtherCollector, Duration::from_millis(2));
+        m.outcome(Outcome::Removed, Duration::from_millis(2));
         m.error("bad_request");
         let text = m.render();
         for line in [
             "trialtail_webhook_requests_total 3\n",
             "trialtail_webhook_mutations_total 1\n",
             "trialtail_webhook_reviews_total{outcome=\"injected\"} 1\n",
+            "trialtail_webhook_reviews_total{outcome=\"other_collector\"} 1\n",
+            "trialtail_webhook_reviews_total{outcome=\"removed\"} 1\n",
             "trialtail_webhook_errors_total{kind=\"bad_request\"} 1\n",
             "trialtail_webhook_review_duration_seconds_bucket{le=\"0.001\"} 0\n",
-            "trialtail_webhook_review_duration_seconds_bucket{le=\"0.0025\"} 1\n",
-            "trialtail_webhook_review_duration_seconds_count 1\n",
+            "trialtail_webhook_review_duration_seconds_bucket{le=\"0.0025\"} 3\n",
+            "trialtail_webhook_review_duration_seconds_count 3\n",
         ] {
             assert!(text.contains(line), "{line}in:\n{text}");
         }

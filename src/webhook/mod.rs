@@ -1,6 +1,8 @@
 //! `trialtail webhook`: the mutating admission webhook that adds trialtail to training pods.
 //!
-//! Two halves: [`mutate`](mod@mutate), pure and idempotent (a pod and the [`Settings`] in, a JSON patch out), and
+//! Two halves: [`mutate`](mod@mutate), pure and idempotent (a pod and the [`Settings`] in, a JSON patch out: the
+//! sidecar added, nothing beside another metrics collector, or the sidecar taken out again when Katib's webhook
+//! added its collector after it – either order of the two webhooks gives the same pod), and
 //! the HTTPS server around it: [`review`] (the AdmissionReview handler as a function of the body), [`tls`] (the
 //! certificate, reloaded when its files change), [`metrics`] (the webhook's counters) and [`server`] (bounded
 //! connections and bodies, graceful shutdown, a plain HTTP port for `/healthz`, `/readyz` and `/metrics`).

@@ -1,21 +1,45 @@
 //! The pure half of the webhook: given a pod and the webhook's [`Settings`], the JSON patch that adds trialtail
-//! to it, or nothing.
+//! to it, the one that takes an injected trialtail out again, or nothing.
 //!
 //! Invariants:
 //! - **Pure**: no I/O, no clock; the same pod and settings give the same patch.
 //! - **Idempotent**: a pod that already has a container or init container named `trialtail` gets an empty
-//!   patch, so applying the patch and mutating again changes nothing.
+//!   patch (unless it must come out again, below), and so does a pod it was taken out of; so applying the patch
+//!   and mutating again changes nothing.
+//! - **Never beside another metrics collector**: a pod that carries one is admitted unchanged (outcome
+//!   [`Outcome::OtherCollector`]). Another collector is Katib's – a regular container named
+//!   `metrics-logger-and-collector` or `metrics-collector` ([`KATIB_COLLECTOR_CONTAINERS`]) – or trialtail itself
+//!   under another name: any container or init container whose image has the repository of
+//!   [`Settings::image`] (tag and digest ignored; Katib's collector kind `Custom` with trialtail as the custom
+//!   collector). Katib's collector owns the DB rows and the Trial's observation for its kinds, and it shares the
+//!   pod's PID namespace (`Mutate` in Katib's `pkg/webhook/v1beta1/pod/inject_webhook.go` sets
+//!   `shareProcessNamespace: true`) to wait for every other container's main process
+//!   (`WaitMainProcesses`/`GetMainProcesses` in `pkg/metricscollector/v1beta1/common/pns.go`, `-w` defaulting to
+//!   true), while the kubelet stops a native sidecar only after every regular container – Katib's collector
+//!   included – has ended: the pod would never finish.
+//! - **Either webhook order**: the API server calls mutating webhook configurations sorted by name
+//!   (`getMutatingWebhookConfigurations` in k8s.io/apiserver `pkg/admission/configuration/mutating_webhook_manager.go`).
+//!   When trialtail's runs before Katib's, Katib's adds its collector after the sidecar was injected, and the API
+//!   server calls this webhook once more (`reinvocationPolicy: IfNeeded`; `Dispatch` in
+//!   `pkg/admission/plugin/webhook/mutating/dispatcher.go`). Such a pod – a `trialtail` container, the label
+//!   `trialtail.io/injected: "true"` this webhook sets, and another collector – gets the patch that takes out
+//!   what the injection added ([`Outcome::Removed`]): the sidecar (by index), the label, and the annotations the
+//!   injection recorded in [`ADDED_ANNOTATIONS`] (the scrape annotations it added; never one the pod had before).
+//!   The result equals Katib's mutation alone. A `trialtail` container without that label is the user's own and
+//!   is left alone.
 //! - **Fail-open**: an annotation that does not make valid `trialtail run` arguments never denies the pod; it is
 //!   admitted unchanged with a warning naming the annotation and the reason. Arguments are checked with the
 //!   binary's own parser ([`parse_run_args`]) and the same validation `run` does ([`RunConfig`]), with no
 //!   environment, so what is injected is
 //!   what the sidecar accepts.
 //! - **Patch paths are valid for any pod shape**: a missing `initContainers`, `labels` or `annotations` is added
-//!   whole; keys are escaped (`/` as `~1`, `~` as `~0`); values the user set are never overwritten.
+//!   whole, and removed whole when nothing else is left in it; keys are escaped (`/` as `~1`, `~` as `~0`);
+//!   values the user set are never overwritten or removed.
 //!
 //! Which pods: the label `trialtail.io/inject: "true"`, or a Katib trial pod (label
 //! `katib.kubeflow.org/trial`), in an enabled namespace ([`Settings::namespaces`], empty = all); never a pod
-//! with the label or annotation `trialtail.io/inject: "false"`.
+//! with the label or annotation `trialtail.io/inject: "false"`. A Katib trial pod of collector kind `Push` (Katib
+//! adds the label and `KATIB_TRIAL_NAME`, no container) is injected.
 //!
 //! What the pod's annotations say:
 //! - `trialtail.io/metrics`: metric names, comma- or semicolon-separated (`--metrics`);
@@ -27,16 +51,17 @@
 //!   Without it a Katib trial pod gets no `--container` (the sidecar reads the Trial's `primaryContainerName`)
 //!   and any other pod gets its first container.
 //!
-//! What it does not do: talk to the API server (a Trial's primary container is found by the sidecar at run
-//! time), or change the pod's own containers.
+//! What it does not do: talk to the API server (a Trial's primary container and collector kind are found by
+//! the sidecar at run time; a `Custom` collector of another image is not told apart from the pod's own
+//! containers), or change the pod's own containers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation};
+use json_patch::{AddOperation, Patch, PatchOperation, RemoveOperation};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod, Probe,
-    ResourceRequirements, SeccompProfile, SecurityContext,
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, Pod, PodSpec,
+    Probe, ResourceRequirements, SeccompProfile, SecurityContext,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -46,7 +71,7 @@ use crate::cli::{
     DEFAULT_CPU_LIMIT, DEFAULT_CPU_REQUEST, DEFAULT_MEMORY_LIMIT, DEFAULT_MEMORY_REQUEST, parse_run_args,
 };
 use crate::config::RunConfig;
-use crate::k8s::TRIAL_LABEL;
+use crate::k8s::{KATIB_COLLECTOR_CONTAINERS, TRIAL_LABEL};
 use crate::outputs::DEFAULT_PORT;
 
 /// The injected container's name; a pod with a container or init container of this name is left alone.
@@ -55,6 +80,11 @@ pub const CONTAINER_NAME: &str = "trialtail";
 pub const INJECT: &str = "trialtail.io/inject";
 /// Set on every pod that got the sidecar (a PodMonitor selects on it).
 pub const INJECTED: &str = "trialtail.io/injected";
+/// Set on every pod that got the sidecar: the annotation keys the injection added, comma-separated (those of
+/// [`SCRAPE_ANNOTATIONS`] the pod did not have), so that taking the sidecar out removes these and no other.
+pub const ADDED_ANNOTATIONS: &str = "trialtail.io/added-annotations";
+/// The Prometheus scrape annotations added where the pod has none (`scrape`, `port`, `path`).
+pub const SCRAPE_ANNOTATIONS: [&str; 3] = ["prometheus.io/scrape", "prometheus.io/port", "prometheus.io/path"];
 /// Metric names to keep, comma-separated.
 pub const METRICS_ANNOTATION: &str = "trialtail.io/metrics";
 /// Filter regexes, one per line.
@@ -119,6 +149,8 @@ pub struct Mutation {
     pub warnings: Vec<String>,
     /// What happened, for logs and metrics.
     pub outcome: Outcome,
+    /// The other metrics collector's container, when one decided the outcome (for the log).
+    pub collector: Option<String>,
 }
 
 /// What happened to a pod.
@@ -132,6 +164,12 @@ pub enum Outcome {
     AlreadyInjected,
     /// Selected, but an annotation is invalid: admitted unchanged with a warning.
     Invalid,
+    /// It carries another metrics collector (Katib's, or trialtail as Katib's `Custom` collector): admitted
+    /// unchanged.
+    OtherCollector,
+    /// It has the sidecar this webhook injected and another collector that was added after it (the
+    /// reinvocation after Katib's webhook): the sidecar is taken out again.
+    Removed,
 }
 
 impl Outcome {
@@ -142,6 +180,8 @@ impl Outcome {
             Outcome::NotSelected => "not_selected",
             Outcome::AlreadyInjected => "already_injected",
             Outcome::Invalid => "invalid",
+            Outcome::OtherCollector => "other_collector",
+            Outcome::Removed => "removed",
         }
     }
 }
@@ -156,17 +196,28 @@ pub struct AnnotationError {
     pub reason: String,
 }
 
-/// The patch that adds trialtail to `pod`, or an empty one. See the module documentation.
+/// The patch that adds trialtail to `pod`, takes it out again, or an empty one. See the module documentation.
 pub fn mutate(pod: &Pod, settings: &Settings) -> Mutation {
-    let unchanged = |outcome, warnings| Mutation { patch: Patch(Vec::new()), warnings, outcome };
+    let unchanged = |outcome, warnings| Mutation { patch: Patch(Vec::new()), warnings, outcome, collector: None };
     if !selected(pod, settings) {
         return unchanged(Outcome::NotSelected, Vec::new());
     }
     let Some(spec) = pod.spec.as_ref() else { return unchanged(Outcome::NotSelected, Vec::new()) };
-    let has_sidecar =
-        spec.containers.iter().chain(spec.init_containers.iter().flatten()).any(|c| c.name == CONTAINER_NAME);
-    if has_sidecar {
-        return unchanged(Outcome::AlreadyInjected, Vec::new());
+    let collector = other_collector(spec, settings).map(|c| c.name.clone());
+    if let Some(slot) = sidecar_slot(spec) {
+        let injected_here = pod.metadata.labels.as_ref().and_then(|l| l.get(INJECTED)).is_some_and(|v| v == "true");
+        return match collector {
+            Some(collector) if injected_here => Mutation {
+                patch: withdraw(pod, spec, slot),
+                warnings: Vec::new(),
+                outcome: Outcome::Removed,
+                collector: Some(collector),
+            },
+            _ => unchanged(Outcome::AlreadyInjected, Vec::new()),
+        };
+    }
+    if collector.is_some() {
+        return Mutation { collector, ..unchanged(Outcome::OtherCollector, Vec::new()) };
     }
     let args = match sidecar_args(pod) {
         Ok(args) => args,
@@ -183,14 +234,87 @@ pub fn mutate(pod: &Pod, settings: &Settings) -> Mutation {
         (false, _) => ops.push(add(&["spec", "containers", "-"], container)),
     }
     let labels = [(INJECTED, "true".to_string())];
-    add_missing(&mut ops, "labels", pod.metadata.labels.as_ref(), &labels, true);
-    let scrape = [
-        ("prometheus.io/scrape", "true".to_string()),
-        ("prometheus.io/port", PROMETHEUS_PORT.to_string()),
-        ("prometheus.io/path", "/metrics".to_string()),
-    ];
-    add_missing(&mut ops, "annotations", pod.metadata.annotations.as_ref(), &scrape, false);
-    Mutation { patch: Patch(ops), warnings: Vec::new(), outcome: Outcome::Injected }
+    set(&mut ops, "labels", pod.metadata.labels.as_ref(), &labels);
+    let existing = pod.metadata.annotations.as_ref();
+    let scrape = ["true".to_string(), PROMETHEUS_PORT.to_string(), "/metrics".to_string()];
+    let mut annotations: Vec<(&str, String)> = SCRAPE_ANNOTATIONS
+        .into_iter()
+        .zip(scrape)
+        .filter(|(k, _)| existing.is_none_or(|a| !a.contains_key(*k)))
+        .collect();
+    let record = annotations.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(",");
+    annotations.push((ADDED_ANNOTATIONS, record));
+    set(&mut ops, "annotations", existing, &annotations);
+    Mutation { patch: Patch(ops), warnings: Vec::new(), outcome: Outcome::Injected, collector: None }
+}
+
+/// Where the `trialtail` container is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Init(usize),
+    Regular(usize),
+}
+
+fn sidecar_slot(spec: &PodSpec) -> Option<Slot> {
+    let init = spec.init_containers.iter().flatten().position(|c| c.name == CONTAINER_NAME).map(Slot::Init);
+    init.or_else(|| spec.containers.iter().position(|c| c.name == CONTAINER_NAME).map(Slot::Regular))
+}
+
+/// Another metrics collector in the pod: one of Katib's ([`KATIB_COLLECTOR_CONTAINERS`], regular containers
+/// only, where Katib appends them), or a container of trialtail's image under another name than `trialtail`.
+fn other_collector<'a>(spec: &'a PodSpec, settings: &Settings) -> Option<&'a Container> {
+    let katib = spec.containers.iter().find(|c| KATIB_COLLECTOR_CONTAINERS.contains(&c.name.as_str()));
+    let ours = repository(&settings.image);
+    let mut all = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+    katib.or_else(|| {
+        all.find(|c| c.name != CONTAINER_NAME && c.image.as_deref().is_some_and(|image| repository(image) == ours))
+    })
+}
+
+/// An image reference's repository without tag and digest, with the registry Docker assumes spelt out: a name
+/// without a registry is on `docker.io`, a one-part name there is under `library/`, and `index.docker.io` is
+/// `docker.io` (`splitDockerDomain` in github.com/distribution/reference `normalize.go`).
+fn repository(image: &str) -> String {
+    let name = image.trim();
+    let name = name.split_once('@').map_or(name, |(name, _digest)| name);
+    let name = match name.rfind(':') {
+        Some(colon) if !name[colon..].contains('/') => &name[..colon],
+        _ => name,
+    };
+    let (domain, path) = match name.split_once('/') {
+        Some((domain, path))
+            if domain == "localhost" || domain.contains(['.', ':']) || domain.to_lowercase() != domain =>
+        {
+            (domain, path)
+        }
+        _ => ("docker.io", name),
+    };
+    match (domain, path.contains('/')) {
+        ("docker.io" | "index.docker.io", false) => format!("docker.io/library/{path}"),
+        ("docker.io" | "index.docker.io", true) => format!("docker.io/{path}"),
+        _ => format!("{domain}/{path}"),
+    }
+}
+
+/// The patch that takes out what an injection added: the sidecar at `slot`, the label [`INJECTED`] and the
+/// annotations recorded in [`ADDED_ANNOTATIONS`] (only scrape annotations; a record naming others is not
+/// trusted for them).
+fn withdraw(pod: &Pod, spec: &PodSpec, slot: Slot) -> Patch {
+    let mut ops = Vec::new();
+    match slot {
+        Slot::Init(_) if spec.init_containers.as_ref().is_some_and(|c| c.len() == 1) => {
+            ops.push(remove(&["spec", "initContainers"]));
+        }
+        Slot::Init(i) => ops.push(remove(&["spec", "initContainers", &i.to_string()])),
+        Slot::Regular(i) => ops.push(remove(&["spec", "containers", &i.to_string()])),
+    }
+    let meta = &pod.metadata;
+    unset(&mut ops, "labels", meta.labels.as_ref(), &[INJECTED]);
+    let record = meta.annotations.as_ref().and_then(|a| a.get(ADDED_ANNOTATIONS)).map_or("", String::as_str);
+    let mut keys: Vec<&str> = record.split(',').map(str::trim).filter(|k| SCRAPE_ANNOTATIONS.contains(k)).collect();
+    keys.push(ADDED_ANNOTATIONS);
+    unset(&mut ops, "annotations", meta.annotations.as_ref(), &keys);
+    Patch(ops)
 }
 
 fn selected(pod: &Pod, settings: &Settings) -> bool {
@@ -210,14 +334,18 @@ fn add(tokens: &[&str], value: Value) -> PatchOperation {
     PatchOperation::Add(AddOperation { path: PointerBuf::from_tokens(tokens.iter().copied()), value })
 }
 
-/// Adds the `entries` missing from the pod's `metadata.<field>` map: the whole map when there is none. With
-/// `overwrite`, an entry with another value is set too.
-fn add_missing(
+/// A `remove` operation at the path made of `tokens`.
+fn remove(tokens: &[&str]) -> PatchOperation {
+    PatchOperation::Remove(RemoveOperation { path: PointerBuf::from_tokens(tokens.iter().copied()) })
+}
+
+/// Sets the `entries` in the pod's `metadata.<field>` map that do not have their value yet: the whole map when
+/// there is none.
+fn set(
     ops: &mut Vec<PatchOperation>,
     field: &str,
     existing: Option<&BTreeMap<String, String>>,
     entries: &[(&str, String)],
-    overwrite: bool,
 ) {
     let Some(existing) = existing else {
         let map = entries.iter().map(|(k, v)| ((*k).to_string(), Value::String(v.clone()))).collect();
@@ -225,10 +353,24 @@ fn add_missing(
         return;
     };
     for (k, v) in entries {
-        match existing.get(*k) {
-            Some(old) if old == v || !overwrite => {}
-            _ => ops.push(add(&["metadata", field, k], Value::String(v.clone()))),
+        if existing.get(*k) != Some(v) {
+            ops.push(add(&["metadata", field, k], Value::String(v.clone())));
         }
+    }
+}
+
+/// Removes the `keys` present in the pod's `metadata.<field>` map: the whole map when nothing else is in it (an
+/// empty map and none are the same object to the API server, which omits empty maps).
+fn unset(ops: &mut Vec<PatchOperation>, field: &str, existing: Option<&BTreeMap<String, String>>, keys: &[&str]) {
+    let Some(existing) = existing else { return };
+    let present: BTreeSet<&str> = keys.iter().copied().filter(|k| existing.contains_key(*k)).collect();
+    if present.is_empty() {
+        return;
+    }
+    if existing.len() == present.len() {
+        ops.push(remove(&["metadata", field]));
+    } else {
+        ops.extend(present.into_iter().map(|k| remove(&["metadata", field, k])));
     }
 }
 
@@ -344,8 +486,15 @@ fn sidecar(settings: &Settings, args: Vec<String>) -> Container {
 mod tests {
     //! The fixtures in `tests/fixtures/admission/` are AdmissionReviews as the API server sends them for pods a
     //! Job controller creates: a Job's pod opting in by label, a Katib trial pod, one that already has the
-    //! sidecar, one that opts out, one with a bad annotation. Each patch is applied to the pod it was made for
-    //! (json-patch, as kube does) and the result read back as a `Pod`.
+    //! sidecar, one that opts out, one with a bad annotation. Four more are one Katib trial pod before and after
+    //! Katib's pod webhook (v0.19.0, `Mutate` in `pkg/webhook/v1beta1/pod/inject_webhook.go`): `katib-job-pod`
+    //! as the Job controller creates it, `katib-push` (kind Push: the trial labels and `KATIB_TRIAL_NAME`),
+    //! `katib-stdout` (kind StdOut: also the collector `metrics-logger-and-collector`, `shareProcessNamespace`,
+    //! the `metrics-volume` and the wrapped `sh -c` command) and `katib-custom-trialtail` (kind Custom with
+    //! trialtail as the custom collector). Katib's webhook answers with the JSON patch between the pod it got
+    //! and the pod it made (`admission.PatchResponseFromRaw` in `Handle`), so [`katib`] derives Katib's patch
+    //! from a before/after pair. Each patch is applied to the pod it was made for (json-patch, as kube does)
+    //! and the result read back as a `Pod`.
 
     use k8s_openapi::api::core::v1::Container;
     use proptest::prelude::*;
@@ -356,7 +505,17 @@ mod tests {
         Settings::new("ghcr.io/trialtail/trialtail:0.1.0")
     }
 
-    const FIXTURES: [&str; 5] = ["job-inject-label", "katib-trial", "existing-sidecar", "opt-out", "bad-annotation"];
+    const FIXTURES: [&str; 9] = [
+        "job-inject-label",
+        "katib-trial",
+        "existing-sidecar",
+        "opt-out",
+        "bad-annotation",
+        "katib-job-pod",
+        "katib-push",
+        "katib-stdout",
+        "katib-custom-trialtail",
+    ];
 
     /// The pod in a fixture's AdmissionReview, with the request's namespace (as the handler fills it in).
     fn fixture(name: &str) -> Value {
@@ -445,6 +604,7 @@ mod tests {
         assert_eq!(annotations["prometheus.io/scrape"], "true");
         assert_eq!(annotations["prometheus.io/path"], "/metrics");
         assert_eq!(annotations["prometheus.io/port"], "8080", "the user's annotation is never overwritten");
+        assert_eq!(annotations[ADDED_ANNOTATIONS], "prometheus.io/scrape,prometheus.io/path", "what was added");
         assert_eq!(annotations["trialtail.io/preset"], "keras");
     }
 
@@ -458,9 +618,188 @@ mod tests {
         let args = sidecar_of(&p).args.unwrap();
         assert_eq!(args, strings(&["run", "--source", "pod-log", "--listen", ":9478"]), "no --container");
         let annotations = p.metadata.annotations.unwrap();
-        assert_eq!(annotations.len(), 3, "added whole: {annotations:?}");
+        assert_eq!(annotations.len(), 4, "added whole: {annotations:?}");
         assert_eq!(annotations["prometheus.io/port"], "9478");
+        assert_eq!(annotations[ADDED_ANNOTATIONS], "prometheus.io/scrape,prometheus.io/port,prometheus.io/path");
         assert_eq!(p.metadata.labels.unwrap()[INJECTED], "true");
+    }
+
+    /// Katib's pod webhook's patch for the trial pod `katib-job-pod`, with the collector kind of `after`.
+    fn katib(after: &str) -> json_patch::Patch {
+        json_patch::diff(&fixture("katib-job-pod"), &fixture(after))
+    }
+
+    fn patch_of(json: &Value, patch: &json_patch::Patch) -> Value {
+        let mut out = json.clone();
+        json_patch::patch(&mut out, patch).unwrap_or_else(|e| panic!("{e}: {patch}"));
+        out
+    }
+
+    #[test]
+    fn webhook_katib_trial_pod_with_katibs_collector_is_admitted_unchanged() {
+        let m = mutate(&pod(&fixture("katib-stdout")), &settings());
+        assert_eq!((m.outcome, m.patch.len(), m.warnings.len()), (Outcome::OtherCollector, 0, 0), "{m:?}");
+        assert_eq!(m.collector.as_deref(), Some("metrics-logger-and-collector"));
+        // TensorFlowEvent (and PrometheusMetric) collectors are named metrics-collector; an opt-in label on the
+        // trial template changes nothing.
+        let mut tfevent = fixture("katib-stdout");
+        tfevent["spec"]["containers"][1]["name"] = "metrics-collector".into();
+        tfevent["metadata"]["labels"][INJECT] = "true".into();
+        let m = mutate(&pod(&tfevent), &settings());
+        assert_eq!((m.outcome, m.patch.len()), (Outcome::OtherCollector, 0));
+        assert_eq!(m.collector.as_deref(), Some("metrics-collector"));
+    }
+
+    #[test]
+    fn webhook_katib_custom_collector_of_trialtails_image_is_admitted_unchanged() {
+        let m = mutate(&pod(&fixture("katib-custom-trialtail")), &settings());
+        assert_eq!((m.outcome, m.patch.len(), m.warnings.len()), (Outcome::OtherCollector, 0, 0), "{m:?}");
+        assert_eq!(m.collector.as_deref(), Some("trialtail-collector"), "the :latest tag is still trialtail");
+        let digest =
+            "ghcr.io/trialtail/trialtail@sha256:0f3b1c7e9a2d4f6b8c0e1a3b5d7f9e2c4a6b8d0f1e3c5a7b9d2f4e6a8c0b1d3e";
+        let cases = [
+            (digest, Outcome::OtherCollector),
+            ("ghcr.io/trialtail/trialtail:0.2.0-rc.1@sha256:00", Outcome::OtherCollector),
+            ("ghcr.io/trialtail/trialtail", Outcome::OtherCollector),
+            ("ghcr.io/trialtail/trialtail-fork:0.1.0", Outcome::Injected),
+            ("ghcr.io/kubeflow/katib/custom-metrics-collector:latest", Outcome::Injected),
+            ("registry.example.com/trialtail/trialtail:0.1.0", Outcome::Injected),
+        ];
+        for (image, outcome) in cases {
+            let mut json = fixture("katib-custom-trialtail");
+            json["spec"]["containers"][1]["image"] = image.into();
+            assert_eq!(mutate(&pod(&json), &settings()).outcome, outcome, "{image}");
+        }
+        // trialtail as a native sidecar the Job template brings under its own name counts as well.
+        let mut init = fixture("katib-push");
+        let own = serde_json::json!({"name": "metrics", "image": "ghcr.io/trialtail/trialtail:0.1.0"});
+        init["spec"]["initContainers"].as_array_mut().unwrap().push(own);
+        let m = mutate(&pod(&init), &settings());
+        assert_eq!((m.outcome, m.collector.as_deref()), (Outcome::OtherCollector, Some("metrics")));
+    }
+
+    #[test]
+    fn webhook_image_repositories_compare_without_tag_and_digest_with_dockers_defaults() {
+        let same = [
+            ("ghcr.io/trialtail/trialtail:0.1.0", "ghcr.io/trialtail/trialtail"),
+            ("ghcr.io/trialtail/trialtail@sha256:ab", "ghcr.io/trialtail/trialtail:latest"),
+            ("trialtail/trialtail:1", "docker.io/trialtail/trialtail"),
+            ("index.docker.io/trialtail/trialtail", "docker.io/trialtail/trialtail:2"),
+            ("busybox:1.36", "docker.io/library/busybox"),
+            ("localhost:5000/trialtail:1", "localhost:5000/trialtail"),
+            ("localhost/trialtail", "localhost/trialtail:x"),
+        ];
+        for (a, b) in same {
+            assert_eq!(repository(a), repository(b), "{a} vs {b}");
+        }
+        let different = [
+            ("localhost:5000/trialtail", "localhost:5001/trialtail"),
+            ("ghcr.io/trialtail/trialtail", "ghcr.io/trialtail/trialtail-webhook"),
+            ("trialtail", "trialtail/trialtail"),
+            ("quay.io/trialtail/trialtail", "ghcr.io/trialtail/trialtail"),
+        ];
+        for (a, b) in different {
+            assert_ne!(repository(a), repository(b), "{a} vs {b}");
+        }
+        assert_eq!(repository("localhost:5000/ml/trialtail:0.1.0@sha256:ab"), "localhost:5000/ml/trialtail");
+    }
+
+    #[test]
+    fn webhook_katib_push_trial_pod_is_injected() {
+        let (m, patched) = apply(&fixture("katib-push"), &settings());
+        assert_eq!((m.outcome, m.warnings.len(), m.collector), (Outcome::Injected, 0, None));
+        let p = pod(&patched);
+        let init: Vec<_> = p.spec.as_ref().unwrap().init_containers.iter().flatten().map(|c| c.name.clone()).collect();
+        assert_eq!(init, ["fetch-data", "trialtail"]);
+        assert_eq!(sidecar_of(&p).args.unwrap(), strings(&["run", "--source", "pod-log", "--listen", ":9478"]));
+        assert_eq!(p.metadata.labels.unwrap()[INJECTED], "true");
+        // The same pod before Katib's webhook has no trial label and is not selected; after it, it is.
+        assert_eq!(mutate(&pod(&fixture("katib-job-pod")), &settings()).outcome, Outcome::NotSelected);
+        let after_katib = patch_of(&fixture("katib-job-pod"), &katib("katib-push"));
+        assert_eq!(mutate(&pod(&after_katib), &settings()).outcome, Outcome::Injected);
+    }
+
+    /// The template opting in by label, so trialtail's webhook injects before Katib's has labelled the pod.
+    fn opted_in(mut json: Value) -> Value {
+        json["metadata"]["labels"][INJECT] = "true".into();
+        json
+    }
+
+    #[test]
+    fn webhook_sidecar_injected_before_katibs_collector_is_taken_out_again_leaving_katibs_pod() {
+        for after in ["katib-stdout", "katib-custom-trialtail"] {
+            for native_sidecar in [true, false] {
+                for init_containers in [true, false] {
+                    for annotations in [None, Some(serde_json::json!({"prometheus.io/port": "8080", "team": "a"}))] {
+                        let case = format!("{after}, native {native_sidecar}, init {init_containers}, {annotations:?}");
+                        let s = Settings { native_sidecar, ..settings() };
+                        let shape = |mut json: Value| {
+                            if !init_containers {
+                                json["spec"].as_object_mut().unwrap().remove("initContainers");
+                            }
+                            if let Some(a) = &annotations {
+                                json["metadata"]["annotations"] = a.clone();
+                            }
+                            opted_in(json)
+                        };
+                        let (before, katib_alone) = (shape(fixture("katib-job-pod")), shape(fixture(after)));
+                        // Round 1: trialtail's webhook, then Katib's, which keeps what it got and adds its own.
+                        let (m, ours) = apply(&before, &s);
+                        assert_eq!(m.outcome, Outcome::Injected, "{case}");
+                        let both = patch_of(&ours, &katib(after));
+                        // Round 2: trialtail's webhook again (reinvocationPolicy: IfNeeded).
+                        let (m, result) = apply(&both, &s);
+                        assert_eq!(m.outcome, Outcome::Removed, "{case}");
+                        assert!(m.collector.is_some() && m.warnings.is_empty(), "{case}: {m:?}");
+                        assert_eq!(result, katib_alone, "{case}: {}", m.patch);
+                        let again = mutate(&pod(&result), &s);
+                        assert_eq!((again.outcome, again.patch.len()), (Outcome::OtherCollector, 0), "{case}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn webhook_removal_takes_the_sidecar_out_by_index_and_only_the_recorded_scrape_annotations() {
+        let (_, ours) = apply(&opted_in(fixture("katib-job-pod")), &settings());
+        let mut both = patch_of(&ours, &katib("katib-stdout"));
+        let init = both["spec"]["initContainers"].as_array_mut().unwrap();
+        init.push(serde_json::json!({"name": "after-us", "image": "busybox:1.36"}));
+        // A record that names more than the webhook may have added, and a key twice.
+        let a = &mut both["metadata"]["annotations"];
+        a[ADDED_ANNOTATIONS] = "prometheus.io/scrape, team,prometheus.io/scrape,prometheus.io/path".into();
+        a["team"] = "a".into();
+        let (m, result) = apply(&both, &settings());
+        assert_eq!(m.outcome, Outcome::Removed);
+        let paths: Vec<String> = m.patch.iter().map(|op| op.path().to_string()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/spec/initContainers/1",
+                "/metadata/labels/trialtail.io~1injected",
+                "/metadata/annotations/prometheus.io~1path",
+                "/metadata/annotations/prometheus.io~1scrape",
+                "/metadata/annotations/trialtail.io~1added-annotations",
+            ]
+        );
+        let names: Vec<&str> =
+            result["spec"]["initContainers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["fetch-data", "after-us"]);
+        assert_eq!(result["metadata"]["annotations"], serde_json::json!({"prometheus.io/port": "9478", "team": "a"}));
+    }
+
+    #[test]
+    fn webhook_a_trialtail_container_it_did_not_inject_is_never_taken_out() {
+        let mut users = fixture("katib-stdout");
+        let own = serde_json::json!({"name": "trialtail", "image": "ghcr.io/trialtail/trialtail:0.1.0"});
+        users["spec"]["initContainers"].as_array_mut().unwrap().push(own);
+        let m = mutate(&pod(&users), &settings());
+        assert_eq!((m.outcome, m.patch.len()), (Outcome::AlreadyInjected, 0));
+        // Injected here but no other collector: left alone too.
+        let (_, injected) = apply(&fixture("katib-push"), &settings());
+        let m = mutate(&pod(&injected), &settings());
+        assert_eq!((m.outcome, m.patch.len()), (Outcome::AlreadyInjected, 0));
     }
 
     #[test]
@@ -474,6 +813,7 @@ mod tests {
                 "/metadata/labels/trialtail.io~1injected",
                 "/metadata/annotations/prometheus.io~1scrape",
                 "/metadata/annotations/prometheus.io~1path",
+                "/metadata/annotations/trialtail.io~1added-annotations",
             ]
         );
     }
@@ -485,8 +825,8 @@ mod tests {
         json["metadata"]["annotations"] = serde_json::json!({});
         let mut ops = Vec::new();
         let entries = [(INJECTED, "true".to_string())];
-        add_missing(&mut ops, "labels", pod(&json).metadata.labels.as_ref(), &entries, true);
-        add_missing(&mut ops, "annotations", pod(&json).metadata.annotations.as_ref(), &entries, false);
+        set(&mut ops, "labels", pod(&json).metadata.labels.as_ref(), &entries);
+        set(&mut ops, "annotations", pod(&json).metadata.annotations.as_ref(), &entries);
         json_patch::patch(&mut json, &ops).unwrap();
         assert_eq!(json["metadata"]["labels"], serde_json::json!({INJECTED: "true"}));
         assert_eq!(json["metadata"]["annotations"], serde_json::json!({INJECTED: "true"}));

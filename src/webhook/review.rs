@@ -47,24 +47,38 @@ pub fn review(body: &[u8], settings: &Settings) -> Reply {
     let is_pod_create =
         request.operation == Operation::Create && request.kind.group.is_empty() && request.kind.kind == "Pod";
     if let (true, Some(object)) = (is_pod_create, &request.object) {
-        let (o, patch, warnings) = match serde_json::to_value(object).and_then(serde_json::from_value::<Pod>) {
+        let (o, patch, warnings, collector) = match serde_json::to_value(object).and_then(serde_json::from_value::<Pod>)
+        {
             Err(e) => {
                 let warning = format!("trialtail: pod not understood, admitted without the sidecar: {e}");
-                (Outcome::Invalid, None, vec![warning])
+                (Outcome::Invalid, None, vec![warning], None)
             }
             Ok(mut pod) => {
                 if pod.metadata.namespace.is_none() {
                     pod.metadata.namespace.clone_from(&request.namespace);
                 }
                 let m = mutate(&pod, settings);
-                (m.outcome, Some(m.patch).filter(|p| !p.0.is_empty()), m.warnings)
+                (m.outcome, Some(m.patch).filter(|p| !p.0.is_empty()), m.warnings, m.collector)
             }
         };
         let (namespace, name) = (request.namespace.as_deref().unwrap_or(""), object.metadata.name.as_deref());
         let name = name.or(object.metadata.generate_name.as_deref()).unwrap_or("");
+        let collector = collector.as_deref().unwrap_or("");
         match o {
             Outcome::Injected => tracing::info!(namespace, name, "adding the trialtail sidecar"),
             Outcome::Invalid => tracing::warn!(namespace, name, warnings = ?warnings, "admitted unchanged"),
+            Outcome::OtherCollector => tracing::info!(
+                namespace,
+                name,
+                collector,
+                "admitted without the trialtail sidecar: the pod carries another metrics collector"
+            ),
+            Outcome::Removed => tracing::info!(
+                namespace,
+                name,
+                collector,
+                "taking the trialtail sidecar out again: another metrics collector was added after it"
+            ),
             _ => tracing::debug!(namespace, name, outcome = o.kind(), "admitted unchanged"),
         }
         if let Some(patch) = patch {
@@ -146,7 +160,14 @@ mod tests {
 
     #[test]
     fn webhook_review_left_alone_or_invalid_has_no_patch_and_warns_only_when_invalid() {
-        for name in ["existing-sidecar", "opt-out"] {
+        let cases = [
+            ("existing-sidecar", Outcome::AlreadyInjected),
+            ("opt-out", Outcome::NotSelected),
+            ("katib-stdout", Outcome::OtherCollector),
+            ("katib-custom-trialtail", Outcome::OtherCollector),
+        ];
+        for (name, outcome) in cases {
+            assert_eq!(review(&fixture(name), &settings()).outcome, Some(outcome), "{name}");
             let (status, resp) = answer(&fixture(name));
             assert_eq!(status, StatusCode::OK);
             let r = &resp["response"];

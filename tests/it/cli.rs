@@ -199,12 +199,24 @@ fn check_config_validates_pod_log_mode_without_a_cluster() {
     let out = run(&["run", "--source", "pod-log", "--container", "training", "--listen", ":9478", "--check-config"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let summary = stdout(&out);
-    assert!(summary.starts_with("source:      pod-log, container training, Trial status every 5s\n"), "{summary}");
+    assert!(summary.starts_with("source:      pod-log, container training\n"), "{summary}");
     assert!(summary.contains("labels:      namespace=kubeflow-user pod=t1-abc\n"), "{summary}");
+    let katib = "katib:       when trialtail is the Trial's collector: rows to katib-db-manager.kubeflow:6789 every \
+                 10s and at the end (deadline 20s), Trial status live every 5s\n";
+    assert!(summary.ends_with(katib), "{summary}");
 
     let bad: &[(&[&str], &str)] = &[
         (&["run", "--source", "pod-log", "--check-config", "x.log"], "--source pod-log reads the container's log"),
         (&["run", "--source", "pod-log", "--status-interval", "10ms", "--check-config"], "--status-interval \"10ms\""),
+        (
+            &["run", "--source", "pod-log", "--katib-db", "db", "--check-config"],
+            "--katib-db \"db\": expected HOST:PORT",
+        ),
+        (&["run", "--source", "pod-log", "--report-interval", "soon", "--check-config"], "--report-interval \"soon\""),
+        (
+            &["run", "--source", "pod-log", "--check-config", "--assume-trial", "/nonexistent/trial.yaml"],
+            "--assume-trial \"/nonexistent/trial.yaml\"",
+        ),
     ];
     for (args, message) in bad {
         assert_usage_error(args, &run(args), message);

@@ -22,11 +22,11 @@ mod servers {
 }
 
 use trialtail::katib::api::{
-    GetObservationLogReply, GetObservationLogRequest, ReportObservationLogReply, ReportObservationLogRequest,
-    SetTrialStatusReply, SetTrialStatusRequest,
+    GetObservationLogReply, GetObservationLogRequest, ObservationLog, ReportObservationLogReply,
+    ReportObservationLogRequest, SetTrialStatusReply, SetTrialStatusRequest,
 };
 use trialtail::katib::args::{ObjectiveType, is_katib_command_line, parse};
-use trialtail::katib::report::Row;
+use trialtail::katib::report::KatibReport;
 use trialtail::rules::LineFormat;
 use trialtail::sink::katib_db::{self, CHUNK_ROWS};
 use trialtail::sink::stats::SinkStats;
@@ -269,11 +269,19 @@ impl DbManager for Katib {
         Ok(Response::new(ReportObservationLogReply {}))
     }
 
+    /// The rows stored for the trial (trialtail counts them before its first report and after a lost reply).
     async fn get_observation_log(
         &self,
-        _: Request<GetObservationLogRequest>,
+        req: Request<GetObservationLogRequest>,
     ) -> Result<Response<GetObservationLogReply>, Status> {
-        Err(Status::unimplemented("not used by collectors"))
+        let trial = req.into_inner().trial_name;
+        let reports = self.0.reports.lock().unwrap();
+        let logs = reports
+            .iter()
+            .filter(|r| r.trial_name == trial)
+            .flat_map(|r| r.observation_log.as_ref().map(|l| l.metric_logs.clone()).unwrap_or_default())
+            .collect();
+        Ok(Response::new(GetObservationLogReply { observation_log: Some(ObservationLog { metric_logs: logs }) }))
     }
 }
 
@@ -322,8 +330,13 @@ fn serve(katib: Katib, addr: SocketAddr, delay: Duration) -> tokio::runtime::Run
     rt
 }
 
-fn row<'a>(name: &'a str, value: &'a str, time: &'a str) -> Row<'a> {
-    Row { name, value, time, line: Some(1) }
+/// A report for the objective `loss` holding `rows` of (name, value, time).
+fn report(rows: &[(&str, &str, &str)]) -> std::sync::Mutex<KatibReport> {
+    let mut r = KatibReport::new("loss");
+    for (i, (name, value, time)) in rows.iter().enumerate() {
+        r.push(name, value, Some(time), i as u64 + 1);
+    }
+    std::sync::Mutex::new(r)
 }
 
 fn owned(rows: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
@@ -337,9 +350,9 @@ fn a_report_is_retried_until_a_late_server_accepts_it() {
     let addr = free_addr();
     let _server = serve(katib.clone(), addr, Duration::from_millis(700));
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let rows = [row("loss", "0.5", "0001-01-01T00:00:00Z"), row("loss", "0.4", "")];
-    let sinks = SinkStats::default();
-    rt.block_on(katib_db::report(&addr.to_string(), "t1", &rows, Duration::from_secs(60), &sinks)).unwrap();
+    let rows = report(&[("loss", "0.5", "0001-01-01T00:00:00Z"), ("loss", "0.4", "")]);
+    let sinks = Arc::new(SinkStats::default());
+    rt.block_on(katib_db::report(&addr.to_string(), "t1", &rows, Duration::from_secs(60), sinks.clone())).unwrap();
     assert_eq!(katib.calls(), 1, "failed calls stored nothing; the accepted one once");
     let counts = &sinks.snapshot()[katib_db::SINK];
     assert_eq!(counts.errors.get("status"), Some(&2), "each refused attempt counted: {counts:?}");
@@ -358,10 +371,9 @@ fn a_report_gives_up_at_its_deadline() {
     let addr = free_addr(); // nobody listens
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let started = Instant::now();
-    let rows = [row("loss", "0.5", "0001-01-01T00:00:00Z")];
-    let sinks = SinkStats::default();
-    let err =
-        rt.block_on(katib_db::report(&addr.to_string(), "t1", &rows, Duration::from_secs(1), &sinks)).unwrap_err();
+    let rows = report(&[("loss", "0.5", "0001-01-01T00:00:00Z")]);
+    let sinks = Arc::new(SinkStats::default());
+    let err = rt.block_on(katib_db::report(&addr.to_string(), "t1", &rows, Duration::from_secs(1), sinks)).unwrap_err();
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
     assert!(err.to_string().contains("not accepted within"), "{err}");
 }

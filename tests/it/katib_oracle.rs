@@ -7,7 +7,7 @@
 //! (a JSON line `encoding/json` refuses, an invalid filter, a `-format` other than TEXT/JSON), gRPC refuses a row
 //! that is not UTF-8, or its DB manager refuses a year outside 0001–9999. There trialtail keeps the rows it can,
 //! and the test checks exactly that: the rows of the lines Katib could read, values made valid UTF-8, the zero
-//! time for a year the DB refuses. The README's Katib section lists these exceptions.
+//! time for a year the DB refuses. docs/katib.md's exactness section lists these exceptions.
 
 use std::collections::BTreeMap;
 

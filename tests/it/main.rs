@@ -4,8 +4,9 @@
 //! processes recorded in memory, `katib` Katib's parsing contract, `cli` the command line's behaviour as a user
 //! meets it, `plot` the pictures, `terminal` what a terminal shows and a pipe does not, `prom` the Prometheus
 //! endpoint and Pushgateway against real Prometheus parts (helpers in `support`), `live` following files,
-//! signals and wrapped commands, `sidecar` the native sidecar against a fake API server, `webhook` the admission
-//! webhook over TLS, `manifests` the Kubernetes manifests (typed, cross-checked, their args run).
+//! signals and wrapped commands, `sidecar` the native sidecar against a fake API server, `sidecar_katib` the
+//! same with Katib's real DB manager for each collector kind, `webhook` the admission webhook over TLS,
+//! `manifests` the Kubernetes manifests (typed, cross-checked, their args run).
 
 mod cli;
 mod dropin;
@@ -18,6 +19,7 @@ mod manifests;
 mod plot;
 mod prom;
 mod sidecar;
+mod sidecar_katib;
 mod support;
 mod terminal;
 mod webhook;

@@ -14,7 +14,7 @@ use k8s_openapi::api::admissionregistration::v1::{MutatingWebhook, MutatingWebho
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Namespace, PodSpec, ResourceRequirements, Service, ServiceAccount,
+    ConfigMap, Container, Namespace, Pod, PodSpec, ResourceRequirements, Service, ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -127,6 +127,8 @@ struct ExperimentSpec {
     algorithm: Algorithm,
     parallel_trial_count: u32,
     max_trial_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_failed_trial_count: Option<u32>,
     metrics_collector_spec: MetricsCollectorSpec,
     parameters: Vec<Parameter>,
     trial_template: TrialTemplate,
@@ -153,6 +155,20 @@ struct Algorithm {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct MetricsCollectorSpec {
     collector: Collector,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<MetricsSource>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MetricsSource {
+    filter: MetricsFilter,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct MetricsFilter {
+    metrics_format: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -413,7 +429,7 @@ macro_rules! one {
 }
 
 /// Whether `selector` selects an object with `labels` (matchLabels and the four operators).
-fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
     let exact = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
     let expressions = selector.match_expressions.iter().flatten().all(|e| {
         let values = e.values.as_deref().unwrap_or_default();
@@ -466,9 +482,14 @@ fn listen_port(addr: &str) -> i32 {
 fn every_manifest_document_parses_into_its_kind() {
     let docs = documents();
     let files: std::collections::BTreeSet<&str> = docs.iter().map(|d| d.file.as_str()).collect();
-    for expected in
-        ["kustomization.yaml", "rbac.yaml", "examples/native-sidecar-job.yaml", "katib/katib-config-patch.yaml"]
-    {
+    let expected_files = [
+        "kustomization.yaml",
+        "rbac.yaml",
+        "examples/native-sidecar-job.yaml",
+        "examples/katib-push-experiment.yaml",
+        "katib/katib-config-patch.yaml",
+    ];
+    for expected in expected_files {
         assert!(files.contains(expected), "{expected} was read: {files:?}");
     }
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
@@ -478,7 +499,7 @@ fn every_manifest_document_parses_into_its_kind() {
     let expected = [
         ("Certificate", 1),
         ("Deployment", 1),
-        ("Experiment", 1),
+        ("Experiment", 2),
         ("Issuer", 1),
         ("Job", 1),
         ("KatibConfig", 1),
@@ -487,10 +508,10 @@ fn every_manifest_document_parses_into_its_kind() {
         ("Namespace", 1),
         ("PodDisruptionBudget", 1),
         ("PodMonitor", 1),
-        ("Role", 1),
-        ("RoleBinding", 1),
+        ("Role", 2),
+        ("RoleBinding", 2),
         ("Service", 1),
-        ("ServiceAccount", 2),
+        ("ServiceAccount", 3),
     ];
     assert_eq!(kinds, BTreeMap::from(expected), "the manifests' kinds");
 }
@@ -688,7 +709,6 @@ fn the_webhook_pods_run_restricted_and_spread_over_nodes() {
         && selects(w.pod_affinity_term.label_selector.as_ref().unwrap(), pods)));
 }
 
-/// The webhook entries `labels` in namespace `namespace` is sent to.
 /// The webhooks the API server calls for a pod with labels `pod` in `namespace`, labelled
 /// `trialtail.io/injection: enabled` when `enabled`.
 fn hooks_for<'a>(
@@ -710,7 +730,7 @@ fn hooks_for<'a>(
 }
 
 #[test]
-fn the_mutating_webhook_sees_opted_in_and_katib_trial_pods_once_and_never_its_own() {
+fn the_mutating_webhook_sees_every_pod_of_an_enabled_namespace_once_and_never_its_own() {
     let docs = documents();
     let hooks = one!(docs, MutatingWebhookConfiguration).webhooks.clone().unwrap();
     let mut names: Vec<&str> = hooks.iter().map(|h| h.name.as_str()).collect();
@@ -722,6 +742,8 @@ fn the_mutating_webhook_sees_opted_in_and_katib_trial_pods_once_and_never_its_ow
         assert_eq!(h.admission_review_versions, ["v1"], "{}", h.name);
         assert_eq!(h.timeout_seconds, Some(5), "{}", h.name);
         assert_eq!(h.failure_policy.as_deref(), Some("Ignore"), "{}", h.name);
+        // Called again after Katib's pod webhook changed the pod, whichever of the two runs first.
+        assert_eq!(h.reinvocation_policy.as_deref(), Some("IfNeeded"), "{}", h.name);
         let rules = h.rules.as_deref().unwrap();
         assert_eq!(rules.len(), 1, "{}", h.name);
         let r = &rules[0];
@@ -733,14 +755,18 @@ fn the_mutating_webhook_sees_opted_in_and_katib_trial_pods_once_and_never_its_ow
     }
     let opted_in = labels(&[("trialtail.io/inject", "true")]);
     let trial = labels(&[("katib.kubeflow.org/trial", "t1")]);
+    // A trial pod before Katib's pod webhook labelled it: only the Job controller's labels.
+    let unlabelled_trial = labels(&[("batch.kubernetes.io/job-name", "t1"), ("job-name", "t1")]);
     let trial_opted_in = labels(&[("katib.kubeflow.org/trial", "t1"), ("trialtail.io/inject", "true")]);
     let trial_opted_out = labels(&[("katib.kubeflow.org/trial", "t1"), ("trialtail.io/inject", "false")]);
     let other = labels(&[("app", "web"), ("trialtail.io/inject", "yes")]);
     assert_eq!(hooks_for(&hooks, "kubeflow", true, &opted_in), ["inject.trialtail.io"]);
     assert_eq!(hooks_for(&hooks, "kubeflow", true, &trial), ["katib-trials.trialtail.io"]);
+    assert_eq!(hooks_for(&hooks, "kubeflow", true, &unlabelled_trial), ["katib-trials.trialtail.io"]);
     assert_eq!(hooks_for(&hooks, "kubeflow", true, &trial_opted_in), ["inject.trialtail.io"], "sent once");
     assert!(hooks_for(&hooks, "kubeflow", true, &trial_opted_out).is_empty());
-    assert!(hooks_for(&hooks, "kubeflow", true, &other).is_empty());
+    // The webhook answers "not selected" for it (`mutate`'s own choice of pods).
+    assert_eq!(hooks_for(&hooks, "kubeflow", true, &other), ["katib-trials.trialtail.io"]);
     // Only in namespaces the operator enabled, and never in its own, enabled or not.
     assert!(hooks_for(&hooks, "kubeflow", false, &opted_in).is_empty());
     assert!(hooks_for(&hooks, "kubeflow", false, &trial).is_empty());
@@ -754,7 +780,7 @@ fn the_mutating_webhook_sees_opted_in_and_katib_trial_pods_once_and_never_its_ow
 fn a_trial_that_already_runs_trialtail_as_katib_custom_collector_is_not_injected_again() {
     let docs = documents();
     let hooks = one!(docs, MutatingWebhookConfiguration).webhooks.clone().unwrap();
-    let experiment = one!(docs, Experiment, |file: &str| file.starts_with("examples/"));
+    let experiment = one!(docs, Experiment, |file: &str| file == "examples/native-sidecar-job.yaml");
     assert!(experiment.spec.metrics_collector_spec.collector.custom_collector.is_some());
     let template = &experiment.spec.trial_template.trial_spec.spec.as_ref().unwrap().template;
     let mut pod = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
@@ -776,30 +802,91 @@ fn the_podmonitor_scrapes_injected_pods_in_every_namespace_on_the_sidecar_port()
 }
 
 #[test]
-fn the_examples_run_under_the_service_account_rbac_yaml_binds() {
+fn the_examples_run_under_a_service_account_bound_to_the_sidecars_verbs() {
     let docs = documents();
-    let rbac = |file: &str| file == "rbac.yaml";
-    let binding = one!(docs, RoleBinding, rbac);
-    let role = one!(docs, Role, rbac);
-    assert_eq!(binding.role_ref.kind, "Role");
-    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
-    let bound: Vec<(&str, Option<&str>)> =
-        binding.subjects.iter().flatten().map(|s| (s.name.as_str(), s.namespace.as_deref())).collect();
-    let mut specs = Vec::new();
-    for d in &docs {
-        match &d.object {
-            Object::Job(job) => specs.push((job.metadata.namespace.as_deref(), job.spec.as_ref().unwrap())),
-            Object::Experiment(e) => {
-                specs.push((e.metadata.namespace.as_deref(), e.spec.trial_template.trial_spec.spec.as_ref().unwrap()))
+    // native-sidecar-job.yaml uses rbac.yaml's account; katib-push-experiment.yaml brings its own.
+    for (example, rbac) in [
+        ("examples/native-sidecar-job.yaml", "rbac.yaml"),
+        ("examples/katib-push-experiment.yaml", "examples/katib-push-experiment.yaml"),
+    ] {
+        let in_rbac = |file: &str| file == rbac;
+        let binding = one!(docs, RoleBinding, in_rbac);
+        let role = one!(docs, Role, in_rbac);
+        assert_eq!(binding.role_ref.kind, "Role");
+        assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
+        let granted = |resource: &str, verb: &str| {
+            role.rules
+                .iter()
+                .flatten()
+                .any(|r| r.resources.iter().flatten().any(|x| x == resource) && r.verbs.iter().any(|v| v == verb))
+        };
+        for (resource, verb) in
+            [("pods", "get"), ("pods", "watch"), ("pods/log", "get"), ("trials", "get"), ("trials/status", "patch")]
+        {
+            assert!(granted(resource, verb), "{rbac}: {verb} {resource}");
+        }
+        let bound: Vec<(&str, Option<&str>)> =
+            binding.subjects.iter().flatten().map(|s| (s.name.as_str(), s.namespace.as_deref())).collect();
+        let mut specs = Vec::new();
+        for d in docs.iter().filter(|d| d.file == example) {
+            match &d.object {
+                Object::Job(job) => specs.push((job.metadata.namespace.as_deref(), job.spec.as_ref().unwrap())),
+                Object::Experiment(e) => specs
+                    .push((e.metadata.namespace.as_deref(), e.spec.trial_template.trial_spec.spec.as_ref().unwrap())),
+                _ => {}
             }
-            _ => {}
+        }
+        assert!(!specs.is_empty(), "{example}");
+        for (namespace, job) in specs {
+            let account = job.template.spec.as_ref().unwrap().service_account_name.as_deref().unwrap();
+            assert!(bound.contains(&(account, namespace)), "{account} in {namespace:?} is bound: {bound:?}");
         }
     }
-    assert_eq!(specs.len(), 2);
-    for (namespace, job) in specs {
-        let account = job.template.spec.as_ref().unwrap().service_account_name.as_deref().unwrap();
-        assert!(bound.contains(&(account, namespace)), "{account} in {namespace:?} is bound: {bound:?}");
+}
+
+/// `trialtail ARGS --check-config --assume-trial FILE`: its stdout, after checking it exited 0.
+fn check_config_with_trial(args: &[String], file: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_trialtail"))
+        .args(args)
+        .args(["--check-config", "--assume-trial"])
+        .arg(manifests_dir().join(file))
+        .env_clear()
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{args:?}: {:?}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+#[test]
+fn the_push_experiment_runs_through_check_config_with_the_trial_katib_would_create() {
+    let file = "examples/katib-push-experiment.yaml";
+    let docs = documents();
+    let experiment = one!(docs, Experiment, |f: &str| f == file);
+    assert_eq!(experiment.spec.metrics_collector_spec.collector.kind, "Push");
+    // A trial pod as Katib's own pod webhook leaves it for kind Push: its labels and the trial label, no container.
+    let template = &experiment.spec.trial_template.trial_spec.spec.as_ref().unwrap().template;
+    let mut metadata = template.metadata.clone().unwrap_or_default();
+    metadata.labels.get_or_insert_default().insert("katib.kubeflow.org/trial".into(), "mnist-push-abc".into());
+    metadata.namespace = experiment.metadata.namespace.clone();
+    let pod = Pod { metadata, spec: template.spec.clone(), status: None };
+    let mutation = trialtail::webhook::mutate::mutate(&pod, &trialtail::webhook::mutate::Settings::new(IMAGE));
+    assert_eq!(mutation.outcome, trialtail::webhook::mutate::Outcome::Injected, "{:?}", mutation.warnings);
+    let args = trialtail::webhook::mutate::sidecar_args(&pod).unwrap();
+    let summary = check_config_with_trial(&args, file);
+    for expected in [
+        "container training (the Trial's primaryContainerName)",
+        r#"filter "{metricName: ([\\w|-]+), metricValue: ((-?\\d+)(\\.\\d+)?)}"; Katib semantics (from the Trial)"#,
+        "accuracy, loss (at most 1000) (from the Trial)",
+        "katib:       collector kind Push: rows to katib-db-manager.kubeflow:6789 every 10s and at the end",
+        "listen:      0.0.0.0:9478",
+    ] {
+        assert!(summary.contains(expected), "{expected:?} in\n{summary}");
     }
+    // The Custom example: trialtail as Katib's custom collector reports the same way.
+    let custom = invocations().into_iter().find(|i| i.place.contains("customCollector")).unwrap();
+    let summary = check_config_with_trial(&custom.args, "examples/native-sidecar-job.yaml");
+    assert!(summary.contains("katib:       collector kind Custom: rows to"), "{summary}");
 }
 
 #[test]

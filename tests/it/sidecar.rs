@@ -2,10 +2,11 @@
 //! server (`support::kube_fake`) over HTTP, with a kubeconfig in a temp file.
 //!
 //! The fixtures are a Katib-shaped pod (the training container `train`, trialtail as a native sidecar in
-//! `initContainers`), its Job and its Trial linked by controller ownerReferences only – no label, no
-//! `KATIB_TRIAL_NAME` – so the owner walk is what finds the Trial. The test writes log lines, cuts the log
-//! stream, fails a patch, restarts the container, flips the container to terminated, and checks the Trial's stored status while it
-//! trains and at the end, and how many requests it all cost.
+//! `initContainers`), its Job and its Trial (collector kind `Push`: trialtail is its collector) linked by
+//! controller ownerReferences only – no label, no `KATIB_TRIAL_NAME` – so the owner walk is what finds the
+//! Trial. No Katib DB manager runs here (`sidecar_katib.rs` has one): the rows are said undelivered. The tests
+//! write log lines, cut the log stream, fail a patch, restart the container, flip the container to terminated,
+//! and check the Trial's stored status while it trains and at the end, and how many requests it all cost.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -16,13 +17,14 @@ use serde_json::{Value, json};
 use crate::support::kube_fake::KubeFake;
 use crate::support::{PATIENCE, free_addr, get};
 
-fn pod() -> Value {
+pub(crate) fn pod() -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "t1-abc", "namespace": "ns", "resourceVersion": "1",
             "labels": {"katib.kubeflow.org/experiment": "exp"},
             "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "t1", "uid": "u1", "controller": true}]},
         "spec": {
+            "restartPolicy": "Never",
             "initContainers": [{"name": "trialtail", "image": "trialtail", "restartPolicy": "Always"}],
             "containers": [{"name": "train", "image": "train"}],
         },
@@ -31,30 +33,31 @@ fn pod() -> Value {
     })
 }
 
-fn job() -> Value {
+pub(crate) fn job() -> Value {
     json!({"apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": "t1", "namespace": "ns",
             "ownerReferences": [{"apiVersion": "kubeflow.org/v1beta1", "kind": "Trial", "name": "t1", "uid": "u2",
                                  "controller": true}]}})
 }
 
-fn trial() -> Value {
+pub(crate) fn trial() -> Value {
     json!({"apiVersion": "kubeflow.org/v1beta1", "kind": "Trial",
         "metadata": {"name": "t1", "namespace": "ns", "resourceVersion": "1"},
         "spec": {"primaryContainerName": "train",
-                 "objective": {"type": "maximize", "objectiveMetricName": "accuracy", "additionalMetricNames": ["loss"]}},
+                 "objective": {"type": "maximize", "objectiveMetricName": "accuracy", "additionalMetricNames": ["loss"]},
+                 "metricsCollector": {"collector": {"kind": "Push"}}},
         "status": {"conditions": [{"type": "Running", "status": "True"}]}})
 }
 
-fn set_state(fake: &KubeFake, state: Value) {
+pub(crate) fn set_state(fake: &KubeFake, state: Value) {
     fake.set_pod(|p| p["status"]["containerStatuses"][0]["state"] = state);
 }
 
-fn metrics(fake: &KubeFake) -> Value {
+pub(crate) fn metrics(fake: &KubeFake) -> Value {
     fake.trial().pointer("/status/observation/metrics").cloned().unwrap_or(Value::Null)
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
         assert!(start.elapsed() < PATIENCE, "timed out waiting for {what}");
@@ -62,12 +65,12 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-fn metric<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
+pub(crate) fn metric<'a>(list: &'a Value, name: &str) -> Option<&'a Value> {
     list.as_array()?.iter().find(|m| m["name"] == name)
 }
 
 /// trialtail as a real process against `fake`, pod `t1-abc` in `ns`; stdout and stderr are collected.
-struct Sidecar {
+pub(crate) struct Sidecar {
     child: Child,
     stdout: std::thread::JoinHandle<Vec<String>>,
     stderr: std::thread::JoinHandle<String>,
@@ -75,12 +78,16 @@ struct Sidecar {
 }
 
 impl Sidecar {
-    fn start(fake: &KubeFake, args: &[&str], trial_env: Option<&str>) -> Self {
+    pub(crate) fn start(fake: &KubeFake, args: &[&str], trial_env: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
         std::fs::write(&kubeconfig, fake.kubeconfig("ns")).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_trialtail"));
         cmd.args(["run", "--source", "pod-log"]).args(args);
+        // No Katib DB manager in these tests: a port nobody listens on, and a short deadline for the final report.
+        if !args.contains(&"--katib-db") {
+            cmd.args(["--katib-db", &free_addr().to_string(), "--report-deadline", "500ms", "--report-interval", "0"]);
+        }
         cmd.env("KUBECONFIG", &kubeconfig).env("POD_NAME", "t1-abc").env("POD_NAMESPACE", "ns");
         match trial_env {
             Some(t) => cmd.env("KATIB_TRIAL_NAME", t),
@@ -102,13 +109,13 @@ impl Sidecar {
         Sidecar { child, stdout, stderr, _dir: dir }
     }
 
-    fn signal(&self, signal: rustix::process::Signal) {
+    pub(crate) fn signal(&self, signal: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
         rustix::process::kill_process(pid, signal).unwrap();
     }
 
     /// Waits for the exit; returns it with stdout's lines and stderr.
-    fn wait(mut self) -> (ExitStatus, Vec<String>, String) {
+    pub(crate) fn wait(mut self) -> (ExitStatus, Vec<String>, String) {
         let start = Instant::now();
         let status = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -182,6 +189,7 @@ fn sidecar_writes_live_observations_to_the_trial_and_exits_when_training_ends() 
     assert!(observations.iter().all(|o| o["timestamp"].as_str().is_some_and(|t| t.ends_with('Z'))));
 
     assert_eq!(fake.misshapen_patches(), Vec::<String>::new(), "every patch in Katib's shape");
+    assert_eq!(err.matches("rows not delivered to Katib's DB").count(), 1, "said once: {err}");
     let patches = fake.count("PATCH", "/status", "");
     let logs = fake.count("GET", "/log", "");
     let watches = fake.count("GET", "/pods", "watch=true");
@@ -202,7 +210,7 @@ fn sidecar_writes_live_observations_to_the_trial_and_exits_when_training_ends() 
 }
 
 #[test]
-fn sigterm_ends_the_sidecar_with_the_final_status_written() {
+fn sigterm_before_the_pod_shows_the_end_waits_for_it_and_writes_the_final_status() {
     // Katib's controller keys its observation on metricStrategies: a name only listed there is written too.
     let mut t = trial();
     t["spec"]["objective"]["metricStrategies"] = json!([{"name": "accuracy", "value": "max"},
@@ -210,7 +218,7 @@ fn sigterm_ends_the_sidecar_with_the_final_status_written() {
     let fake = KubeFake::start(running_pod(json!({})), job(), t);
     let sidecar = Sidecar::start(
         &fake,
-        &["--container", "train", "--status-interval", "1h", "--shutdown-grace", "1s"],
+        &["--container", "train", "--status-interval", "1h", "--shutdown-grace", "5s"],
         Some("t1"),
     );
     fake.write_log(&["accuracy=0.25", "accuracy=0.5"]);
@@ -218,9 +226,12 @@ fn sigterm_ends_the_sidecar_with_the_final_status_written() {
     // Give the lines time to arrive: with a one-hour interval, only the final flush writes them.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(fake.count("PATCH", "/status", ""), 0, "nothing before the end with a one-hour interval");
+    // The kubelet stops a native sidecar after the training container; the pod watch may show it later.
     sidecar.signal(rustix::process::Signal::TERM);
-    let (status, _, _) = sidecar.wait();
-    assert!(status.success(), "{status:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    set_state(&fake, json!({"terminated": {"exitCode": 0}}));
+    let (status, _, err) = sidecar.wait();
+    assert!(status.success(), "{status:?}\n{err}");
     assert_eq!(
         metrics(&fake),
         json!([
@@ -236,7 +247,48 @@ fn sigterm_ends_the_sidecar_with_the_final_status_written() {
     assert_eq!(fake.count("GET", "/jobs/", ""), 0, "KATIB_TRIAL_NAME: no owner walk");
 }
 
-fn running_pod(labels: Value) -> Value {
+#[test]
+fn failed_training_clears_the_observation_written_while_it_ran() {
+    let fake = KubeFake::start(running_pod(json!({"katib.kubeflow.org/trial": "t1"})), job(), trial());
+    let sidecar = Sidecar::start(&fake, &["--status-interval", "200ms"], None);
+    fake.write_log(&["accuracy=0.5", "loss=0.9"]);
+    wait_for("the live observation", || metric(&metrics(&fake), "accuracy").is_some_and(|m| m["max"] == "0.5"));
+    set_state(&fake, json!({"terminated": {"exitCode": 1}}));
+    let (status, _, err) = sidecar.wait();
+    assert!(status.success(), "{status:?}\n{err}");
+    let patches = fake.patches();
+    assert_eq!(patches.last(), Some(&json!({"status": {"observation": null}})), "{patches:#?}");
+    assert!(patches[..patches.len() - 1].iter().all(|p| p.pointer("/status/observation/metrics").is_some()));
+    assert!(fake.trial().pointer("/status/observation").is_none(), "the Trial as Katib leaves a failed one");
+    assert_eq!(fake.trial()["status"]["conditions"][0]["type"], "Running", "Katib's own fields untouched");
+}
+
+#[test]
+fn a_crash_the_kubelet_restarts_is_not_the_end_of_training() {
+    // restartPolicy OnFailure: the kubelet publishes running → terminated (exit 1) → running (restartCount 1).
+    let mut p = running_pod(json!({"katib.kubeflow.org/trial": "t1"}));
+    p["spec"]["restartPolicy"] = json!("OnFailure");
+    let fake = KubeFake::start(p, job(), trial());
+    let sidecar = Sidecar::start(&fake, &["--status-interval", "200ms", "--output", "json"], None);
+    fake.write_log(&["accuracy=0.5"]);
+    wait_for("the first instance's line", || metric(&metrics(&fake), "accuracy").is_some());
+    set_state(&fake, json!({"terminated": {"exitCode": 1}}));
+    std::thread::sleep(Duration::from_millis(700));
+    fake.set_pod(|p| {
+        p["status"]["containerStatuses"][0]["restartCount"] = json!(1);
+        p["status"]["containerStatuses"][0]["state"] = json!({"running": {"startedAt": "2026-01-01T00:01:00Z"}});
+    });
+    fake.write_log(&["accuracy=0.75"]);
+    wait_for("the second instance's line", || metric(&metrics(&fake), "accuracy").is_some_and(|m| m["max"] == "0.75"));
+    set_state(&fake, json!({"terminated": {"exitCode": 0}}));
+    let (status, out, err) = sidecar.wait();
+    assert!(status.success(), "{status:?}\n{err}");
+    assert_eq!(out.iter().filter(|l| l.contains("\"accuracy\"")).count(), 2, "both instances read: {out:?}");
+    let last = fake.patches().last().cloned().unwrap();
+    assert_eq!(metric(&last["status"]["observation"]["metrics"], "accuracy").unwrap()["latest"], "0.75");
+}
+
+pub(crate) fn running_pod(labels: Value) -> Value {
     let mut p = pod();
     p["metadata"]["ownerReferences"] = json!([]);
     p["metadata"]["labels"] = labels;
@@ -245,7 +297,7 @@ fn running_pod(labels: Value) -> Value {
 }
 
 /// The exported `trialtail_metric_latest` line of `metric`, once it shows `value`.
-fn scraped_latest(addr: std::net::SocketAddr, metric: &str, value: &str) -> String {
+pub(crate) fn scraped_latest(addr: std::net::SocketAddr, metric: &str, value: &str) -> String {
     crate::support::wait_for(&format!("{metric} {value} on /metrics"), || {
         let body = get(addr, "/metrics", None).ok()?.body;
         let needle = format!("metric=\"{metric}\"");

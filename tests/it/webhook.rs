@@ -6,7 +6,14 @@
 //! `..data_tmp` symlink renamed over `..data`), so the test sees what a cert-manager rotation looks like to
 //! the webhook; one rotation pairs a certificate with a key that is not its own, as a half-finished rotation
 //! would. The reviews are the fixtures in `tests/fixtures/admission/`.
+//!
+//! The order of trialtail's and Katib's pod webhooks is played through [`admit`], a model of the API server's
+//! mutating admission (configurations sorted by name, objectSelectors on the pod as mutated so far, the second
+//! round for `reinvocationPolicy: IfNeeded`), with trialtail's webhooks as `manifests/mutatingwebhook.yaml`
+//! declares them calling the real server, and Katib's webhook as the patch between a trial pod before and after
+//! it (fixtures `katib-job-pod` and `katib-*`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -17,6 +24,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustix::process::{Pid, Signal, kill_process};
 use rustls::RootCertStore;
@@ -27,6 +36,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use crate::manifests::selects;
 use crate::support::{self, PATIENCE, free_addr, get, wait_for};
 use crate::{root, stderr, trialtail};
 
@@ -63,6 +73,15 @@ fn publish(dir: &Path, generation: &str, pki: &Pki) {
             std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name)).unwrap();
         }
     }
+}
+
+/// A directory whose `tls/` holds one pair for `name`, published as the kubelet does.
+fn certified(name: &str) -> (tempfile::TempDir, Pki) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tls")).unwrap();
+    let pki = pki(name);
+    publish(&dir.path().join("tls"), "2026_01_01_00_00_00.1", &pki);
+    (dir, pki)
 }
 
 /// The webhook process, killed when dropped.
@@ -326,10 +345,7 @@ fn base64_decode(s: &str) -> Vec<u8> {
 
 #[test]
 fn the_webhooks_annotation_check_reads_no_environment() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("tls")).unwrap();
-    let pki = pki("env");
-    publish(&dir.path().join("tls"), "2026_01_01_00_00_00.1", &pki);
+    let (dir, pki) = certified("env");
     // `trialtail run` variables that would make every sidecar command line invalid, and the run's own
     // --listen variable, which means nothing to the webhook.
     let env = [("TRIALTAIL_MAX_LINE_BYTES", "1"), ("TRIALTAIL_KATIB_SEMANTICS", "true"), ("TRIALTAIL_LISTEN", "bad")];
@@ -375,4 +391,191 @@ fn webhook_check_config_validates_every_flag_and_names_the_bad_one() {
         assert_eq!(err.lines().count(), 1, "{extra:?}: one line: {err}");
         assert!(err.starts_with("trialtail: ") && err.contains(names), "{extra:?}: {err}");
     }
+}
+
+/// One mutating webhook as the API server sees it: its uid (`configuration/name`), objectSelector,
+/// reinvocationPolicy, and what calling it returns.
+struct Hook<'a> {
+    uid: String,
+    selector: Option<LabelSelector>,
+    reinvoke: bool,
+    call: Box<dyn Fn(&Value) -> json_patch::Patch + 'a>,
+}
+
+/// A mutating webhook configuration: its name and its webhooks in their listed order.
+type Configuration<'a> = (String, Vec<Hook<'a>>);
+
+/// The API server's mutating admission of one pod CREATE, as k8s.io/apiserver v0.33.0 runs it, and the uids of
+/// the webhooks it called with their round. Configurations are called sorted by name
+/// (`getMutatingWebhookConfigurations` in `pkg/admission/configuration/mutating_webhook_manager.go`), webhooks in
+/// their listed order, each when its objectSelector selects the pod as mutated so far (`Dispatch` in
+/// `pkg/admission/plugin/webhook/mutating/dispatcher.go`). When a webhook changed the pod, the webhooks called
+/// before it with `reinvocationPolicy: IfNeeded` are due again (`reinvocationcontext.go`), and a second round
+/// runs (`reinvoker.Admit` in `pkg/admission/reinvocation.go`) in which only those are called – a webhook skipped
+/// in the first round is never called in the second. (The built-in admission plugins, which the second round
+/// runs too, change nothing in these pods and are left out; so are namespace selectors: both webhooks are
+/// enabled in the namespace.)
+fn admit(mut configurations: Vec<Configuration<'_>>, mut pod: Value) -> (Value, Vec<String>) {
+    configurations.sort_by(|a, b| a.0.cmp(&b.0));
+    let hooks: Vec<&Hook> = configurations.iter().flat_map(|(_, hooks)| hooks).collect();
+    let (mut invoked, mut due, mut again) = (Vec::<&str>::new(), Vec::<&str>::new(), false);
+    let mut calls = Vec::new();
+    for round in 0..2 {
+        if round == 1 && !again {
+            break;
+        }
+        for hook in &hooks {
+            let labels: BTreeMap<String, String> =
+                serde_json::from_value(pod["metadata"]["labels"].clone()).unwrap_or_default();
+            if !hook.selector.as_ref().is_none_or(|s| selects(s, &labels)) {
+                continue;
+            }
+            if round == 1 && !due.contains(&hook.uid.as_str()) {
+                continue;
+            }
+            calls.push(format!("{} round {round}", hook.uid));
+            let before = pod.clone();
+            let patch = (hook.call)(&pod);
+            json_patch::patch(&mut pod, &patch).unwrap_or_else(|e| panic!("{}: {e}: {patch}", hook.uid));
+            if pod != before {
+                due.append(&mut invoked);
+                again = true;
+            }
+            if hook.reinvoke {
+                invoked.push(&hook.uid);
+            }
+        }
+    }
+    (pod, calls)
+}
+
+/// The pod of an admission fixture.
+fn fixture_pod(name: &str) -> Value {
+    serde_json::from_slice::<Value>(&fixture(name)).unwrap()["request"]["object"].clone()
+}
+
+/// trialtail's MutatingWebhookConfiguration from `manifests/mutatingwebhook.yaml`, under `name`, each webhook
+/// calling the real server over TLS with an AdmissionReview of the pod as mutated so far.
+fn trialtail_configuration<'a>(
+    name: &str,
+    rt: &'a tokio::runtime::Runtime,
+    webhook: &'a Webhook,
+    ca: &'a str,
+) -> Configuration<'a> {
+    let text = std::fs::read_to_string(root().join("manifests/mutatingwebhook.yaml")).unwrap();
+    let config: MutatingWebhookConfiguration = serde_saphyr::from_str(&text).unwrap();
+    let hooks = config.webhooks.unwrap().into_iter().map(|h| {
+        let call = move |pod: &Value| {
+            let mut review: Value = serde_json::from_slice(&fixture("katib-job-pod")).unwrap();
+            review["request"]["object"] = pod.clone();
+            let answer =
+                rt.block_on(call(webhook.tls, ca, "POST", "/mutate", serde_json::to_vec(&review).unwrap())).unwrap();
+            let r = &json(&answer)["response"];
+            assert_eq!((answer.status, r["allowed"].as_bool()), (StatusCode::OK, Some(true)), "{r}");
+            assert!(r.get("warnings").is_none(), "{r}");
+            r["patch"]
+                .as_str()
+                .map_or_else(json_patch::Patch::default, |p| serde_json::from_slice(&base64_decode(p)).unwrap())
+        };
+        Hook {
+            uid: format!("{name}/{}", h.name),
+            selector: h.object_selector,
+            reinvoke: h.reinvocation_policy.as_deref() == Some("IfNeeded"),
+            call: Box::new(call),
+        }
+    });
+    (name.to_string(), hooks.collect())
+}
+
+/// Katib's pod webhook (`K/manifests/v1beta1/components/webhook/webhooks.yaml`: configuration
+/// `katib.kubeflow.org`, no objectSelector, reinvocationPolicy left at `Never`) for the trial pod
+/// `katib-job-pod`, turning it into the fixture `after`. Katib answers with the JSON patch between the pod it got
+/// and the pod it made (`admission.PatchResponseFromRaw` in `Handle`, `pkg/webhook/v1beta1/pod/inject_webhook.go`)
+/// and copies what it does not change, so a pod trialtail mutated first gets the same patch.
+fn katib_configuration(after: &str) -> Configuration<'static> {
+    let patch = json_patch::diff(&fixture_pod("katib-job-pod"), &fixture_pod(after));
+    let hook = Hook {
+        uid: "katib.kubeflow.org/mutator.pod.katib.kubeflow.org".to_string(),
+        selector: None,
+        reinvoke: false,
+        call: Box::new(move |_: &Value| patch.clone()),
+    };
+    ("katib.kubeflow.org".to_string(), vec![hook])
+}
+
+#[test]
+fn webhook_order_with_katibs_pod_webhook_does_not_matter_no_sidecar_beside_katibs_collector_and_push_trials_injected() {
+    let (dir, pki) = certified("order");
+    let webhook = Webhook::start(dir.path(), &[]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    // As shipped, "katib.kubeflow.org" sorts before "trialtail"; renamed, trialtail's runs first.
+    let (katib_first, trialtail_first) = ("trialtail", "0-trialtail");
+    let run = |ours: &str, after: &str, pod: Value| {
+        admit(vec![trialtail_configuration(ours, &rt, &webhook, &pki.ca), katib_configuration(after)], pod)
+    };
+    let opted_in = |mut pod: Value| {
+        pod["metadata"]["labels"]["trialtail.io/inject"] = "true".into();
+        pod
+    };
+    let katib = "katib.kubeflow.org/mutator.pod.katib.kubeflow.org round 0";
+    let ours = |config: &str, hook: &str, round: u8| format!("{config}/{hook}.trialtail.io round {round}");
+    let sidecars = |pod: &Value| -> Vec<String> {
+        let spec = &pod["spec"];
+        let all = spec["initContainers"].as_array().into_iter().flatten().chain(spec["containers"].as_array().unwrap());
+        all.filter(|c| c["image"].as_str().unwrap_or("").starts_with("ghcr.io/trialtail/"))
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    for after in ["katib-stdout", "katib-custom-trialtail"] {
+        let katib_alone = fixture_pod(after);
+        // Katib's first: trialtail's sees its collector and leaves the pod as Katib made it.
+        let (pod, calls) = run(katib_first, after, fixture_pod("katib-job-pod"));
+        assert_eq!(pod, katib_alone, "{after}");
+        assert_eq!(calls, [katib.to_string(), ours(katib_first, "katib-trials", 0)], "{after}");
+        // trialtail's first, the pod not opted in: not yet a trial pod, then one with Katib's collector.
+        let (pod, calls) = run(trialtail_first, after, fixture_pod("katib-job-pod"));
+        assert_eq!(pod, katib_alone, "{after}");
+        let expected =
+            [ours(trialtail_first, "katib-trials", 0), katib.to_string(), ours(trialtail_first, "katib-trials", 1)];
+        assert_eq!(calls, expected, "{after}");
+        // trialtail's first, the pod opted in by label: injected, Katib's collector added, taken out again.
+        let (pod, calls) = run(trialtail_first, after, opted_in(fixture_pod("katib-job-pod")));
+        assert_eq!(pod, opted_in(katib_alone.clone()), "{after}: the pod Katib's webhook alone makes");
+        let expected = [ours(trialtail_first, "inject", 0), katib.to_string(), ours(trialtail_first, "inject", 1)];
+        assert_eq!(calls, expected, "{after}");
+        assert!(sidecars(&pod).iter().all(|name| name != "trialtail"), "{after}: {:?}", sidecars(&pod));
+        let (pod, _) = run(katib_first, after, opted_in(fixture_pod("katib-job-pod")));
+        assert_eq!(pod, opted_in(katib_alone), "{after}");
+    }
+
+    // Push: Katib adds the trial label and KATIB_TRIAL_NAME, no container; the sidecar is added in either order.
+    let (pod, calls) = run(katib_first, "katib-push", fixture_pod("katib-job-pod"));
+    assert_eq!(calls, [katib.to_string(), ours(katib_first, "katib-trials", 0)]);
+    assert_eq!(sidecars(&pod), ["trialtail"]);
+    assert_eq!(pod["spec"]["initContainers"][1]["restartPolicy"], "Always");
+    assert_eq!(pod["metadata"]["labels"]["trialtail.io/injected"], "true");
+    assert_eq!(pod["spec"]["containers"][0]["env"][0]["name"], "KATIB_TRIAL_NAME");
+    let (reversed, calls) = run(trialtail_first, "katib-push", fixture_pod("katib-job-pod"));
+    let expected =
+        [ours(trialtail_first, "katib-trials", 0), katib.to_string(), ours(trialtail_first, "katib-trials", 1)];
+    assert_eq!(calls, expected);
+    assert_eq!(reversed, pod, "the same pod in either order");
+
+    let text = get(webhook.plain, "/metrics", None).unwrap().body;
+    let outcome = |o: &str| metric(&text, &format!("trialtail_webhook_reviews_total{{outcome=\"{o}\"}}"));
+    // Per collector kind: Katib's first (other collector), trialtail's first (not selected, then other
+    // collector), opted in and trialtail's first (injected, then removed), opted in and Katib's first (other
+    // collector); Push: Katib's first (injected), trialtail's first (not selected, then injected).
+    assert_eq!(outcome("other_collector"), 2 * 3, "{}", webhook.output());
+    assert_eq!(outcome("removed"), 2);
+    assert_eq!(outcome("injected"), 2 + 2);
+    assert_eq!(outcome("not_selected"), 2 + 1);
+    assert_eq!(outcome("already_injected"), 0);
+    let log = webhook.output();
+    assert!(
+        log.contains("taking the trialtail sidecar out again") && log.contains("metrics-logger-and-collector"),
+        "{log}"
+    );
+    assert!(log.contains("the pod carries another metrics collector") && log.contains("trialtail-collector"), "{log}");
 }

@@ -12,19 +12,24 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::aggregate::MetricStats;
+use crate::katib::trial::Trial;
 use crate::sink::stats::SinkStats;
-use crate::snapshot::{Phase, Snapshot};
+use crate::snapshot::{Phase, Snapshot, Training};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 type Responder = tower_test::mock::SendResponse<Response<Body>>;
 
 const TRIAL_PATH: &str = "/apis/kubeflow.org/v1beta1/namespaces/ns/trials/t1";
 
-fn sink(interval: Duration) -> (TrialStatus, Handle) {
+fn sink_for(interval: Duration, trial: &Value) -> (TrialStatus, Handle) {
     let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = kube::Client::new(service, "ns");
     let cfg = StatusConfig { trial: "t1".into(), namespace: "ns".into(), interval };
-    (TrialStatus::new(client, cfg), handle)
+    (TrialStatus::new(client, cfg, Policy::for_trial(&Trial::from_json(trial))), handle)
+}
+
+fn sink(interval: Duration) -> (TrialStatus, Handle) {
+    sink_for(interval, &trial())
 }
 
 fn metric(name: &str, values: &[f64]) -> MetricStats {
@@ -43,8 +48,17 @@ fn metric(name: &str, values: &[f64]) -> MetricStats {
     }
 }
 
+/// A snapshot; an ended one says the training succeeded (see [`ended`] for others).
 fn snapshot(generation: u64, phase: Phase, metrics: Vec<MetricStats>) -> Arc<Snapshot> {
-    Arc::new(Snapshot { metrics, phase, generation, ..Snapshot::default() })
+    ended(generation, phase, metrics, Training::Succeeded)
+}
+
+fn ended(generation: u64, phase: Phase, metrics: Vec<MetricStats>, training: Training) -> Arc<Snapshot> {
+    let mut s = Snapshot { metrics, phase, generation, ..Snapshot::default() };
+    if phase == Phase::Ended {
+        s.source.training = training;
+    }
+    Arc::new(s)
 }
 
 fn trial() -> Value {
@@ -69,21 +83,19 @@ fn status(code: u16, reason: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": reason, "reason": reason, "code": code})
 }
 
-/// The next request, checked to be a GET of the Trial.
-async fn expect_get(handle: &mut Handle) -> Responder {
-    let (req, send) = handle.next_request().await.expect("a request");
-    assert_eq!((req.method(), req.uri().path()), (&Method::GET, TRIAL_PATH));
-    send
-}
-
-/// The next request, checked to be a merge patch of the Trial status in Katib's shape; returns its body.
-async fn expect_patch(handle: &mut Handle) -> (Value, Responder) {
+/// The next request, checked to be a merge patch of the Trial status; returns its body.
+async fn expect_any_patch(handle: &mut Handle) -> (Value, Responder) {
     let (req, send) = handle.next_request().await.expect("a request");
     assert_eq!((req.method(), req.uri().path()), (&Method::PATCH, format!("{TRIAL_PATH}/status").as_str()));
     let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok());
     assert_eq!(content_type, Some("application/merge-patch+json"));
     let bytes = req.into_body().collect_bytes().await.unwrap();
-    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    (serde_json::from_slice(&bytes).unwrap(), send)
+}
+
+/// The next request, checked to be a merge patch of observations in Katib's shape; returns its body.
+async fn expect_patch(handle: &mut Handle) -> (Value, Responder) {
+    let (body, send) = expect_any_patch(handle).await;
     check_katib_shape(&body).unwrap_or_else(|e| panic!("not Katib's shape: {e}: {body}"));
     (body, send)
 }
@@ -100,7 +112,6 @@ async fn patches_the_requested_metrics_as_strings_with_merge_patch_once_per_inte
     let (sink, mut handle) = sink(Duration::from_secs(5));
     let (tx, rx) = watch::channel(snapshot(0, Phase::Starting, vec![]));
     let task = sink.spawn(rx);
-    respond(expect_get(&mut handle).await, 200, &trial());
     expect_none(&mut handle, Duration::from_secs(60)).await; // nothing observed yet: no request
     // Many snapshots within one interval: one patch, of the newest.
     for g in 1..=50 {
@@ -131,7 +142,7 @@ async fn patches_the_requested_metrics_as_strings_with_merge_patch_once_per_inte
 async fn an_hour_of_ten_observations_a_second_costs_one_patch_per_interval() {
     let (sink, mut handle) = sink(Duration::from_secs(5));
     let (tx, rx) = watch::channel(snapshot(0, Phase::Starting, vec![]));
-    let task = sink.with_trial(Some(&trial())).spawn(rx);
+    let task = sink.spawn(rx);
     let server = tokio::spawn(async move {
         let mut patches = 0u64;
         while let Some((req, send)) = handle.next_request().await {
@@ -155,14 +166,12 @@ async fn an_hour_of_ten_observations_a_second_costs_one_patch_per_interval() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn conflict_rereads_the_trial_and_retries() {
+async fn conflict_retries() {
     let (sink, mut handle) = sink(Duration::from_secs(5));
     let (_tx, rx) = watch::channel(snapshot(1, Phase::Ended, vec![metric("accuracy", &[0.8])]));
     let task = sink.spawn(rx);
-    respond(expect_get(&mut handle).await, 200, &trial());
     let (_, send) = expect_patch(&mut handle).await;
     respond(send, 409, &status(409, "Conflict"));
-    respond(expect_get(&mut handle).await, 200, &trial());
     let (body, send) = expect_patch(&mut handle).await;
     assert_eq!(body["status"]["observation"]["metrics"][0]["latest"], "0.8");
     respond(send, 200, &trial());
@@ -177,12 +186,10 @@ async fn failures_and_deliveries_are_counted_in_the_runs_sink_statistics() {
     snap.counters.observations = 7;
     let (_tx, rx) = watch::channel(Arc::new(snap));
     let task = sink.with_stats(stats.clone()).spawn(rx);
-    respond(expect_get(&mut handle).await, 200, &trial());
     let (_, send) = expect_patch(&mut handle).await;
     respond(send, 503, &status(503, "ServiceUnavailable"));
     let (_, send) = expect_patch(&mut handle).await;
     respond(send, 409, &status(409, "Conflict"));
-    respond(expect_get(&mut handle).await, 200, &trial());
     let (_, send) = expect_patch(&mut handle).await;
     respond(send, 200, &trial());
     assert_eq!(task.await.unwrap().unwrap(), 3);
@@ -197,7 +204,6 @@ async fn forbidden_stops_the_sink_with_one_error_naming_verb_and_resource() {
     let (sink, mut handle) = sink(Duration::from_secs(5));
     let (tx, rx) = watch::channel(snapshot(1, Phase::Reading, vec![metric("accuracy", &[0.8])]));
     let task = sink.spawn(rx);
-    respond(expect_get(&mut handle).await, 200, &trial());
     let (_, send) = expect_patch(&mut handle).await;
     respond(send, 403, &status(403, "Forbidden"));
     let err = task.await.unwrap().unwrap_err();
@@ -212,7 +218,6 @@ async fn server_errors_back_off_exponentially_and_retry_with_the_newest_snapshot
     let (sink, mut handle) = sink(Duration::from_secs(5));
     let (tx, rx) = watch::channel(snapshot(1, Phase::Reading, vec![metric("accuracy", &[0.1])]));
     let task = sink.spawn(rx);
-    respond(expect_get(&mut handle).await, 200, &trial());
     let (_, send) = expect_patch(&mut handle).await;
     let mut last = Instant::now();
     respond(send, 503, &status(503, "ServiceUnavailable"));
@@ -237,70 +242,64 @@ async fn server_errors_back_off_exponentially_and_retry_with_the_newest_snapshot
 }
 
 #[tokio::test(start_paused = true)]
-async fn final_flush_writes_every_observed_metric_when_the_trial_cannot_be_read() {
-    let (sink, mut handle) = sink(Duration::from_secs(3600));
-    let (tx, rx) = watch::channel(snapshot(1, Phase::Reading, vec![metric("loss", &[2.0])]));
+async fn a_latest_objective_is_never_written_while_training_and_written_at_a_successful_end() {
+    let mut t = trial();
+    t["spec"]["objective"]["metricStrategies"] =
+        json!([{"name": "accuracy", "value": "latest"}, {"name": "loss", "value": "min"}]);
+    let (sink, mut handle) = sink_for(Duration::from_secs(5), &t);
+    let (tx, rx) = watch::channel(snapshot(1, Phase::Reading, vec![metric("accuracy", &[0.7, 0.99, 0.5])]));
     let task = sink.spawn(rx);
-    respond(expect_get(&mut handle).await, 404, &status(404, "NotFound"));
-    expect_none(&mut handle, Duration::from_secs(60)).await;
-    tx.send_replace(snapshot(2, Phase::Ended, vec![metric("loss", &[2.0, 1.0]), metric("acc", &[0.5])]));
     let (body, send) = expect_patch(&mut handle).await;
-    assert_eq!(
-        body["status"]["observation"]["metrics"],
-        json!([
-            {"name": "loss", "latest": "1", "min": "1", "max": "2"},
-            {"name": "acc", "latest": "0.5", "min": "0.5", "max": "0.5"},
-        ])
-    );
-    respond(send, 200, &trial());
-    assert_eq!(task.await.unwrap().unwrap(), 1);
-}
-
-#[test]
-fn requested_metrics_come_from_the_objective_without_duplicates() {
-    let t = json!({"spec": {"objective": {"objectiveMetricName": "acc", "additionalMetricNames": ["loss", "acc"]}}});
-    assert_eq!(requested_metrics(&t), Some(vec!["acc".to_string(), "loss".to_string()]));
-    assert_eq!(requested_metrics(&json!({"spec": {}})), None);
-}
-
-#[test]
-fn requested_metrics_include_every_name_in_metric_strategies() {
-    let t = json!({"spec": {"objective": {"objectiveMetricName": "acc", "additionalMetricNames": ["loss"],
-        "metricStrategies": [{"name": "acc", "value": "max"}, {"name": "val_loss", "value": "min"},
-                             {"name": "loss", "value": "latest"}]}}});
-    assert_eq!(requested_metrics(&t), Some(vec!["acc".into(), "loss".into(), "val_loss".into()]));
-}
-
-#[test]
-fn the_objective_strategy_comes_from_metric_strategies_else_the_objective_type() {
-    let objective = |o: Value| objective_strategy(&json!({"spec": {"objective": o}}));
-    let listed = json!({"type": "maximize", "objectiveMetricName": "acc",
-        "metricStrategies": [{"name": "loss", "value": "max"}, {"name": "acc", "value": "latest"}]});
-    assert_eq!(objective(listed), Some(("acc".into(), Strategy::Latest)));
-    assert_eq!(
-        objective(json!({"type": "minimize", "objectiveMetricName": "loss"})),
-        Some(("loss".into(), Strategy::Min))
-    );
-    assert_eq!(
-        objective(json!({"type": "maximize", "objectiveMetricName": "acc"})),
-        Some(("acc".into(), Strategy::Max))
-    );
-    assert_eq!(objective(json!({"objectiveMetricName": "acc"})), Some(("acc".into(), Strategy::Latest)));
-    assert_eq!(objective(json!({"type": "maximize"})), None);
-    let m = metric("acc", &[0.5, 0.9, 0.7]);
-    let picked: Vec<_> = [Strategy::Min, Strategy::Max, Strategy::Latest].map(|s| s.pick(&m)).into();
-    assert_eq!(picked, [Some("0.5"), Some("0.9"), Some("0.7")]);
-    assert_eq!(Strategy::Latest.pick(&metric("acc", &[])), None);
+    let unavailable = json!({"name": "accuracy", "latest": "unavailable", "min": "unavailable", "max": "unavailable"});
+    assert_eq!(body["status"]["observation"]["metrics"][0], unavailable, "an interim latest could cross the goal");
+    respond(send, 200, &t);
+    tx.send_replace(snapshot(2, Phase::Ended, vec![metric("accuracy", &[0.7, 0.99, 0.5, 0.8])]));
+    let (body, send) = expect_patch(&mut handle).await;
+    let written = json!({"name": "accuracy", "latest": "0.8", "min": "0.5", "max": "0.99"});
+    assert_eq!(body["status"]["observation"]["metrics"][0], written);
+    respond(send, 200, &t);
+    assert_eq!(task.await.unwrap().unwrap(), 2);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_trial_read_by_the_caller_is_not_read_again_and_its_strategies_are_written() {
+async fn a_min_or_max_objective_is_written_while_training() {
     let (sink, mut handle) = sink(Duration::from_secs(5));
+    let (_tx, rx) = watch::channel(snapshot(1, Phase::Reading, vec![metric("accuracy", &[0.7, 0.9])]));
+    let task = sink.spawn(rx);
+    let (body, send) = expect_patch(&mut handle).await;
+    assert_eq!(body["status"]["observation"]["metrics"][0]["max"], "0.9", "maximize: max, a value really reached");
+    respond(send, 200, &trial());
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_training_clears_what_was_written_and_writes_nothing_when_nothing_was() {
+    let (sink, mut handle) = sink(Duration::from_secs(5));
+    let (tx, rx) = watch::channel(snapshot(1, Phase::Reading, vec![metric("accuracy", &[0.9])]));
+    let task = sink.spawn(rx);
+    let (_, send) = expect_patch(&mut handle).await;
+    respond(send, 200, &trial());
+    tx.send_replace(ended(2, Phase::Ended, vec![metric("accuracy", &[0.9, 0.95])], Training::Failed));
+    let (body, send) = expect_any_patch(&mut handle).await;
+    assert_eq!(body, json!({"status": {"observation": null}}), "Katib never reads a failed trial's observation");
+    respond(send, 200, &trial());
+    assert_eq!(task.await.unwrap().unwrap(), 2);
+
+    let (quiet, mut handle) = sink_for(Duration::from_secs(3600), &trial());
+    let (_tx, rx) = watch::channel(ended(1, Phase::Ended, vec![metric("accuracy", &[0.9])], Training::Failed));
+    let task = quiet.spawn(rx);
+    assert_eq!(task.await.unwrap().unwrap(), 0);
+    expect_none(&mut handle, Duration::from_secs(60)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_trials_strategies_name_the_metrics_written() {
     let mut t = trial();
     t["spec"]["objective"]["metricStrategies"] = json!([{"name": "accuracy", "value": "max"},
         {"name": "val_loss", "value": "min"}]);
+    let (sink, mut handle) = sink_for(Duration::from_secs(5), &t);
     let (_tx, rx) = watch::channel(snapshot(1, Phase::Ended, vec![metric("val_loss", &[0.3, 0.2])]));
-    let task = sink.with_trial(Some(&t)).spawn(rx);
+    let task = sink.spawn(rx);
     let (body, send) = expect_patch(&mut handle).await;
     let names: Vec<&str> = body["status"]["observation"]["metrics"]
         .as_array()
@@ -316,7 +315,7 @@ async fn a_trial_read_by_the_caller_is_not_read_again_and_its_strategies_are_wri
 
 #[test]
 fn the_shape_check_rejects_numbers_and_duplicates() {
-    let ok = observation_patch(None, &[metric("a", &[1.0])]);
+    let ok = observation_patch(&["a".to_string()], &[metric("a", &[1.0])], None);
     assert!(check_katib_shape(&ok).is_ok());
     let number = json!({"status": {"observation": {"metrics": [{"name": "a", "latest": 1, "min": "1", "max": "1"}]}}});
     assert!(check_katib_shape(&number).is_err());

@@ -10,7 +10,7 @@
 //! a list of `{name, latest, min, max}`, all strings, names unique): a body that breaks it is answered 422, as
 //! a validating API server would, and kept for the test to see.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -42,14 +42,16 @@ struct State {
     job: Value,
     trial: Value,
     version: u64,
-    /// (timestamp, line) in order.
-    log: Vec<(jiff::Timestamp, String)>,
+    /// Per container: (timestamp, line) in order.
+    logs: HashMap<String, Vec<(jiff::Timestamp, String)>>,
     /// Bumped to end every open log stream.
     cuts: u64,
     /// Status codes the next status patches answer with.
     patch_errors: VecDeque<u16>,
     /// The Trial's status after each successful patch.
     statuses: Vec<Value>,
+    /// Every status patch body accepted, in order.
+    patches: Vec<Value>,
     /// Status patch bodies that broke Katib's shape, with what was wrong.
     misshapen: Vec<String>,
     requests: Vec<Seen>,
@@ -110,8 +112,11 @@ fn query_param(query: &str, key: &str) -> Option<String> {
     })
 }
 
-/// What is wrong with a status patch body, checked against Katib's shape.
+/// What is wrong with a status patch body, checked against Katib's shape (`observation: null` removes it).
 fn katib_shape_error(patch: &Value) -> Option<String> {
+    if patch.pointer("/status/observation").is_some_and(Value::is_null) {
+        return None;
+    }
     let Some(list) = patch.pointer("/status/observation/metrics").and_then(Value::as_array) else {
         return Some(format!("no status.observation.metrics list in {patch}"));
     };
@@ -190,17 +195,24 @@ impl KubeFake {
         self.changed.notify_waiters();
     }
 
-    /// Appends log lines, each stamped now (nanosecond precision, strictly increasing).
+    /// Appends log lines to the training container `train`, each stamped now (nanosecond precision, strictly
+    /// increasing).
     pub fn write_log(&self, lines: &[&str]) {
+        self.write_log_of("train", lines);
+    }
+
+    /// Appends log lines to `container`'s log.
+    pub fn write_log_of(&self, container: &str, lines: &[&str]) {
         let mut s = self.state.lock().unwrap();
+        let log = s.logs.entry(container.to_string()).or_default();
         for line in lines {
             let mut ts = jiff::Timestamp::now();
-            if let Some((last, _)) = s.log.last()
+            if let Some((last, _)) = log.last()
                 && ts <= *last
             {
                 ts = *last + jiff::SignedDuration::from_nanos(1);
             }
-            s.log.push((ts, line.to_string()));
+            log.push((ts, line.to_string()));
         }
         drop(s);
         self.changed.notify_waiters();
@@ -225,6 +237,11 @@ impl KubeFake {
     /// The Trial's stored status after each successful patch, in order.
     pub fn statuses(&self) -> Vec<Value> {
         self.state.lock().unwrap().statuses.clone()
+    }
+
+    /// Every status patch body the fake accepted, in order.
+    pub fn patches(&self) -> Vec<Value> {
+        self.state.lock().unwrap().patches.clone()
     }
 
     /// The status patch bodies that broke Katib's shape (each answered 422).
@@ -293,6 +310,7 @@ async fn handle(req: Request<Incoming>, state: Arc<Mutex<State>>, changed: Arc<N
             trial["metadata"]["resourceVersion"] = json!(s.version.to_string());
             s.trial = trial.clone();
             s.statuses.push(trial["status"].clone());
+            s.patches.push(patch);
             json_response(200, &trial)
         }
         _ => json_response(404, &status(404, "NotFound")),
@@ -345,18 +363,20 @@ fn stream_log(
     tokio::spawn(async move {
         let (mut next, cuts) = {
             let s = state.lock().unwrap();
-            let start = since.map_or(0, |t| s.log.iter().position(|(ts, _)| *ts >= t).unwrap_or(s.log.len()));
+            let log = s.logs.get(&container).map(Vec::as_slice).unwrap_or_default();
+            let start = since.map_or(0, |t| log.iter().position(|(ts, _)| *ts >= t).unwrap_or(log.len()));
             (start, s.cuts)
         };
         loop {
             let notified = changed.notified();
             let (lines, done) = {
                 let s = state.lock().unwrap();
-                let lines: Vec<String> = s.log[next..]
+                let log = s.logs.get(&container).map(Vec::as_slice).unwrap_or_default();
+                let lines: Vec<String> = log[next..]
                     .iter()
                     .map(|(ts, l)| format!("{}Z {l}\n", ts.strftime("%Y-%m-%dT%H:%M:%S%.9f")))
                     .collect();
-                next = s.log.len();
+                next = log.len();
                 (lines, s.cuts != cuts || container_terminated(&s.pod, &container))
             };
             for line in lines {

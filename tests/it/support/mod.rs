@@ -4,6 +4,7 @@
 
 pub mod katib;
 pub mod kube_fake;
+pub mod proxy;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
