@@ -5,11 +5,13 @@
 //! meets it, `plot` the pictures, `terminal` what a terminal shows and a pipe does not, `prom` the Prometheus
 //! endpoint and Pushgateway against real Prometheus parts (helpers in `support`), `live` following files,
 //! signals and wrapped commands, `sidecar` the native sidecar against a fake API server, `webhook` the admission
-//! webhook over TLS, `manifests` the Kubernetes manifests (typed, cross-checked, their args run).
+//! webhook over TLS, `manifests` the Kubernetes manifests (typed, cross-checked, their args run), `k8s` the install,
+//! the webhook and the sidecar against a real kube-apiserver (`tests/k8s/`).
 
 mod cli;
 mod dropin;
 mod golden;
+mod k8s;
 mod katib;
 mod katib_db;
 mod katib_oracle;

@@ -27,6 +27,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../rig-common.sh
+. "$HERE/../rig-common.sh"
 REPO="$(cd "$HERE/../.." && pwd)"
 K8S_VERSION="$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ {print $2}' "$HERE/bin/go.mod")"
 ETCD_VERSION="$(awk '$1 == "go.etcd.io/etcd/server/v3" && $2 ~ /^v/ {print $2}' "$HERE/bin/go.mod")"
@@ -170,10 +172,6 @@ crds() {
 }
 
 # ------------------------------------------------------------------------------------------------------ start
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # certificate NAME SUBJECT EXTENSIONS: an ECDSA P-256 key and a certificate the rig's CA signed (3 days).
 certificate() {
   local name="$1" subject="$2" ext="$3" pki="$RIG/pki"
@@ -352,15 +350,6 @@ start() {
 }
 
 # ------------------------------------------------------------------------------------------------------- stop
-# Ends a process by PID: TERM, up to 10 s, then KILL.
-end_pid() {
-  local pid="$1"
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-}
-
 rig_dir() {
   RIG="${1:-${K8S_RIG_DIR:-}}"
   [[ -n "$RIG" && -f "$RIG/env" ]] || die "no rig at '${RIG}' (give its directory or set K8S_RIG_DIR)"
