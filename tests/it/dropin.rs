@@ -252,8 +252,9 @@ struct State {
     fail_first: AtomicU32,
 }
 
+/// Katib's DB manager and early-stopping service, faked in memory (also the DB of the real-API-server tests).
 #[derive(Debug, Clone, Default)]
-struct Katib(Arc<State>);
+pub(crate) struct Katib(Arc<State>);
 
 #[tonic::async_trait]
 impl DbManager for Katib {
@@ -298,7 +299,7 @@ impl EarlyStopping for Katib {
 
 impl Katib {
     /// Every row received, as `(time, name, value)`, in order.
-    fn rows(&self) -> Vec<(String, String, String)> {
+    pub(crate) fn rows(&self) -> Vec<(String, String, String)> {
         let reports = self.0.reports.lock().unwrap();
         reports
             .iter()
@@ -316,7 +317,7 @@ impl Katib {
 }
 
 /// Serves `katib` on `addr` (after `delay`) from its own runtime thread, for as long as the test runs.
-fn serve(katib: Katib, addr: SocketAddr, delay: Duration) -> tokio::runtime::Runtime {
+pub(crate) fn serve(katib: Katib, addr: SocketAddr, delay: Duration) -> tokio::runtime::Runtime {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     rt.spawn(async move {
         tokio::time::sleep(delay).await;

@@ -6,11 +6,13 @@
 //! endpoint and Pushgateway against real Prometheus parts (helpers in `support`), `live` following files,
 //! signals and wrapped commands, `sidecar` the native sidecar against a fake API server, `sidecar_katib` the
 //! same with Katib's real DB manager for each collector kind, `webhook` the admission webhook over TLS,
-//! `manifests` the Kubernetes manifests (typed, cross-checked, their args run).
+//! `manifests` the Kubernetes manifests (typed, cross-checked, their args run), `k8s` the install, the webhook
+//! and the sidecar against a real kube-apiserver (`tests/k8s/`).
 
 mod cli;
 mod dropin;
 mod golden;
+mod k8s;
 mod katib;
 mod katib_db;
 mod katib_oracle;

@@ -84,16 +84,17 @@ fn certified(name: &str) -> (tempfile::TempDir, Pki) {
     (dir, pki)
 }
 
-/// The webhook process, killed when dropped.
-struct Webhook {
+/// The webhook process, killed when dropped (also the webhook of the real-API-server tests, `k8s`).
+pub(crate) struct Webhook {
     child: Child,
-    tls: SocketAddr,
-    plain: SocketAddr,
+    pub(crate) tls: SocketAddr,
+    pub(crate) plain: SocketAddr,
     log: PathBuf,
 }
 
 impl Webhook {
-    fn start(dir: &Path, extra: &[&str]) -> Webhook {
+    /// Starts it with the pair in `DIR/tls/` and waits for `/readyz`.
+    pub(crate) fn start(dir: &Path, extra: &[&str]) -> Webhook {
         Webhook::start_with_env(dir, extra, &[])
     }
 
@@ -125,15 +126,15 @@ impl Webhook {
         w
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn terminate(&mut self) {
+    pub(crate) fn terminate(&mut self) {
         kill_process(Pid::from_child(&self.child), Signal::TERM).expect("SIGTERM");
     }
 
-    fn wait(&mut self) -> ExitStatus {
+    pub(crate) fn wait(&mut self) -> ExitStatus {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

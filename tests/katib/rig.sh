@@ -19,6 +19,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=../rig-common.sh
+. "$HERE/../rig-common.sh"
 REPO="$(cd "$HERE/../.." && pwd)"
 KATIB_VERSION="$(awk '$1 == "github.com/kubeflow/katib" {print $2}' "$HERE/oracle/go.mod")"
 
@@ -62,10 +64,6 @@ build() {
 }
 
 # ------------------------------------------------------------------------------------------------------ start
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # Runs a command as the PostgreSQL OS user (postgres refuses to run as root).
 as_pg() {
   if [[ "$(id -u)" == 0 ]]; then
@@ -148,15 +146,6 @@ EOF
 }
 
 # ------------------------------------------------------------------------------------------------------- stop
-# Ends a process by PID: TERM, up to 10 s, then KILL.
-end_pid() {
-  local pid="$1"
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-}
-
 stop() {
   local rig="${1:-${KATIB_RIG_DIR:-}}"
   [[ -n "$rig" && -f "$rig/env" ]] || die "stop: no rig at '${rig}' (give its directory or set KATIB_RIG_DIR)"

@@ -3,7 +3,6 @@
 //!
 //! Without Go (or PostgreSQL) the tests that need them fail when `CI` is set and skip with a message otherwise.
 
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -21,11 +20,6 @@ pub struct Bins {
 
 fn rig_script() -> PathBuf {
     crate::root().join("tests/katib/rig.sh")
-}
-
-/// `KEY=VALUE` lines as a map.
-fn env_lines(text: &str) -> HashMap<String, String> {
-    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn unavailable(what: &str, detail: &str) -> Option<Bins> {
@@ -50,7 +44,7 @@ pub fn bins() -> Option<Bins> {
                 &String::from_utf8_lossy(&out.stderr),
             );
         }
-        let env = env_lines(&String::from_utf8_lossy(&out.stdout));
+        let env = super::env_lines(&String::from_utf8_lossy(&out.stdout));
         Some(Bins { oracle: env["ORACLE"].clone().into(), dbclient: env["DBCLIENT"].clone().into() })
     })
     .clone()
@@ -73,7 +67,7 @@ impl Rig {
             unavailable("Katib's DB manager rig did not start (PostgreSQL installed?)", &detail)?;
             return None;
         }
-        let env = env_lines(&String::from_utf8_lossy(&out.stdout));
+        let env = super::env_lines(&String::from_utf8_lossy(&out.stdout));
         Some(Rig { addr: env["KATIB_DB_MANAGER_ADDR"].clone(), dir: env["KATIB_RIG_DIR"].clone().into(), bins })
     }
 

@@ -26,7 +26,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-type Body = BoxBody<Bytes, Infallible>;
+/// A response body that may stream.
+pub type Body = BoxBody<Bytes, Infallible>;
 
 /// One request, as counted.
 #[derive(Debug, Clone)]
@@ -317,6 +318,7 @@ async fn handle(req: Request<Incoming>, state: Arc<Mutex<State>>, changed: Arc<N
     }
 }
 
+/// A 200 response whose body is what arrives on `rx`, until it closes.
 fn streaming(rx: tokio::sync::mpsc::Receiver<Bytes>, content_type: &str) -> Response<Body> {
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         let chunk = rx.recv().await?;
@@ -357,28 +359,36 @@ fn stream_log(
     container: String,
     since: Option<jiff::Timestamp>,
 ) -> Response<Body> {
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
     // The API server rounds sinceTime down to the second: the client sees the seam's lines again.
     let since = since.map(|t| jiff::Timestamp::from_second(t.as_second()).unwrap());
+    let (mut next, cuts) = {
+        let s = state.lock().unwrap();
+        let log = s.logs.get(&container).map(Vec::as_slice).unwrap_or_default();
+        let start = since.map_or(0, |t| log.iter().position(|(ts, _)| *ts >= t).unwrap_or(log.len()));
+        (start, s.cuts)
+    };
+    stream_lines(changed, Duration::from_millis(200), move || {
+        let s = state.lock().unwrap();
+        let log = s.logs.get(&container).map(Vec::as_slice).unwrap_or_default();
+        let lines: Vec<String> =
+            log[next..].iter().map(|(ts, l)| format!("{}Z {l}\n", ts.strftime("%Y-%m-%dT%H:%M:%S%.9f"))).collect();
+        next = log.len();
+        (lines, s.cuts != cuts || container_terminated(&s.pod, &container))
+    })
+}
+
+/// A streamed `text/plain` response: the lines `batch` returns, asked again whenever `changed` is notified (or
+/// after `recheck`), until `batch` says the stream is done or the client went away.
+pub fn stream_lines(
+    changed: Arc<Notify>,
+    recheck: Duration,
+    mut batch: impl FnMut() -> (Vec<String>, bool) + Send + 'static,
+) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
-        let (mut next, cuts) = {
-            let s = state.lock().unwrap();
-            let log = s.logs.get(&container).map(Vec::as_slice).unwrap_or_default();
-            let start = since.map_or(0, |t| log.iter().position(|(ts, _)| *ts >= t).unwrap_or(log.len()));
-            (start, s.cuts)
-        };
         loop {
             let notified = changed.notified();
-            let (lines, done) = {
-                let s = state.lock().unwrap();
-                let log = s.logs.get(&container).map(Vec::as_slice).unwrap_or_default();
-                let lines: Vec<String> = log[next..]
-                    .iter()
-                    .map(|(ts, l)| format!("{}Z {l}\n", ts.strftime("%Y-%m-%dT%H:%M:%S%.9f")))
-                    .collect();
-                next = log.len();
-                (lines, s.cuts != cuts || container_terminated(&s.pod, &container))
-            };
+            let (lines, done) = batch();
             for line in lines {
                 if tx.send(Bytes::from(line)).await.is_err() {
                     return;
@@ -389,7 +399,7 @@ fn stream_log(
             }
             tokio::select! {
                 _ = notified => {}
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep(recheck) => {}
                 _ = tx.closed() => return,
             }
         }

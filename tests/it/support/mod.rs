@@ -1,9 +1,13 @@
 //! Helpers for the tests against real Prometheus parts: finding the Debian binaries (missing ones fail the test
 //! when `CI` is set, and skip it with a message otherwise), free loopback ports, a tiny HTTP/1.0 client, polling
-//! with generous deadlines, and child processes that are killed when a test ends, passing or not.
+//! with generous deadlines, and child processes that are killed when a test ends, passing or not. The submodules:
+//! `katib` Katib's own code, `kube_fake` the fake API server, `k8s_rig` a real Kubernetes control plane,
+//! `kubelet` the kubelet stand-in for it and `proxy` a TCP proxy that breaks the network.
 
+pub mod k8s_rig;
 pub mod katib;
 pub mod kube_fake;
+pub mod kubelet;
 pub mod proxy;
 
 use std::io::{Read, Write};
@@ -35,6 +39,11 @@ pub fn tool(name: &str) -> Option<PathBuf> {
         eprintln!("SKIPPED: {name} not found (install it: {hint}; with CI set this fails)");
     }
     found
+}
+
+/// `KEY=VALUE` lines (what the rig scripts print) as a map.
+pub fn env_lines(text: &str) -> std::collections::HashMap<String, String> {
+    text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 /// A loopback port that was free a moment ago.
