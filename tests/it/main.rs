@@ -5,7 +5,8 @@
 //! meets it, `plot` the pictures, `terminal` what a terminal shows and a pipe does not, `prom` the Prometheus
 //! endpoint and Pushgateway against real Prometheus parts (helpers in `support`), `live` following files,
 //! signals and wrapped commands, `sidecar` the native sidecar against a fake API server, `webhook` the admission
-//! webhook over TLS, `manifests` the Kubernetes manifests (typed, cross-checked, their args run).
+//! webhook over TLS, `manifests` the Kubernetes manifests (typed, rendered by kustomize, cross-checked, their args run), `monitoring`
+//! the alerts (promtool) and the dashboard's queries (a real Prometheus).
 
 mod cli;
 mod dropin;
@@ -15,6 +16,7 @@ mod katib_db;
 mod katib_oracle;
 mod live;
 mod manifests;
+mod monitoring;
 mod plot;
 mod prom;
 mod sidecar;
