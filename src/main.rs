@@ -1,8 +1,8 @@
 //! The `trialtail` binary: parse flags, set up diagnostics, dispatch, map errors to exit codes.
 
-use std::process::ExitCode;
-
 use std::io::IsTerminal as _;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{CommandFactory as _, FromArgMatches as _};
 use trialtail::cli::{Cli, ColorChoice, Command, LogFormat};
@@ -11,6 +11,9 @@ use trialtail::plot::PlotConfig;
 
 /// Exit code for a bad command line or configuration.
 const USAGE: u8 = 2;
+
+/// Diagnostics are JSON lines (`--log-format json`): the final error is one too.
+static JSON_LOGS: AtomicBool = AtomicBool::new(false);
 
 fn main() -> ExitCode {
     // Katib's pod webhook passes only Go-style args (`-t … -m … -s-db …`): the drop-in mode, before clap.
@@ -102,7 +105,10 @@ fn init_logging(filter: tracing_subscriber::EnvFilter, format: LogFormat, ansi: 
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
     match format {
         LogFormat::Text => builder.with_ansi(ansi).init(),
-        LogFormat::Json => builder.json().with_ansi(false).init(),
+        LogFormat::Json => {
+            JSON_LOGS.store(true, Ordering::Relaxed);
+            builder.json().with_ansi(false).init();
+        }
     }
 }
 
@@ -127,9 +133,15 @@ fn man(dir: Option<&std::path::Path>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Says `e` and its causes on one line (`trialtail: what: why`) and exits with `code`.
+/// Says `e` and its causes on one line (`trialtail: what: why`, or a JSON error event with `--log-format json`)
+/// and exits with `code`.
 fn fail(code: u8, e: impl Into<anyhow::Error>) -> ExitCode {
-    eprintln!("trialtail: {:#}", e.into());
+    let e = e.into();
+    if JSON_LOGS.load(Ordering::Relaxed) {
+        tracing::error!(exit_code = code, "{e:#}");
+    } else {
+        eprintln!("trialtail: {e:#}");
+    }
     ExitCode::from(code)
 }
 

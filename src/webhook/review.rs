@@ -47,9 +47,10 @@ pub fn review(body: &[u8], settings: &Settings) -> Reply {
     let is_pod_create =
         request.operation == Operation::Create && request.kind.group.is_empty() && request.kind.kind == "Pod";
     if let (true, Some(object)) = (is_pod_create, &request.object) {
-        // Read with `from_slice`, as kube's client reads the sidecar's pod: the binary then carries one copy of
-        // k8s-openapi's (large) Pod decoder instead of a second one for `serde_json::Value`.
-        let pod = serde_json::to_vec(object).and_then(|json| serde_json::from_slice::<Pod>(&json));
+        // Read from text with `from_str`, as kube's client reads every object (the sidecar's pod, its watch
+        // events): the binary then carries one copy of k8s-openapi's large Pod decoder, not a second one for
+        // `serde_json::Value` (about 0.7 MB; docs/performance.md).
+        let pod = serde_json::to_string(object).and_then(|json| serde_json::from_str::<Pod>(&json));
         let (o, patch, warnings) = match pod {
             Err(e) => {
                 let warning = format!("trialtail: pod not understood, admitted without the sidecar: {e}");

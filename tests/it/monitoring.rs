@@ -169,12 +169,13 @@ fn every_dashboard_query_returns_data_from_a_prometheus_that_scraped_trialtail()
     rt.block_on(call(webhook.tls, &tls.ca, "POST", "/mutate", b"not a review".to_vec())).unwrap();
     let Some(prom) = prometheus(sidecar.addr, webhook.plain) else { return };
 
-    // Training: two metrics over a few scrapes; accuracy ends infinite.
+    // Training: two metrics with steps over a few scrapes; accuracy ends infinite.
     for step in 0..6 {
-        sidecar.write(&format!("epoch {step}: loss={} accuracy=0.{}\n", 1.0 / f64::from(step + 1), step + 3));
+        let loss = 1.0 / f64::from(step + 1);
+        sidecar.write(&format!("loss at step {step}: {loss}\naccuracy at step {step}: 0.{}\n", step + 3));
         std::thread::sleep(std::time::Duration::from_millis(700));
     }
-    sidecar.write("epoch 6: loss=0.1 accuracy=inf\n");
+    sidecar.write("loss at step 6: 0.1\naccuracy at step 6: inf\n");
     // Enough scrapes of both jobs for one-minute rates, and the last lines scraped.
     wait_for("eight scrapes of each job and the last observation", || {
         let scrapes = query(&prom, "min(count_over_time(up[1m]))");
