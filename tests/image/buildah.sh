@@ -52,11 +52,12 @@ chown 65532:65532 "$rootfs/home/nonroot"
 build() { # NAME USER TITLE
   local ctr
   ctr="$(buildah from scratch)"
-  buildah copy "$ctr" "$rootfs" / >/dev/null
-  buildah config --user "$2" --entrypoint '["/trialtail"]' --port 9478 \
-    "${labels[@]}" --label "org.opencontainers.image.title=$3" "$ctr"
-  buildah commit --format oci "$ctr" "localhost/$1:$VERSION" >/dev/null
-  buildah push "localhost/$1:$VERSION" "oci-archive:$OUT/$1.oci.tar" >/dev/null
+  buildah copy "$ctr" "$rootfs" / >/dev/null 2>&1
+  buildah config --user "$2" --entrypoint '["/trialtail"]' --port 9478/tcp \
+    "${labels[@]}" --label "org.opencontainers.image.title=$3" \
+    --label "org.opencontainers.image.base.name=scratch (tests/image/buildah.sh)" "$ctr" >/dev/null
+  buildah commit --quiet --format oci "$ctr" "localhost/$1:$VERSION" >/dev/null
+  buildah push --quiet "localhost/$1:$VERSION" "oci-archive:$OUT/$1.oci.tar" >/dev/null
   echo "$ctr"
 }
 
