@@ -4,7 +4,8 @@
 //! for cert-manager, the Prometheus Operator, Katib and kustomize – and serializes back to the same tree, so a
 //! misspelt or misplaced field fails here instead of on a cluster; a kind this file does not know fails too.
 //! kustomize itself renders the base, the default install, every overlay and every component on the base (a
-//! `kustomize` on PATH or in `KUSTOMIZE`, else `kubectl kustomize`; `.ci/run` builds kustomize v5.5.0 with Go):
+//! `kustomize` on PATH or in `KUSTOMIZE`, else `kubectl kustomize`; `.ci/run` builds kustomize v5.5.0 with Go
+//! where kubectl is missing):
 //! what it renders is typed again, and the install's objects must agree with each other in each rendering
 //! (names, selectors, ports, the certificate's Secret, DNS names and RBAC), and every trialtail `args` list in
 //! them must be accepted by the built binary with `--check-config`.
