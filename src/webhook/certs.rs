@@ -14,7 +14,9 @@
 //!
 //! A renewal keeps the CA, so a replica still serving the previous certificate stays trusted until it reloads
 //! the Secret at its next check. What the API server accepts is checked with rustls's own WebPKI verifier (the
-//! same path-building a TLS client does), not by reading fields.
+//! same path-building a TLS client does), plus the CA's notAfter ([`not_after`]): WebPKI takes a trust anchor's
+//! validity on trust, Go's `crypto/x509`, which the API server verifies with, does not (`verify.go`:
+//! `buildChains` calls `isValid`, the NotBefore/NotAfter check, on every candidate, roots included).
 //!
 //! The pure half – [`issue`] and [`check`] – takes the time as an argument and is unit-tested; the API half
 //! is tested against the fake API server in `tests/it/support/kube_fake.rs`.
@@ -215,8 +217,14 @@ pub fn check(m: &Material, names: &[String], until: SystemTime) -> Result<Arc<Ce
     let key =
         super::tls::parse_pair(Path::new(TLS_CRT), &m.cert, Path::new(TLS_KEY), &m.key).map_err(|e| e.to_string())?;
     let mut roots = RootCertStore::empty();
+    let until_secs = until.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     for ca in CertificateDer::pem_slice_iter(&m.ca) {
         let ca = ca.map_err(|e| format!("{CA_CRT}: {e}"))?;
+        // WebPKI takes a trust anchor's validity on trust; the API server's Go verifier checks it.
+        let ends = not_after(&ca).ok_or_else(|| format!("{CA_CRT}: no validity in the certificate"))?;
+        if ends < until_secs {
+            return Err(format!("{CA_CRT}: the CA ends before {}", timestamp(until)));
+        }
         roots.add(ca).map_err(|e| format!("{CA_CRT}: {e}"))?;
     }
     if roots.is_empty() {
@@ -234,6 +242,57 @@ pub fn check(m: &Material, names: &[String], until: SystemTime) -> Result<Arc<Ce
             .map_err(|e| format!("not valid for {name} until {}: {e}", timestamp(at)))?;
     }
     Ok(key)
+}
+
+/// A DER element: its tag, its content and what follows it.
+fn tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        (rest[..n].iter().fold(0usize, |acc, b| acc << 8 | usize::from(*b)), &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// A certificate's notAfter (RFC 5280 §4.1: tbsCertificate's version, serialNumber, signature, issuer, then
+/// validity), in seconds since the epoch.
+fn not_after(der: &[u8]) -> Option<u64> {
+    let (_, certificate, _) = tlv(der)?;
+    let (_, tbs, _) = tlv(certificate)?;
+    let (tag, _, after_version) = tlv(tbs)?;
+    let mut rest = if tag == 0xa0 { after_version } else { tbs };
+    for _ in 0..3 {
+        rest = tlv(rest)?.2; // serialNumber, signature, issuer
+    }
+    let (_, validity, _) = tlv(rest)?;
+    let (tag, time, _) = tlv(tlv(validity)?.2)?;
+    let text = std::str::from_utf8(time).ok()?.strip_suffix('Z')?;
+    let full = match (tag, text.len()) {
+        // UTCTime YYMMDDHHMMSS: 50–99 are 19xx (RFC 5280 §4.1.2.5.1).
+        (0x17, 12) => format!("{}{text}", if text[..2] >= *"50" { "19" } else { "20" }),
+        (0x18, 14) => text.to_string(),
+        _ => return None,
+    };
+    let n = |r: std::ops::Range<usize>| full.get(r)?.parse::<i16>().ok();
+    let (y, mo, d, h, mi, sec) = (n(0..4)?, n(4..6)?, n(6..8)?, n(8..10)?, n(10..12)?, n(12..14)?);
+    let at = jiff::civil::DateTime::new(
+        y,
+        i8::try_from(mo).ok()?,
+        i8::try_from(d).ok()?,
+        i8::try_from(h).ok()?,
+        i8::try_from(mi).ok()?,
+        i8::try_from(sec).ok()?,
+        0,
+    )
+    .ok()?;
+    let ts = jiff::tz::TimeZone::UTC.to_timestamp(at).ok()?;
+    u64::try_from(ts.as_second()).ok()
 }
 
 fn timestamp(t: SystemTime) -> String {
@@ -441,6 +500,21 @@ mod tests {
     }
 
     #[test]
+    fn certs_not_after_reads_the_certificates_validity() {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["a.example".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 2);
+        params.not_after = rcgen::date_time_ymd(2049, 12, 31);
+        let utc = params.self_signed(&key).unwrap();
+        assert_eq!(not_after(utc.der()), Some(2_524_521_600), "UTCTime, 2049-12-31");
+        params.not_after = rcgen::date_time_ymd(2060, 3, 1);
+        let generalized = params.self_signed(&key).unwrap();
+        assert_eq!(not_after(generalized.der()), Some(2_845_324_800), "GeneralizedTime, 2060-03-01");
+        assert_eq!(not_after(b"\x30\x03\x02\x01"), None, "truncated");
+        assert_eq!(not_after(&[]), None);
+    }
+
+    #[test]
     fn certs_a_renewal_keeps_the_ca_so_the_previous_certificate_stays_trusted() {
         let first = issue(None, &names(), today()).unwrap();
         let second = issue(Some(&first), &names(), today()).unwrap();
@@ -459,6 +533,14 @@ mod tests {
         let renewed = issue(Some(&old), &names(), today()).unwrap();
         assert_ne!(renewed.ca, old.ca, "a new CA");
         check(&renewed, &names(), soon()).unwrap();
+        // And a CA that ends within 30 days makes the Secret unusable, though its certificate verifies.
+        let ending = Material {
+            ca: old.ca.clone(),
+            ca_key: old.ca_key.clone(),
+            ..issue(Some(&old), &names(), old_day).unwrap()
+        };
+        let in_60_days = SystemTime::now() + Duration::from_secs(60 * 86_400);
+        assert!(check(&ending, &names(), in_60_days).unwrap_err().contains("the CA ends before"));
     }
 
     #[test]

@@ -560,7 +560,7 @@ mod tests {
         let (m, patched) = apply(&json, &settings());
         assert_eq!(m.outcome, Outcome::Injected, "{m:?}");
         let args = sidecar_of(&pod(&patched)).args.unwrap();
-        assert_eq!(args[5..], strings(&["--metrics=--linger=0", r"--filter=-h (\w+)=(\S+)"]));
+        assert_eq!(args[7..], strings(&["--metrics=--linger=0", r"--filter=-h (\w+)=(\S+)"]));
     }
 
     #[test]
@@ -572,7 +572,7 @@ mod tests {
         assert_eq!(m.outcome, Outcome::Injected, "{m:?}");
         let args = sidecar_of(&pod(&patched)).args.unwrap();
         assert_eq!(
-            args[5..],
+            args[7..],
             strings(&[r"--filter=(\w+)=(\S+)", r"--filter=at (?P<step>\d+), (?P<name>\w+): (?P<value>\S+)"])
         );
     }

@@ -259,8 +259,14 @@ fn completions_and_man_pages_describe_every_command() {
     let mut pages: Vec<String> =
         std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     pages.sort();
-    let expected =
-        ["trialtail-completions.1", "trialtail-man.1", "trialtail-plot.1", "trialtail-run.1", "trialtail-webhook.1", "trialtail.1"];
+    let expected = [
+        "trialtail-completions.1",
+        "trialtail-man.1",
+        "trialtail-plot.1",
+        "trialtail-run.1",
+        "trialtail-webhook.1",
+        "trialtail.1",
+    ];
     assert_eq!(pages, expected);
     let run = std::fs::read_to_string(out_dir.join("trialtail-run.1")).unwrap();
     assert!(run.contains(".TH trialtail-run 1") && run.contains("follow"), "{}", &run[..run.len().min(400)]);
