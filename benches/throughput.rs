@@ -11,7 +11,8 @@
 //! It prints best-of-N MB/s and lines/s per CPU second (user + system time of the process, which a busy machine
 //! disturbs less than wall time) and the ratio to grep, then the peak RSS of `trialtail run` reading a
 //! 1 GB stream (the 30 % log ten times through stdin). Environment: `BENCH_SIZE` (default `100M`), `BENCH_ROUNDS`
-//! (default 5).
+//! (default 5), `BENCH_BINS` (`NAME=PATH,NAME=PATH`: measure these trialtail binaries instead of this build's,
+//! interleaved in the same run – e.g. the static release binary before and after a change).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -69,50 +70,61 @@ fn timed(cmd: &mut Command) -> (Duration, String, String) {
     (elapsed, String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
 
-fn trialtail() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_trialtail"))
+/// The trialtail binaries measured: `BENCH_BINS`, else this build's.
+fn binaries() -> Vec<(String, PathBuf)> {
+    match std::env::var("BENCH_BINS") {
+        Ok(list) if !list.trim().is_empty() => list
+            .split(',')
+            .map(|item| {
+                let (name, path) = item.split_once('=').expect("BENCH_BINS: NAME=PATH,NAME=PATH");
+                assert!(Path::new(path).is_file(), "BENCH_BINS: no file {path}");
+                (name.trim().to_string(), PathBuf::from(path.trim()))
+            })
+            .collect(),
+        _ => vec![(String::new(), PathBuf::from(env!("CARGO_BIN_EXE_trialtail")))],
+    }
 }
 
 struct Contender {
-    name: &'static str,
+    name: String,
     make: Box<dyn Fn(&Path) -> Command>,
+    /// Its result is checked against the truth file.
+    checked: bool,
 }
 
 fn contenders() -> Vec<Contender> {
-    vec![
-        Contender {
-            name: "grep -cE (baseline)",
-            make: Box::new(|p| {
-                let mut c = Command::new("grep");
-                c.arg("-cE").arg(GREP_FORMATS).arg(p).env("LC_ALL", "C");
+    let mut all = vec![Contender {
+        name: "grep -cE (baseline)".to_string(),
+        make: Box::new(|p| {
+            let mut c = Command::new("grep");
+            c.arg("-cE").arg(GREP_FORMATS).arg(p).env("LC_ALL", "C");
+            c
+        }),
+        checked: false,
+    }];
+    let runs: [(&str, &[&str], bool); 3] = [
+        ("run (defaults)", &["run"], false),
+        (
+            "run (4 presets, names)",
+            &["run", "--preset", "katib,tf-step,hf-trainer,xgboost", "--metrics", TARGETS],
+            true,
+        ),
+        ("run --katib-semantics", &["run", "--katib-semantics", "--metrics", TARGETS], false),
+    ];
+    for (name, args, checked) in runs {
+        for (bin, path) in binaries() {
+            let label = if bin.is_empty() { format!("trialtail {name}") } else { format!("{bin}: trialtail {name}") };
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            let path = path.clone();
+            let make = Box::new(move |p: &Path| {
+                let mut c = Command::new(&path);
+                c.args(&args).arg(p);
                 c
-            }),
-        },
-        Contender {
-            name: "trialtail run (defaults)",
-            make: Box::new(|p| {
-                let mut c = trialtail();
-                c.arg("run").arg(p);
-                c
-            }),
-        },
-        Contender {
-            name: "trialtail run (4 presets, names)",
-            make: Box::new(|p| {
-                let mut c = trialtail();
-                c.args(["run", "--preset", "katib,tf-step,hf-trainer,xgboost", "--metrics", TARGETS]).arg(p);
-                c
-            }),
-        },
-        Contender {
-            name: "trialtail run --katib-semantics",
-            make: Box::new(|p| {
-                let mut c = trialtail();
-                c.args(["run", "--katib-semantics", "--metrics", TARGETS]).arg(p);
-                c
-            }),
-        },
-    ]
+            });
+            all.push(Contender { name: label, make, checked });
+        }
+    }
+    all
 }
 
 /// Checks the 4-preset run's table against the generator's truth: count, last, min and max per metric.
@@ -147,8 +159,10 @@ fn main() {
         let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
         let lines = t["lines"].as_f64().unwrap();
         // Warm the page cache, check correctness once.
-        let (_, table, _) = timed(&mut (contenders[2].make)(&log));
-        verify(&table, &truth);
+        for c in contenders.iter().filter(|c| c.checked) {
+            let (_, table, _) = timed(&mut (c.make)(&log));
+            verify(&table, &truth);
+        }
         let mut best = vec![Duration::MAX; contenders.len()];
         for _ in 0..rounds {
             for (i, c) in contenders.iter().enumerate() {
@@ -161,32 +175,35 @@ fn main() {
             bytes / 1e6,
             (frac.parse::<f64>().unwrap() * 100.0).round()
         );
-        println!("{:<36} {:>9} {:>11} {:>9}", "", "MB/s", "Mlines/s", "vs grep");
+        println!("{:<44} {:>9} {:>11} {:>9}", "", "MB/s", "Mlines/s", "vs grep");
         let base = best[0].as_secs_f64();
         for (c, d) in contenders.iter().zip(&best) {
             let s = d.as_secs_f64();
-            println!("{:<36} {:>9.0} {:>11.2} {:>8.2}x", c.name, bytes / 1e6 / s, lines / 1e6 / s, base / s);
+            println!("{:<44} {:>9.0} {:>11.2} {:>8.2}x", c.name, bytes / 1e6 / s, lines / 1e6 / s, base / s);
         }
     }
     // Peak memory on a 1 GB stream: the 30 % log ten times through stdin.
     let (log, _) = generate(&size, "0.30");
-    let cat = format!("for i in 1 2 3 4 5 6 7 8 9 10; do cat '{}'; done", log.display());
-    let mut feeder = Command::new("sh").arg("-c").arg(&cat).stdout(Stdio::piped()).spawn().expect("sh");
-    let out = trialtail()
-        .args(["run", "--stats", "-"])
-        .stdin(feeder.stdout.take().unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("trialtail");
-    let _ = feeder.wait();
-    let stats = String::from_utf8_lossy(&out.stderr);
-    let field = |k: &str| stats.split_whitespace().find_map(|f| f.strip_prefix(k)).unwrap_or("?").to_string();
-    let rss: f64 = field("peak_rss_bytes=").parse().unwrap_or(f64::NAN);
-    println!(
-        "\npeak RSS of `trialtail run -` over {:.1} GB ({} lines): {:.1} MiB",
-        field("bytes=").parse::<f64>().unwrap_or(f64::NAN) / 1e9,
-        field("lines="),
-        rss / (1 << 20) as f64
-    );
+    for (bin, path) in binaries() {
+        let cat = format!("for i in 1 2 3 4 5 6 7 8 9 10; do cat '{}'; done", log.display());
+        let mut feeder = Command::new("sh").arg("-c").arg(&cat).stdout(Stdio::piped()).spawn().expect("sh");
+        let out = Command::new(path)
+            .args(["run", "--stats", "-"])
+            .stdin(feeder.stdout.take().unwrap())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("trialtail");
+        let _ = feeder.wait();
+        let stats = String::from_utf8_lossy(&out.stderr);
+        let field = |k: &str| stats.split_whitespace().find_map(|f| f.strip_prefix(k)).unwrap_or("?").to_string();
+        let rss: f64 = field("peak_rss_bytes=").parse().unwrap_or(f64::NAN);
+        let name = if bin.is_empty() { String::new() } else { format!("{bin}: ") };
+        println!(
+            "\n{name}peak RSS of `trialtail run -` over {:.1} GB ({} lines): {:.1} MiB",
+            field("bytes=").parse::<f64>().unwrap_or(f64::NAN) / 1e9,
+            field("lines="),
+            rss / (1 << 20) as f64
+        );
+    }
 }

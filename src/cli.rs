@@ -12,6 +12,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use crate::aggregate::DEFAULT_MAX_METRICS;
 use crate::rules::{LineFormat, Preset};
 pub use crate::sink::stdout::OutputKind;
+pub use crate::term::ColorChoice;
 
 /// `--format`: the rules' line format, as clap sees it (the rules module knows nothing of clap).
 impl ValueEnum for LineFormat {
@@ -64,6 +65,31 @@ pub struct Cli {
     #[arg(long, global = true, env = "TRIALTAIL_LOG", default_value = "warn", value_name = "LEVEL")]
     pub log_level: String,
 
+    /// Format of trialtail's own diagnostics on stderr: text or json
+    ///
+    /// `text` (the default): one readable line per event. `json`: one JSON object per line, for cluster log
+    /// pipelines: {"timestamp","level","fields":{"message",…},"span"…} as tracing-subscriber writes it. The
+    /// injected sidecar and the webhook's Deployment use json. Katib's drop-in reads TRIALTAIL_LOG_FORMAT.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "TRIALTAIL_LOG_FORMAT",
+        default_value_t = LogFormat::Text,
+        value_name = "FORMAT"
+    )]
+    pub log_format: LogFormat,
+
+    /// When to colour diagnostics and help: auto, always or never [default: auto]
+    ///
+    /// `auto` colours when stderr is a terminal, TERM is not `dumb` and NO_COLOR is unset or empty; `always` and
+    /// `never` decide regardless (a flag beats NO_COLOR). Colour means the levels of trialtail's diagnostics
+    /// and clap's help and error messages; JSON diagnostics are never coloured. The terminal's live table,
+    /// progress bar and sparklines hold no colour and follow whether stdout/stderr is a terminal (TERM=dumb
+    /// turns the redrawing ones off).
+    #[arg(long, global = true, value_enum, env = "TRIALTAIL_COLOR", value_name = "WHEN")]
+    pub color: Option<ColorChoice>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -80,6 +106,66 @@ pub enum Command {
     /// Serve the admission webhook that injects trialtail into training pods as a sidecar
     #[command(long_about = WEBHOOK_ABOUT)]
     Webhook(Box<WebhookArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    #[command(long_about = COMPLETIONS_ABOUT)]
+    Completions(CompletionsArgs),
+    /// Write the manual pages (roff): trialtail(1) on stdout, or every page into a directory
+    #[command(long_about = MAN_ABOUT)]
+    Man(ManArgs),
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `--color`: the terminal module's choice, as clap sees it.
+impl ValueEnum for ColorChoice {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[ColorChoice::Auto, ColorChoice::Always, ColorChoice::Never]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            ColorChoice::Auto => {
+                PossibleValue::new("auto").help("On a terminal that is not dumb, unless NO_COLOR is set.")
+            }
+            ColorChoice::Always => PossibleValue::new("always").help("Always."),
+            ColorChoice::Never => PossibleValue::new("never").help("Never."),
+        })
+    }
+}
+
+const COMPLETIONS_ABOUT: &str = "Print a shell completion script for trialtail on stdout.\n\n\
+Install it where your shell looks, for example:\n  \
+trialtail completions bash > ~/.local/share/bash-completion/completions/trialtail\n  \
+trialtail completions zsh > ~/.zfunc/_trialtail        # with fpath+=(~/.zfunc) before compinit\n  \
+trialtail completions fish > ~/.config/fish/completions/trialtail.fish";
+
+/// `trialtail completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh, fish, elvish or powershell
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+const MAN_ABOUT: &str = "Write trialtail's manual pages, in roff.\n\n\
+Without --out-dir, trialtail(1) is printed on stdout (`trialtail man | man -l -`). With --out-dir DIR, \
+trialtail.1 and one page per command (trialtail-run.1, trialtail-plot.1, trialtail-webhook.1, …) are written \
+into DIR, for example:\n  \
+trialtail man --out-dir ~/.local/share/man/man1 && man trialtail-run";
+
+/// `trialtail man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write every page into this directory (created if missing) instead of trialtail(1) on stdout
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 const RUN_ABOUT: &str = "Read a training log and report the metrics in it.\n\n\
@@ -586,12 +672,15 @@ pub struct PlotArgs {
 }
 
 const WEBHOOK_ABOUT: &str = "Serve the admission webhook that injects trialtail into training pods as a sidecar.\n\n\
-An HTTPS server (the certificate and key from --tls-cert and --tls-key, reloaded when they change) answering \
+An HTTPS server answering \
 Kubernetes AdmissionReview v1 requests for pod CREATE on POST /mutate. A pod is mutated when it has the label \
 `trialtail.io/inject: \"true\"` or is a Katib trial pod (label `katib.kubeflow.org/trial`), is in a --namespace \
 (any namespace when none is given), has no container named `trialtail` yet, and does not opt out with the label \
 or annotation `trialtail.io/inject: \"false\"`.\n\n\
-The sidecar runs `trialtail run --source pod-log --listen :9478` as a native sidecar (an init container with \
+The certificate comes from --tls-cert and --tls-key (files, e.g. from cert-manager, reloaded when they \
+change), or the webhook manages it itself with --cert-secret: a Secret it creates and renews, and the caBundle of \
+its MutatingWebhookConfiguration, which it keeps (for clusters without cert-manager).\n\n\
+The sidecar runs `trialtail run --source pod-log --listen :9478 --log-format json` as a native sidecar (an init container with \
 restartPolicy Always; a regular container with --no-native-sidecar), with POD_NAME and POD_NAMESPACE from the \
 downward API, a restricted securityContext, the port `trialtail-prom` (9478), a readiness probe on /readyz, the \
 label `trialtail.io/injected: \"true\"` and the prometheus.io/scrape, port and path annotations (those the pod \
@@ -605,9 +694,11 @@ They are checked with trialtail's own parser; a pod whose annotations do not par
 warning naming the annotation: the webhook never stops a pod from starting.\n\n\
 /healthz, /readyz and /metrics (requests, mutations, errors, latency) are served over plain HTTP on \
 --metrics-listen. SIGTERM or SIGINT stops accepting, lets the requests in flight finish (at most \
---shutdown-grace) and exits 0. --check-config validates every flag, the certificate and the key, and exits.\n\n\
+--shutdown-grace) and exits 0. --check-config validates every flag (and with --tls-cert the certificate and \
+the key) and exits, contacting nothing.\n\n\
 Example:\n  \
 trialtail webhook --tls-cert /etc/trialtail/tls/tls.crt --tls-key /etc/trialtail/tls/tls.key\n  \
+trialtail webhook --cert-secret trialtail-webhook-tls --log-format json\n  \
 trialtail webhook --check-config --tls-cert tls.crt --tls-key tls.key --namespace kubeflow-user";
 
 /// `trialtail webhook`.
@@ -626,19 +717,89 @@ pub struct WebhookArgs {
     )]
     pub listen: String,
 
-    /// The TLS certificate chain, PEM (the server's certificate first)
+    /// The TLS certificate chain, PEM (the server's certificate first); or use --cert-secret
     ///
     /// Reloaded when it changes: its directory is watched (Kubernetes secret volumes swap a `..data` symlink),
     /// and checked every 30s besides. A new pair that does not load (half written, key not matching) is ignored
     /// and the previous one kept, with a warning.
-    #[arg(long, value_name = "PATH", env = "TRIALTAIL_WEBHOOK_TLS_CERT", help_heading = "Server")]
-    pub tls_cert: PathBuf,
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "TRIALTAIL_WEBHOOK_TLS_CERT",
+        requires = "tls_key",
+        help_heading = "Certificate"
+    )]
+    pub tls_cert: Option<PathBuf>,
 
     /// The TLS private key, PEM (PKCS#8, PKCS#1 or SEC1), matching --tls-cert
     ///
     /// Reloaded with the certificate.
-    #[arg(long, value_name = "PATH", env = "TRIALTAIL_WEBHOOK_TLS_KEY", help_heading = "Server")]
-    pub tls_key: PathBuf,
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "TRIALTAIL_WEBHOOK_TLS_KEY",
+        requires = "tls_cert",
+        help_heading = "Certificate"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Manage the serving certificate in this Secret of the webhook's namespace, instead of --tls-cert/--tls-key
+    ///
+    /// For clusters without cert-manager. At start the webhook reads the Secret (type kubernetes.io/tls:
+    /// tls.crt, tls.key, ca.crt, ca.key) and uses it when its certificate is valid for the Service's DNS names
+    /// for at least 30 more days; otherwise it makes one – a CA (10 years) and a certificate signed by it (1
+    /// year) – and creates or replaces the Secret (a replica that loses the race uses the winner's). It then
+    /// keeps the caBundle of every entry of --webhook-configuration that calls --service equal to the Secret's
+    /// ca.crt, and every --cert-recheck reads both again: a Secret another replica renewed is loaded, a
+    /// certificate within 30 days of expiring is renewed with the same CA, a caBundle someone reset is put back.
+    /// The namespace is POD_NAMESPACE, else the service account's. Needs get/update on this Secret, create on
+    /// secrets, and get/patch on the MutatingWebhookConfiguration (manifests/components/self-managed-cert).
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "TRIALTAIL_WEBHOOK_CERT_SECRET",
+        conflicts_with_all = ["tls_cert", "tls_key"],
+        required_unless_present = "tls_cert",
+        help_heading = "Certificate"
+    )]
+    pub cert_secret: Option<String>,
+
+    /// With --cert-secret: the Service the API server calls; the certificate is made for its DNS names
+    ///
+    /// NAME.NAMESPACE.svc and NAME.NAMESPACE.svc.cluster.local, NAMESPACE being the webhook's own.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "trialtail-webhook",
+        env = "TRIALTAIL_WEBHOOK_SERVICE",
+        requires = "cert_secret",
+        help_heading = "Certificate"
+    )]
+    pub service: String,
+
+    /// With --cert-secret: the MutatingWebhookConfiguration whose caBundle the webhook keeps
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "trialtail",
+        env = "TRIALTAIL_WEBHOOK_CONFIGURATION",
+        requires = "cert_secret",
+        help_heading = "Certificate"
+    )]
+    pub webhook_configuration: String,
+
+    /// With --cert-secret: how often the Secret and the caBundle are checked again
+    ///
+    /// A duration such as 60s or 5m (default 1m, at least 1s, at most a day).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "1m",
+        env = "TRIALTAIL_WEBHOOK_CERT_RECHECK",
+        requires = "cert_secret",
+        help_heading = "Certificate"
+    )]
+    pub cert_recheck: String,
 
     /// Serve /healthz, /readyz and /metrics over plain HTTP on this address
     ///

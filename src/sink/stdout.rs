@@ -117,7 +117,7 @@ impl StdoutSink {
             (None, OutputKind::Table) => {
                 // Sparklines and redraws only where a person looks: stdout on a terminal, no --output-file.
                 let terminal = cfg.file.is_none() && !cfg.wrapping && io::stdout().is_terminal();
-                let live = (cfg.live && terminal).then(LiveTable::new);
+                let live = (cfg.live && terminal && crate::term::redraws_here(true)).then(LiveTable::new);
                 StdoutSink::Table { out: dest, sparks: Sparklines::new(), terminal, live }
             }
         })

@@ -48,11 +48,13 @@ pub struct Progress<R: Read, W: Write> {
 /// at least [`MIN_BYTES`]; otherwise the wrapper only forwards reads.
 pub fn wrap<R: Read>(reader: R, path: &Path, enabled: bool) -> Progress<R, io::Stderr> {
     let size = || fs::metadata(path).ok().filter(|m| m.is_file()).map(|m| m.len());
-    let total = if enabled && path.as_os_str() != crate::source::file::STDIN && io::stderr().is_terminal() {
-        size().filter(|&n| n >= MIN_BYTES)
-    } else {
-        None
-    };
+    let total =
+        if enabled && path.as_os_str() != crate::source::file::STDIN && super::redraws_here(io::stderr().is_terminal())
+        {
+            size().filter(|&n| n >= MIN_BYTES)
+        } else {
+            None
+        };
     Progress::new(reader, total.map(|t| (io::stderr(), t)))
 }
 

@@ -14,7 +14,7 @@ use super::mutate::Outcome;
 /// The review latency histogram's upper bounds, in seconds.
 const BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 /// The error kinds counted in `trialtail_webhook_errors_total{kind}`.
-const ERROR_KINDS: [&str; 9] = [
+const ERROR_KINDS: [&str; 11] = [
     "bad_request",
     "too_large",
     "method_not_allowed",
@@ -24,6 +24,8 @@ const ERROR_KINDS: [&str; 9] = [
     "cert_reload",
     "accept",
     "connection_limit",
+    "cert_secret",
+    "ca_bundle",
 ];
 const OUTCOMES: [Outcome; 6] = [
     Outcome::Injected,

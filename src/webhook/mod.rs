@@ -10,6 +10,7 @@
 //! Fail-open: whatever the pod says, a well-formed review is answered `allowed: true`; a collector must never
 //! stop training from starting. Only a request that is not an AdmissionReview at all gets an HTTP error.
 
+pub mod certs;
 pub mod metrics;
 pub mod mutate;
 pub mod review;
@@ -21,6 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use certs::SecretSettings;
 pub use mutate::{Mutation, Outcome, Resources, Settings, mutate};
 
 use crate::cli::WebhookArgs;
@@ -41,6 +43,12 @@ pub enum WebhookError {
     Grace { value: String },
     #[error("--namespace {value:?}: not a namespace name (lowercase letters, digits and `-`, at most 63)")]
     Namespace { value: String },
+    #[error("--{flag} {value:?}: not a Kubernetes object name (lowercase letters, digits, `-` and `.`, at most 253)")]
+    ObjectName { flag: &'static str, value: String },
+    #[error("--cert-recheck {value:?}: expected a duration from 1s to a day, such as 60s or 5m")]
+    Recheck { value: String },
+    #[error("no certificate: give --tls-cert and --tls-key, or --cert-secret")]
+    NoCertificate,
     #[error("--{flag} {path}: cannot read it")]
     Read {
         flag: &'static str,
@@ -61,18 +69,40 @@ pub enum WebhookError {
     },
     #[error("TLS set-up failed")]
     Tls(#[source] rustls::Error),
+    #[error(transparent)]
+    Cert(Box<certs::CertError>),
     #[error("cannot start the runtime")]
     Runtime(#[source] io::Error),
+}
+
+impl From<certs::CertError> for WebhookError {
+    fn from(e: certs::CertError) -> Self {
+        WebhookError::Cert(Box::new(e))
+    }
 }
 
 impl WebhookError {
     /// The process exit code: 2 for what the flags or the files they name get wrong, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            WebhookError::Runtime(_) | WebhookError::Tls(_) => 1,
+            WebhookError::Runtime(_) | WebhookError::Tls(_) | WebhookError::Cert(_) => 1,
             _ => 2,
         }
     }
+}
+
+/// Where the webhook's serving certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    /// `--tls-cert` and `--tls-key`: files, reloaded when they change.
+    Files {
+        /// The certificate chain's file.
+        cert: PathBuf,
+        /// The private key's file.
+        key: PathBuf,
+    },
+    /// `--cert-secret`: made and kept by the webhook in a Secret ([`certs`]).
+    Secret(SecretSettings),
 }
 
 /// A validated `trialtail webhook`.
@@ -82,10 +112,8 @@ pub struct WebhookConfig {
     pub listen: SocketAddr,
     /// The plain HTTP address of `/healthz`, `/readyz` and `/metrics`.
     pub metrics_listen: SocketAddr,
-    /// The certificate chain's file.
-    pub tls_cert: PathBuf,
-    /// The private key's file.
-    pub tls_key: PathBuf,
+    /// Where the serving certificate comes from.
+    pub certificate: CertSource,
     /// Request bodies larger than this get 413.
     pub max_body_bytes: usize,
     /// Time allowed for requests in flight after a signal.
@@ -121,11 +149,33 @@ impl TryFrom<WebhookArgs> for WebhookConfig {
         if let Some(bad) = namespaces.iter().find(|n| !is_dns_label(n)) {
             return Err(WebhookError::Namespace { value: bad.clone() });
         }
+        let object_name = |flag: &'static str, value: &str| {
+            let value = value.trim().to_string();
+            if is_dns_subdomain(&value) { Ok(value) } else { Err(WebhookError::ObjectName { flag, value }) }
+        };
+        let certificate = match (a.tls_cert, a.tls_key, a.cert_secret) {
+            (Some(cert), Some(key), None) => CertSource::Files { cert, key },
+            (None, None, Some(secret)) => {
+                let recheck = parse_duration(&a.cert_recheck)
+                    .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(86_400)).contains(d))
+                    .ok_or_else(|| WebhookError::Recheck { value: a.cert_recheck.clone() })?;
+                let service = a.service.trim().to_string();
+                if !is_dns_label(&service) {
+                    return Err(WebhookError::ObjectName { flag: "service", value: service });
+                }
+                CertSource::Secret(SecretSettings {
+                    secret: object_name("cert-secret", &secret)?,
+                    service,
+                    webhook_configuration: object_name("webhook-configuration", &a.webhook_configuration)?,
+                    recheck,
+                })
+            }
+            _ => return Err(WebhookError::NoCertificate),
+        };
         Ok(WebhookConfig {
             listen: listen("listen", &a.listen)?,
             metrics_listen: listen("metrics-listen", &a.metrics_listen)?,
-            tls_cert: a.tls_cert,
-            tls_key: a.tls_key,
+            certificate,
             max_body_bytes,
             shutdown_grace,
             check_config: a.check_config,
@@ -171,10 +221,19 @@ fn is_dns_label(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
-/// Runs `trialtail webhook`: loads the certificate (failing when it does not load), then, unless
-/// `--check-config`, serves until SIGTERM/SIGINT and drains.
+/// Whether `s` is a DNS subdomain (RFC 1123), as the names of most Kubernetes objects are.
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// Runs `trialtail webhook`: loads the certificate files (failing when they do not load), then, unless
+/// `--check-config`, serves until SIGTERM/SIGINT and drains. With `--cert-secret` the certificate is read or made
+/// when serving starts.
 pub fn run(cfg: WebhookConfig) -> Result<(), WebhookError> {
-    let tls = tls::load_certified_key(&cfg.tls_cert, &cfg.tls_key)?;
+    let tls = match &cfg.certificate {
+        CertSource::Files { cert, key } => Some(tls::load_certified_key(cert, key)?),
+        CertSource::Secret(_) => None,
+    };
     if cfg.check_config {
         return Ok(());
     }
@@ -204,5 +263,6 @@ mod tests {
     fn webhook_namespaces_are_dns_labels() {
         assert!(is_dns_label("kubeflow-user-1"));
         assert!(!is_dns_label("Kubeflow") && !is_dns_label("-a") && !is_dns_label("a_b") && !is_dns_label(""));
+        assert!(is_dns_subdomain("trialtail-webhook.tls") && !is_dns_subdomain("a..b") && !is_dns_subdomain("A"));
     }
 }

@@ -379,7 +379,9 @@ pub fn sidecar_args(pod: &Pod) -> Result<Vec<String>, AnnotationError> {
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
     let get = |k: &str| annotations.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let mut args: Vec<String> =
-        ["run", "--source", "pod-log", "--listen", &format!(":{PROMETHEUS_PORT}")].map(String::from).to_vec();
+        ["run", "--source", "pod-log", "--listen", &format!(":{PROMETHEUS_PORT}"), "--log-format", "json"]
+            .map(String::from)
+            .to_vec();
     let containers: Vec<&str> = pod.spec.iter().flat_map(|s| &s.containers).map(|c| c.name.as_str()).collect();
     let container = match get(CONTAINER_ANNOTATION) {
         Some(c) if containers.contains(&c) => Some(c.to_string()),
@@ -565,7 +567,8 @@ mod tests {
             r"--filter=(?P<name>[a-z_]+)\s*=\s*(?P<value>[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)",
             r"--filter=epoch (?P<step>\d+), (?P<name>\w+): (?P<value>\S+)",
         ];
-        let mut expected = strings(&["run", "--source", "pod-log", "--listen", ":9478", "--container=train"]);
+        let mut expected =
+            strings(&["run", "--source", "pod-log", "--listen", ":9478", "--log-format", "json", "--container=train"]);
         expected.extend(strings(&["--metrics=loss, val_loss,accuracy", "--preset=keras"]));
         expected.extend(strings(&filters));
         assert_eq!(c.args.as_ref().unwrap(), &expected);
@@ -616,7 +619,11 @@ mod tests {
         let init: Vec<_> = p.spec.as_ref().unwrap().init_containers.iter().flatten().map(|c| c.name.clone()).collect();
         assert_eq!(init, ["fetch-data", "trialtail"]);
         let args = sidecar_of(&p).args.unwrap();
-        assert_eq!(args, strings(&["run", "--source", "pod-log", "--listen", ":9478"]), "no --container");
+        assert_eq!(
+            args,
+            strings(&["run", "--source", "pod-log", "--listen", ":9478", "--log-format", "json"]),
+            "no --container"
+        );
         let annotations = p.metadata.annotations.unwrap();
         assert_eq!(annotations.len(), 4, "added whole: {annotations:?}");
         assert_eq!(annotations["prometheus.io/port"], "9478");
@@ -893,7 +900,7 @@ mod tests {
         let (m, patched) = apply(&json, &settings());
         assert_eq!(m.outcome, Outcome::Injected, "{m:?}");
         let args = sidecar_of(&pod(&patched)).args.unwrap();
-        assert_eq!(args[5..], strings(&["--metrics=--linger=0", r"--filter=-h (\w+)=(\S+)"]));
+        assert_eq!(args[7..], strings(&["--metrics=--linger=0", r"--filter=-h (\w+)=(\S+)"]));
     }
 
     #[test]
@@ -905,7 +912,7 @@ mod tests {
         assert_eq!(m.outcome, Outcome::Injected, "{m:?}");
         let args = sidecar_of(&pod(&patched)).args.unwrap();
         assert_eq!(
-            args[5..],
+            args[7..],
             strings(&[r"--filter=(\w+)=(\S+)", r"--filter=at (?P<step>\d+), (?P<name>\w+): (?P<value>\S+)"])
         );
     }

@@ -47,8 +47,11 @@ pub fn review(body: &[u8], settings: &Settings) -> Reply {
     let is_pod_create =
         request.operation == Operation::Create && request.kind.group.is_empty() && request.kind.kind == "Pod";
     if let (true, Some(object)) = (is_pod_create, &request.object) {
-        let (o, patch, warnings, collector) = match serde_json::to_value(object).and_then(serde_json::from_value::<Pod>)
-        {
+        // Read from text with `from_str`, as kube's client reads every object (the sidecar's pod, its watch
+        // events): the binary then carries one copy of k8s-openapi's large Pod decoder, not a second one for
+        // `serde_json::Value` (about 0.7 MB; docs/performance.md).
+        let pod = serde_json::to_string(object).and_then(|json| serde_json::from_str::<Pod>(&json));
+        let (o, patch, warnings, collector) = match pod {
             Err(e) => {
                 let warning = format!("trialtail: pod not understood, admitted without the sidecar: {e}");
                 (Outcome::Invalid, None, vec![warning], None)

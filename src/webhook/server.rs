@@ -22,11 +22,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use super::certs::{CertError, Keeper};
 use super::metrics::Metrics;
 use super::mutate::Settings;
 use super::review::review;
 use super::tls::{Loaded, Resolver, crypto, reload_loop};
-use super::{WebhookConfig, WebhookError};
+use super::{CertSource, WebhookConfig, WebhookError};
+use crate::k8s::SA_NAMESPACE_FILE;
 use crate::server::{accept_until, serve_http1};
 use crate::signal::Signals;
 
@@ -147,43 +149,60 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: Arc<C
     .await;
 }
 
-/// Serves until SIGTERM/SIGINT, then drains within the grace period.
-pub async fn serve(cfg: WebhookConfig, loaded: Loaded) -> Result<(), WebhookError> {
+/// Serves until SIGTERM/SIGINT, then drains within the grace period. `loaded` is the certificate of
+/// `--tls-cert`/`--tls-key`; with `--cert-secret` it is `None` and the Secret is read (or made) first.
+pub async fn serve(cfg: WebhookConfig, loaded: Option<Loaded>) -> Result<(), WebhookError> {
     let bind = |flag: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| WebhookError::Bind { flag, addr, source })
     };
     let tls_listener = bind("listen", cfg.listen).await?;
     let plain_listener = bind("metrics-listen", cfg.metrics_listen).await?;
     let mut signals = Signals::new().map_err(WebhookError::Runtime)?;
-    let resolver = Arc::new(Resolver::new(loaded.key));
+    let metrics = Arc::new(Metrics::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let resolver = match (&cfg.certificate, loaded) {
+        (CertSource::Files { cert, key }, Some(loaded)) => {
+            let resolver = Arc::new(Resolver::new(loaded.key));
+            let (cert, key) = (cert.clone(), key.clone());
+            let (r, m) = (resolver.clone(), metrics.clone());
+            tasks.spawn(reload_loop(cert, key, loaded.files, r, m, stop_rx.clone()));
+            resolver
+        }
+        (CertSource::Secret(settings), _) => {
+            let namespace = crate::k8s::pod_identity(|k| std::env::var(k).ok(), SA_NAMESPACE_FILE.as_ref())
+                .map_err(|_| CertError::NoNamespace)?
+                .namespace;
+            let mut keeper = Keeper::connect(settings.clone(), namespace).await?;
+            let key = keeper.refresh_secret().await?.ok_or(CertError::Made("no certificate".to_string()))?;
+            if let Err(e) = keeper.ensure_ca_bundle().await {
+                metrics.error(e.kind());
+                tracing::error!(error = %crate::sink::error_chain(&e), "cannot set the caBundle; retrying every --cert-recheck");
+            }
+            let resolver = Arc::new(Resolver::new(key));
+            tasks.spawn(keep(keeper, resolver.clone(), metrics.clone(), stop_rx.clone()));
+            resolver
+        }
+        (CertSource::Files { .. }, None) => return Err(WebhookError::NoCertificate),
+    };
     let mut tls_config = ServerConfig::builder_with_provider(crypto())
         .with_safe_default_protocol_versions()
         .map_err(WebhookError::Tls)?
         .with_no_client_auth()
-        .with_cert_resolver(resolver.clone());
+        .with_cert_resolver(resolver);
     tls_config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(tls_config));
     let ctx = Arc::new(Ctx {
         settings: cfg.settings.clone(),
         max_body_bytes: cfg.max_body_bytes,
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         ready: AtomicBool::new(true),
     });
-    let (stop_tx, stop_rx) = watch::channel(false);
     let local = |l: &TcpListener| l.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
     let (listen, metrics_listen) = (local(&tls_listener), local(&plain_listener));
     tracing::info!(%listen, %metrics_listen, "serving the admission webhook");
-    let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(tls_listener, Some(acceptor), ctx.clone(), stop_rx.clone()));
-    tasks.spawn(accept_loop(plain_listener, None, ctx.clone(), stop_rx.clone()));
-    tasks.spawn(reload_loop(
-        cfg.tls_cert.clone(),
-        cfg.tls_key.clone(),
-        loaded.files,
-        resolver,
-        ctx.metrics.clone(),
-        stop_rx,
-    ));
+    tasks.spawn(accept_loop(plain_listener, None, ctx.clone(), stop_rx));
     let signal = signals.recv().await;
     tracing::info!(signal, "stopping: finishing the requests in flight");
     ctx.ready.store(false, Ordering::Relaxed);
@@ -194,4 +213,31 @@ pub async fn serve(cfg: WebhookConfig, loaded: Loaded) -> Result<(), WebhookErro
         tasks.abort_all();
     }
     Ok(())
+}
+
+/// `--cert-secret`: every `--cert-recheck`, loads a Secret that changed (or renews it) and puts the caBundle
+/// back where it differs, until `stop` fires. Failures are logged and counted, and tried again next time.
+async fn keep(mut keeper: Keeper, resolver: Arc<Resolver>, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(keeper.recheck()) => {}
+        }
+        match keeper.refresh_secret().await {
+            Ok(Some(key)) => {
+                resolver.replace(key);
+                metrics.cert_reloaded();
+                tracing::info!("loaded the Secret's new certificate");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                metrics.error(e.kind());
+                tracing::error!(error = %crate::sink::error_chain(&e), "cannot keep the certificate's Secret");
+            }
+        }
+        if let Err(e) = keeper.ensure_ca_bundle().await {
+            metrics.error(e.kind());
+            tracing::error!(error = %crate::sink::error_chain(&e), "cannot keep the caBundle");
+        }
+    }
 }

@@ -50,7 +50,12 @@ fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), WebhookError
     Ok((read("tls-cert", cert)?, read("tls-key", key)?))
 }
 
-fn parse_pair(cert: &Path, cert_pem: &[u8], key: &Path, key_pem: &[u8]) -> Result<Arc<CertifiedKey>, WebhookError> {
+pub(super) fn parse_pair(
+    cert: &Path,
+    cert_pem: &[u8],
+    key: &Path,
+    key_pem: &[u8],
+) -> Result<Arc<CertifiedKey>, WebhookError> {
     let pem = |flag, path: &Path, reason: String| WebhookError::Pem { flag, path: path.to_path_buf(), reason };
     let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
@@ -86,7 +91,7 @@ impl Resolver {
         self.0.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
-    fn replace(&self, new: Arc<CertifiedKey>) {
+    pub(super) fn replace(&self, new: Arc<CertifiedKey>) {
         *self.0.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = new;
     }
 }

@@ -222,3 +222,64 @@ fn check_config_validates_pod_log_mode_without_a_cluster() {
         assert_usage_error(args, &run(args), message);
     }
 }
+
+#[test]
+fn log_format_json_writes_each_diagnostic_as_one_json_object() {
+    // --live without --follow logs one warning.
+    let out = trialtail(&["run", "--live", "--log-format", "json", "-"], Some(b"loss=1\n"));
+    assert!(out.status.success());
+    let err = stderr(&out);
+    let events: Vec<serde_json::Value> =
+        err.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}"))).collect();
+    assert_eq!(events.len(), 1, "{err}");
+    assert_eq!(events[0]["level"], "WARN");
+    assert!(events[0]["fields"]["message"].as_str().unwrap().contains("--live"), "{err}");
+    assert!(events[0]["timestamp"].is_string(), "{err}");
+    assert!(stdout(&out).starts_with("metric"), "the table is not a diagnostic");
+    let bad = trialtail(&["run", "--log-format", "xml", "-"], Some(b""));
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("invalid value 'xml' for '--log-format <FORMAT>'"), "{}", stderr(&bad));
+    // The error a run ends with is an event too.
+    let missing = trialtail(&["--log-format", "json", "run", "/nonexistent/train.log"], None);
+    assert!(!missing.status.success());
+    let err = stderr(&missing);
+    let event: serde_json::Value = serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("{e}: {err:?}"));
+    assert_eq!(event["level"], "ERROR", "{err}");
+    assert!(event["fields"]["message"].as_str().unwrap().contains("/nonexistent/train.log"), "{err}");
+}
+
+#[test]
+fn completions_and_man_pages_describe_every_command() {
+    let bash = trialtail(&["completions", "bash"], None);
+    assert!(bash.status.success());
+    let script = stdout(&bash);
+    for word in ["_trialtail()", "complete -F _trialtail", "webhook", "--cert-secret", "--log-format", "--preset"] {
+        assert!(script.contains(word), "bash completion lacks {word}");
+    }
+    let zsh = stdout(&trialtail(&["completions", "zsh"], None));
+    assert!(zsh.starts_with("#compdef trialtail"), "{}", &zsh[..zsh.len().min(200)]);
+    assert!(stdout(&trialtail(&["completions", "fish"], None)).contains("complete -c trialtail"));
+    let bad = trialtail(&["completions", "tcsh"], None);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+
+    let man = stdout(&trialtail(&["man"], None));
+    assert!(man.contains(".TH trialtail 1") && man.contains("webhook"), "{man}");
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("man1");
+    let written = trialtail(&["man", "--out-dir", out_dir.to_str().unwrap()], None);
+    assert!(written.status.success(), "{}", stderr(&written));
+    let mut pages: Vec<String> =
+        std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    pages.sort();
+    let expected = [
+        "trialtail-completions.1",
+        "trialtail-man.1",
+        "trialtail-plot.1",
+        "trialtail-run.1",
+        "trialtail-webhook.1",
+        "trialtail.1",
+    ];
+    assert_eq!(pages, expected);
+    let run = std::fs::read_to_string(out_dir.join("trialtail-run.1")).unwrap();
+    assert!(run.contains(".TH trialtail-run 1") && run.contains("follow"), "{}", &run[..run.len().min(400)]);
+}

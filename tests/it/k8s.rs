@@ -91,11 +91,11 @@ impl Webhook {
     }
 }
 
-/// The shipped MutatingWebhookConfiguration (`manifests/mutatingwebhook.yaml`) with only its client config
+/// The shipped MutatingWebhookConfiguration (`manifests/base/mutatingwebhook.yaml`) with only its client config
 /// changed: the URL of a webhook on loopback and the CA that signed it, instead of the Service and cert-manager's
 /// CA injection. With `reinvocation`, every webhook of it gets that `reinvocationPolicy`.
 fn webhook_configuration(url: &str, ca: &str, reinvocation: Option<&str>) -> Value {
-    let text = std::fs::read_to_string(root().join("manifests/mutatingwebhook.yaml")).unwrap();
+    let text = std::fs::read_to_string(root().join("manifests/base/mutatingwebhook.yaml")).unwrap();
     let mut config: Value = serde_saphyr::from_str(&text).unwrap();
     config["metadata"].as_object_mut().unwrap().remove("annotations");
     for w in config["webhooks"].as_array_mut().unwrap() {
@@ -398,7 +398,10 @@ fn the_webhook_through_a_real_api_server_stores_what_mutate_promised_passes_pod_
         assert!(stored["spec"]["initContainers"].as_array().unwrap().len() == 1);
     }
     let stored = rig.get(&["-n", NS, "pod", "trial-pod"]);
-    assert_eq!(sidecar_of(&stored).unwrap()["args"], json!(["run", "--source", "pod-log", "--listen", ":9478"]));
+    assert_eq!(
+        sidecar_of(&stored).unwrap()["args"],
+        json!(["run", "--source", "pod-log", "--listen", ":9478", "--log-format", "json"])
+    );
     assert_eq!(webhook.counter("trialtail_webhook_reviews_total{outcome=\"injected\"}"), 2 + 1, "2 pods + the probe");
 
     // A bad annotation: admitted unchanged, and kubectl shows the webhook's warning naming the annotation.
@@ -414,7 +417,7 @@ fn the_webhook_through_a_real_api_server_stores_what_mutate_promised_passes_pod_
     );
 
     // Any pod of an enabled namespace without the trialtail.io/inject label is sent (a trial pod may get Katib's
-    // label only after this webhook ran: manifests/mutatingwebhook.yaml); the webhook leaves a plain one alone.
+    // label only after this webhook ran: manifests/base/mutatingwebhook.yaml); the webhook leaves a plain one alone.
     let calls = reviews(&webhook);
     let (stored, _) = create(&rig, &pod("plain", json!({}), json!({})));
     assert!(sidecar_of(&stored).is_none());

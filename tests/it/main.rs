@@ -6,8 +6,9 @@
 //! endpoint and Pushgateway against real Prometheus parts (helpers in `support`), `live` following files,
 //! signals and wrapped commands, `sidecar` the native sidecar against a fake API server, `sidecar_katib` the
 //! same with Katib's real DB manager for each collector kind, `webhook` the admission webhook over TLS,
-//! `manifests` the Kubernetes manifests (typed, cross-checked, their args run), `k8s` the install, the webhook
-//! and the sidecar against a real kube-apiserver (`tests/k8s/`).
+//! `manifests` the Kubernetes manifests (typed, rendered by kustomize, cross-checked, their args run),
+//! `monitoring` the alerts (promtool) and the dashboard's queries (a real Prometheus), `k8s` the install, the
+//! webhook and the sidecar against a real kube-apiserver (`tests/k8s/`).
 
 mod cli;
 mod dropin;
@@ -18,6 +19,7 @@ mod katib_db;
 mod katib_oracle;
 mod live;
 mod manifests;
+mod monitoring;
 mod plot;
 mod prom;
 mod sidecar;

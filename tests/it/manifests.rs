@@ -3,8 +3,12 @@
 //! Every YAML document parses into its typed object – k8s-openapi for built-in kinds, the strict structs below
 //! for cert-manager, the Prometheus Operator, Katib and kustomize – and serializes back to the same tree, so a
 //! misspelt or misplaced field fails here instead of on a cluster; a kind this file does not know fails too.
-//! The install's objects must agree with each other (names, selectors, ports, the certificate's Secret and DNS
-//! names), and every trialtail `args` list in them must be accepted by the built binary with `--check-config`.
+//! kustomize itself renders the base, the default install, every overlay and every component on the base (a
+//! `kustomize` on PATH or in `KUSTOMIZE`, else `kubectl kustomize`; `.ci/run` builds kustomize v5.5.0 with Go
+//! where kubectl is missing):
+//! what it renders is typed again, and the install's objects must agree with each other in each rendering
+//! (names, selectors, ports, the certificate's Secret, DNS names and RBAC), and every trialtail `args` list in
+//! them must be accepted by the built binary with `--check-config`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +21,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, Pod, PodSpec, ResourceRequirements, Service, ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
@@ -36,6 +40,10 @@ const SIDECAR_PORT: &str = "trialtail-prom";
 const INJECTED_LABEL: &str = "trialtail.io/injected";
 /// trialtail's image, any tag.
 const IMAGE: &str = "ghcr.io/trialtail/trialtail:";
+/// The plain Prometheus rules file, relative to `manifests/`.
+const RULES_FILE: &str = "components/monitoring/trialtail-rules.yaml";
+/// The Grafana dashboard, relative to `manifests/`.
+const DASHBOARD_FILE: &str = "components/monitoring/trialtail-dashboard.json";
 
 /// A custom resource: the usual envelope around a spec.
 #[derive(Debug, Deserialize, Serialize)]
@@ -94,7 +102,8 @@ struct SelfSigned {}
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PodMonitorSpec {
-    namespace_selector: NamespaceSelector,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    namespace_selector: Option<NamespaceSelector>,
     selector: LabelSelector,
     pod_metrics_endpoints: Vec<PodMetricsEndpoint>,
 }
@@ -236,15 +245,82 @@ struct KatibCollector {
     resources: Option<ResourceRequirements>,
 }
 
-/// `kustomization.yaml`.
+/// `kustomization.yaml`: a Kustomization or a Component (the fields used here).
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Kustomization {
     api_version: String,
     kind: String,
-    namespace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     labels: Vec<KustomizeLabels>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     resources: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    components: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    patches: Vec<KustomizePatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    config_map_generator: Vec<ConfigMapGenerator>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct KustomizePatch {
+    target: PatchTarget,
+    patch: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PatchTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
+    version: String,
+    kind: String,
+    name: String,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConfigMapGenerator {
+    name: String,
+    namespace: String,
+    files: Vec<String>,
+    options: GeneratorOptions,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct GeneratorOptions {
+    disable_name_suffix_hash: bool,
+    labels: BTreeMap<String, String>,
+}
+
+/// A Prometheus rules file (`groups:`), and the spec of a Prometheus Operator `PrometheusRule`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RuleGroups {
+    groups: Vec<RuleGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RuleGroup {
+    name: String,
+    rules: Vec<AlertRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct AlertRule {
+    alert: String,
+    expr: String,
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    for_: Option<String>,
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -267,6 +343,8 @@ enum Object {
     ServiceAccount(ServiceAccount),
     Role(Role),
     RoleBinding(RoleBinding),
+    ClusterRole(ClusterRole),
+    ClusterRoleBinding(ClusterRoleBinding),
     PodDisruptionBudget(PodDisruptionBudget),
     MutatingWebhookConfiguration(MutatingWebhookConfiguration),
     Job(Job),
@@ -274,9 +352,11 @@ enum Object {
     Certificate(Custom<CertificateSpec>),
     Issuer(Custom<IssuerSpec>),
     PodMonitor(Custom<PodMonitorSpec>),
+    PrometheusRule(Custom<RuleGroups>),
     Experiment(Custom<ExperimentSpec>),
     Kustomization(Kustomization),
     KatibConfig(KatibConfigFragment),
+    Rules(RuleGroups),
 }
 
 impl Object {
@@ -288,6 +368,8 @@ impl Object {
             Object::ServiceAccount(_) => "ServiceAccount",
             Object::Role(_) => "Role",
             Object::RoleBinding(_) => "RoleBinding",
+            Object::ClusterRole(_) => "ClusterRole",
+            Object::ClusterRoleBinding(_) => "ClusterRoleBinding",
             Object::PodDisruptionBudget(_) => "PodDisruptionBudget",
             Object::MutatingWebhookConfiguration(_) => "MutatingWebhookConfiguration",
             Object::Job(_) => "Job",
@@ -295,9 +377,11 @@ impl Object {
             Object::Certificate(_) => "Certificate",
             Object::Issuer(_) => "Issuer",
             Object::PodMonitor(_) => "PodMonitor",
+            Object::PrometheusRule(_) => "PrometheusRule",
             Object::Experiment(_) => "Experiment",
             Object::Kustomization(_) => "Kustomization",
             Object::KatibConfig(_) => "KatibConfig",
+            Object::Rules(_) => "Rules",
         }
     }
 }
@@ -375,6 +459,10 @@ fn typed(file: &str, value: &Value) -> Object {
         (Some("v1"), Some("ConfigMap")) => Object::ConfigMap(strict(file, value)),
         (Some("rbac.authorization.k8s.io/v1"), Some("Role")) => Object::Role(strict(file, value)),
         (Some("rbac.authorization.k8s.io/v1"), Some("RoleBinding")) => Object::RoleBinding(strict(file, value)),
+        (Some("rbac.authorization.k8s.io/v1"), Some("ClusterRole")) => Object::ClusterRole(strict(file, value)),
+        (Some("rbac.authorization.k8s.io/v1"), Some("ClusterRoleBinding")) => {
+            Object::ClusterRoleBinding(strict(file, value))
+        }
         (Some("policy/v1"), Some("PodDisruptionBudget")) => Object::PodDisruptionBudget(strict(file, value)),
         (Some("admissionregistration.k8s.io/v1"), Some("MutatingWebhookConfiguration")) => {
             Object::MutatingWebhookConfiguration(strict(file, value))
@@ -383,9 +471,12 @@ fn typed(file: &str, value: &Value) -> Object {
         (Some("cert-manager.io/v1"), Some("Certificate")) => Object::Certificate(strict(file, value)),
         (Some("cert-manager.io/v1"), Some("Issuer")) => Object::Issuer(strict(file, value)),
         (Some("monitoring.coreos.com/v1"), Some("PodMonitor")) => Object::PodMonitor(strict(file, value)),
+        (Some("monitoring.coreos.com/v1"), Some("PrometheusRule")) => Object::PrometheusRule(strict(file, value)),
         (Some("kubeflow.org/v1beta1"), Some("Experiment")) => Object::Experiment(strict(file, value)),
-        (Some("kustomize.config.k8s.io/v1beta1"), Some("Kustomization")) => Object::Kustomization(strict(file, value)),
+        (Some("kustomize.config.k8s.io/v1beta1"), Some("Kustomization"))
+        | (Some("kustomize.config.k8s.io/v1alpha1"), Some("Component")) => Object::Kustomization(strict(file, value)),
         (None, None) if file == "katib/katib-config-patch.yaml" => Object::KatibConfig(strict(file, value)),
+        (None, None) if file == RULES_FILE => Object::Rules(strict(file, value)),
         other => panic!("{file}: a document of unknown kind {other:?}"),
     }
 }
@@ -404,15 +495,15 @@ fn documents() -> Vec<Doc> {
     docs
 }
 
-/// Whether a file (relative to `manifests/`) is one of the install's, beside kustomization.yaml.
-fn in_install(file: &str) -> bool {
-    !file.contains('/') && file != "rbac.yaml"
+/// Whether a file (relative to `manifests/`) is one of the base's.
+fn in_base(file: &str) -> bool {
+    file.starts_with("base/")
 }
 
-/// The one object of a kind in the files `$in` accepts (default: the install's).
+/// The one object of a kind in the files `$in` accepts (default: the base's).
 macro_rules! one {
     ($docs:expr, $kind:ident) => {
-        one!($docs, $kind, in_install)
+        one!($docs, $kind, in_base)
     };
     ($docs:expr, $kind:ident, $in:expr) => {{
         let found: Vec<_> = $docs
@@ -426,6 +517,116 @@ macro_rules! one {
         assert_eq!(found.len(), 1, "one {}", stringify!($kind));
         found[0]
     }};
+}
+
+/// Any file: for rendered documents.
+fn anywhere(_: &str) -> bool {
+    true
+}
+
+/// How to run kustomize: `$KUSTOMIZE`, else `kustomize` on PATH (both `… build DIR`), else `kubectl kustomize
+/// DIR`; `None` (after saying so) when there is none outside CI.
+///
+/// # Panics
+/// When there is none and `CI` is set.
+fn kustomize() -> Option<Vec<String>> {
+    if let Some(k) = std::env::var_os("KUSTOMIZE") {
+        return Some(vec![k.to_string_lossy().into_owned(), "build".into()]);
+    }
+    if let Some(k) = crate::support::on_path("kustomize") {
+        return Some(vec![k.display().to_string(), "build".into()]);
+    }
+    if let Some(k) = crate::support::on_path("kubectl") {
+        return Some(vec![k.display().to_string(), "kustomize".into()]);
+    }
+    let hint = "go install sigs.k8s.io/kustomize/kustomize/v5@v5.5.0, or set KUSTOMIZE";
+    assert!(std::env::var_os("CI").is_none(), "no kustomize and CI is set: these tests must run in CI ({hint})");
+    eprintln!("SKIPPED: no kustomize or kubectl ({hint})");
+    None
+}
+
+/// What kustomize renders from `dir`, every document typed.
+fn render_dir(kustomize: &[String], dir: &Path, name: &str) -> Vec<Doc> {
+    let out = Command::new(&kustomize[0]).args(&kustomize[1..]).arg(dir).output().unwrap();
+    assert!(out.status.success(), "{kustomize:?} {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let values: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    values.iter().map(|v| Doc { file: format!("render of {name}"), object: typed(name, v) }).collect()
+}
+
+/// Renders a kustomization of `resources` and `components` (paths below `manifests/`), written into a temporary
+/// directory beside a link to `manifests/`: kustomize takes no absolute paths.
+fn render_composed(kustomize: &[String], resources: &[&str], components: &[&str]) -> Vec<Doc> {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(manifests_dir(), dir.path().join("m")).unwrap();
+    let list = |items: &[&str]| items.iter().map(|i| format!("  - m/{i}\n")).collect::<String>();
+    let text = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n{}components:\n{}",
+        list(resources),
+        list(components)
+    );
+    std::fs::write(dir.path().join("kustomization.yaml"), text).unwrap();
+    render_dir(kustomize, dir.path(), &format!("{resources:?} + {components:?}"))
+}
+
+/// The components under `manifests/components/`.
+fn component_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(manifests_dir().join("components"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// An object's kind, namespace, name and labels, whatever its type.
+fn identity(o: &Object) -> (&'static str, Option<String>, Option<String>, BTreeMap<String, String>) {
+    let meta: &ObjectMeta = match o {
+        Object::Deployment(x) => &x.metadata,
+        Object::Service(x) => &x.metadata,
+        Object::Namespace(x) => &x.metadata,
+        Object::ServiceAccount(x) => &x.metadata,
+        Object::Role(x) => &x.metadata,
+        Object::RoleBinding(x) => &x.metadata,
+        Object::ClusterRole(x) => &x.metadata,
+        Object::ClusterRoleBinding(x) => &x.metadata,
+        Object::PodDisruptionBudget(x) => &x.metadata,
+        Object::MutatingWebhookConfiguration(x) => &x.metadata,
+        Object::Job(x) => &x.metadata,
+        Object::ConfigMap(x) => &x.metadata,
+        Object::Certificate(x) => &x.metadata,
+        Object::Issuer(x) => &x.metadata,
+        Object::PodMonitor(x) => &x.metadata,
+        Object::PrometheusRule(x) => &x.metadata,
+        Object::Experiment(x) => &x.metadata,
+        Object::Kustomization(_) | Object::KatibConfig(_) | Object::Rules(_) => panic!("{o:?} is not an object"),
+    };
+    (o.kind(), meta.namespace.clone(), meta.name.clone(), meta.labels.clone().unwrap_or_default())
+}
+
+/// Whether an object of `kind` lives in a namespace.
+fn namespaced(kind: &str) -> bool {
+    !matches!(kind, "Namespace" | "ClusterRole" | "ClusterRoleBinding" | "MutatingWebhookConfiguration")
+}
+
+/// Whether `rules` allow `verb` on `resource` of `group` (named `name` when given).
+fn grants(rules: &[PolicyRule], group: &str, resource: &str, name: Option<&str>, verb: &str) -> bool {
+    rules.iter().any(|r| {
+        let has = |list: &Option<Vec<String>>, x: &str| list.iter().flatten().any(|v| v == x);
+        let names = r.resource_names.as_deref().unwrap_or_default();
+        has(&r.api_groups, group)
+            && has(&r.resources, resource)
+            && r.verbs.iter().any(|v| v == verb)
+            && (names.is_empty() || name.is_some_and(|n| names.iter().any(|x| x == n)))
+    })
+}
+
+/// No wildcard anywhere in `rules`.
+fn no_wildcards(rules: &[PolicyRule]) -> bool {
+    rules.iter().all(|r| {
+        let lists = [&r.api_groups, &r.resources, &r.resource_names];
+        !r.verbs.iter().any(|v| v == "*") && lists.iter().all(|l| l.iter().flatten().all(|v| v != "*"))
+    })
 }
 
 /// Whether `selector` selects an object with `labels` (matchLabels and the four operators).
@@ -482,14 +683,15 @@ fn listen_port(addr: &str) -> i32 {
 fn every_manifest_document_parses_into_its_kind() {
     let docs = documents();
     let files: std::collections::BTreeSet<&str> = docs.iter().map(|d| d.file.as_str()).collect();
-    let expected_files = [
+    for expected in [
         "kustomization.yaml",
+        "base/kustomization.yaml",
         "rbac.yaml",
+        RULES_FILE,
         "examples/native-sidecar-job.yaml",
         "examples/katib-push-experiment.yaml",
         "katib/katib-config-patch.yaml",
-    ];
-    for expected in expected_files {
+    ] {
         assert!(files.contains(expected), "{expected} was read: {files:?}");
     }
     let mut kinds: BTreeMap<&str, usize> = BTreeMap::new();
@@ -498,18 +700,23 @@ fn every_manifest_document_parses_into_its_kind() {
     }
     let expected = [
         ("Certificate", 1),
+        ("ClusterRole", 2),
+        ("ClusterRoleBinding", 1),
         ("Deployment", 1),
         ("Experiment", 2),
         ("Issuer", 1),
         ("Job", 1),
         ("KatibConfig", 1),
-        ("Kustomization", 1),
+        // manifests/, base, 4 components, 1 overlay.
+        ("Kustomization", 7),
         ("MutatingWebhookConfiguration", 1),
         ("Namespace", 1),
         ("PodDisruptionBudget", 1),
-        ("PodMonitor", 1),
-        ("Role", 2),
-        ("RoleBinding", 2),
+        ("PodMonitor", 2),
+        ("PrometheusRule", 1),
+        ("Role", 1),
+        ("RoleBinding", 3),
+        ("Rules", 1),
         ("Service", 1),
         ("ServiceAccount", 3),
     ];
@@ -533,102 +740,137 @@ fn a_misspelt_field_or_an_unknown_kind_is_caught() {
 }
 
 #[test]
-fn the_kustomization_lists_exactly_the_install_files() {
-    let docs = documents();
-    let k = one!(docs, Kustomization);
-    assert_eq!(k.namespace, NAMESPACE);
-    assert!(k.labels.iter().any(|l| l.pairs.get("app.kubernetes.io/name").map(String::as_str) == Some("trialtail")));
-    // Selectors are set in the files themselves: a common label must not change them after install.
-    assert!(k.labels.iter().all(|l| l.include_selectors != Some(true)));
-
-    let mut listed = k.resources.clone();
-    listed.sort();
-    let mut present: Vec<String> = yaml_files(&manifests_dir())
-        .iter()
-        .map(|p| p.strip_prefix(manifests_dir()).unwrap().to_string_lossy().into_owned())
-        // rbac.yaml goes into each training namespace, katib/ into Katib's, examples/ are examples.
-        .filter(|f| in_install(f) && f != "kustomization.yaml")
-        .collect();
-    present.sort();
-    assert_eq!(listed, present, "resources of kustomization.yaml versus the files beside it");
-
-    let ns = one!(docs, Namespace);
-    assert_eq!(ns.metadata.name.as_deref(), Some(NAMESPACE));
-    for doc in docs.iter().filter(|d| k.resources.contains(&d.file)) {
-        let namespace = match &doc.object {
-            Object::Deployment(o) => &o.metadata.namespace,
-            Object::Service(o) => &o.metadata.namespace,
-            Object::ServiceAccount(o) => &o.metadata.namespace,
-            Object::PodDisruptionBudget(o) => &o.metadata.namespace,
-            Object::Certificate(o) => &o.metadata.namespace,
-            Object::Issuer(o) => &o.metadata.namespace,
-            Object::PodMonitor(o) => &o.metadata.namespace,
-            Object::ConfigMap(o) => &o.metadata.namespace,
-            Object::Namespace(_) | Object::MutatingWebhookConfiguration(_) => continue,
-            other => panic!("{}: {other:?} does not belong in the install", doc.file),
-        };
-        assert_eq!(namespace.as_deref(), Some(NAMESPACE), "{}", doc.file);
-    }
-}
-
-#[test]
-fn kustomize_renders_the_install_with_the_common_labels_and_the_selectors_unchanged() {
-    // kustomize itself, through kubectl, when it is installed (CI does not install it).
-    let rendered = match Command::new("kubectl").arg("kustomize").arg(manifests_dir()).output() {
-        Ok(out) if out.status.success() => String::from_utf8(out.stdout).unwrap(),
-        Ok(out) => panic!("kubectl kustomize manifests/: {}", String::from_utf8_lossy(&out.stderr)),
-        Err(e) => {
-            eprintln!("skipped: no kubectl ({e})");
-            return;
+fn every_manifest_file_belongs_to_exactly_one_kustomization_and_each_lists_only_files_that_exist() {
+    let dir = manifests_dir();
+    let mut listed: BTreeMap<String, usize> = BTreeMap::new();
+    for doc in documents() {
+        let Object::Kustomization(k) = &doc.object else { continue };
+        let here = dir.join(&doc.file).parent().unwrap().to_path_buf();
+        let generated = k.config_map_generator.iter().flat_map(|g| &g.files);
+        for entry in k.resources.iter().chain(&k.components).chain(generated) {
+            let target = here.join(entry);
+            assert!(target.exists(), "{}: {entry} does not exist", doc.file);
+            if target.is_file() {
+                let file = target.canonicalize().unwrap().strip_prefix(dir.canonicalize().unwrap()).unwrap().to_owned();
+                *listed.entry(file.to_string_lossy().into_owned()).or_default() += 1;
+            } else {
+                assert!(target.join("kustomization.yaml").is_file(), "{}: {entry} is no kustomization", doc.file);
+            }
         }
-    };
-    let values: Vec<Value> = serde_saphyr::from_multiple(&rendered).unwrap();
-    let rendered: Vec<Doc> = values
-        .iter()
-        .map(|v| Doc { file: "kubectl-kustomize.yaml".into(), object: typed("kubectl kustomize", v) })
-        .collect();
-    let docs = documents();
-    let installed = docs.iter().filter(|d| in_install(&d.file) && d.file != "kustomization.yaml").count();
-    assert_eq!(rendered.len(), installed, "every object of the install, once");
-    let anywhere = |_: &str| true;
-    let deployment = one!(rendered, Deployment, anywhere);
-    assert_eq!(deployment.spec.selector, one!(docs, Deployment).spec.selector, "selectors as written");
-    assert_eq!(pod_labels(deployment), pod_labels(one!(docs, Deployment)), "pod labels as written");
-    let monitor = one!(rendered, PodMonitor, anywhere);
-    assert_eq!(monitor.spec.selector, one!(docs, PodMonitor).spec.selector);
-    for meta in [&deployment.metadata, &monitor.metadata, &one!(rendered, Namespace, anywhere).metadata] {
-        assert_eq!(meta.labels.as_ref().unwrap()["app.kubernetes.io/name"], "trialtail", "{:?}", meta.name);
+        if k.kind == "Component" {
+            assert_eq!(k.api_version, "kustomize.config.k8s.io/v1alpha1", "{}", doc.file);
+        }
     }
+    let mut files: Vec<String> = yaml_files(&dir)
+        .iter()
+        .chain(&[dir.join(DASHBOARD_FILE)])
+        .map(|p| p.strip_prefix(&dir).unwrap().to_string_lossy().into_owned())
+        // rbac.yaml goes into a training namespace, katib/ into Katib's ConfigMap, examples/ are examples, and
+        // the plain rules file is for a Prometheus without the Operator.
+        .filter(|f| {
+            !f.ends_with("kustomization.yaml")
+                && f != "rbac.yaml"
+                && f != RULES_FILE
+                && !f.starts_with("katib/")
+                && !f.starts_with("examples/")
+        })
+        .collect();
+    files.sort();
+    let once: Vec<String> = listed.iter().filter(|(_, n)| **n == 1).map(|(f, _)| f.clone()).collect();
+    assert_eq!(once, files, "files listed once by some kustomization, against the files there are: {listed:?}");
+}
+
+/// The renders every test below checks: the base, the install (`manifests/`), every overlay, and the base with
+/// each component; `None` when there is no kustomize outside CI.
+fn renders() -> Option<Vec<(String, Vec<Doc>)>> {
+    let k = kustomize()?;
+    let dir = manifests_dir();
+    let mut all = vec![
+        ("base".to_string(), render_dir(&k, &dir.join("base"), "base")),
+        ("the install".to_string(), render_dir(&k, &dir, "manifests/")),
+        ("overlays/cert-manager".to_string(), render_dir(&k, &dir.join("overlays/cert-manager"), "cert-manager")),
+    ];
+    for c in component_names() {
+        let component = format!("components/{c}");
+        all.push((format!("base + {component}"), render_composed(&k, &["base"], &[component.as_str()])));
+    }
+    let everything = ["components/self-managed-cert", "components/prometheus-operator", "components/monitoring"];
+    all.push(("base + every optional component".to_string(), render_composed(&k, &["base"], &everything)));
+    Some(all)
 }
 
 #[test]
-fn the_webhook_objects_refer_to_each_other() {
-    let docs = documents();
-    let deployment = one!(docs, Deployment);
-    let service = one!(docs, Service);
-    let pdb = one!(docs, PodDisruptionBudget);
-    let config = one!(docs, MutatingWebhookConfiguration);
-    let certificate = one!(docs, Certificate);
-    let issuer = one!(docs, Issuer);
-    let account = one!(docs, ServiceAccount);
+fn kustomize_renders_the_base_the_install_every_overlay_and_every_component() {
+    let Some(renders) = renders() else { return };
+    let base_docs = documents();
+    let base: Vec<_> = renders[0].1.iter().map(|d| identity(&d.object)).collect();
+    for (name, docs) in &renders {
+        let mut seen = std::collections::BTreeSet::new();
+        for d in docs {
+            let (kind, namespace, object, labels) = identity(&d.object);
+            assert!(seen.insert((kind, namespace.clone(), object.clone())), "{name}: {kind} {object:?} twice");
+            assert_eq!(labels.get("app.kubernetes.io/name").map(String::as_str), Some("trialtail"), "{name}: {kind}");
+            let expected = namespaced(kind).then_some(NAMESPACE);
+            assert_eq!(namespace.as_deref(), expected, "{name}: {kind} {object:?}");
+        }
+        // Every rendering holds the whole base, selectors as written (a common label must not change them).
+        for b in &base {
+            assert!(docs.iter().any(|d| identity(&d.object).0 == b.0 && identity(&d.object).2 == b.2), "{name}: {b:?}");
+        }
+        let deployment = one!(docs, Deployment, anywhere);
+        assert_eq!(deployment.spec.selector, one!(base_docs, Deployment).spec.selector, "{name}: selectors");
+        assert_eq!(pod_labels(deployment), pod_labels(one!(base_docs, Deployment)), "{name}: pod labels");
+    }
+    // Only the optional components bring CRDs: the install and its base need nothing but Kubernetes.
+    let crds = |docs: &[Doc]| {
+        docs.iter()
+            .filter(|d| {
+                matches!(
+                    d.object,
+                    Object::Certificate(_) | Object::Issuer(_) | Object::PodMonitor(_) | Object::PrometheusRule(_)
+                )
+            })
+            .count()
+    };
+    assert_eq!(crds(&renders[0].1), 0, "the base");
+    assert_eq!(crds(&renders[1].1), 0, "the install");
+}
+
+/// The serving certificate a rendering uses.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cert {
+    /// components/self-managed-cert.
+    SelfManaged,
+    /// components/cert-manager.
+    CertManager,
+}
+
+/// The webhook's objects in `docs` agree with each other, with the certificate from `cert`.
+fn check_webhook_objects(name: &str, docs: &[Doc], cert: Cert) {
+    let deployment = one!(docs, Deployment, anywhere);
+    let service = one!(docs, Service, anywhere);
+    let pdb = one!(docs, PodDisruptionBudget, anywhere);
+    let config = one!(docs, MutatingWebhookConfiguration, anywhere);
+    let account = one!(docs, ServiceAccount, anywhere);
 
     let spec = &deployment.spec;
     let pods = pod_labels(deployment);
-    assert!(selects(&spec.selector, pods), "the Deployment selects its own pods");
+    assert!(selects(&spec.selector, pods), "{name}: the Deployment selects its own pods");
     let pdb_spec = pdb.spec.as_ref().unwrap();
-    assert!(selects(pdb_spec.selector.as_ref().unwrap(), pods), "the PDB selects the webhook pods");
+    assert!(selects(pdb_spec.selector.as_ref().unwrap(), pods), "{name}: the PDB selects the webhook pods");
     assert_eq!(pdb_spec.min_available, Some(IntOrString::Int(1)));
     let service_spec = service.spec.as_ref().unwrap();
     let service_selector = service_spec.selector.as_ref().unwrap();
-    assert!(service_selector.iter().all(|(k, v)| pods.get(k) == Some(v)), "the Service selects the webhook pods");
+    assert!(service_selector.iter().all(|(k, v)| pods.get(k) == Some(v)), "{name}: the Service selects the pods");
 
     let pod = pod_spec(deployment);
     let container = &pod.containers[0];
     let args = container.args.as_deref().unwrap();
+    assert_eq!(flag_value(args, "--log-format"), "json", "{name}: cluster logs are JSON lines");
     let https = &service_spec.ports.as_ref().unwrap()[0];
     assert_eq!(https.port, 443);
     let target = resolve_port(container, https.target_port.as_ref().unwrap());
-    assert_eq!(target, listen_port(flag_value(args, "--listen")), "the Service reaches the webhook's --listen");
+    assert_eq!(target, listen_port(flag_value(args, "--listen")), "{name}: the Service reaches --listen");
 
     let service_name = service.metadata.name.as_deref().unwrap();
     let service_ns = service.metadata.namespace.as_deref().unwrap();
@@ -637,29 +879,9 @@ fn the_webhook_objects_refer_to_each_other() {
         assert_eq!((to.name.as_str(), to.namespace.as_str()), (service_name, service_ns), "{}", hook.name);
         assert_eq!(to.port.unwrap_or(443), https.port, "{}", hook.name);
         assert_eq!(to.path.as_deref(), Some("/mutate"), "{}", hook.name);
+        assert!(hook.client_config.ca_bundle.is_none(), "{name}: the caBundle is filled in on the cluster");
     }
     let dns = format!("{service_name}.{service_ns}.svc");
-    assert!(certificate.spec.dns_names.contains(&dns), "the certificate is valid for {dns}");
-
-    let cert_ns = certificate.metadata.namespace.as_deref().unwrap();
-    let cert_name = certificate.metadata.name.as_deref().unwrap();
-    let annotations = config.metadata.annotations.as_ref().unwrap();
-    assert_eq!(annotations["cert-manager.io/inject-ca-from"], format!("{cert_ns}/{cert_name}"));
-    assert_eq!(certificate.spec.issuer_ref.kind, "Issuer");
-    assert_eq!(Some(certificate.spec.issuer_ref.name.as_str()), issuer.metadata.name.as_deref());
-
-    // The Deployment mounts the certificate's Secret where --tls-cert and --tls-key point.
-    let volume = pod
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some(&certificate.spec.secret_name))
-        .expect("a volume of the certificate's Secret");
-    let mount = container.volume_mounts.iter().flatten().find(|m| m.name == volume.name).expect("mounted");
-    assert_eq!(mount.mount_path, TLS_MOUNT);
-    for flag in ["--tls-cert", "--tls-key"] {
-        assert!(flag_value(args, flag).starts_with(&format!("{}/", mount.mount_path)), "{flag} in the Secret");
-    }
 
     // The probes ask the --metrics-listen port, which the container declares.
     let metrics = listen_port(flag_value(args, "--metrics-listen"));
@@ -669,10 +891,176 @@ fn the_webhook_objects_refer_to_each_other() {
         assert_eq!(resolve_port(container, &get.port), metrics, "{path}");
     }
     assert_eq!(flag_value(args, "--image"), container.image.as_deref().unwrap(), "the webhook injects its own image");
-
     assert_eq!(pod.service_account_name.as_deref(), account.metadata.name.as_deref());
-    assert_eq!(account.automount_service_account_token, Some(false), "the webhook needs no API token");
-    assert_eq!(pod.automount_service_account_token, Some(false));
+    let account_name = account.metadata.name.as_deref().unwrap();
+    let annotations = config.metadata.annotations.clone().unwrap_or_default();
+
+    match cert {
+        Cert::CertManager => {
+            let certificate = one!(docs, Certificate, anywhere);
+            let issuer = one!(docs, Issuer, anywhere);
+            assert!(certificate.spec.dns_names.contains(&dns), "the certificate is valid for {dns}");
+            let cert_ns = certificate.metadata.namespace.as_deref().unwrap();
+            let cert_name = certificate.metadata.name.as_deref().unwrap();
+            assert_eq!(annotations["cert-manager.io/inject-ca-from"], format!("{cert_ns}/{cert_name}"));
+            assert_eq!(certificate.spec.issuer_ref.kind, "Issuer");
+            assert_eq!(Some(certificate.spec.issuer_ref.name.as_str()), issuer.metadata.name.as_deref());
+            // The Deployment mounts the certificate's Secret where --tls-cert and --tls-key point.
+            let secret = &certificate.spec.secret_name;
+            let volume = pod
+                .volumes
+                .iter()
+                .flatten()
+                .find(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_ref()) == Some(secret))
+                .expect("a volume of the certificate's Secret");
+            let mount = container.volume_mounts.iter().flatten().find(|m| m.name == volume.name).expect("mounted");
+            assert_eq!(mount.mount_path, TLS_MOUNT);
+            for flag in ["--tls-cert", "--tls-key"] {
+                assert!(flag_value(args, flag).starts_with(&format!("{}/", mount.mount_path)), "{flag} in the Secret");
+            }
+            assert!(!args.iter().any(|a| a == "--cert-secret"));
+            assert_eq!(account.automount_service_account_token, Some(false), "the webhook needs no API token");
+            assert_eq!(pod.automount_service_account_token, Some(false));
+            assert!(docs.iter().all(|d| !matches!(
+                d.object,
+                Object::Role(_) | Object::RoleBinding(_) | Object::ClusterRoleBinding(_)
+            )));
+        }
+        Cert::SelfManaged => {
+            assert!(docs.iter().all(|d| !matches!(d.object, Object::Certificate(_) | Object::Issuer(_))));
+            assert!(annotations.is_empty(), "{name}: no CA injector annotation: {annotations:?}");
+            assert!(!args.iter().any(|a| a.starts_with("--tls-")), "{name}: {args:?}");
+            let secret = flag_value(args, "--cert-secret");
+            // The defaults of --service and --webhook-configuration name the Service and the configuration.
+            assert!(!args.iter().any(|a| a == "--service" || a == "--webhook-configuration"), "{args:?}");
+            assert_eq!(service_name, "trialtail-webhook");
+            assert_eq!(config.metadata.name.as_deref(), Some("trialtail"));
+            assert_eq!(pod.automount_service_account_token, Some(true), "{name}: the webhook talks to the API");
+            let env = container.env.as_deref().unwrap_or_default();
+            let from_field = |var: &str| {
+                env.iter()
+                    .find(|e| e.name == var)
+                    .and_then(|e| e.value_from.as_ref()?.field_ref.as_ref())
+                    .map(|f| f.field_path.clone())
+            };
+            assert_eq!(from_field("POD_NAMESPACE").as_deref(), Some("metadata.namespace"));
+            // Exactly the RBAC it needs, bound to its service account.
+            let role = one!(docs, Role, anywhere);
+            let binding = one!(docs, RoleBinding, anywhere);
+            let role_rules = role.rules.as_deref().unwrap();
+            assert!(grants(role_rules, "", "secrets", Some(secret), "get"));
+            assert!(grants(role_rules, "", "secrets", Some(secret), "update"));
+            assert!(grants(role_rules, "", "secrets", None, "create"), "create cannot be limited to a name");
+            assert!(!grants(role_rules, "", "secrets", Some("another"), "get"), "no other Secret");
+            assert!(!grants(role_rules, "", "secrets", Some(secret), "list") && no_wildcards(role_rules));
+            assert_eq!(
+                (binding.role_ref.kind.as_str(), Some(&binding.role_ref.name)),
+                ("Role", role.metadata.name.as_ref())
+            );
+            let subject = |subjects: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>| {
+                subjects
+                    .iter()
+                    .flatten()
+                    .map(|s| (s.kind.clone(), s.name.clone(), s.namespace.clone()))
+                    .collect::<Vec<_>>()
+            };
+            let ours = vec![("ServiceAccount".to_string(), account_name.to_string(), Some(NAMESPACE.to_string()))];
+            assert_eq!(subject(&binding.subjects), ours);
+            let bundle_binding = one!(docs, ClusterRoleBinding, anywhere);
+            let bundle_role = docs
+                .iter()
+                .find_map(|d| match &d.object {
+                    Object::ClusterRole(r) if r.metadata.name.as_ref() == Some(&bundle_binding.role_ref.name) => {
+                        Some(r)
+                    }
+                    _ => None,
+                })
+                .expect("the ClusterRole the ClusterRoleBinding names");
+            let rules = bundle_role.rules.as_deref().unwrap();
+            let mwc = config.metadata.name.as_deref();
+            let group = "admissionregistration.k8s.io";
+            assert!(grants(rules, group, "mutatingwebhookconfigurations", mwc, "get"));
+            assert!(grants(rules, group, "mutatingwebhookconfigurations", mwc, "patch"));
+            assert!(!grants(rules, group, "mutatingwebhookconfigurations", Some("another"), "patch"));
+            assert!(no_wildcards(rules) && rules.len() == 1, "{rules:?}");
+            assert_eq!(subject(&bundle_binding.subjects), ours);
+        }
+    }
+}
+
+#[test]
+fn the_webhook_objects_refer_to_each_other_with_either_certificate() {
+    let Some(renders) = renders() else { return };
+    let find = |name: &str| &renders.iter().find(|(n, _)| n == name).unwrap().1;
+    check_webhook_objects("the install", find("the install"), Cert::SelfManaged);
+    check_webhook_objects("overlays/cert-manager", find("overlays/cert-manager"), Cert::CertManager);
+    check_webhook_objects("base + components/cert-manager", find("base + components/cert-manager"), Cert::CertManager);
+    check_webhook_objects("every optional component", find("base + every optional component"), Cert::SelfManaged);
+}
+
+#[test]
+fn the_monitoring_component_ships_the_rules_file_as_a_prometheusrule_and_the_dashboard_as_a_configmap() {
+    let docs = documents();
+    let rule = one!(docs, PrometheusRule, |f: &str| f.starts_with("components/monitoring/"));
+    let plain = one!(docs, Rules, |f: &str| f == RULES_FILE);
+    assert_eq!(rule.spec, *plain, "prometheusrule.yaml and {RULES_FILE} hold the same groups");
+    let Some(renders) = renders() else { return };
+    let monitoring = &renders.iter().find(|(n, _)| n == "base + components/monitoring").unwrap().1;
+    let map = one!(monitoring, ConfigMap, anywhere);
+    assert_eq!(map.metadata.name.as_deref(), Some("trialtail-dashboard"), "no hash suffix: a stable name");
+    assert_eq!(map.metadata.labels.as_ref().unwrap()["grafana_dashboard"], "1", "Grafana's sidecar loads it");
+    let json = std::fs::read_to_string(manifests_dir().join(DASHBOARD_FILE)).unwrap();
+    assert_eq!(map.data.as_ref().unwrap()["trialtail-dashboard.json"], json);
+}
+
+#[test]
+fn the_sidecar_clusterrole_holds_exactly_its_verbs_and_rbac_yaml_binds_it_for_the_examples() {
+    let docs = documents();
+    let role = one!(docs, ClusterRole, |f: &str| f == "base/sidecar-clusterrole.yaml");
+    let rules = role.rules.as_deref().unwrap();
+    let mut granted: Vec<String> = Vec::new();
+    for r in rules {
+        for (g, res, v) in itertools_product(r) {
+            granted.push(format!("{g}/{res} {v}"));
+        }
+    }
+    granted.sort();
+    let mut expected: Vec<String> = [
+        "/pods get",
+        "/pods watch",
+        "/pods/log get",
+        "batch/jobs get",
+        "kubeflow.org/trials get",
+        "kubeflow.org/trials/status patch",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(
+        ["tfjobs", "pytorchjobs", "mpijobs", "xgboostjobs", "paddlejobs", "jaxjobs"]
+            .map(|k| format!("kubeflow.org/{k} get")),
+    )
+    .collect();
+    expected.sort();
+    assert_eq!(granted, expected);
+    assert!(rules.iter().all(|r| r.resource_names.is_none()) && no_wildcards(rules));
+    let binding = one!(docs, RoleBinding, |f: &str| f == "rbac.yaml");
+    assert_eq!(
+        (binding.role_ref.kind.as_str(), Some(&binding.role_ref.name)),
+        ("ClusterRole", role.metadata.name.as_ref())
+    );
+}
+
+/// Every (group, resource, verb) a rule grants.
+fn itertools_product(r: &PolicyRule) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for g in r.api_groups.iter().flatten() {
+        for res in r.resources.iter().flatten() {
+            for v in &r.verbs {
+                out.push((g.clone(), res.clone(), v.clone()));
+            }
+        }
+    }
+    out
 }
 
 #[test]
@@ -790,10 +1178,24 @@ fn a_trial_that_already_runs_trialtail_as_katib_custom_collector_is_not_injected
 }
 
 #[test]
+fn the_webhook_podmonitor_scrapes_the_webhook_pods_metrics_port() {
+    let docs = documents();
+    let monitor = &one!(docs, PodMonitor, |f: &str| f.ends_with("webhook-podmonitor.yaml")).spec;
+    let deployment = one!(docs, Deployment);
+    assert!(selects(&monitor.selector, pod_labels(deployment)));
+    assert!(!selects(&monitor.selector, &labels(&[(INJECTED_LABEL, "true")])), "not the sidecars");
+    let container = &pod_spec(deployment).containers[0];
+    let endpoint = &monitor.pod_metrics_endpoints[0];
+    let port = resolve_port(container, &IntOrString::String(endpoint.port.clone()));
+    assert_eq!(port, listen_port(flag_value(container.args.as_deref().unwrap(), "--metrics-listen")));
+    assert_eq!(endpoint.path, "/metrics");
+}
+
+#[test]
 fn the_podmonitor_scrapes_injected_pods_in_every_namespace_on_the_sidecar_port() {
     let docs = documents();
-    let monitor = &one!(docs, PodMonitor).spec;
-    assert_eq!(monitor.namespace_selector.any, Some(true));
+    let monitor = &one!(docs, PodMonitor, |f: &str| f == "components/prometheus-operator/podmonitor.yaml").spec;
+    assert_eq!(monitor.namespace_selector.as_ref().unwrap().any, Some(true));
     assert!(selects(&monitor.selector, &labels(&[(INJECTED_LABEL, "true")])));
     assert!(!selects(&monitor.selector, &labels(&[("trialtail.io/inject", "true")])), "injected, not asked for");
     let endpoint = &monitor.pod_metrics_endpoints[..];
@@ -804,27 +1206,20 @@ fn the_podmonitor_scrapes_injected_pods_in_every_namespace_on_the_sidecar_port()
 #[test]
 fn the_examples_run_under_a_service_account_bound_to_the_sidecars_verbs() {
     let docs = documents();
-    // native-sidecar-job.yaml uses rbac.yaml's account; katib-push-experiment.yaml brings its own.
+    // native-sidecar-job.yaml uses rbac.yaml's account; katib-push-experiment.yaml brings its own. Both are bound
+    // to the install's ClusterRole trialtail-sidecar in their namespace.
     for (example, rbac) in [
         ("examples/native-sidecar-job.yaml", "rbac.yaml"),
         ("examples/katib-push-experiment.yaml", "examples/katib-push-experiment.yaml"),
     ] {
         let in_rbac = |file: &str| file == rbac;
         let binding = one!(docs, RoleBinding, in_rbac);
-        let role = one!(docs, Role, in_rbac);
-        assert_eq!(binding.role_ref.kind, "Role");
-        assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
-        let granted = |resource: &str, verb: &str| {
-            role.rules
-                .iter()
-                .flatten()
-                .any(|r| r.resources.iter().flatten().any(|x| x == resource) && r.verbs.iter().any(|v| v == verb))
-        };
-        for (resource, verb) in
-            [("pods", "get"), ("pods", "watch"), ("pods/log", "get"), ("trials", "get"), ("trials/status", "patch")]
-        {
-            assert!(granted(resource, verb), "{rbac}: {verb} {resource}");
-        }
+        let account = one!(docs, ServiceAccount, in_rbac);
+        assert_eq!(binding.metadata.namespace, account.metadata.namespace, "{rbac}");
+        assert_eq!(
+            (binding.role_ref.kind.as_str(), binding.role_ref.name.as_str()),
+            ("ClusterRole", "trialtail-sidecar")
+        );
         let bound: Vec<(&str, Option<&str>)> =
             binding.subjects.iter().flatten().map(|s| (s.name.as_str(), s.namespace.as_deref())).collect();
         let mut specs = Vec::new();
@@ -884,7 +1279,7 @@ fn the_push_experiment_runs_through_check_config_with_the_trial_katib_would_crea
         assert!(summary.contains(expected), "{expected:?} in\n{summary}");
     }
     // The Custom example: trialtail as Katib's custom collector reports the same way.
-    let custom = invocations().into_iter().find(|i| i.place.contains("customCollector")).unwrap();
+    let custom = invocations(&docs).into_iter().find(|i| i.place.contains("customCollector")).unwrap();
     let summary = check_config_with_trial(&custom.args, "examples/native-sidecar-job.yaml");
     assert!(summary.contains("katib:       collector kind Custom: rows to"), "{summary}");
 }
@@ -902,33 +1297,62 @@ fn the_katib_config_patch_swaps_the_image_of_both_file_collector_kinds() {
     );
 }
 
-/// The Dockerfile's stages by name (`FROM … AS name`; the last one, the default build, is "default"): their
-/// `USER` and `ENTRYPOINT` lines.
-fn dockerfile_stages() -> Vec<(String, Option<String>, Option<String>)> {
+/// One stage of the Dockerfile: its name (the last one, the default build, is "default"), what it is built
+/// `FROM`, and its `USER`, `ENTRYPOINT` and `LABEL` keys.
+#[derive(Debug, Clone, Default)]
+struct Stage {
+    name: String,
+    from: String,
+    user: Option<String>,
+    entrypoint: Option<String>,
+    labels: Vec<String>,
+}
+
+/// The Dockerfile's stages, each with what it inherits from the stage it is built `FROM` (user, entrypoint,
+/// labels), continuation lines joined.
+fn dockerfile_stages() -> Vec<Stage> {
     let text = std::fs::read_to_string(crate::root().join("Dockerfile")).unwrap();
-    let mut stages: Vec<(String, Option<String>, Option<String>)> = Vec::new();
-    for line in text.lines().map(str::trim) {
+    let joined = text.replace("\\\n", " ");
+    let mut stages: Vec<Stage> = Vec::new();
+    for line in joined.lines().map(str::trim) {
         if let Some(from) = line.strip_prefix("FROM ") {
-            let name = from.split_once(" AS ").map_or("default", |(_, n)| n).trim().to_string();
-            stages.push((name, None, None));
-        } else if let (Some(user), Some(last)) = (line.strip_prefix("USER "), stages.last_mut()) {
-            last.1 = Some(user.to_string());
-        } else if let (Some(entry), Some(last)) = (line.strip_prefix("ENTRYPOINT "), stages.last_mut()) {
-            last.2 = Some(entry.to_string());
+            let (from, name) = from.split_once(" AS ").map_or((from, "default"), |(f, n)| (f, n));
+            let mut stage = stages.iter().find(|s| s.name == from.trim()).cloned().unwrap_or_default();
+            stage.name = name.trim().to_string();
+            stage.from = from.trim().to_string();
+            stages.push(stage);
+        } else if let Some(last) = stages.last_mut() {
+            if let Some(user) = line.strip_prefix("USER ") {
+                last.user = Some(user.to_string());
+            } else if let Some(entry) = line.strip_prefix("ENTRYPOINT ") {
+                last.entrypoint = Some(entry.to_string());
+            } else if let Some(labels) = line.strip_prefix("LABEL ") {
+                let keys = labels.split_whitespace().filter_map(|kv| kv.split_once('=').map(|(k, _)| k.to_string()));
+                last.labels.extend(keys);
+            }
         }
     }
     stages
 }
 
 #[test]
-fn the_image_runs_as_65532_and_its_dropin_target_as_root_both_with_the_binary_as_entrypoint() {
+fn the_image_runs_as_65532_and_its_dropin_target_as_root_both_with_the_binary_as_entrypoint_and_oci_labels() {
     let stages = dockerfile_stages();
-    let (last, dropin) = (stages.last().unwrap(), stages.iter().find(|s| s.0 == "dropin").expect("a dropin target"));
-    assert_eq!((last.0.as_str(), last.1.as_deref()), ("default", Some("65532:65532")), "{stages:?}");
-    assert_eq!(dropin.1.as_deref(), Some("0:0"), "{stages:?}");
-    for (name, _, entry) in [last, dropin] {
-        assert_eq!(entry.as_deref(), Some(r#"["/trialtail"]"#), "{name}: Katib passes only args");
+    let last = stages.last().unwrap();
+    let dropin = stages.iter().find(|s| s.name == "dropin").expect("a dropin target");
+    assert_eq!((last.name.as_str(), last.user.as_deref()), ("default", Some("65532:65532")), "{stages:?}");
+    assert_eq!(dropin.user.as_deref(), Some("0:0"), "{stages:?}");
+    for stage in [last, dropin] {
+        assert_eq!(stage.entrypoint.as_deref(), Some(r#"["/trialtail"]"#), "{}: Katib passes only args", stage.name);
+        for key in ["title", "description", "version", "revision", "created", "source", "licenses"] {
+            let label = format!("org.opencontainers.image.{key}");
+            assert!(stage.labels.contains(&label), "{}: {label} in {:?}", stage.name, stage.labels);
+        }
     }
+    // Native compiles per platform: the build stage runs on the target platform (no --platform=$BUILDPLATFORM,
+    // no cross toolchain), for the target rustc reports as its host.
+    let build = stages.iter().find(|s| s.name == "build").unwrap();
+    assert!(!build.from.contains("--platform"), "{build:?}");
 }
 
 /// A trialtail container found in a manifest: where, its args and its literal environment.
@@ -944,11 +1368,10 @@ fn pod_containers<'a>(file: &str, spec: &'a PodSpec) -> Vec<(String, &'a Contain
     all.map(|c| (format!("{file}: container {}", c.name), c)).collect()
 }
 
-/// Every container running trialtail's image with its entrypoint (no `command`), in every manifest.
-fn invocations() -> Vec<Invocation> {
-    let docs = documents();
+/// Every container running trialtail's image with its entrypoint (no `command`), in `docs`.
+fn invocations(docs: &[Doc]) -> Vec<Invocation> {
     let mut containers: Vec<(String, &Container)> = Vec::new();
-    for d in &docs {
+    for d in docs {
         match &d.object {
             Object::Deployment(o) => containers.extend(pod_containers(&d.file, pod_spec(o))),
             Object::Job(o) => {
@@ -998,7 +1421,7 @@ fn check_configs(invocations: &[Invocation]) -> Vec<String> {
 #[test]
 fn every_sidecar_args_list_in_the_manifests_passes_check_config() {
     let found: Vec<Invocation> =
-        invocations().into_iter().filter(|i| i.args.first().is_none_or(|a| a != "webhook")).collect();
+        invocations(&documents()).into_iter().filter(|i| i.args.first().is_none_or(|a| a != "webhook")).collect();
     let places: Vec<&str> = found.iter().map(|i| i.place.as_str()).collect();
     assert_eq!(
         places,
@@ -1012,12 +1435,23 @@ fn every_sidecar_args_list_in_the_manifests_passes_check_config() {
 }
 
 #[test]
-fn the_webhook_deployment_args_pass_check_config() {
-    let mut found: Vec<Invocation> =
-        invocations().into_iter().filter(|i| i.args.first().is_some_and(|a| a == "webhook")).collect();
-    assert_eq!(found.len(), 1, "the Deployment's container");
-    // The certificate the args name is where the Deployment mounts cert-manager's Secret; `--check-config`
-    // loads it, so a certificate and its key stand in at that place.
+fn the_webhook_deployment_args_pass_check_config_with_either_certificate() {
+    let Some(renders) = renders() else { return };
+    let find = |name: &str| &renders.iter().find(|(n, _)| n == name).unwrap().1;
+    let webhook = |docs: &[Doc]| {
+        let mut found: Vec<Invocation> =
+            invocations(docs).into_iter().filter(|i| i.args.first().is_some_and(|a| a == "webhook")).collect();
+        assert_eq!(found.len(), 1, "the Deployment's container");
+        found.remove(0)
+    };
+    // Self-managed: --check-config checks the flags and contacts nothing.
+    let self_managed = webhook(find("the install"));
+    assert!(self_managed.args.iter().any(|a| a == "--cert-secret"), "{:?}", self_managed.args);
+    let mut failures = check_configs(&[self_managed]);
+
+    // cert-manager: the certificate the args name is where the Deployment mounts cert-manager's Secret, and
+    // `--check-config` loads it, so a certificate and its key stand in at that place.
+    let mut from_files = webhook(find("overlays/cert-manager"));
     let dir = tempfile::tempdir().unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["trialtail-webhook.trialtail-system.svc".to_string()])
@@ -1028,13 +1462,13 @@ fn the_webhook_deployment_args_pass_check_config() {
     std::fs::write(dir.path().join("tls.key"), key.serialize_pem()).unwrap();
     let mounted = format!("{TLS_MOUNT}/");
     let mut moved = 0;
-    for arg in &mut found[0].args {
+    for arg in &mut from_files.args {
         if let Some(file) = arg.strip_prefix(&mounted) {
             *arg = dir.path().join(file).display().to_string();
             moved += 1;
         }
     }
-    assert_eq!(moved, 2, "--tls-cert and --tls-key under {TLS_MOUNT}: {:?}", found[0].args);
-    let failures = check_configs(&found);
+    assert_eq!(moved, 2, "--tls-cert and --tls-key under {TLS_MOUNT}: {:?}", from_files.args);
+    failures.extend(check_configs(&[from_files]));
     assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -16,6 +16,11 @@ fn sh_quote(s: &str) -> String {
 
 /// Runs the binary with `args` on a pseudo-terminal; returns everything it wrote there.
 fn on_a_terminal(args: &[&str]) -> String {
+    on_a_terminal_with(args, &[])
+}
+
+/// [`on_a_terminal`] with `env` set (and `NO_COLOR` unset unless `env` sets it).
+fn on_a_terminal_with(args: &[&str], env: &[(&str, &str)]) -> String {
     let mut cmd = sh_quote(env!("CARGO_BIN_EXE_trialtail"));
     for a in args {
         cmd.push(' ');
@@ -24,6 +29,10 @@ fn on_a_terminal(args: &[&str]) -> String {
     let out = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
         .env_remove("TRIALTAIL_LOG")
+        .env_remove("NO_COLOR")
+        .env_remove("TRIALTAIL_COLOR")
+        .env("TERM", "xterm")
+        .envs(env.iter().copied())
         .output()
         .expect("util-linux `script` runs");
     assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
@@ -126,4 +135,47 @@ fn live_redraws_the_followed_table_on_a_terminal_and_not_in_a_pipe() {
     assert!(piped.status.success());
     assert!(!stdout(&piped).contains('\x1b'), "escape codes in a pipe: {:?}", stdout(&piped));
     assert!(stdout(&piped).starts_with("metric"));
+}
+
+#[test]
+fn diagnostics_are_coloured_on_a_terminal_unless_no_color_color_never_or_a_dumb_terminal() {
+    // --live without --follow logs a warning: the one diagnostic of this run.
+    let log = example("tf_accuracy_at_step.log");
+    let args = ["run", "--live", log.to_str().unwrap()];
+    let with = |extra: &[&str], env: &[(&str, &str)]| on_a_terminal_with(&[extra, &args[..]].concat(), env);
+    let coloured = |screen: &str| screen.lines().any(|l| l.contains("WARN") && l.contains('\x1b'));
+    let plain = |screen: &str| screen.contains("WARN") && !screen.contains('\x1b');
+    assert!(coloured(&with(&[], &[])), "auto on a terminal: {:?}", with(&[], &[]));
+    assert!(plain(&with(&[], &[("NO_COLOR", "1")])), "NO_COLOR");
+    assert!(coloured(&with(&[], &[("NO_COLOR", "")])), "an empty NO_COLOR is no NO_COLOR");
+    assert!(plain(&with(&[], &[("TERM", "dumb")])), "TERM=dumb");
+    assert!(plain(&with(&["--color", "never"], &[])), "--color never");
+    assert!(plain(&with(&[], &[("TRIALTAIL_COLOR", "never")])), "TRIALTAIL_COLOR=never");
+    assert!(coloured(&with(&["--color=always"], &[("NO_COLOR", "1")])), "a flag beats NO_COLOR");
+    assert!(plain(&with(&["--log-format", "json"], &[])), "JSON is never coloured");
+
+    // Into a pipe: plain unless asked.
+    let piped = trialtail(&args, None);
+    assert!(plain(&stderr(&piped)), "{}", stderr(&piped));
+    let forced = trialtail(&[&["--color", "always"], &args[..]].concat(), None);
+    assert!(stderr(&forced).contains("\x1b["), "{}", stderr(&forced));
+    // clap's own messages follow the flag too.
+    let error = trialtail(&["--color", "always", "run", "--no-such-flag"], None);
+    assert!(stderr(&error).contains("\x1b["), "{}", stderr(&error));
+    let error = trialtail(&["--color", "never", "run", "--no-such-flag"], None);
+    assert!(!stderr(&error).contains('\x1b') && stderr(&error).contains("--no-such-flag"), "{}", stderr(&error));
+}
+
+#[test]
+fn a_dumb_terminal_gets_neither_a_progress_bar_nor_redraws() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = big_log(dir.path());
+    let tty = on_a_terminal_with(&["run", &log], &[("TERM", "dumb")]);
+    assert!(!tty.contains("MB/s") && !tty.contains('\x1b'), "{tty:?}");
+    assert!(tty.contains("loss"), "the table: {tty:?}");
+    let path = dir.path().join("train.log");
+    std::fs::write(&path, "loss=0.9\nloss=0.5\n").unwrap();
+    let args = ["run", "--follow", "--live", "--until-idle", "300ms", path.to_str().unwrap()];
+    let screen = on_a_terminal_with(&args, &[("TERM", "dumb")]);
+    assert!(!screen.contains('\x1b') && screen.contains("loss"), "{screen:?}");
 }

@@ -9,7 +9,7 @@
 //!
 //! The order of trialtail's and Katib's pod webhooks is played through [`admit`], a model of the API server's
 //! mutating admission (configurations sorted by name, objectSelectors on the pod as mutated so far, the second
-//! round for `reinvocationPolicy: IfNeeded`), with trialtail's webhooks as `manifests/mutatingwebhook.yaml`
+//! round for `reinvocationPolicy: IfNeeded`), with trialtail's webhooks as `manifests/base/mutatingwebhook.yaml`
 //! declares them calling the real server, and Katib's webhook as the patch between a trial pod before and after
 //! it (fixtures `katib-job-pod` and `katib-*`).
 
@@ -41,13 +41,13 @@ use crate::support::{self, PATIENCE, free_addr, get, wait_for};
 use crate::{root, stderr, trialtail};
 
 /// A CA and a server certificate for `localhost` it signed.
-struct Pki {
-    ca: String,
-    cert: String,
-    key: String,
+pub struct Pki {
+    pub ca: String,
+    pub cert: String,
+    pub key: String,
 }
 
-fn pki(name: &str) -> Pki {
+pub fn pki(name: &str) -> Pki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -61,7 +61,7 @@ fn pki(name: &str) -> Pki {
 }
 
 /// Writes `pki`'s pair as the kubelet updates a secret volume: files in a new directory, then `..data` swapped.
-fn publish(dir: &Path, generation: &str, pki: &Pki) {
+pub fn publish(dir: &Path, generation: &str, pki: &Pki) {
     let data = dir.join(format!("..{generation}"));
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("tls.crt"), &pki.cert).unwrap();
@@ -84,32 +84,35 @@ fn certified(name: &str) -> (tempfile::TempDir, Pki) {
     (dir, pki)
 }
 
-/// The webhook process, killed when dropped (also the webhook of the real-API-server tests, `k8s`).
-pub(crate) struct Webhook {
+/// The webhook process, killed when dropped.
+pub struct Webhook {
     child: Child,
-    pub(crate) tls: SocketAddr,
-    pub(crate) plain: SocketAddr,
+    pub tls: SocketAddr,
+    pub plain: SocketAddr,
     log: PathBuf,
 }
 
 impl Webhook {
-    /// Starts it with the pair in `DIR/tls/` and waits for `/readyz`.
-    pub(crate) fn start(dir: &Path, extra: &[&str]) -> Webhook {
+    /// The webhook serving the certificate in `dir/tls/`.
+    pub fn start(dir: &Path, extra: &[&str]) -> Webhook {
         Webhook::start_with_env(dir, extra, &[])
     }
 
     fn start_with_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Webhook {
+        let files = [dir.join("tls/tls.crt"), dir.join("tls/tls.key")].map(|p| p.display().to_string());
+        let certificate = ["--tls-cert", &files[0], "--tls-key", &files[1]];
+        Webhook::launch(dir, &[&certificate[..], extra].concat(), env)
+    }
+
+    /// The webhook with `args` after its addresses, its log in `dir/webhook-N.log`, ready.
+    pub fn launch(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Webhook {
         let (tls, plain) = (free_addr(), free_addr());
-        let log = dir.join("webhook.log");
+        let log = (0..).map(|n| dir.join(format!("webhook-{n}.log"))).find(|p| !p.exists()).unwrap();
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_trialtail"))
             .args(["webhook", "--listen", &tls.to_string(), "--metrics-listen", &plain.to_string()])
-            .arg("--tls-cert")
-            .arg(dir.join("tls/tls.crt"))
-            .arg("--tls-key")
-            .arg(dir.join("tls/tls.key"))
             .args(["--image", "ghcr.io/trialtail/trialtail:0.1.0", "--log-level", "info"])
-            .args(extra)
+            .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
@@ -126,7 +129,7 @@ impl Webhook {
         w
     }
 
-    pub(crate) fn output(&self) -> String {
+    pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
@@ -154,16 +157,23 @@ impl Drop for Webhook {
 }
 
 /// An HTTPS answer and the certificate the server presented.
-struct Answer {
-    status: StatusCode,
-    body: Vec<u8>,
-    presented: CertificateDer<'static>,
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Vec<u8>,
+    pub presented: CertificateDer<'static>,
 }
 
-/// A TLS connection to `addr` trusting only `ca`.
+/// A TLS connection to `addr` trusting only `ca`, for `localhost`.
 async fn connect(addr: SocketAddr, ca: &str) -> Result<TlsStream<TcpStream>, String> {
+    connect_as(addr, ca, "localhost").await
+}
+
+/// A TLS connection to `addr` as the server `name`, trusting only `ca` (PEM; several certificates allowed).
+async fn connect_as(addr: SocketAddr, ca: &str, name: &str) -> Result<TlsStream<TcpStream>, String> {
     let mut roots = RootCertStore::empty();
-    roots.add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()).unwrap();
+    for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+        roots.add(cert.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -171,13 +181,25 @@ async fn connect(addr: SocketAddr, ca: &str) -> Result<TlsStream<TcpStream>, Str
         .with_no_client_auth();
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let server_name = ServerName::try_from("localhost").unwrap();
+    let server_name = ServerName::try_from(name.to_string()).unwrap();
     connector.connect(server_name, tcp).await.map_err(|e| format!("TLS: {e}"))
 }
 
 /// One request over a new TLS connection trusting only `ca`.
-async fn call(addr: SocketAddr, ca: &str, method: &str, path: &str, body: Vec<u8>) -> Result<Answer, String> {
-    let tls = connect(addr, ca).await?;
+pub async fn call(addr: SocketAddr, ca: &str, method: &str, path: &str, body: Vec<u8>) -> Result<Answer, String> {
+    call_as(addr, ca, "localhost", method, path, body).await
+}
+
+/// One request over a new TLS connection to the server `name`, trusting only `ca`.
+pub async fn call_as(
+    addr: SocketAddr,
+    ca: &str,
+    name: &str,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Answer, String> {
+    let tls = connect_as(addr, ca, name).await?;
     let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone().into_owned();
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
@@ -213,7 +235,7 @@ async fn read_answer(tls: &mut TlsStream<TcpStream>) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-fn fixture(name: &str) -> Vec<u8> {
+pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(root().join("tests/fixtures/admission").join(format!("{name}.json"))).unwrap()
 }
 
@@ -221,7 +243,7 @@ fn json(answer: &Answer) -> Value {
     serde_json::from_slice(&answer.body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&answer.body)))
 }
 
-fn metric(text: &str, series: &str) -> u64 {
+pub fn metric(text: &str, series: &str) -> u64 {
     let line = text.lines().find(|l| l.split(' ').next() == Some(series));
     line.and_then(|l| l.rsplit(' ').next()?.parse().ok()).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
 }
@@ -455,7 +477,7 @@ fn fixture_pod(name: &str) -> Value {
     serde_json::from_slice::<Value>(&fixture(name)).unwrap()["request"]["object"].clone()
 }
 
-/// trialtail's MutatingWebhookConfiguration from `manifests/mutatingwebhook.yaml`, under `name`, each webhook
+/// trialtail's MutatingWebhookConfiguration from `manifests/base/mutatingwebhook.yaml`, under `name`, each webhook
 /// calling the real server over TLS with an AdmissionReview of the pod as mutated so far.
 fn trialtail_configuration<'a>(
     name: &str,
@@ -463,7 +485,7 @@ fn trialtail_configuration<'a>(
     webhook: &'a Webhook,
     ca: &'a str,
 ) -> Configuration<'a> {
-    let text = std::fs::read_to_string(root().join("manifests/mutatingwebhook.yaml")).unwrap();
+    let text = std::fs::read_to_string(root().join("manifests/base/mutatingwebhook.yaml")).unwrap();
     let config: MutatingWebhookConfiguration = serde_saphyr::from_str(&text).unwrap();
     let hooks = config.webhooks.unwrap().into_iter().map(|h| {
         let call = move |pod: &Value| {
@@ -579,4 +601,158 @@ fn webhook_order_with_katibs_pod_webhook_does_not_matter_no_sidecar_beside_katib
         "{log}"
     );
     assert!(log.contains("the pod carries another metrics collector") && log.contains("trialtail-collector"), "{log}");
+}
+
+/// The Secret and the MutatingWebhookConfiguration of the self-managed certificate, in the fake API server.
+const SECRET_PATH: &str = "/api/v1/namespaces/trialtail-system/secrets/trialtail-webhook-tls";
+const CONFIG_PATH: &str = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/trialtail";
+/// The name the API server calls the webhook by.
+const SERVICE_DNS: &str = "trialtail-webhook.trialtail-system.svc";
+
+/// A MutatingWebhookConfiguration with two entries calling trialtail's Service and one calling another.
+fn webhook_configuration() -> Value {
+    let hook = |name: &str, service: &str| {
+        serde_json::json!({"name": name, "admissionReviewVersions": ["v1"], "sideEffects": "None",
+            "clientConfig": {"service": {"name": service, "namespace": "trialtail-system", "path": "/mutate"}}})
+    };
+    serde_json::json!({
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "trialtail"},
+        "webhooks": [hook("inject.trialtail.io", "trialtail-webhook"), hook("someone-else.example.com", "other"),
+                     hook("katib-trials.trialtail.io", "trialtail-webhook")],
+    })
+}
+
+/// A Secret's `data[key]`, decoded.
+fn secret_data(secret: &Value, key: &str) -> String {
+    String::from_utf8(base64_decode(secret["data"][key].as_str().unwrap_or_else(|| panic!("{key} in {secret}"))))
+        .unwrap()
+}
+
+/// The caBundles of the configuration's three entries, decoded (empty when unset).
+fn bundles(config: &Value) -> Vec<String> {
+    let hooks = config["webhooks"].as_array().unwrap();
+    hooks
+        .iter()
+        .map(|h| {
+            h["clientConfig"]["caBundle"]
+                .as_str()
+                .map(base64_decode)
+                .map(|b| String::from_utf8(b).unwrap())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[test]
+fn webhook_with_cert_secret_makes_its_certificate_shares_it_between_replicas_keeps_the_ca_bundle_and_renews_a_foreign_one()
+ {
+    let fake = support::kube_fake::KubeFake::start(Value::Null, Value::Null, Value::Null);
+    fake.put_object(CONFIG_PATH, webhook_configuration());
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, fake.kubeconfig("trialtail-system")).unwrap();
+    let kubeconfig = kubeconfig.display().to_string();
+    let env = [("KUBECONFIG", kubeconfig.as_str()), ("POD_NAMESPACE", "trialtail-system")];
+    let args = ["--cert-secret", "trialtail-webhook-tls", "--cert-recheck", "1s"];
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let review =
+        |w: &Webhook, ca: &str| rt.block_on(call_as(w.tls, ca, SERVICE_DNS, "POST", "/mutate", fixture("katib-trial")));
+
+    // The first replica makes the Secret and puts its CA into both of trialtail's entries, not the other one.
+    let first = Webhook::launch(dir.path(), &args, &env);
+    let secret = fake.object(SECRET_PATH).expect("the Secret was created");
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    let ca = secret_data(&secret, "ca.crt");
+    assert!(secret_data(&secret, "ca.key").contains("PRIVATE KEY"));
+    assert_eq!(bundles(&fake.object(CONFIG_PATH).unwrap()), [ca.clone(), String::new(), ca.clone()]);
+    // The API server's view: the certificate verifies for the Service's name against the caBundle.
+    let answer = review(&first, &ca).unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(json(&answer)["response"]["allowed"], true);
+    let served = CertificateDer::from_pem_slice(secret_data(&secret, "tls.crt").as_bytes()).unwrap();
+    assert_eq!(answer.presented, served);
+    assert!(review(&first, &pki("other").ca).is_err(), "a client trusting another CA refuses it");
+
+    // A second replica uses the same Secret: no second write.
+    let second = Webhook::launch(dir.path(), &args, &env);
+    assert_eq!(review(&second, &ca).unwrap().presented, served);
+    assert_eq!(fake.count("POST", "/secrets", ""), 1, "{:?}", fake.requests());
+    assert_eq!(fake.count("PUT", "/secrets/trialtail-webhook-tls", ""), 0);
+
+    // Someone resets the caBundle (a re-created configuration): it is put back within a recheck.
+    fake.put_object(CONFIG_PATH, webhook_configuration());
+    wait_for("the caBundle to be put back", || {
+        (bundles(&fake.object(CONFIG_PATH).unwrap()) == [ca.clone(), String::new(), ca.clone()]).then_some(())
+    });
+
+    // A Secret that is no use (a certificate for another name, a CA without its key) is replaced, and both
+    // replicas load the replacement.
+    let foreign = pki("foreign");
+    let mut replaced = fake.object(SECRET_PATH).unwrap();
+    let b64 = |s: &str| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, s);
+    replaced["data"] =
+        serde_json::json!({"tls.crt": b64(&foreign.cert), "tls.key": b64(&foreign.key), "ca.crt": b64(&foreign.ca)});
+    fake.put_object(SECRET_PATH, replaced);
+    let renewed = wait_for("a renewed Secret", || {
+        let s = fake.object(SECRET_PATH)?;
+        (s["data"].get("ca.key").is_some()).then_some(s)
+    });
+    let new_ca = secret_data(&renewed, "ca.crt");
+    assert_ne!(new_ca, foreign.ca);
+    let new_served = CertificateDer::from_pem_slice(secret_data(&renewed, "tls.crt").as_bytes()).unwrap();
+    for w in [&first, &second] {
+        wait_for("both replicas to serve the renewed certificate", || {
+            review(w, &new_ca).ok().filter(|a| a.presented == new_served)
+        });
+        let text = get(w.plain, "/metrics", None).unwrap().body;
+        assert!(metric(&text, "trialtail_webhook_cert_reloads_total") >= 1, "{text}");
+    }
+    wait_for("the new CA in the caBundle", || {
+        (bundles(&fake.object(CONFIG_PATH).unwrap()) == [new_ca.clone(), String::new(), new_ca.clone()]).then_some(())
+    });
+
+    // Without the patch verb the caBundle cannot be kept: counted and logged, the webhook keeps serving.
+    fake.deny("PATCH", "mutatingwebhookconfigurations");
+    fake.put_object(CONFIG_PATH, webhook_configuration());
+    wait_for("a ca_bundle error", || {
+        let text = get(first.plain, "/metrics", None).ok()?.body;
+        (metric(&text, "trialtail_webhook_errors_total{kind=\"ca_bundle\"}") >= 1).then_some(())
+    });
+    assert!(first.output().contains("needs verb patch on mutatingwebhookconfigurations"), "{}", first.output());
+    assert_eq!(review(&first, &new_ca).unwrap().status, StatusCode::OK);
+
+    // Without the get verb on the Secret the webhook cannot start: one line naming what is missing, exit 1.
+    fake.deny("GET", "/secrets/");
+    let out = Command::new(env!("CARGO_BIN_EXE_trialtail"))
+        .args(["webhook", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .args(args)
+        .envs(env)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("trialtail: cannot get Secret trialtail-system/trialtail-webhook-tls (needs verb get on secrets)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn webhook_cert_flags_are_checked_and_one_source_is_required() {
+    let cases: [(&[&str], &str); 5] = [
+        (&[], "--cert-secret"),
+        (&["--cert-secret", "Bad_Name"], "--cert-secret \"Bad_Name\""),
+        (&["--cert-secret", "tls", "--cert-recheck", "0s"], "--cert-recheck"),
+        (&["--cert-secret", "tls", "--service", "a.b"], "--service"),
+        (&["--cert-secret", "tls", "--tls-cert", "a", "--tls-key", "b"], "--cert-secret"),
+    ];
+    for (extra, names) in cases {
+        let out = trialtail(&[&["webhook", "--check-config"], extra].concat(), None);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(names), "{extra:?}: {err}");
+    }
+    let ok = trialtail(&["webhook", "--check-config", "--cert-secret", "trialtail-webhook-tls"], None);
+    assert!(ok.status.success(), "contacts nothing: {}", stderr(&ok));
 }

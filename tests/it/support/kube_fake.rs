@@ -9,6 +9,12 @@
 //! status patch body is checked against Katib's status shape (Katib's `Observation` type, `pkg/apis/controller/common/v1beta1/common_types.go`: `status.observation.metrics`
 //! a list of `{name, latest, min, max}`, all strings, names unique): a body that breaks it is answered 422, as
 //! a validating API server would, and kept for the test to see.
+//!
+//! For the webhook's self-managed certificate it also keeps plain objects by path – Secrets (GET, POST to the
+//! collection, PUT with the API server's optimistic concurrency: a stale `resourceVersion` is 409 Conflict, a
+//! second create 409 AlreadyExists) and MutatingWebhookConfigurations (GET, JSON patch with `test` operations,
+//! 422 when one fails) – and answers 403 Forbidden for the requests a test denies, as an API server does for a
+//! verb the RBAC does not grant.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -56,6 +62,10 @@ struct State {
     /// Status patch bodies that broke Katib's shape, with what was wrong.
     misshapen: Vec<String>,
     requests: Vec<Seen>,
+    /// Plain objects (Secrets, MutatingWebhookConfigurations) by path.
+    objects: std::collections::BTreeMap<String, Value>,
+    /// (method, path fragment) pairs answered 403.
+    denied: Vec<(String, String)>,
 }
 
 /// The fake API server; dropping it stops it.
@@ -255,6 +265,24 @@ impl KubeFake {
         self.state.lock().unwrap().requests.clone()
     }
 
+    /// Stores `object` at `path` (e.g. `/api/v1/namespaces/ns/secrets/name`) with a new resourceVersion.
+    pub fn put_object(&self, path: &str, mut object: Value) {
+        let mut s = self.state.lock().unwrap();
+        s.version += 1;
+        object["metadata"]["resourceVersion"] = json!(s.version.to_string());
+        s.objects.insert(path.to_string(), object);
+    }
+
+    /// The object at `path`.
+    pub fn object(&self, path: &str) -> Option<Value> {
+        self.state.lock().unwrap().objects.get(path).cloned()
+    }
+
+    /// Answers 403 to every `method` request whose path contains `fragment`.
+    pub fn deny(&self, method: &str, fragment: &str) {
+        self.state.lock().unwrap().denied.push((method.to_string(), fragment.to_string()));
+    }
+
     /// How many requests match `method` and a path ending in `suffix` (and a query containing `query`).
     pub fn count(&self, method: &str, suffix: &str, query: &str) -> usize {
         self.requests()
@@ -270,7 +298,67 @@ async fn handle(req: Request<Incoming>, state: Arc<Mutex<State>>, changed: Arc<N
     let query = req.uri().query().unwrap_or("").to_string();
     state.lock().unwrap().requests.push(Seen { method: method.to_string(), path: path.clone(), query: query.clone() });
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let denied = state.lock().unwrap().denied.iter().any(|(m, f)| *m == method.as_str() && path.contains(f.as_str()));
+    if denied {
+        return json_response(403, &status(403, "Forbidden"));
+    }
     match (&method, parts.as_slice()) {
+        (&Method::GET, ["api", "v1", "namespaces", _, "secrets", _])
+        | (&Method::GET, ["apis", "admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", _]) => {
+            match state.lock().unwrap().objects.get(&path) {
+                Some(o) => json_response(200, o),
+                None => json_response(404, &status(404, "NotFound")),
+            }
+        }
+        (&Method::POST, ["api", "v1", "namespaces", _, "secrets"]) => {
+            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let mut object: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let Some(name) = object.pointer("/metadata/name").and_then(Value::as_str).map(str::to_string) else {
+                return json_response(422, &status(422, "Invalid"));
+            };
+            let at = format!("{path}/{name}");
+            let mut s = state.lock().unwrap();
+            if s.objects.contains_key(&at) {
+                return json_response(409, &status(409, "AlreadyExists"));
+            }
+            s.version += 1;
+            object["metadata"]["resourceVersion"] = json!(s.version.to_string());
+            s.objects.insert(at, object.clone());
+            json_response(201, &object)
+        }
+        (&Method::PUT, ["api", "v1", "namespaces", _, "secrets", _]) => {
+            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let mut object: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let mut s = state.lock().unwrap();
+            let Some(stored) = s.objects.get(&path) else { return json_response(404, &status(404, "NotFound")) };
+            if object["metadata"]["resourceVersion"] != stored["metadata"]["resourceVersion"] {
+                return json_response(409, &status(409, "Conflict"));
+            }
+            s.version += 1;
+            object["metadata"]["resourceVersion"] = json!(s.version.to_string());
+            s.objects.insert(path.clone(), object.clone());
+            json_response(200, &object)
+        }
+        (&Method::PATCH, ["apis", "admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", _]) => {
+            let content_type = req.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if content_type != "application/json-patch+json" {
+                return json_response(415, &status(415, "UnsupportedMediaType"));
+            }
+            let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let Ok(patch) = serde_json::from_slice::<json_patch::Patch>(&body) else {
+                return json_response(400, &status(400, "BadRequest"));
+            };
+            let mut s = state.lock().unwrap();
+            let Some(stored) = s.objects.get(&path) else { return json_response(404, &status(404, "NotFound")) };
+            let mut object = stored.clone();
+            if json_patch::patch(&mut object, &patch).is_err() {
+                return json_response(422, &status(422, "Invalid"));
+            }
+            s.version += 1;
+            object["metadata"]["resourceVersion"] = json!(s.version.to_string());
+            s.objects.insert(path.clone(), object.clone());
+            json_response(200, &object)
+        }
         (&Method::GET, ["api", "v1", "namespaces", _, "pods"]) if query.contains("watch=true") => {
             watch_pod(state, changed)
         }

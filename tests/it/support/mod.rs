@@ -24,13 +24,7 @@ pub const PATIENCE: Duration = Duration::from_secs(90);
 /// # Panics
 /// When the binary is missing and the environment variable `CI` is set: in CI these tests must run.
 pub fn tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file());
+    let found = on_path(name);
     if found.is_none() {
         let hint = "apt-get install prometheus prometheus-pushgateway";
         if std::env::var_os("CI").is_some() {
@@ -44,6 +38,17 @@ pub fn tool(name: &str) -> Option<PathBuf> {
 /// `KEY=VALUE` lines (what the rig scripts print) as a map.
 pub fn env_lines(text: &str) -> std::collections::HashMap<String, String> {
     text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// The file `name` in a directory of PATH (or /usr/bin), if there is one.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
 }
 
 /// A loopback port that was free a moment ago.
@@ -150,14 +155,20 @@ pub fn promtool_check(promtool: &std::path::Path, exposition: &str) {
 /// A real Prometheus server on loopback scraping `targets` every second (job `trialtail`), or `None` when the
 /// binary is missing outside CI.
 pub fn prometheus(targets: &[SocketAddr]) -> Option<Daemon> {
-    let bin = tool("prometheus")?;
-    let dir = tempfile::tempdir().expect("tempdir");
     let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
     let config = format!(
         "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
          scrape_configs:\n  - job_name: trialtail\n    static_configs:\n      - targets: [{}]\n",
         targets.join(", ")
     );
+    prometheus_with_config(&config)
+}
+
+/// A real Prometheus server on loopback with `config` as its prometheus.yml, or `None` when the binary is
+/// missing outside CI.
+pub fn prometheus_with_config(config: &str) -> Option<Daemon> {
+    let bin = tool("prometheus")?;
+    let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("prometheus.yml"), config).expect("write prometheus.yml");
     let addr = free_addr();
     let mut cmd = Command::new(bin);
