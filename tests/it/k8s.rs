@@ -226,9 +226,30 @@ fn assert_stored_as_promised(stored: &Value, expected: &Value) {
 
 // ------------------------------------------------------------------------------------------------ the install
 
-/// Every object of `manifests/` as kustomize renders it.
-fn rendered_install(rig: &K8sRig) -> Vec<Value> {
-    let dir = root().join("manifests");
+/// The kustomizations a user applies, each as a directory: the install (`manifests/`: base + the self-managed
+/// certificate), the cert-manager overlay, and the install with every optional component (written into a temporary
+/// directory beside a link to `manifests/`, as a user's own kustomization would name it: kustomize takes no
+/// absolute paths). The temporary directory lives as long as the list.
+fn installs() -> (tempfile::TempDir, Vec<(&'static str, std::path::PathBuf)>) {
+    let manifests = root().join("manifests");
+    let composed = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&manifests, composed.path().join("m")).unwrap();
+    std::fs::write(
+        composed.path().join("kustomization.yaml"),
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - m\ncomponents:\n  \
+         - m/components/prometheus-operator\n  - m/components/monitoring\n",
+    )
+    .unwrap();
+    let dirs = vec![
+        ("manifests/", manifests.clone()),
+        ("manifests/overlays/cert-manager", manifests.join("overlays/cert-manager")),
+        ("manifests/ + components prometheus-operator, monitoring", composed.path().to_path_buf()),
+    ];
+    (composed, dirs)
+}
+
+/// Every object of a kustomization as kustomize renders it.
+fn rendered(rig: &K8sRig, dir: &Path) -> Vec<Value> {
     let (yaml, _) = rig.kubectl_ok(&["kustomize", &dir.to_string_lossy()], None);
     serde_saphyr::from_multiple(&yaml).unwrap()
 }
@@ -252,33 +273,44 @@ fn holds(stored: &Value, wanted: &Value, at: &str) -> Result<(), String> {
 #[test]
 fn the_install_applies_for_real_and_the_api_server_stores_every_object_and_the_rbac_as_written() {
     let Some(rig) = K8sRig::start() else { return };
-    // The CRDs the install needs, from their projects' published modules (tests/k8s/rig.sh, CRD_SOURCES).
+    // The CRDs the install and its components need, from their projects' published modules (tests/k8s/rig.sh,
+    // CRD_SOURCES).
     rig.install_crds(&[
         "cert-manager.io_issuers.yaml",
         "cert-manager.io_certificates.yaml",
         "monitoring.coreos.com_podmonitors.yaml",
+        "monitoring.coreos.com_prometheusrules.yaml",
         "trial.yaml",
         "experiment.yaml",
     ]);
     let dir = root().join("manifests");
-    let (applied, warnings) = rig.kubectl_ok(&["apply", "--validate=strict", "-k", &dir.to_string_lossy()], None);
-    // Not one warning: strict field validation found no unknown or duplicate field in any object (CRD schemas
-    // included), and the Deployment's pod template meets Pod Security `restricted`, which its namespace enforces
-    // (the API server warns about workload templates that would violate it).
-    assert_eq!(warnings.trim(), "", "kubectl apply -k manifests/:\n{applied}");
-    let rendered = rendered_install(&rig);
-    assert_eq!(rendered.len(), 9, "{rendered:#?}");
-    for object in &rendered {
-        let kind = object["kind"].as_str().unwrap();
-        let name = object["metadata"]["name"].as_str().unwrap();
-        let mut args = vec![kind, name];
-        if let Some(ns) = object["metadata"]["namespace"].as_str() {
-            args.extend(["-n", ns]);
+    let (_composed, installs) = installs();
+    let mut kinds = std::collections::BTreeSet::new();
+    for (name, install) in &installs {
+        let (applied, warnings) =
+            rig.kubectl_ok(&["apply", "--validate=strict", "-k", &install.to_string_lossy()], None);
+        // Not one warning: strict field validation found no unknown or duplicate field in any object (CRD schemas
+        // included), and the Deployment's pod template meets Pod Security `restricted`, which its namespace
+        // enforces (the API server warns about workload templates that would violate it).
+        assert_eq!(warnings.trim(), "", "kubectl apply -k {name}:\n{applied}");
+        for object in &rendered(&rig, install) {
+            let kind = object["kind"].as_str().unwrap();
+            let name = object["metadata"]["name"].as_str().unwrap();
+            kinds.insert(kind.to_string());
+            let mut args = vec![kind, name];
+            if let Some(ns) = object["metadata"]["namespace"].as_str() {
+                args.extend(["-n", ns]);
+            }
+            let stored = rig.get(&args);
+            if let Err(e) = holds(&stored, object, kind) {
+                panic!("{kind} {name} is not stored as applied: {e}\n{stored:#}");
+            }
         }
-        let stored = rig.get(&args);
-        if let Err(e) = holds(&stored, object, kind) {
-            panic!("{kind} {name} is not stored as applied: {e}\n{stored:#}");
-        }
+    }
+    for kind in
+        ["Certificate", "ConfigMap", "Deployment", "MutatingWebhookConfiguration", "PodMonitor", "PrometheusRule"]
+    {
+        assert!(kinds.contains(kind), "{kind} applied: {kinds:?}");
     }
     // The webhook's configuration as the API server keeps it: Ignore on failure, 5 s, no side effects.
     let config = rig.get(&["mutatingwebhookconfiguration", "trialtail"]);
@@ -576,7 +608,7 @@ fn a_warning_about_an_annotation_with_control_characters_reaches_kubectl() {
 // ------------------------------------------------------------------------------------------------ the sidecar
 
 /// A training set up as an install makes it: the Trial CRD, namespace [`NS`] enabled and enforcing `restricted`,
-/// the sidecar's RBAC, the webhook registered, the kubelet stand-in; a Trial `t1`, its Job `t1` and the Job's pod
+/// the sidecar's RBAC (the ClusterRole and `rbac.yaml`), the webhook registered, the kubelet stand-in; a Trial `t1`, its Job `t1` and the Job's pod
 /// `t1-abcde` (opted in by label, owned Pod → Job → Trial with real UIDs, bound to the stand-in's node) created
 /// through the API server, and the pod admitted by the stand-in with its native sidecar started.
 struct Training {
@@ -595,6 +627,8 @@ impl Training {
             NS,
             &[("trialtail.io/injection", "enabled"), ("pod-security.kubernetes.io/enforce", "restricted")],
         );
+        // The install's ClusterRole trialtail-sidecar, and rbac.yaml's account bound to it in the namespace.
+        rig.apply(&std::fs::read_to_string(root().join("manifests/base/sidecar-clusterrole.yaml")).unwrap());
         let rbac = std::fs::read_to_string(root().join("manifests/rbac.yaml")).unwrap().replace("kubeflow-user", NS);
         rig.apply(&rbac);
         let dir = tempfile::tempdir().unwrap();

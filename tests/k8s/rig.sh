@@ -125,12 +125,12 @@ print_bins() {
 # checked against the module hash pinned here, copied unedited):
 #   Katib's Trial and Experiment: github.com/kubeflow/katib, manifests/v1beta1/components/crd/
 #   cert-manager's Issuer and Certificate: github.com/cert-manager/cert-manager, deploy/crds/
-#   the Prometheus Operator's PodMonitor: github.com/prometheus-operator/prometheus-operator,
+#   the Prometheus Operator's PodMonitor and PrometheusRule: github.com/prometheus-operator/prometheus-operator,
 #     example/prometheus-operator-crd/
 CRD_SOURCES=(
   "github.com/kubeflow/katib v0.19.0 h1:uexj303nRkGtTFtTkY4McCt6J0TCtnerX3i3E7TRA5M= manifests/v1beta1/components/crd/trial.yaml manifests/v1beta1/components/crd/experiment.yaml"
   "github.com/cert-manager/cert-manager v1.21.2 h1:UWgoYM+KLNtRlqmoWOKjKBOBUPVHeepQ6/ac3ERJW68= deploy/crds/cert-manager.io_issuers.yaml deploy/crds/cert-manager.io_certificates.yaml"
-  "github.com/prometheus-operator/prometheus-operator v0.85.0 h1:M5xLCLEoaW2IJfnuCwFzzpL+jSVQu3KGT84Pye+fW8s= example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml"
+  "github.com/prometheus-operator/prometheus-operator v0.85.0 h1:M5xLCLEoaW2IJfnuCwFzzpL+jSVQu3KGT84Pye+fW8s= example/prometheus-operator-crd/monitoring.coreos.com_podmonitors.yaml example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml"
 )
 
 crds() {
