@@ -15,6 +15,7 @@ mod katib_db;
 mod katib_oracle;
 mod live;
 mod manifests;
+mod page;
 mod plot;
 mod prom;
 mod sidecar;
