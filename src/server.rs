@@ -420,6 +420,10 @@ mod tests {
         response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
     }
 
+    fn json_of(response: &str) -> serde_json::Value {
+        serde_json::from_str(body(response)).unwrap()
+    }
+
     #[tokio::test]
     async fn ready_after_the_first_read_and_the_linger_ends_with_the_final_scrape() {
         let (mut publisher, _history, server) = serve();
@@ -478,7 +482,7 @@ mod tests {
         ] {
             let resp = request(addr, "GET", &format!("/api/series?{query}")).await;
             assert!(resp.starts_with("HTTP/1.0 400"), "{query}: {resp}");
-            let error: serde_json::Value = serde_json::from_str(body(&resp)).unwrap();
+            let error = json_of(&resp);
             assert!(error["error"].as_str().unwrap().contains(says), "{query}: {error}");
         }
         server.shutdown(Duration::from_secs(5)).await;
@@ -494,38 +498,37 @@ mod tests {
         lines.feed_into(b"loss=1\n", &mut c.lines(&mut history));
         history.publish(Phase::Reading, true);
         publisher.publish(&c, SourceStats::default(), Phase::Reading);
-        let first: serde_json::Value = serde_json::from_str(body(&request(addr, "GET", "/api/series").await)).unwrap();
-        let cursor = first["cursor"].as_str().unwrap().to_string();
+        let first = json_of(&request(addr, "GET", "/api/series").await);
+        // A poll from the cursor of `answer`, waiting up to 30 s.
+        let poll = |answer: &serde_json::Value| {
+            let path = format!("/api/series?after={}&wait=30", answer["cursor"].as_str().unwrap());
+            tokio::spawn(async move { request(addr, "GET", &path).await })
+        };
 
         let started = tokio::time::Instant::now();
-        let waiting =
-            tokio::spawn(async move { request(addr, "GET", &format!("/api/series?after={cursor}&wait=30")).await });
+        let waiting = poll(&first);
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!waiting.is_finished(), "nothing new: the poll waits");
         lines.feed_into(b"loss=2\n", &mut c.lines(&mut history));
         history.publish(Phase::Reading, true);
         publisher.publish(&c, SourceStats::default(), Phase::Reading);
-        let next: serde_json::Value = serde_json::from_str(body(&waiting.await.unwrap())).unwrap();
+        let next = json_of(&waiting.await.unwrap());
         assert!(started.elapsed() < Duration::from_secs(10), "woken by the snapshot, not by its wait");
         assert_eq!(next["metrics"][0]["points"], serde_json::json!([[1, null, null, 2.0]]));
 
         // The snapshot published before the points it covers were handed over: the hand-over wakes the poll.
-        let cursor = next["cursor"].as_str().unwrap().to_string();
-        let waiting =
-            tokio::spawn(async move { request(addr, "GET", &format!("/api/series?after={cursor}&wait=30")).await });
+        let waiting = poll(&next);
         lines.feed_into(b"loss=3\n", &mut c.lines(&mut history));
         publisher.publish(&c, SourceStats::default(), Phase::Reading);
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!waiting.is_finished(), "the snapshot alone is not answered: its points are not there yet");
         let handed = tokio::time::Instant::now();
         history.publish(Phase::Reading, true);
-        let next: serde_json::Value = serde_json::from_str(body(&waiting.await.unwrap())).unwrap();
+        let next = json_of(&waiting.await.unwrap());
         assert!(handed.elapsed() < Duration::from_secs(10), "woken by the hand-over, not by its wait");
         assert_eq!(next["metrics"][0]["points"], serde_json::json!([[2, null, null, 3.0]]));
 
-        let cursor = next["cursor"].as_str().unwrap().to_string();
-        let waiting =
-            tokio::spawn(async move { request(addr, "GET", &format!("/api/series?after={cursor}&wait=30")).await });
+        let waiting = poll(&next);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let stopping = tokio::time::Instant::now();
         server.shutdown(Duration::from_secs(10)).await;
