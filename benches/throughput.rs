@@ -4,6 +4,8 @@
 //! lines; cached in `target/bench-data/`), then runs, interleaved and several times each:
 //! - `grep -cE` over the four metric formats (the baseline; its output goes to a pipe, never /dev/null);
 //! - `trialtail run` with no flags (the default rules: `katib` + `tf-step`);
+//! - the same with `--listen` (an endpoint nobody asks: what publishing snapshots and feeding the live page's
+//!   history cost the read loop);
 //! - `trialtail run` with the four formats' presets and the target metric names, whose result is checked against
 //!   the generator's truth file (count, last, min, max per metric);
 //! - `trialtail run --katib-semantics` with Katib's default filter and the target names.
@@ -97,6 +99,14 @@ fn contenders() -> Vec<Contender> {
             }),
         },
         Contender {
+            name: "trialtail run --listen (defaults)",
+            make: Box::new(|p| {
+                let mut c = trialtail();
+                c.args(["run", "--listen", "127.0.0.1:0", "--linger", "0"]).arg(p);
+                c
+            }),
+        },
+        Contender {
             name: "trialtail run (4 presets, names)",
             make: Box::new(|p| {
                 let mut c = trialtail();
@@ -147,7 +157,7 @@ fn main() {
         let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
         let lines = t["lines"].as_f64().unwrap();
         // Warm the page cache, check correctness once.
-        let (_, table, _) = timed(&mut (contenders[2].make)(&log));
+        let (_, table, _) = timed(&mut (contenders[3].make)(&log));
         verify(&table, &truth);
         let mut best = vec![Duration::MAX; contenders.len()];
         for _ in 0..rounds {
