@@ -4,6 +4,8 @@
 //! lines; cached in `target/bench-data/`), then runs, interleaved and several times each:
 //! - `grep -cE` over the four metric formats (the baseline; its output goes to a pipe, never /dev/null);
 //! - `trialtail run` with no flags (the default rules: `katib` + `tf-step`);
+//! - the same with `--listen` (an endpoint nobody asks: what publishing snapshots and feeding the live page's
+//!   history cost the read loop);
 //! - `trialtail run` with the four formats' presets and the target metric names, whose result is checked against
 //!   the generator's truth file (count, last, min, max per metric);
 //! - `trialtail run --katib-semantics` with Katib's default filter and the target names.
@@ -102,8 +104,9 @@ fn contenders() -> Vec<Contender> {
         }),
         checked: false,
     }];
-    let runs: [(&str, &[&str], bool); 3] = [
+    let runs: [(&str, &[&str], bool); 4] = [
         ("run (defaults)", &["run"], false),
+        ("run --listen (defaults)", &["run", "--listen", "127.0.0.1:0", "--linger", "0"], false),
         (
             "run (4 presets, names)",
             &["run", "--preset", "katib,tf-step,hf-trainer,xgboost", "--metrics", TARGETS],

@@ -533,18 +533,21 @@ pub struct RuleArgs {
 /// The Prometheus endpoint, the Pushgateway and the labels they add (shared by every mode that exports).
 #[derive(Debug, Clone, Default, Args)]
 pub struct ExportArgs {
-    /// Serve /metrics, /healthz and /readyz on this address (conventional port 9478)
+    /// Serve the live page (/), /metrics, /healthz and /readyz on this address (conventional port 9478)
     ///
     /// HOST:PORT, [IPV6]:PORT, or :PORT for every interface, e.g. `--listen :9478` or `--listen 127.0.0.1:9478`
-    /// (9478 is trialtail's port). /metrics speaks the Prometheus text format, or OpenMetrics when the scraper asks
-    /// for it; /readyz answers 200 once the log was opened and read. Off by default in `trialtail run`, which
-    /// reads a finished log and exits; when the log ends it keeps serving for --linger.
+    /// (9478 is trialtail's port). Open http://localhost:9478/ in a browser for the training curves, updated as
+    /// lines arrive (the page is built in and fetches nothing else; its data is /api/series). /metrics speaks the
+    /// Prometheus text format, or OpenMetrics when the scraper asks for it; /readyz answers 200 once the log was
+    /// opened and read. Off by default in `trialtail run`, which reads a finished log and exits; when the log ends
+    /// it keeps serving for --linger.
     #[arg(long, value_name = "ADDR", env = "TRIALTAIL_LISTEN", help_heading = "Prometheus")]
     pub listen: Option<String>,
 
     /// After the log ended, serve until one scrape returned the final values, at most this long
     ///
-    /// A duration: 30s, 500ms, 2m, or plain seconds; 0 exits at once. Default 30s. Only with --listen.
+    /// A duration: 30s, 500ms, 2m, or plain seconds; 0 exits at once. Default 30s. Only with --listen. The live
+    /// page at / says meanwhile that the run has ended.
     #[arg(long, value_name = "DURATION", default_value = "30s", env = "TRIALTAIL_LINGER", help_heading = "Prometheus")]
     pub linger: String,
 

@@ -411,7 +411,7 @@ impl RunConfig {
         let dest = self.stdout().destination();
         let export = &self.export;
         let listen = match export.listen {
-            Some(addr) => format!("{addr}, /metrics /healthz /readyz, linger {:?}", export.linger),
+            Some(addr) => format!("{addr}, / (live page) /metrics /healthz /readyz, linger {:?}", export.linger),
             None => "off".to_string(),
         };
         let push = match (&export.pushgateway, export.push_interval) {

@@ -6,8 +6,11 @@
 //!   Katib report for the DB manager ([`KatibReport`]);
 //! - the run's single [`Publisher`] of snapshots, and the one [`SinkStats`] registry every sink counts its
 //!   deliveries and failures in (`trialtail_sink_observations_total`, `trialtail_sink_errors_total`);
-//! - the sinks that read snapshots off the hot path: the HTTP endpoint ([`crate::server`]), the Pushgateway
-//!   pusher (periodic and final), the Trial-status task, and the Katib DB report (incremental and final).
+//! - the sinks that read snapshots off the hot path: the HTTP endpoint ([`crate::server`]: `/metrics` and the
+//!   live page), the Pushgateway pusher (periodic and final), the Trial-status task, and the Katib DB report
+//!   (incremental and final);
+//! - with an endpoint, the series history the live page draws ([`HistorySink`]): fed every observation, it
+//!   hands its new points over when the run publishes, just before the snapshot is published.
 //!
 //! It is a [`LiveSink`]: sources hand it every observation, flush it before they wait, and publish through it.
 //! A synchronous driver (the local mode) gets a one-worker runtime of its own for the endpoint and the pusher
@@ -34,6 +37,7 @@ use tokio::task::JoinHandle;
 use crate::katib::report::KatibReport;
 use crate::parser::{Observation, ObservationSink, Parser};
 use crate::server::{self, ServerError, ServerHandle};
+use crate::sink::history::{self, History, HistorySink};
 use crate::sink::katib_db::{self, KatibDbError, Reporter};
 use crate::sink::prometheus::{Exposition, Labels};
 use crate::sink::pushgateway::{PushTarget, Pusher};
@@ -53,7 +57,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// identity-label flags.
 #[derive(Debug, Clone, Default)]
 pub struct ExportConfig {
-    /// Serve `/metrics`, `/healthz`, `/readyz` here.
+    /// Serve the live page, `/metrics`, `/healthz`, `/readyz` here.
     pub listen: Option<SocketAddr>,
     /// After the source ended, serve until the final values were scraped or this long.
     pub linger: Duration,
@@ -122,6 +126,7 @@ pub struct Finished {
 pub struct Outputs {
     stdout: Option<StdoutSink>,
     katib: Option<KatibOut>,
+    history: Option<HistorySink>,
     publisher: Publisher,
     snapshots: SnapshotRx,
     sinks: Arc<SinkStats>,
@@ -142,7 +147,13 @@ impl Outputs {
         let (publisher, snapshots) = Publisher::new(PUBLISH_INTERVAL);
         let sinks = Arc::new(SinkStats::default());
         let exposition = Arc::new(Exposition::new(&cfg.labels, sinks.clone()));
-        let server = cfg.listen.map(|addr| server::spawn(addr, snapshots.clone(), exposition.clone())).transpose()?;
+        let (history, server) = match cfg.listen {
+            Some(addr) => {
+                let (sink, shared) = history::channel(cfg.labels.clone(), cfg.linger);
+                (Some(sink), Some(server::spawn(addr, snapshots.clone(), exposition.clone(), shared)?))
+            }
+            None => (None, None),
+        };
         let pusher = cfg
             .pushgateway
             .clone()
@@ -154,6 +165,7 @@ impl Outputs {
         Ok(Outputs {
             stdout: None,
             katib: None,
+            history,
             publisher,
             snapshots,
             sinks,
@@ -234,6 +246,11 @@ impl Outputs {
         &self.labels
     }
 
+    /// The series history the live page reads, when the endpoint runs (for sources that find parameters).
+    pub fn history(&self) -> Option<&Arc<History>> {
+        self.history.as_ref().map(HistorySink::history)
+    }
+
     /// The address `/metrics` is served on, when it is.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.server.as_ref().map(ServerHandle::local_addr)
@@ -241,6 +258,9 @@ impl Outputs {
 
     /// Publishes the final state ([`Phase::Ended`]) of a source that did not publish it itself.
     pub fn publish_end(&mut self, parser: &Parser, source: SourceStats) {
+        if let Some(history) = &mut self.history {
+            history.publish(Phase::Ended, true);
+        }
         self.publisher.publish(parser, source, Phase::Ended);
     }
 
@@ -339,6 +359,9 @@ impl ObservationSink for Outputs {
         if let Some(katib) = &mut self.katib {
             katib.report.lock().expect("report lock").observe(obs);
         }
+        if let Some(history) = &mut self.history {
+            history.observe(obs);
+        }
     }
 
     fn restarted(&mut self) {
@@ -359,6 +382,10 @@ impl LiveSink for Outputs {
     }
 
     fn publish(&mut self, parser: &Parser, source: SourceStats, phase: Phase, now: bool) {
+        // The points first: a page woken by the snapshot finds them (it never reads past the snapshot).
+        if let Some(history) = &mut self.history {
+            history.publish(phase, now);
+        }
         if self.publishing {
             LiveSink::publish(&mut self.publisher, parser, source, phase, now);
         }

@@ -1,5 +1,11 @@
 //! The HTTP endpoint: `/metrics` (Prometheus text or OpenMetrics), `/healthz` (alive) and `/readyz` (the source
-//! was opened and read once), served from a [`SnapshotRx`].
+//! was opened and read once), served from a [`SnapshotRx`]; and the live page: `/` (one self-contained HTML
+//! page, `assets/live/index.html`, built into the binary) and `/api/series` (the JSON it polls, from the
+//! [`History`] beside the snapshots; see [`crate::sink::history`] and docs/live.md).
+//!
+//! `/api/series?after=CURSOR&wait=SECONDS` long-polls: it answers as soon as something is new for the cursor
+//! (woken by the next published snapshot or hand-over of points), or after `wait` seconds (at most [`MAX_WAIT`]), or when the server
+//! shuts down; without `wait` it answers at once. A bad cursor or `wait` is a 400 naming it.
 //!
 //! The server only ever reads the latest published [`Snapshot`](crate::snapshot::Snapshot), so a scrape never
 //! blocks the reader and the reader never waits for a scrape; it knows nothing of where the log comes from, so
@@ -19,9 +25,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::{BoxFuture, Either, FutureExt, Ready, ready};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, ALLOW, CONTENT_TYPE};
+use hyper::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -31,6 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::sink::history::{Cursor, History};
 use crate::sink::prometheus::{Exposition, ExpositionFormat};
 use crate::snapshot::{Phase, SnapshotRx};
 
@@ -40,6 +48,14 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The sink name the server reports deliveries under (`trialtail_sink_observations_total{sink="prometheus"}`).
 pub const SINK: &str = "prometheus";
+/// The longest `/api/series?wait=` a page may ask for, in seconds.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// The live page: HTML, CSS and script in one file, nothing fetched from elsewhere.
+pub const PAGE: &str = include_str!("../assets/live/index.html");
+/// The page may run its own inline script and style and talk to this server only.
+const PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                        connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'";
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -75,13 +91,25 @@ struct Shared {
     /// One cached body per format: `[Text, OpenMetrics]`.
     cache: Mutex<[Option<Cached>; 2]>,
     final_scraped: watch::Sender<bool>,
+    history: Arc<History>,
+    /// Fires when the server shuts down: waiting requests answer at once.
+    stop: watch::Receiver<bool>,
 }
 
-/// Binds `listen` and serves `/metrics`, `/healthz` and `/readyz` from `rx` on the current tokio runtime.
+/// A response, now or after a wait.
+type Responding = Either<Ready<Response<Full<Bytes>>>, BoxFuture<'static, Response<Full<Bytes>>>>;
+
+/// Binds `listen` and serves `/metrics`, `/healthz` and `/readyz` from `rx`, and the live page from `rx` and
+/// `history`, on the current tokio runtime.
 ///
 /// Must be called from inside a tokio runtime (it spawns the accept loop there). Binding happens before it
 /// returns, so a taken port is an error here, not later.
-pub fn spawn(listen: SocketAddr, rx: SnapshotRx, exposition: Arc<Exposition>) -> Result<ServerHandle, ServerError> {
+pub fn spawn(
+    listen: SocketAddr,
+    rx: SnapshotRx,
+    exposition: Arc<Exposition>,
+    history: Arc<History>,
+) -> Result<ServerHandle, ServerError> {
     let bind = |source| ServerError::Bind { addr: listen, source };
     let std_listener = std::net::TcpListener::bind(listen).map_err(bind)?;
     std_listener.set_nonblocking(true).map_err(bind)?;
@@ -90,9 +118,16 @@ pub fn spawn(listen: SocketAddr, rx: SnapshotRx, exposition: Arc<Exposition>) ->
     exposition.sinks().register(SINK);
     let (final_tx, final_rx) = watch::channel(false);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let shared = Arc::new(Shared { rx, exposition, cache: Mutex::new([None, None]), final_scraped: final_tx });
+    let shared = Arc::new(Shared {
+        rx,
+        exposition,
+        cache: Mutex::new([None, None]),
+        final_scraped: final_tx,
+        history,
+        stop: shutdown_rx.clone(),
+    });
     let task = tokio::spawn(accept_loop(listener, shared, shutdown_rx));
-    tracing::info!(%local_addr, "serving /metrics, /healthz, /readyz");
+    tracing::info!(%local_addr, "serving the live page on /, and /metrics, /healthz, /readyz");
     Ok(ServerHandle { local_addr, final_scraped: final_rx, shutdown: shutdown_tx, task })
 }
 
@@ -131,7 +166,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch
     };
     accept_until(listener, MAX_CONNECTIONS, shutdown, on_error, move |stream, stop| {
         let shared = shared.clone();
-        serve_http1(stream, move |req| std::future::ready(handle(&req, &shared)), stop)
+        serve_http1(stream, move |req| handle(&req, &shared), stop)
     })
     .await;
 }
@@ -213,14 +248,96 @@ where
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
 }
 
-fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
+fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn page() -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(PAGE.as_bytes())));
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    headers.insert("content-security-policy", HeaderValue::from_static(PAGE_CSP));
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+fn handle(req: &Request<Incoming>, shared: &Arc<Shared>) -> Responding {
+    if req.uri().path() == "/api/series" && req.method() == Method::GET {
+        return match series_request(req.uri().query(), &shared.history) {
+            Ok((after, wait)) if !wait.is_zero() => Either::Right(series(shared.clone(), after, wait).boxed()),
+            Ok((after, _)) => Either::Left(ready(series_now(shared, after))),
+            Err(message) => {
+                let body = serde_json::json!({ "error": message });
+                Either::Left(ready(json(StatusCode::BAD_REQUEST, body.to_string().into_bytes())))
+            }
+        };
+    }
+    Either::Left(ready(handle_now(req, shared)))
+}
+
+/// The `after` cursor and the `wait` of a `/api/series` query, or why they are wrong.
+fn series_request(query: Option<&str>, history: &History) -> Result<(Option<Cursor>, Duration), String> {
+    let (mut after, mut wait) = (None, Duration::ZERO);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "after" if !value.is_empty() => after = Some(history.cursor(value).map_err(|e| e.to_string())?),
+            "after" => {}
+            "wait" => {
+                let secs = value.parse::<f64>().ok().filter(|s| (0.0..=MAX_WAIT.as_secs_f64()).contains(s));
+                let secs =
+                    secs.ok_or_else(|| format!("wait={value:?}: give seconds from 0 to {}", MAX_WAIT.as_secs()))?;
+                wait = Duration::from_secs_f64(secs);
+            }
+            _ => {}
+        }
+    }
+    Ok((after, wait))
+}
+
+/// The answer to `after`, as of the latest snapshot.
+fn series_now(shared: &Shared, after: Option<Cursor>) -> Response<Full<Bytes>> {
+    let snap = shared.rx.borrow().clone();
+    json(StatusCode::OK, shared.history.answer(&snap, after))
+}
+
+/// Waits up to `wait` for something new for `after` (a published snapshot wakes it), then answers.
+async fn series(shared: Arc<Shared>, after: Option<Cursor>, wait: Duration) -> Response<Full<Bytes>> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut rx = shared.rx.clone();
+    let mut points = shared.history.changes();
+    let mut stop = shared.stop.clone();
+    loop {
+        // Marked seen before looking: a snapshot or points published after the look wake the wait below.
+        let snap = rx.borrow_and_update().clone();
+        points.borrow_and_update();
+        let stopping = *stop.borrow_and_update();
+        if stopping || tokio::time::Instant::now() >= deadline || shared.history.is_new(&snap, after) {
+            return series_now(&shared, after);
+        }
+        tokio::select! {
+            changed = rx.changed() => if changed.is_err() { return series_now(&shared, after) },
+            changed = points.changed() => if changed.is_err() { return series_now(&shared, after) },
+            _ = tokio::time::sleep_until(deadline) => {}
+            stopped = stop.changed() => if stopped.is_err() { return series_now(&shared, after) },
+        }
+    }
+}
+
+fn handle_now(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
-        resp.headers_mut().insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
+        resp.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;
     }
     match req.uri().path() {
@@ -230,7 +347,7 @@ fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
             tracing::debug!(?format, "scrape");
             let (body, ended) = shared.render(format);
             let mut resp = Response::new(Full::new(body));
-            resp.headers_mut().insert(CONTENT_TYPE, hyper::header::HeaderValue::from_static(format.content_type()));
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
             if ended && req.method() == Method::GET {
                 shared.final_scraped.send_if_modified(|scraped| !std::mem::replace(scraped, true));
             }
@@ -241,8 +358,10 @@ fn handle(req: &Request<Incoming>, shared: &Shared) -> Response<Full<Bytes>> {
             Phase::Starting => text(StatusCode::SERVICE_UNAVAILABLE, "starting: the log was not read yet\n"),
             Phase::Reading | Phase::Ended => text(StatusCode::OK, "ready\n"),
         },
-        "/" => text(StatusCode::OK, "trialtail: /metrics /healthz /readyz\n"),
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics, /healthz or /readyz\n"),
+        "/" | "/index.html" => page(),
+        // HEAD: the headers a GET would have, without waiting.
+        "/api/series" => series_now(shared, None),
+        _ => text(StatusCode::NOT_FOUND, "not found: try /, /metrics, /healthz or /readyz\n"),
     }
 }
 
@@ -277,6 +396,7 @@ mod tests {
     use crate::lines::LineBuffer;
     use crate::parser::Parser;
     use crate::rules::{LineFormat, Rules, Semantics};
+    use crate::sink::history::HistorySink;
     use crate::sink::prometheus::Labels;
     use crate::sink::stats::SinkStats;
     use crate::snapshot::{Publisher, SourceStats};
@@ -289,11 +409,24 @@ mod tests {
         out
     }
 
+    fn serve() -> (Publisher, HistorySink, ServerHandle) {
+        let (publisher, rx) = Publisher::new(Duration::ZERO);
+        let exposition = Arc::new(Exposition::new(&Labels::default(), Arc::new(SinkStats::default())));
+        let (sink, history) = crate::sink::history::channel(Labels::default(), Duration::from_secs(30));
+        (publisher, sink, spawn("127.0.0.1:0".parse().unwrap(), rx, exposition, history).unwrap())
+    }
+
+    fn body(response: &str) -> &str {
+        response.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+    }
+
+    fn json_of(response: &str) -> serde_json::Value {
+        serde_json::from_str(body(response)).unwrap()
+    }
+
     #[tokio::test]
     async fn ready_after_the_first_read_and_the_linger_ends_with_the_final_scrape() {
-        let (mut publisher, rx) = Publisher::new(Duration::ZERO);
-        let exposition = Arc::new(Exposition::new(&Labels::default(), Arc::new(SinkStats::default())));
-        let server = spawn("127.0.0.1:0".parse().unwrap(), rx, exposition).unwrap();
+        let (mut publisher, _history, server) = serve();
         let addr = server.local_addr();
         assert!(request(addr, "GET", "/healthz").await.starts_with("HTTP/1.0 200"));
         assert!(request(addr, "GET", "/readyz").await.starts_with("HTTP/1.0 503"));
@@ -320,5 +453,87 @@ mod tests {
         assert!(server.linger(Duration::from_secs(60)).await);
         server.shutdown(Duration::from_secs(5)).await;
         assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "closed after shutdown");
+    }
+
+    #[tokio::test]
+    async fn the_page_is_served_whole_with_a_policy_that_fetches_nothing_elsewhere() {
+        let (_publisher, _history, server) = serve();
+        let page = request(server.local_addr(), "GET", "/").await;
+        assert!(page.starts_with("HTTP/1.0 200"), "{page}");
+        let head = page.split_once("\r\n\r\n").unwrap().0.to_ascii_lowercase();
+        assert!(head.contains("content-type: text/html; charset=utf-8"), "{head}");
+        assert!(head.contains("content-security-policy: default-src 'none';"), "{head}");
+        assert!(head.contains("connect-src 'self'"), "{head}");
+        assert_eq!(body(&page), PAGE);
+        assert!(!PAGE.contains("http://") && !PAGE.contains("https://"), "the page names no other site");
+        server.shutdown(Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test]
+    async fn the_series_endpoint_refuses_bad_cursors_and_waits_with_400() {
+        let (_publisher, _history, server) = serve();
+        let addr = server.local_addr();
+        for (query, says) in [
+            ("after=nonsense", "not a cursor"),
+            ("after=1.0.0", "another run"),
+            ("wait=31", "give seconds from 0 to 30"),
+            ("wait=soon", "give seconds"),
+            ("wait=-1", "give seconds"),
+        ] {
+            let resp = request(addr, "GET", &format!("/api/series?{query}")).await;
+            assert!(resp.starts_with("HTTP/1.0 400"), "{query}: {resp}");
+            let error = json_of(&resp);
+            assert!(error["error"].as_str().unwrap().contains(says), "{query}: {error}");
+        }
+        server.shutdown(Duration::from_secs(5)).await;
+    }
+
+    #[tokio::test]
+    async fn a_waiting_poll_answers_when_a_snapshot_brings_something_new_and_when_the_server_stops() {
+        let (mut publisher, mut history, server) = serve();
+        let addr = server.local_addr();
+        let rules = Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap();
+        let mut c = Parser::new(rules, 10);
+        let mut lines = LineBuffer::new(1024);
+        lines.feed_into(b"loss=1\n", &mut c.lines(&mut history));
+        history.publish(Phase::Reading, true);
+        publisher.publish(&c, SourceStats::default(), Phase::Reading);
+        let first = json_of(&request(addr, "GET", "/api/series").await);
+        // A poll from the cursor of `answer`, waiting up to 30 s.
+        let poll = |answer: &serde_json::Value| {
+            let path = format!("/api/series?after={}&wait=30", answer["cursor"].as_str().unwrap());
+            tokio::spawn(async move { request(addr, "GET", &path).await })
+        };
+
+        let started = tokio::time::Instant::now();
+        let waiting = poll(&first);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "nothing new: the poll waits");
+        lines.feed_into(b"loss=2\n", &mut c.lines(&mut history));
+        history.publish(Phase::Reading, true);
+        publisher.publish(&c, SourceStats::default(), Phase::Reading);
+        let next = json_of(&waiting.await.unwrap());
+        assert!(started.elapsed() < Duration::from_secs(10), "woken by the snapshot, not by its wait");
+        assert_eq!(next["metrics"][0]["points"], serde_json::json!([[1, null, null, 2.0]]));
+
+        // The snapshot published before the points it covers were handed over: the hand-over wakes the poll.
+        let waiting = poll(&next);
+        lines.feed_into(b"loss=3\n", &mut c.lines(&mut history));
+        publisher.publish(&c, SourceStats::default(), Phase::Reading);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "the snapshot alone is not answered: its points are not there yet");
+        let handed = tokio::time::Instant::now();
+        history.publish(Phase::Reading, true);
+        let next = json_of(&waiting.await.unwrap());
+        assert!(handed.elapsed() < Duration::from_secs(10), "woken by the hand-over, not by its wait");
+        assert_eq!(next["metrics"][0]["points"], serde_json::json!([[2, null, null, 3.0]]));
+
+        let waiting = poll(&next);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let stopping = tokio::time::Instant::now();
+        server.shutdown(Duration::from_secs(10)).await;
+        let last = waiting.await.unwrap();
+        assert!(last.starts_with("HTTP/1.0 200"), "{last}");
+        assert!(stopping.elapsed() < Duration::from_secs(5), "a waiting poll does not hold the shutdown");
     }
 }

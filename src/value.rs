@@ -262,9 +262,11 @@ pub fn rfc3339_seconds(s: &[u8]) -> Option<f64> {
     if !is_rfc3339(s) {
         return None;
     }
-    // Go reads `,` as the fraction's separator too; jiff wants `.`.
-    let text = std::str::from_utf8(s).ok()?.replace(',', ".");
-    let t: jiff::Timestamp = text.parse().ok()?;
+    // Go reads `,` as the fraction's separator too; jiff wants `.` (copied only then: the live page's history
+    // parses every kept observation's time on the read loop).
+    let text = std::str::from_utf8(s).ok()?;
+    let t: jiff::Timestamp =
+        if text.contains(',') { text.replace(',', ".").parse().ok()? } else { text.parse().ok()? };
     Some(t.as_second() as f64 + f64::from(t.subsec_nanosecond()) / 1e9)
 }
 

@@ -292,7 +292,7 @@ pub fn usage() -> String {
 -s-earlystop string\n    \tthe early-stopping service, host:port\n\
 trialtail's own (each also from the environment variable named):\n  \
 -report-deadline duration\n    \ttime the report may take, retries included; TRIALTAIL_REPORT_DEADLINE (default 5m0s)\n  \
--listen string\n    \tserve /metrics here, or off; TRIALTAIL_LISTEN (default \":9478\")\n  \
+-listen string\n    \tserve /metrics and the live page (/) here, or off; TRIALTAIL_LISTEN (default \":9478\")\n  \
 -proc-root string\n    \tthe proc filesystem scanned for the training process; TRIALTAIL_PROC_ROOT (default \"/proc\")\n  \
 -main-pid int\n    \tthe training shell's pid, skipping the scan (testing); TRIALTAIL_MAIN_PID\n  \
 -early-stop-wait duration\n    \ttime the training gets to exit after an early stop; TRIALTAIL_EARLY_STOP_WAIT (default 1m0s)\n\

@@ -1,5 +1,6 @@
 //! Sinks: where observations and aggregates go. Each sink is one file; none reaches into another.
 
+pub mod history;
 pub mod katib_db;
 pub mod prometheus;
 pub mod pushgateway;

@@ -150,7 +150,7 @@ fn check_config_prints_the_configuration_and_touches_nothing() {
         "source:      file /nonexistent/train.log\n",
         "rules:       presets katib, tf-step (default)\n",
         "metrics:     loss, accuracy (at most 1000)\n",
-        "listen:      0.0.0.0:9478, /metrics /healthz /readyz, linger 30s\n",
+        "listen:      0.0.0.0:9478, / (live page) /metrics /healthz /readyz, linger 30s\n",
         "pushgateway: http://pushgateway:9091, at the end\n",
         "labels:      trial=t1",
     ] {

@@ -20,6 +20,7 @@ mod katib_oracle;
 mod live;
 mod manifests;
 mod monitoring;
+mod page;
 mod plot;
 mod prom;
 mod sidecar;

@@ -19,14 +19,19 @@ use std::time::{Duration, Instant};
 /// How long any condition may take before a test fails: generous, for a loaded 2-core machine.
 pub const PATIENCE: Duration = Duration::from_secs(90);
 
-/// The path of the Debian binary `name`, or `None` (after saying so) when it is missing outside CI.
+/// The path of the Debian binary `name` (of Prometheus's packages), or `None` (after saying so) when it is
+/// missing outside CI.
 ///
 /// # Panics
 /// When the binary is missing and the environment variable `CI` is set: in CI these tests must run.
 pub fn tool(name: &str) -> Option<PathBuf> {
+    tool_of(name, "apt-get install prometheus prometheus-pushgateway")
+}
+
+/// [`tool`] for a binary that `hint` installs.
+pub fn tool_of(name: &str, hint: &str) -> Option<PathBuf> {
     let found = on_path(name);
     if found.is_none() {
-        let hint = "apt-get install prometheus prometheus-pushgateway";
         if std::env::var_os("CI").is_some() {
             panic!("{name} is missing and CI is set: these tests must run in CI ({hint})");
         }
