@@ -38,6 +38,10 @@ pub enum ConfigError {
     FollowWhat,
     #[error("--source pod-log reads the container's log through the Kubernetes API: give no LOG, command or --follow")]
     PodLogWhat,
+    #[error(
+        "--from-end skips what a text log holds; TensorBoard event files ({path}) are always read from their start"
+    )]
+    FromEndEvents { path: PathBuf },
 }
 
 /// Where the log comes from.
@@ -53,6 +57,13 @@ pub enum Source {
         path: PathBuf,
         /// Skip what the file holds at start.
         from_end: bool,
+    },
+    /// TensorBoard event files: a directory (every `*tfevents*` file below it) or one event file.
+    EventFiles {
+        /// The directory or file.
+        path: PathBuf,
+        /// Keep following: new files, appended records.
+        follow: bool,
     },
     /// A command to run; its stdout and stderr are the log.
     Command(Vec<OsString>),
@@ -98,6 +109,17 @@ pub struct RunConfig {
     pub max_metrics: usize,
     /// The Prometheus endpoint and Pushgateway.
     pub export: ExportConfig,
+}
+
+/// Whether a `run` LOG names TensorBoard event files: a directory (or a path that does not exist yet and ends
+/// with `/`), or a file whose name holds `tfevents` as TensorBoard's own test says
+/// ([`crate::source::tfevents::is_event_file`]).
+pub fn is_event_path(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    path.is_dir()
+        || (bytes.ends_with(b"/") && !path.exists())
+        || path.file_name().is_some_and(|n| crate::source::tfevents::is_event_file(n.as_bytes()))
 }
 
 /// Parses a size such as `65536`, `64K`, `64KiB`, `1M`, `1MiB` (powers of 1024).
@@ -168,6 +190,12 @@ impl RunConfig {
                 }
                 Source::Stdin
             }
+            (Some(path), true) if is_event_path(&path) => {
+                if a.from_end {
+                    return Err(ConfigError::FromEndEvents { path });
+                }
+                Source::EventFiles { path, follow: a.follow }
+            }
             (Some(path), true) if a.follow => Source::Follow { path, from_end: a.from_end },
             (Some(path), true) => Source::File(path),
         };
@@ -201,7 +229,7 @@ impl RunConfig {
             objective: self.objective.clone(),
             file: self.output_file.clone(),
             wrapping: matches!(self.source, Source::Command(_)),
-            live: self.live && matches!(self.source, Source::Follow { .. }),
+            live: self.live && matches!(self.source, Source::Follow { .. } | Source::EventFiles { follow: true, .. }),
         }
     }
 
@@ -215,6 +243,12 @@ impl RunConfig {
                 let start = if *from_end { ", from its end" } else { "" };
                 let idle = self.until_idle.map(|d| format!(", until {d:?} idle")).unwrap_or_default();
                 format!("file {} followed{start}{idle}", path.display())
+            }
+            Source::EventFiles { path, follow } => {
+                let how = if *follow { " followed" } else { "" };
+                let idle =
+                    self.until_idle.filter(|_| *follow).map(|d| format!(", until {d:?} idle")).unwrap_or_default();
+                format!("TensorBoard event files {}{how}{idle}", path.display())
             }
             Source::Command(argv) => {
                 let words: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
