@@ -108,6 +108,8 @@ pub struct Finished {
 pub struct Outputs {
     stdout: Option<StdoutSink>,
     katib: Option<(KatibReport, KatibDbConfig)>,
+    /// The Katib report is made of the observations (the file collector), not handed over at the end.
+    katib_observes: bool,
     publisher: Publisher,
     snapshots: SnapshotRx,
     sinks: Arc<SinkStats>,
@@ -140,6 +142,7 @@ impl Outputs {
         Ok(Outputs {
             stdout: None,
             katib: None,
+            katib_observes: false,
             publisher,
             snapshots,
             sinks,
@@ -184,7 +187,25 @@ impl Outputs {
     pub fn with_katib_db(mut self, objective: &str, cfg: KatibDbConfig) -> Self {
         self.sinks.register(katib_db::SINK);
         self.katib = Some((KatibReport::new(objective), cfg));
+        self.katib_observes = true;
         self
+    }
+
+    /// Sends a Katib report made elsewhere to the DB manager at the end ([`Outputs::set_katib_report`]; until
+    /// then, the `unavailable` row for `objective`): the TensorFlowEvent collector's, whose rows are ordered by
+    /// file and tag, not by observation.
+    pub fn with_katib_db_report(mut self, objective: &str, cfg: KatibDbConfig) -> Self {
+        self.sinks.register(katib_db::SINK);
+        self.katib = Some((KatibReport::new(objective), cfg));
+        self.katib_observes = false;
+        self
+    }
+
+    /// The report [`Outputs::with_katib_db_report`] sends.
+    pub fn set_katib_report(&mut self, report: KatibReport) {
+        if let Some((r, _)) = &mut self.katib {
+            *r = report;
+        }
     }
 
     /// Starts the Trial status sink on the current runtime, reading this run's snapshots and counting in its
@@ -296,7 +317,9 @@ impl ObservationSink for Outputs {
         if let Some(stdout) = &mut self.stdout {
             stdout.observe(obs);
         }
-        if let Some((report, _)) = &mut self.katib {
+        if let Some((report, _)) = &mut self.katib
+            && self.katib_observes
+        {
             report.observe(obs);
         }
     }
@@ -305,7 +328,9 @@ impl ObservationSink for Outputs {
         if let Some(stdout) = &mut self.stdout {
             stdout.restarted();
         }
-        if let Some((report, _)) = &mut self.katib {
+        if let Some((report, _)) = &mut self.katib
+            && self.katib_observes
+        {
             report.restarted();
         }
     }

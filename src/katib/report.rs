@@ -36,6 +36,8 @@ struct Stored {
 #[derive(Debug, Clone)]
 pub struct KatibReport {
     objective: String,
+    /// The `unavailable` row's time: Katib's zero time (the file collector), or the clock (TensorFlowEvent).
+    sentinel_time: String,
     arena: String,
     rows: Vec<Stored>,
     has_objective: bool,
@@ -44,7 +46,20 @@ pub struct KatibReport {
 impl KatibReport {
     /// An empty report whose objective is `objective`.
     pub fn new(objective: impl Into<String>) -> Self {
-        KatibReport { objective: objective.into(), arena: String::new(), rows: Vec::new(), has_objective: false }
+        KatibReport {
+            objective: objective.into(),
+            sentinel_time: ZERO_TIME.to_string(),
+            arena: String::new(),
+            rows: Vec::new(),
+            has_objective: false,
+        }
+    }
+
+    /// The same report whose `unavailable` row has the time `time` (Katib's TensorFlowEvent collector stamps it
+    /// with its clock, `rfc3339(datetime.now())`).
+    pub fn with_sentinel_time(mut self, time: &str) -> Self {
+        self.sentinel_time = time.to_string();
+        self
     }
 
     fn push_str(&mut self, s: &str) -> Range<usize> {
@@ -72,11 +87,8 @@ impl KatibReport {
         self.rows.is_empty()
     }
 
-    /// The report as Katib sends it: every row, or the single `unavailable` row when the objective is missing.
-    pub fn rows(&self) -> Vec<Row<'_>> {
-        if !self.has_objective {
-            return vec![Row { name: &self.objective, value: UNAVAILABLE, time: ZERO_TIME, line: None }];
-        }
+    /// Every row collected, before Katib's final rule.
+    pub fn collected(&self) -> Vec<Row<'_>> {
         self.rows
             .iter()
             .map(|r| Row {
@@ -86,6 +98,14 @@ impl KatibReport {
                 line: Some(r.line),
             })
             .collect()
+    }
+
+    /// The report as Katib sends it: every row, or the single `unavailable` row when the objective is missing.
+    pub fn rows(&self) -> Vec<Row<'_>> {
+        if !self.has_objective {
+            return vec![Row { name: &self.objective, value: UNAVAILABLE, time: &self.sentinel_time, line: None }];
+        }
+        self.collected()
     }
 }
 

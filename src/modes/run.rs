@@ -78,6 +78,9 @@ pub fn run(cfg: RunConfig) -> Result<u8, RunError> {
     }
     let mut parser = Parser::new(cfg.rules, cfg.max_metrics);
     if let Source::EventFiles { path, follow: false } = &cfg.source {
+        if crate::source::tfevents::dir::walk(path, Order::Sorted).is_empty() {
+            return Err(SourceError::NoEventFiles { path: path.to_owned() }.into());
+        }
         let mut outputs = Outputs::start_background(&cfg.export)?.with_stdout(stdout);
         let (result, source) = read_events(path, &mut parser, &mut outputs);
         outputs.publish_end(&parser, source);
@@ -152,13 +155,7 @@ fn read_events(
 ) -> (Result<(), RunError>, SourceStats) {
     let mut dir = EventDir::new(path, Order::Sorted, Naming::Several, Scalars::default(), DEFAULT_MAX_RECORD);
     let read = dir.read_all(parser, outputs);
-    let source = dir.stats();
-    let result = match read {
-        Err(e) => Err(e.into()),
-        Ok(()) if dir.files().next().is_none() => Err(SourceError::NoEventFiles { path: path.to_owned() }.into()),
-        Ok(()) => Ok(()),
-    };
-    (result, source)
+    (read.map_err(RunError::from), dir.stats())
 }
 
 /// The live modes' sources, until they end.
@@ -237,4 +234,12 @@ fn print_stats(parser: &Parser, source: SourceStats, started: Instant) {
         source.read_errors,
         peak_rss().map_or_else(|| "unknown".to_string(), |b| b.to_string()),
     );
+    let e = source.events;
+    if e.files > 0 {
+        let _ = writeln!(
+            err,
+            "event_files={} records={} skipped_values={} damaged={} undecodable={}",
+            e.files, e.records, e.skipped_values, e.damaged, e.undecodable
+        );
+    }
 }

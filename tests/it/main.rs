@@ -20,6 +20,7 @@ mod prom;
 mod sidecar;
 mod support;
 mod terminal;
+mod tfevents;
 mod webhook;
 
 use std::path::{Path, PathBuf};

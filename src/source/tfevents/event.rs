@@ -189,10 +189,12 @@ impl<'a> Event<'a> {
                     }
                     e.what = What::SessionLog(status);
                 }
-                (4 | 6 | 8 | 9 | 10, p) => {
+                (4 | 6 | 8 | 9, p) => {
                     bytes(p)?;
                     e.what = What::Other;
                 }
+                // `source_metadata`, beside the oneof.
+                (10, p) => drop(bytes(p)?),
                 (1 | 2, _) => return Err(DecodeError("wrong wire type")),
                 _ => {}
             }
