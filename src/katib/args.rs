@@ -405,6 +405,50 @@ mod tests {
     }
 
     #[test]
+    fn the_tensorflowevent_collectors_command_line_is_told_apart() {
+        let dir = |p: &std::path::Path| p == std::path::Path::new("/var/log/katib/tfevent");
+        let parse_tf = |a: &[&str]| parse_with(&args(a), |_| None, dir).unwrap();
+        // What Katib's webhook gives the TensorFlowEvent collector (getMetricsCollectorArgs): no -format.
+        let webhook = ["-t", "t1", "-m", "accuracy;loss", "-o-type", "maximize", "-s-db", "db:6789"];
+        let tf = parse_tf(&[&webhook[..], &["-path", "/var/log/katib/tfevent/"]].concat());
+        assert_eq!(tf.kind, CollectorKind::TensorFlowEvent);
+        assert_eq!(tf.metrics, ["accuracy", "loss"]);
+        assert_eq!(
+            parse_tf(&[&webhook[..], &["-path", "/var/log/katib/tfevent"]].concat()).kind,
+            CollectorKind::TensorFlowEvent,
+            "an existing directory"
+        );
+        let file = parse_tf(&[&webhook[..], &["-path", "/var/log/katib/metrics.log", "-format", "TEXT"]].concat());
+        assert_eq!(file.kind, CollectorKind::File);
+        // argparse's flags: whole seconds, `.lower() == "true"`, long names; -f parsed and ignored.
+        let a = parse_tf(&[
+            "--trial_name",
+            "t",
+            "--metric_names",
+            "acc",
+            "--metrics_file_dir",
+            "/d/",
+            "-p",
+            "3",
+            "-timeout",
+            "60",
+            "-w",
+            "TRUE",
+            "-f",
+            "x",
+        ]);
+        assert_eq!(
+            (a.kind, a.trial.as_str(), a.poll, a.timeout, a.wait_all),
+            (CollectorKind::TensorFlowEvent, "t", Duration::from_secs(3), Some(Duration::from_secs(60)), true)
+        );
+        assert!(a.filters.is_empty() && a.warnings.iter().any(|w| w.contains("-f is ignored")));
+        assert!(!parse_tf(&["-m", "acc", "-path", "/d/", "-w", "1"]).wait_all, "Python's test, not Go's ParseBool");
+        assert_eq!(parse_tf(&["-m", "", "-path", "/d/"]).metrics, [""], "Python's split of an empty -m");
+        assert!(parse_with(&args(&["-m", "acc", "-path", "/d/", "-p", "0"]), |_| None, dir).is_err());
+        assert!(is_katib_command_line(&args(&["--metrics_file_dir", "/d/"])));
+    }
+
+    #[test]
     fn detection_needs_a_katib_flag_first() {
         assert!(is_katib_command_line(&args(&["-t", "x"])));
         assert!(is_katib_command_line(&args(&["--s-db=h:1"])));

@@ -203,3 +203,79 @@ fn the_tensorflowevent_drop_in_stores_in_katibs_own_db_manager_the_rows_katib_re
     assert!(differences.is_empty(), "{} differences:\n{}", differences.len(), differences.join("\n"));
     assert!(compared >= 40 && sentinels >= 3, "{compared} compared, {sentinels} sentinels");
 }
+
+/// The bytes of a fixture's event file.
+fn fixture_file(dir: &str) -> Vec<u8> {
+    let dir = crate::root().join(FIXTURES).join(dir);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains("tfevents"))
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    std::fs::read(&files[0]).unwrap()
+}
+
+/// Appends `bytes` to `path` in `pieces` writes (cut anywhere, mid-record included), pausing between them.
+fn append_in_pieces(path: &Path, bytes: &[u8], pieces: usize, pause: std::time::Duration) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let step = bytes.len().div_ceil(pieces);
+    for chunk in bytes.chunks(step) {
+        f.write_all(chunk).unwrap();
+        f.flush().unwrap();
+        std::thread::sleep(pause);
+    }
+}
+
+#[test]
+fn following_a_directory_reads_records_in_pieces_new_runs_and_a_restarted_writer() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("logs");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trialtail"))
+        .args(["run", "--follow", "--until-idle", "2s", "--output", "json"])
+        .arg(format!("{}/", root.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pause = std::time::Duration::from_millis(40);
+    // The directory appears after the follower started; one run's records arrive in 7 pieces, cut mid-record.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    std::fs::create_dir_all(root.join("train")).unwrap();
+    let first = fixture_file("tf1_simple_value");
+    append_in_pieces(&root.join("train/events.out.tfevents.1700000000.host.1"), &first, 7, pause);
+    // A second run directory appears mid-way.
+    std::fs::create_dir_all(root.join("validation")).unwrap();
+    let second = fixture_file("restart");
+    append_in_pieces(&root.join("validation/events.out.tfevents.1700000001.host.1"), &second, 3, pause);
+    // The first run's writer restarts: a new file in its directory.
+    let restarted = std::fs::read(
+        std::fs::read_dir(crate::root().join(FIXTURES).join("restart"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(".run1"))
+            .unwrap(),
+    )
+    .unwrap();
+    append_in_pieces(&root.join("train/events.out.tfevents.1700000100.host.2"), &restarted, 2, pause);
+    let mut names: BTreeMap<String, usize> = BTreeMap::new();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        *names.entry(v["metric"].as_str().unwrap().to_string()).or_default() += 1;
+    }
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("damaged"), "a record waiting for its end is not damage: {stderr}");
+    // tf1_simple_value: 40 scalars (accuracy, accuracy_top5, loss, loss/train); restart: 10 + 10 accuracy values.
+    let total: usize = names.values().sum();
+    assert_eq!(total, 40 + 10 + 10, "{names:?}");
+    assert_eq!(names.get("validation/accuracy"), Some(&10), "{names:?}");
+    assert!(names.keys().all(|n| n.starts_with("train/") || n.starts_with("validation/")), "{names:?}");
+    assert_eq!(names.get("train/accuracy"), Some(&30), "the restarted writer's file is read too: {names:?}");
+}
