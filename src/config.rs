@@ -274,7 +274,9 @@ impl RunConfig {
                 RuleSpec::Preset(p) => format!("preset {}", p.name()),
             })
             .collect();
-        if rules.is_empty() {
+        if matches!(self.source, Source::EventFiles { .. }) {
+            rules = vec!["none: every scalar of the event files is an observation".into()];
+        } else if rules.is_empty() {
             rules.push(if katib { "Katib's default filter".into() } else { "presets katib, tf-step (default)".into() });
         }
         if self.rules.format() == LineFormat::Json {
