@@ -24,6 +24,11 @@
 //!   Python cannot represent – makes Katib drop that file's rows whole (`parse_file` logs the exception);
 //! - when no row is named like the objective, the report is one `unavailable` row at the collector's clock.
 //!
+//! # Performance
+//! Each record is also decoded whole with the generated types, only to refuse what Katib's `Event.FromString`
+//! refuses (that allocates per record; the native reader does not): the drop-in reads a trial's files once, at
+//! training speed, where exactness matters more.
+//!
 //! Deliberately different (`docs/katib.md`): a tensor that is not a scalar (vectors, histograms, text, images,
 //! audio: numpy's printout of the whole array, which Katib's controller cannot read as a number) is not reported
 //! but counted; a record over the size limit is skipped (Katib reads it whole).
