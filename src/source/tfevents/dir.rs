@@ -179,7 +179,6 @@ impl<H: RecordSink> EventDir<H> {
         let mut s = self.stats;
         s.events = self.handler.stats();
         s.events.files = self.files.len() as u64;
-        s.lines.lines = s.events.records;
         s
     }
 
