@@ -177,11 +177,14 @@ With no rule flags, two presets are on: `katib` (every `name=value` pair, Katib'
 (`Accuracy at step 120: 0.9134`). Without `--metrics` every name those rules capture is a metric, noise such as \
 tqdm's `v_num=1` included (bounded by `--max-metrics`); give `--metrics loss,accuracy` to keep only those.\n\n\
 `--follow` keeps following LOG as it grows (rotation, truncation and a file that does not exist yet included), \
-until SIGINT/SIGTERM or `--until-idle`. After `--`, a command is run instead (no shell) and its stdout and stderr \
+until SIGINT/SIGTERM or `--until-idle`. A directory is read as TensorBoard event files (TensorFlow, Keras, \
+PyTorch's SummaryWriter, Lightning, Hugging Face with report_to=\"tensorboard\"): its scalars, named by tag and run; \
+`--follow` follows new runs and records. After `--`, a command is run instead (no shell) and its stdout and stderr \
 are passed through and parsed; trialtail exits with its exit code and prints the summary to stderr.\n\n\
 Examples:\n  \
 trialtail run train.log\n  \
 trialtail run --follow --output json /var/log/train.log\n  \
+trialtail run runs/\n  \
 trialtail run --output-file metrics.json --output json -- python -u train.py --lr 0.1\n  \
 trialtail run --preset keras --metrics loss,val_loss train.log\n  \
 trialtail run --metric accuracy='Accuracy at step (?P<step>\\d+): (?P<value>\\S+)' train.log\n  \
@@ -206,9 +209,14 @@ impl ValueEnum for OutputKind {
 /// `trialtail run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// The log to read; `-` reads standard input
+    /// The log to read; `-` reads standard input; a directory reads its TensorBoard event files
     ///
     /// Read to its end, or followed with --follow. Leave it out when wrapping a command after `--`.
+    /// A directory (or a file named like `events.out.tfevents.*`) is read as TensorBoard event files: every file
+    /// whose name holds `tfevents` below it, each scalar (TF1 `simple_value`, TF2 one-element tensors) an
+    /// observation named by its tag – prefixed by its run directory (`train/loss`, `validation/loss`) when the
+    /// files are in more than one directory, and always with --follow. The rule flags do not apply to them;
+    /// --metrics still selects. A directory that does not exist yet is given with a trailing `/`.
     #[arg(value_name = "LOG", env = "TRIALTAIL_PATH")]
     pub log: Option<PathBuf>,
 
@@ -225,8 +233,10 @@ pub struct RunArgs {
     ///
     /// Reads from the start (see --from-end) and then waits for more, driven by inotify (a polling fallback of at
     /// most 250 ms when inotify is unavailable or exhausted). LOG may not exist yet. Rotation (rename + create),
-    /// deletion and recreation, and truncation (copytruncate) are followed. Ends on SIGINT/SIGTERM (after reading
-    /// what is readable, within --shutdown-grace) or after --until-idle.
+    /// deletion and recreation, and truncation (copytruncate) are followed. A directory of TensorBoard event files
+    /// is followed as a whole: new event files (a new run, a writer restart) and records appended to open ones;
+    /// a record still being written waits. Ends on SIGINT/SIGTERM (after reading what is readable, within
+    /// --shutdown-grace) or after --until-idle.
     #[arg(short = 'f', long, env = "TRIALTAIL_FOLLOW", help_heading = "Live")]
     pub follow: bool,
 
@@ -593,7 +603,8 @@ pub struct ExportArgs {
 }
 
 const PLOT_ABOUT: &str = "Draw the curves of a training log's metrics as SVG or PNG.\n\n\
-Reads LOG to its end (or standard input for `-`) with the same rules as `trialtail run` and draws one panel per \
+Reads LOG to its end (or standard input for `-`; a directory's TensorBoard event files) with the same rules as \
+`trialtail run` and draws one panel per \
 metric: x is the step when the rule captured one, else the observation's index; y is the value. Values that are \
 NaN or infinite leave a gap in the line and get a red cross on the panel's edge. The legend gives each metric's \
 latest, min and max; the min and max points are marked.\n\n\
@@ -632,7 +643,7 @@ pub enum Panels {
 /// `trialtail plot`.
 #[derive(Debug, Args)]
 pub struct PlotArgs {
-    /// The log to read; `-` reads standard input
+    /// The log to read; `-` reads standard input; a directory reads its TensorBoard event files
     #[arg(value_name = "LOG", env = "TRIALTAIL_PATH")]
     pub log: PathBuf,
 

@@ -45,6 +45,10 @@ pub enum ConfigError {
     AssumeTrial { path: PathBuf, reason: String },
     #[error("--assume-trial describes what the native sidecar would do: give --source pod-log")]
     AssumeTrialWhat,
+    #[error(
+        "--from-end skips what a text log holds; TensorBoard event files ({path}) are always read from their start"
+    )]
+    FromEndEvents { path: PathBuf },
 }
 
 /// Where the log comes from.
@@ -60,6 +64,13 @@ pub enum Source {
         path: PathBuf,
         /// Skip what the file holds at start.
         from_end: bool,
+    },
+    /// TensorBoard event files: a directory (every `*tfevents*` file below it) or one event file.
+    EventFiles {
+        /// The directory or file.
+        path: PathBuf,
+        /// Keep following: new files, appended records.
+        follow: bool,
     },
     /// A command to run; its stdout and stderr are the log.
     Command(Vec<OsString>),
@@ -117,6 +128,17 @@ pub struct RunConfig {
     pub origin: RuleOrigin,
     /// The Prometheus endpoint and Pushgateway.
     pub export: ExportConfig,
+}
+
+/// Whether a `run` LOG names TensorBoard event files: a directory (or a path that does not exist yet and ends
+/// with `/`), or a file whose name holds `tfevents` as TensorBoard's own test says
+/// ([`crate::source::tfevents::is_event_file`]).
+pub fn is_event_path(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = path.as_os_str().as_bytes();
+    path.is_dir()
+        || (bytes.ends_with(b"/") && !path.exists())
+        || path.file_name().is_some_and(|n| crate::source::tfevents::is_event_file(n.as_bytes()))
 }
 
 /// Parses a size such as `65536`, `64K`, `64KiB`, `1M`, `1MiB` (powers of 1024).
@@ -302,6 +324,12 @@ impl RunConfig {
                 }
                 Source::Stdin
             }
+            (Some(path), true) if is_event_path(&path) => {
+                if a.from_end {
+                    return Err(ConfigError::FromEndEvents { path });
+                }
+                Source::EventFiles { path, follow: a.follow }
+            }
             (Some(path), true) if a.follow => Source::Follow { path, from_end: a.from_end },
             (Some(path), true) => Source::File(path),
         };
@@ -341,7 +369,7 @@ impl RunConfig {
             objective: self.objective.clone(),
             file: self.output_file.clone(),
             wrapping: matches!(self.source, Source::Command(_)),
-            live: self.live && matches!(self.source, Source::Follow { .. }),
+            live: self.live && matches!(self.source, Source::Follow { .. } | Source::EventFiles { follow: true, .. }),
         }
     }
 
@@ -355,6 +383,12 @@ impl RunConfig {
                 let start = if *from_end { ", from its end" } else { "" };
                 let idle = self.until_idle.map(|d| format!(", until {d:?} idle")).unwrap_or_default();
                 format!("file {} followed{start}{idle}", path.display())
+            }
+            Source::EventFiles { path, follow } => {
+                let how = if *follow { " followed" } else { "" };
+                let idle =
+                    self.until_idle.filter(|_| *follow).map(|d| format!(", until {d:?} idle")).unwrap_or_default();
+                format!("TensorBoard event files {}{how}{idle}", path.display())
             }
             Source::Command(argv) => {
                 let words: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
@@ -379,7 +413,9 @@ impl RunConfig {
                 RuleSpec::Preset(p) => format!("preset {}", p.name()),
             })
             .collect();
-        if rules.is_empty() {
+        if matches!(self.source, Source::EventFiles { .. }) {
+            rules = vec!["none: every scalar of the event files is an observation".into()];
+        } else if rules.is_empty() {
             rules.push(if katib { "Katib's default filter".into() } else { "presets katib, tf-step (default)".into() });
         }
         if self.rules.format() == LineFormat::Json {

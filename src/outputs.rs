@@ -97,6 +97,8 @@ struct KatibOut {
     cfg: KatibDbConfig,
     /// The incremental delivery and the signal that ends it.
     periodic: Option<(JoinHandle<Reporter>, watch::Sender<bool>)>,
+    /// The report is made of the observations (the file collector), not handed over at the end.
+    observes: bool,
 }
 
 /// Why the outputs could not start or end.
@@ -219,8 +221,25 @@ impl Outputs {
             }
             _ => None,
         };
-        self.katib = Some(KatibOut { report, cfg, periodic });
+        self.katib = Some(KatibOut { report, cfg, periodic, observes: true });
         self
+    }
+
+    /// Sends a Katib report made elsewhere to the DB manager at the end ([`Outputs::set_katib_report`]; until
+    /// then, the `unavailable` row for `objective`): the TensorFlowEvent collector's, whose rows are ordered by
+    /// file and tag, not by observation.
+    pub fn with_katib_db_report(mut self, objective: &str, cfg: KatibDbConfig) -> Self {
+        self.sinks.register(katib_db::SINK);
+        let report = Arc::new(Mutex::new(KatibReport::new(objective)));
+        self.katib = Some(KatibOut { report, cfg, periodic: None, observes: false });
+        self
+    }
+
+    /// The report [`Outputs::with_katib_db_report`] sends.
+    pub fn set_katib_report(&mut self, report: KatibReport) {
+        if let Some(katib) = &self.katib {
+            *katib.report.lock().expect("report lock") = report;
+        }
     }
 
     /// Starts the Trial status sink on the current runtime, reading this run's snapshots and counting in its
@@ -356,7 +375,9 @@ impl ObservationSink for Outputs {
         if let Some(stdout) = &mut self.stdout {
             stdout.observe(obs);
         }
-        if let Some(katib) = &mut self.katib {
+        if let Some(katib) = &mut self.katib
+            && katib.observes
+        {
             katib.report.lock().expect("report lock").observe(obs);
         }
         if let Some(history) = &mut self.history {
@@ -368,7 +389,9 @@ impl ObservationSink for Outputs {
         if let Some(stdout) = &mut self.stdout {
             stdout.restarted();
         }
-        if let Some(katib) = &mut self.katib {
+        if let Some(katib) = &mut self.katib
+            && katib.observes
+        {
             katib.report.lock().expect("report lock").restarted();
         }
     }

@@ -97,8 +97,8 @@ pub struct Record<'a> {
     pub name: &'a [u8],
     /// The value's text, as it should be shown.
     pub raw: &'a [u8],
-    /// The value.
-    pub value: f64,
+    /// The value, when it is a number (Katib's reports also carry values that are not: `[0.25 0.5]`).
+    pub value: Option<f64>,
     /// The step, when the record has one.
     pub step: Option<u64>,
     /// Its RFC 3339 time, when it has one.
@@ -148,13 +148,13 @@ impl Parser {
             return;
         }
         let Some(id) = self.agg.intern(r.name) else { return };
-        self.agg.record(id, r.raw, Some(r.value), r.step, r.line);
+        self.agg.record(id, r.raw, r.value, r.step, r.line);
         self.counters.observations += 1;
         let obs = Observation {
             metric: id,
             name: r.name,
             raw: r.raw,
-            value: Some(r.value),
+            value: r.value,
             step: r.step,
             time: r.time,
             line: r.line,

@@ -68,7 +68,9 @@ impl PlotError {
     pub fn exit_code(&self) -> u8 {
         match self {
             PlotError::Config(_) | PlotError::Format { .. } | PlotError::Size { .. } | PlotError::NoX { .. } => 2,
-            PlotError::Source(SourceError::Open { .. } | SourceError::Directory { .. }) => 2,
+            PlotError::Source(
+                SourceError::Open { .. } | SourceError::Directory { .. } | SourceError::NoEventFiles { .. },
+            ) => 2,
             _ => 1,
         }
     }
@@ -208,15 +210,26 @@ impl ObservationSink for Recorder {
 
 /// Runs `trialtail plot` to completion: reads the log, records, draws, writes.
 pub fn run(cfg: PlotConfig) -> Result<(), PlotError> {
-    let mut reader = source::file::open(&cfg.log)?;
     let r = cfg.rules;
     let mut parser = Parser::new(r.rules, r.max_metrics);
-    let mut lines = LineBuffer::new(r.max_line_bytes);
     let mut recorder = Recorder::default();
-    let read = source::file::read_to_end(&mut reader, &mut lines, &mut parser, &mut recorder);
-    if let Err(source) = read {
-        let bytes = lines.stats().bytes;
-        return Err(SourceError::Read { path: cfg.log, bytes, source }.into());
+    if crate::config::is_event_path(&cfg.log) {
+        use crate::source::tfevents::{Scalars, dir, record};
+        let naming = dir::Naming::Several;
+        let mut events =
+            dir::EventDir::new(&cfg.log, dir::Order::Sorted, naming, Scalars::default(), record::DEFAULT_MAX_RECORD);
+        events.read_all(&mut parser, &mut recorder)?;
+        if events.files().next().is_none() {
+            return Err(SourceError::NoEventFiles { path: cfg.log }.into());
+        }
+    } else {
+        let mut reader = source::file::open(&cfg.log)?;
+        let mut lines = LineBuffer::new(r.max_line_bytes);
+        let read = source::file::read_to_end(&mut reader, &mut lines, &mut parser, &mut recorder);
+        if let Err(source) = read {
+            let bytes = lines.stats().bytes;
+            return Err(SourceError::Read { path: cfg.log, bytes, source }.into());
+        }
     }
     let title = if cfg.log.as_os_str() == source::file::STDIN {
         "standard input".to_string()

@@ -28,6 +28,8 @@ pub struct SourceStats {
     pub read_errors: u64,
     /// The source's line buffers' counters, summed over its streams.
     pub lines: LineStats,
+    /// What an event-file source read (TensorBoard records); zero for text sources.
+    pub events: EventStats,
     /// How the training ended, when the source can tell (the pod-log source reads the container's exit).
     pub training: Training,
 }
@@ -42,6 +44,22 @@ pub enum Training {
     Succeeded,
     /// It failed for good, was killed, or its pod went away.
     Failed,
+}
+
+/// Counters of an event-file source ([`crate::source::tfevents`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct EventStats {
+    /// Event files found.
+    pub files: u64,
+    /// Records read whose CRCs matched.
+    pub records: u64,
+    /// Summary values that are not a scalar (images, histograms, text, other plugins, non-scalar tensors),
+    /// skipped.
+    pub skipped_values: u64,
+    /// Damaged records: a CRC mismatch, a cut record, a record over the size limit.
+    pub damaged: u64,
+    /// Records whose CRCs matched but that are not an `Event`.
+    pub undecodable: u64,
 }
 
 /// Where the source is in its life, for readiness and for sinks that flush at the end.

@@ -10,6 +10,15 @@
 //! Deliberate differences from Katib: a missing or empty `-format` means TEXT (with a warning) instead of a failed
 //! collection; an unknown `-format` or a bad duration fails at start-up (exit 2) instead of at the end.
 //!
+//! Katib's TensorFlowEvent collector (`cmd/metricscollector/v1beta1/tfevent-metricscollector/main.py`, Python
+//! `argparse`) gets the same flags from the webhook but never `-format`, and its `-path` is a directory
+//! (`/var/log/katib/tfevent/` by default, `DefaultTensorflowEventDirPath`). A command line without `-format` whose
+//! `-path` is a directory (or ends with `/`) is that collector's ([`CollectorKind::TensorFlowEvent`]); there
+//! `-p` and `-timeout` are whole seconds (`type=int`; Go durations are accepted too), `-w` is true only for
+//! `true` in any case (`.lower() == "true"`), `-f` is ignored as Katib ignores it, and argparse's long names
+//! (`--trial_name`, `--metric_names`, `--metrics_file_dir`, …) are accepted. Its early-stopping flags, which
+//! Katib's own collector does not define (it exits 2), are applied as for the file collector.
+//!
 //! trialtail adds a few flags of its own, each also read from an environment variable (flag wins):
 //! `-report-deadline`, `-listen`, `-proc-root`, `-main-pid`, `-early-stop-wait`. This module only parses; it
 //! does no I/O beyond reading those variables through the function it is given.
@@ -40,6 +49,27 @@ pub const DEFAULT_REPORT_DEADLINE: Duration = Duration::from_secs(300);
 /// The default bounded wait for the training to exit after an early stop.
 pub const DEFAULT_EARLY_STOP_WAIT: Duration = Duration::from_secs(60);
 
+/// argparse's long names of Katib's TensorFlowEvent collector, and the flag each is.
+pub const PYTHON_NAMES: &[(&str, &str)] = &[
+    ("trial_name", "t"),
+    ("metric_names", "m"),
+    ("objective_type", "o-type"),
+    ("db_manager_server_addr", "s-db"),
+    ("metrics_file_dir", "path"),
+    ("metric_filters", "f"),
+    ("poll_interval", "p"),
+    ("wait_all_processes", "w"),
+];
+
+/// Which of Katib's collectors the command line is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CollectorKind {
+    /// The file metrics collector (kinds `StdOut` and `File`): `-path` is a log file.
+    File,
+    /// The TensorFlowEvent collector: `-path` is a directory of TensorBoard event files.
+    TensorFlowEvent,
+}
+
 /// Whether the objective is minimized or maximized (`-o-type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ObjectiveType {
@@ -52,6 +82,8 @@ pub enum ObjectiveType {
 /// The drop-in mode's validated command line.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KatibArgs {
+    /// Which collector this replaces.
+    pub kind: CollectorKind,
     /// `-t`: the trial name.
     pub trial: String,
     /// `-m`, split on `;`: the first is the objective.
@@ -61,7 +93,7 @@ pub struct KatibArgs {
     pub objective_type: Option<ObjectiveType>,
     /// `-s-db`: the DB manager, `host:port`.
     pub db_manager: String,
-    /// `-path`: the metrics file.
+    /// `-path`: the metrics file, or the event files' directory.
     pub path: PathBuf,
     /// `-f`, split on `;`: the filters (empty: Katib's default).
     pub filters: Vec<String>,
@@ -123,9 +155,15 @@ fn flag_name(arg: &str) -> Option<&str> {
     Some(s.split_once('=').map_or(s, |(n, _)| n))
 }
 
-/// Whether `args` (without the program name) are Katib's: the first one is one of [`KATIB_FLAGS`].
+/// A flag's own name: argparse's long names mapped to Katib's short ones.
+fn canonical(name: &str) -> &str {
+    PYTHON_NAMES.iter().find(|(long, _)| *long == name).map_or(name, |(_, short)| short)
+}
+
+/// Whether `args` (without the program name) are Katib's: the first one is one of [`KATIB_FLAGS`] (or one of
+/// argparse's long names).
 pub fn is_katib_command_line(args: &[String]) -> bool {
-    args.first().and_then(|a| flag_name(a)).is_some_and(|n| KATIB_FLAGS.contains(&n))
+    args.first().and_then(|a| flag_name(a)).is_some_and(|n| KATIB_FLAGS.contains(&canonical(n)))
 }
 
 /// Go's `strconv.ParseBool`.
@@ -139,6 +177,15 @@ fn go_bool(s: &str) -> Option<bool> {
 
 /// Parses Katib's command line (without the program name). `env` reads environment variables for the extra flags.
 pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<KatibArgs, ArgsError> {
+    parse_with(args, env, |p| p.is_dir())
+}
+
+/// [`parse`], with `is_dir` telling whether a path is a directory (the one look outside the arguments).
+pub fn parse_with(
+    args: &[String],
+    env: impl Fn(&str) -> Option<String>,
+    is_dir: impl Fn(&std::path::Path) -> bool,
+) -> Result<KatibArgs, ArgsError> {
     let mut values: Vec<(String, String)> = Vec::new();
     let mut warnings = Vec::new();
     let mut i = 0;
@@ -148,7 +195,7 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Ka
             i += 1;
             break;
         }
-        let Some(name) = flag_name(arg) else { break };
+        let Some(name) = flag_name(arg).map(canonical) else { break };
         if name.is_empty() || name.starts_with('-') || name.starts_with('=') {
             return Err(ArgsError::Unknown { flag: name.to_string() });
         }
@@ -192,7 +239,12 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Ka
     };
 
     let trial = last("t").unwrap_or_default();
-    let metrics = split(last("m"));
+    let path = PathBuf::from(last("path").unwrap_or_else(|| "/var/log/katib/metrics.log".to_string()));
+    let tfevent = last("format").is_none() && (path.as_os_str().as_encoded_bytes().ends_with(b"/") || is_dir(&path));
+    // The TensorFlowEvent collector splits `-m` as Python does (`"".split(";")` is `[""]`, a name every tag
+    // starts with).
+    let metrics =
+        if tfevent { last("m").unwrap_or_default().split(';').map(String::from).collect() } else { split(last("m")) };
     if metrics.is_empty() {
         return Err(ArgsError::Required { flag: "m" });
     }
@@ -207,9 +259,13 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Ka
         }
     };
     let db_manager = last("s-db").unwrap_or_else(|| "katib-db-manager.kubeflow:6789".to_string());
-    let path = PathBuf::from(last("path").unwrap_or_else(|| "/var/log/katib/metrics.log".to_string()));
-    let filters = split(last("f"));
+    let filters = if tfevent { Vec::new() } else { split(last("f")) };
+    if tfevent && last("f").is_some_and(|f| !f.is_empty()) {
+        warnings
+            .push("-f is ignored for TensorBoard event files, as Katib's TensorFlowEvent collector ignores it".into());
+    }
     let format = match last("format").as_deref().map(str::trim) {
+        None if tfevent => LineFormat::Text,
         None | Some("") => {
             warnings.push("-format is missing: reading the log as TEXT (Katib would fail the collection)".into());
             LineFormat::Text
@@ -218,13 +274,23 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Ka
         Some(f) if f.eq_ignore_ascii_case("JSON") => LineFormat::Json,
         Some(f) => return Err(ArgsError::Invalid { flag: "format", value: f.into(), reason: "must be TEXT or JSON" }),
     };
-    // Katib's -w is a string flag read with strconv.ParseBool: anything that is not a Go bool means false.
-    let wait_all = last("w").is_none_or(|v| go_bool(&v).unwrap_or(false));
-    let poll = duration("p", last("p").unwrap_or_else(|| "1s".into()))?;
+    // Katib's -w is a string flag read with strconv.ParseBool: anything that is not a Go bool means false; the
+    // TensorFlowEvent collector's Python compares `.lower() == "true"`.
+    let wait_all = match last("w") {
+        None => true,
+        Some(v) if tfevent => v.to_lowercase() == "true",
+        Some(v) => go_bool(&v).unwrap_or(false),
+    };
+    // The TensorFlowEvent collector's -p and -timeout are whole seconds (argparse `type=int`).
+    let interval = |flag: &'static str, v: String| match v.trim().parse::<u64>() {
+        Ok(secs) if tfevent => Ok(Duration::from_secs(secs)),
+        _ => duration(flag, v),
+    };
+    let poll = interval("p", last("p").unwrap_or_else(|| "1s".into()))?;
     if poll.is_zero() {
         return Err(ArgsError::Invalid { flag: "p", value: "0".into(), reason: "must be positive" });
     }
-    let timeout = Some(duration("timeout", last("timeout").unwrap_or_else(|| "0".into()))?).filter(|d| !d.is_zero());
+    let timeout = Some(interval("timeout", last("timeout").unwrap_or_else(|| "0".into()))?).filter(|d| !d.is_zero());
     let stop_rules = values.iter().filter(|(n, _)| n == "stop-rule").map(|(_, v)| v.clone()).collect();
     let early_stop = last("s-earlystop").filter(|s| !s.is_empty());
     let report_deadline = match extra("report-deadline") {
@@ -254,6 +320,7 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Ka
         })?),
     };
     Ok(KatibArgs {
+        kind: if tfevent { CollectorKind::TensorFlowEvent } else { CollectorKind::File },
         trial,
         metrics,
         objective_type,
@@ -296,6 +363,9 @@ trialtail's own (each also from the environment variable named):\n  \
 -proc-root string\n    \tthe proc filesystem scanned for the training process; TRIALTAIL_PROC_ROOT (default \"/proc\")\n  \
 -main-pid int\n    \tthe training shell's pid, skipping the scan (testing); TRIALTAIL_MAIN_PID\n  \
 -early-stop-wait duration\n    \ttime the training gets to exit after an early stop; TRIALTAIL_EARLY_STOP_WAIT (default 1m0s)\n\
+Katib's TensorFlowEvent collector: the same flags without -format and with -path a directory (such as \
+/var/log/katib/tfevent/): every TensorBoard event file below it is read, and the rows Katib's collector would \
+report are reported; -p and -timeout are then whole seconds, -f is ignored.\n\
 Exit codes: 0 reported; 2 bad arguments; 3 the report was not accepted before -report-deadline; \
 4 SetTrialStatus failed after an early stop; 255 the training failed (no `completed` marker) or -timeout passed, \
 nothing reported.\n"
@@ -332,6 +402,50 @@ mod tests {
             assert_eq!(parse_ok(&["-m", "loss", &format!("-w={v}")]).wait_all, want, "{v}");
         }
         assert!(parse_ok(&["-m", "loss"]).wait_all, "-w defaults to true");
+    }
+
+    #[test]
+    fn the_tensorflowevent_collectors_command_line_is_told_apart() {
+        let dir = |p: &std::path::Path| p == std::path::Path::new("/var/log/katib/tfevent");
+        let parse_tf = |a: &[&str]| parse_with(&args(a), |_| None, dir).unwrap();
+        // What Katib's webhook gives the TensorFlowEvent collector (getMetricsCollectorArgs): no -format.
+        let webhook = ["-t", "t1", "-m", "accuracy;loss", "-o-type", "maximize", "-s-db", "db:6789"];
+        let tf = parse_tf(&[&webhook[..], &["-path", "/var/log/katib/tfevent/"]].concat());
+        assert_eq!(tf.kind, CollectorKind::TensorFlowEvent);
+        assert_eq!(tf.metrics, ["accuracy", "loss"]);
+        assert_eq!(
+            parse_tf(&[&webhook[..], &["-path", "/var/log/katib/tfevent"]].concat()).kind,
+            CollectorKind::TensorFlowEvent,
+            "an existing directory"
+        );
+        let file = parse_tf(&[&webhook[..], &["-path", "/var/log/katib/metrics.log", "-format", "TEXT"]].concat());
+        assert_eq!(file.kind, CollectorKind::File);
+        // argparse's flags: whole seconds, `.lower() == "true"`, long names; -f parsed and ignored.
+        let a = parse_tf(&[
+            "--trial_name",
+            "t",
+            "--metric_names",
+            "acc",
+            "--metrics_file_dir",
+            "/d/",
+            "-p",
+            "3",
+            "-timeout",
+            "60",
+            "-w",
+            "TRUE",
+            "-f",
+            "x",
+        ]);
+        assert_eq!(
+            (a.kind, a.trial.as_str(), a.poll, a.timeout, a.wait_all),
+            (CollectorKind::TensorFlowEvent, "t", Duration::from_secs(3), Some(Duration::from_secs(60)), true)
+        );
+        assert!(a.filters.is_empty() && a.warnings.iter().any(|w| w.contains("-f is ignored")));
+        assert!(!parse_tf(&["-m", "acc", "-path", "/d/", "-w", "1"]).wait_all, "Python's test, not Go's ParseBool");
+        assert_eq!(parse_tf(&["-m", "", "-path", "/d/"]).metrics, [""], "Python's split of an empty -m");
+        assert!(parse_with(&args(&["-m", "acc", "-path", "/d/", "-p", "0"]), |_| None, dir).is_err());
+        assert!(is_katib_command_line(&args(&["--metrics_file_dir", "/d/"])));
     }
 
     #[test]

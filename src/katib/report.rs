@@ -36,6 +36,8 @@ struct Stored {
 #[derive(Debug, Clone)]
 pub struct KatibReport {
     objective: String,
+    /// The `unavailable` row's time: Katib's zero time (the file collector), or the clock (TensorFlowEvent).
+    sentinel_time: String,
     arena: String,
     rows: Vec<Stored>,
     has_objective: bool,
@@ -44,7 +46,20 @@ pub struct KatibReport {
 impl KatibReport {
     /// An empty report whose objective is `objective`.
     pub fn new(objective: impl Into<String>) -> Self {
-        KatibReport { objective: objective.into(), arena: String::new(), rows: Vec::new(), has_objective: false }
+        KatibReport {
+            objective: objective.into(),
+            sentinel_time: ZERO_TIME.to_string(),
+            arena: String::new(),
+            rows: Vec::new(),
+            has_objective: false,
+        }
+    }
+
+    /// The same report whose `unavailable` row has the time `time` (Katib's TensorFlowEvent collector stamps it
+    /// with its clock, `rfc3339(datetime.now())`).
+    pub fn with_sentinel_time(mut self, time: &str) -> Self {
+        self.sentinel_time = time.to_string();
+        self
     }
 
     fn push_str(&mut self, s: &str) -> Range<usize> {
@@ -95,7 +110,12 @@ impl KatibReport {
 
     /// The single row Katib sends for a report without its objective.
     pub fn sentinel(&self) -> Row<'_> {
-        Row { name: &self.objective, value: UNAVAILABLE, time: ZERO_TIME, line: None }
+        Row { name: &self.objective, value: UNAVAILABLE, time: &self.sentinel_time, line: None }
+    }
+
+    /// Every row collected, before Katib's final rule.
+    pub fn collected(&self) -> Vec<Row<'_>> {
+        (0..self.rows.len()).filter_map(|i| self.row(i)).collect()
     }
 
     /// The report as Katib sends it: every row, or the single `unavailable` row when the objective is missing.
@@ -103,7 +123,7 @@ impl KatibReport {
         if !self.has_objective {
             return vec![self.sentinel()];
         }
-        (0..self.rows.len()).filter_map(|i| self.row(i)).collect()
+        self.collected()
     }
 }
 

@@ -1,4 +1,12 @@
-//! The Katib drop-in mode: trialtail run as Katib's file metrics collector (`metrics-logger-and-collector`).
+//! The Katib drop-in mode: trialtail run as Katib's file metrics collector (`metrics-logger-and-collector`), or
+//! as its TensorFlowEvent collector.
+//!
+//! For the TensorFlowEvent collector (`-path` a directory, [`CollectorKind::TensorFlowEvent`]) the source is the
+//! event files below `-path` ([`EventDir`], followed as they are written, nothing echoed), read with Katib's
+//! semantics ([`KatibEvents`]): matching values feed `/metrics` and the stop rules as they are written, and the
+//! report – built at the end, in Katib's order of files and tags – is what Katib's collector would send. The
+//! rest (waiting, early stopping, reporting, exit codes) is the same as below; a directory that never appears is
+//! not an error there (Katib's walk finds nothing and reports `unavailable`).
 //!
 //! Started with Katib's arguments ([`crate::katib::args`]), it plays Katib's two roles at once. As the *logger* it
 //! follows `-path` from its start (the file may not exist yet) and echoes every byte to stdout as it arrives. As
@@ -21,8 +29,10 @@ use tokio::time::{Instant, sleep};
 
 use crate::aggregate::DEFAULT_MAX_METRICS;
 use crate::backoff::Backoff;
-use crate::katib::args::KatibArgs;
+use crate::katib::args::{CollectorKind, KatibArgs};
 use crate::katib::early_stop::{EarlyStop, StopRule, StopRuleError, parse_rule};
+use crate::katib::report::KatibReport;
+use crate::katib::tfevent::{KatibEvents, katib_time};
 use crate::lines::KATIB_MAX_LINE_BYTES;
 use crate::outputs::{ExportConfig, KatibDbConfig, Outputs};
 use crate::parser::Parser;
@@ -30,8 +40,11 @@ use crate::rules::{RuleError, RuleSpec, Rules, Semantics};
 use crate::sink::katib_db::{self, KatibDbError};
 use crate::sink::prometheus::Labels;
 use crate::snapshot::Phase;
-use crate::source::LiveSink;
-use crate::source::tail::{Step, TailError, Tailer};
+use crate::source::follow::Followed;
+use crate::source::tail::{Step, Tailer};
+use crate::source::tfevents::dir::{EventDir, Naming, Order};
+use crate::source::tfevents::record::DEFAULT_MAX_RECORD;
+use crate::source::{LiveSink, SourceError};
 use crate::wait::procfs::{self, EARLY_STOPPED, Status, WaitError, Waiter};
 
 /// Exit code: the report was not accepted before `-report-deadline`.
@@ -57,8 +70,8 @@ pub enum DropInError {
     Wait(#[from] WaitError),
     #[error("cannot start the runtime")]
     Runtime(#[source] io::Error),
-    #[error("following the metrics file failed")]
-    Tail(#[from] TailError),
+    #[error("following the metrics failed")]
+    Source(#[from] SourceError),
     #[error("training failed: {marker} {found}; reporting nothing (as Katib does)")]
     TrainingFailed { marker: PathBuf, found: String },
     #[error(
@@ -103,20 +116,142 @@ pub fn run(a: KatibArgs) -> Result<(), DropInError> {
     for w in &a.warnings {
         tracing::warn!("{w}");
     }
-    let specs: Vec<RuleSpec> = a.filters.iter().cloned().map(RuleSpec::Filter).collect();
+    let specs: Vec<RuleSpec> = match a.kind {
+        CollectorKind::File => a.filters.iter().cloned().map(RuleSpec::Filter).collect(),
+        CollectorKind::TensorFlowEvent => Vec::new(),
+    };
     let rules = Rules::new(&specs, &a.metrics, Semantics::Katib, a.format)?;
     let stop_rules = a.stop_rules.iter().map(|r| parse_rule(r)).collect::<Result<Vec<_>, _>>()?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(DropInError::Runtime)?;
-    rt.block_on(run_async(a, rules, stop_rules))
+    match a.kind {
+        CollectorKind::File => {
+            let tailer = Tailer::new(&a.path, false, KATIB_MAX_LINE_BYTES).with_echo(io::stdout());
+            rt.block_on(run_async(a, rules, stop_rules, Text(tailer)))
+        }
+        CollectorKind::TensorFlowEvent => {
+            let events = KatibEvents::new(a.metrics.clone(), jiff::tz::TimeZone::system());
+            let dir = EventDir::new(&a.path, Order::Katib, Naming::Never, events, DEFAULT_MAX_RECORD);
+            rt.block_on(run_async(a, rules, stop_rules, dir))
+        }
+    }
+}
+
+/// What the drop-in reads: Katib's metrics file, or its event files.
+trait Collected: Followed {
+    /// The source was found (the file opened, event files found): ready.
+    fn found(&self) -> bool;
+    /// At the end, before the report: the error Katib's collector would end with instead.
+    fn check_end(&self, a: &KatibArgs) -> Result<(), DropInError>;
+    /// The report, when the source builds it; `None` when the observations are the report.
+    fn report(&mut self) -> Option<KatibReport>;
+    /// Reads what is there now, to its end, before the report.
+    fn settle(
+        &mut self,
+        parser: &mut Parser,
+        sink: &mut impl crate::parser::ObservationSink,
+    ) -> Result<(), DropInError> {
+        while let Step::More(_) = self.step(parser, sink, STEP_BUDGET)? {}
+        self.finish(parser, sink);
+        Ok(())
+    }
+}
+
+/// The file collector's metrics file, followed and echoed.
+struct Text(Tailer);
+
+impl Followed for Text {
+    fn step<S: crate::parser::ObservationSink>(
+        &mut self,
+        parser: &mut Parser,
+        sink: &mut S,
+        budget: u64,
+    ) -> Result<Step, SourceError> {
+        Followed::step(&mut self.0, parser, sink, budget)
+    }
+    fn finish<S: crate::parser::ObservationSink>(&mut self, parser: &mut Parser, sink: &mut S) {
+        self.0.finish(parser, sink);
+    }
+    fn stats(&self) -> crate::snapshot::SourceStats {
+        self.0.stats()
+    }
+    fn watch(&self, wake: std::sync::Arc<tokio::sync::Notify>) -> Option<notify::RecommendedWatcher> {
+        Followed::watch(&self.0, wake)
+    }
+}
+
+impl Collected for Text {
+    fn found(&self) -> bool {
+        self.0.stats().opens > 0
+    }
+
+    fn check_end(&self, a: &KatibArgs) -> Result<(), DropInError> {
+        // Katib reads `-path` to report it (`CollectObservationLog`: `os.Open`); without a file it exits 255.
+        if self.0.stats().opens == 0 && !a.path.exists() {
+            return Err(DropInError::NoMetricsFile(a.path.clone()));
+        }
+        Ok(())
+    }
+
+    fn report(&mut self) -> Option<KatibReport> {
+        None
+    }
+}
+
+impl Collected for EventDir<KatibEvents> {
+    fn found(&self) -> bool {
+        self.files().next().is_some()
+    }
+
+    fn check_end(&self, _: &KatibArgs) -> Result<(), DropInError> {
+        Ok(())
+    }
+
+    fn settle(
+        &mut self,
+        parser: &mut Parser,
+        sink: &mut impl crate::parser::ObservationSink,
+    ) -> Result<(), DropInError> {
+        // Katib walks `-path` once, at the end: whatever is there now is read.
+        self.rescan();
+        while let Step::More(_) = self.step(parser, sink, STEP_BUDGET)? {}
+        self.finish(parser, sink);
+        Ok(())
+    }
+
+    fn report(&mut self) -> Option<KatibReport> {
+        // The files as Katib's walk finds them at the end (a file deleted meanwhile is not in its report).
+        let known: Vec<_> = self.files().cloned().collect();
+        let order: Vec<_> = crate::source::tfevents::dir::walk(self.root(), Order::Katib)
+            .into_iter()
+            .filter_map(|(path, _)| known.iter().find(|f| f.path == path).cloned())
+            .collect();
+        let mut now = String::new();
+        let tz = jiff::tz::TimeZone::system();
+        katib_time(jiff::Timestamp::now().as_second() as f64, &tz, &mut now);
+        for f in &order {
+            tracing::info!("{} will be parsed.", f.path.display());
+        }
+        Some(self.handler().report(&order, &now))
+    }
 }
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-async fn run_async(a: KatibArgs, rules: Rules, stop_rules: Vec<StopRule>) -> Result<(), DropInError> {
+async fn run_async<C: Collected>(
+    a: KatibArgs,
+    rules: Rules,
+    stop_rules: Vec<StopRule>,
+    mut source: C,
+) -> Result<(), DropInError> {
     let objective = a.metrics[0].clone();
-    let dir = a.path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    // The completion markers are in the metrics file's directory, or in the event files' directory itself
+    // (`getMarkCompletedCommand`, `pkg/webhook/v1beta1/pod/utils.go`).
+    let dir = match a.kind {
+        CollectorKind::File => a.path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        CollectorKind::TensorFlowEvent => a.path.clone(),
+    };
     let mut waiter = match a.main_pid {
         Some(pid) => Waiter::new(&a.proc_root, &dir, pid, Vec::new()),
         None => {
@@ -149,17 +284,20 @@ async fn run_async(a: KatibArgs, rules: Rules, stop_rules: Vec<StopRule>) -> Res
         Outputs::start(&ExportConfig { listen: None, ..export.clone() })
     });
     let outputs = outputs.map_err(|e| DropInError::Runtime(io::Error::other(e.to_string())))?;
-    let mut sink = (outputs.with_katib_db(&objective, katib), EarlyStop::new(stop_rules, objective, a.objective_type));
+    let outputs = match a.kind {
+        CollectorKind::File => outputs.with_katib_db(&objective, katib),
+        CollectorKind::TensorFlowEvent => outputs.with_katib_db_report(&objective, katib),
+    };
+    let mut sink = (outputs, EarlyStop::new(stop_rules, objective, a.objective_type));
 
     let mut parser = Parser::new(rules, DEFAULT_MAX_METRICS);
-    let mut tailer = Tailer::new(&a.path, false, KATIB_MAX_LINE_BYTES).with_echo(io::stdout());
     let started = Instant::now();
     let mut next_check = Instant::now();
     let mut idle = IDLE;
     let ending = loop {
-        let step = tailer.step(&mut parser, &mut sink, STEP_BUDGET)?;
-        let phase = if tailer.stats().opens > 0 { Phase::Reading } else { Phase::Starting };
-        sink.publish(&parser, tailer.stats(), phase, false);
+        let step = source.step(&mut parser, &mut sink, STEP_BUDGET)?;
+        let phase = if source.found() { Phase::Reading } else { Phase::Starting };
+        sink.publish(&parser, source.stats(), phase, false);
         if sink.1.fired() {
             break Ending::EarlyStopped;
         }
@@ -170,6 +308,7 @@ async fn run_async(a: KatibArgs, rules: Rules, stop_rules: Vec<StopRule>) -> Res
         if step.bytes() > 0 {
             idle.reset();
         }
+        source.tick();
         let now = Instant::now();
         if now >= next_check {
             match waiter.poll() {
@@ -200,17 +339,18 @@ async fn run_async(a: KatibArgs, rules: Rules, stop_rules: Vec<StopRule>) -> Res
     if let Ending::EarlyStopped = ending {
         stop_training(&a, &waiter)?;
     }
-    // Katib reads `-path` to report it (`CollectObservationLog`: `os.Open`); without a file it exits 255.
-    if tailer.stats().opens == 0 && !a.path.exists() {
-        let e = DropInError::NoMetricsFile(a.path.clone());
+    if let Err(e) = source.check_end(&a) {
         tracing::error!("{e}");
         return Err(e);
     }
     // What the training wrote before it ended is read before the report.
-    while let Step::More(_) = tailer.step(&mut parser, &mut sink, STEP_BUDGET)? {}
-    tailer.finish(&mut parser, &mut sink);
+    source.settle(&mut parser, &mut sink)?;
     let (mut outputs, _) = sink;
-    outputs.publish_end(&parser, tailer.stats());
+    if let Some(report) = source.report() {
+        tracing::info!("In {} {} metrics will be reported.", a.trial, report.rows().len());
+        outputs.set_katib_report(report);
+    }
+    outputs.publish_end(&parser, source.stats());
     let sinks = outputs.sinks().clone();
     let finished = outputs.finish(&parser, a.report_deadline).await;
     match (finished.katib, &ending) {

@@ -20,6 +20,9 @@ use crate::sink::stdout::{StdoutError, StdoutSink};
 use crate::snapshot::SourceStats;
 use crate::source::file::{self as file_source, read_to_end};
 use crate::source::tail::Tailer;
+use crate::source::tfevents::Scalars;
+use crate::source::tfevents::dir::{EventDir, Naming, Order};
+use crate::source::tfevents::record::DEFAULT_MAX_RECORD;
 use crate::source::{self, End, Feed, LiveSink, SourceError, StopOptions, child};
 use crate::term::progress;
 
@@ -39,7 +42,9 @@ impl RunError {
     /// command that cannot be run, 128+N after a second signal N, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            RunError::Source(SourceError::Open { .. } | SourceError::Directory { .. })
+            RunError::Source(
+                SourceError::Open { .. } | SourceError::Directory { .. } | SourceError::NoEventFiles { .. },
+            )
             | RunError::Outputs(OutputsError::Stdout(StdoutError::Create { .. }) | OutputsError::Server(_)) => 2,
             RunError::Outputs(_) => 1,
             RunError::Sidecar(e) => e.exit_code(),
@@ -68,10 +73,21 @@ pub fn run(cfg: RunConfig) -> Result<u8, RunError> {
         _ => None,
     };
     let stdout = StdoutSink::open(&cfg.stdout())?;
-    if cfg.live && !matches!(cfg.source, Source::Follow { .. }) {
+    if cfg.live && !matches!(cfg.source, Source::Follow { .. } | Source::EventFiles { follow: true, .. }) {
         tracing::warn!("--live redraws the table while following a log (--follow); it has no effect here");
     }
     let mut parser = Parser::new(cfg.rules, cfg.max_metrics);
+    if let Source::EventFiles { path, follow: false } = &cfg.source {
+        if crate::source::tfevents::dir::walk(path, Order::Sorted).is_empty() {
+            return Err(SourceError::NoEventFiles { path: path.to_owned() }.into());
+        }
+        let mut outputs = Outputs::start_background(&cfg.export)?.with_stdout(stdout);
+        let (result, source) = read_events(path, &mut parser, &mut outputs);
+        outputs.publish_end(&parser, source);
+        let finished = outputs.finish_blocking(&parser, cfg.shutdown_grace);
+        wrap_up(&parser, finished, cfg.stats.then_some((source, started)))?;
+        return result.map(|()| 0);
+    }
     let (result, finished, source) = match local {
         Some((reader, path)) => {
             let mut outputs = Outputs::start_background(&cfg.export)?.with_stdout(stdout);
@@ -131,6 +147,17 @@ fn read_local(
     (result, source)
 }
 
+/// The local mode for event files: every file below `path` read to its end, one after the other.
+fn read_events(
+    path: &std::path::Path,
+    parser: &mut Parser,
+    outputs: &mut Outputs,
+) -> (Result<(), RunError>, SourceStats) {
+    let mut dir = EventDir::new(path, Order::Sorted, Naming::Several, Scalars::default(), DEFAULT_MAX_RECORD);
+    let read = dir.read_all(parser, outputs);
+    (read.map_err(RunError::from), dir.stats())
+}
+
 /// The live modes' sources, until they end.
 async fn read_live<S: LiveSink>(
     source: &Source,
@@ -143,6 +170,10 @@ async fn read_live<S: LiveSink>(
         Source::Follow { path, from_end } => {
             let tailer = Tailer::new(path, *from_end, max_line_bytes);
             source::follow::follow(tailer, feed, signals, stop).await
+        }
+        Source::EventFiles { path, .. } => {
+            let dir = EventDir::new(path, Order::Sorted, Naming::Always, Scalars::default(), DEFAULT_MAX_RECORD);
+            source::follow::follow(dir, feed, signals, stop).await
         }
         Source::Stdin => source::stdin::follow(feed, signals, max_line_bytes).await,
         Source::Command(command) => child::wrap(command, feed, signals, max_line_bytes, stop.grace).await,
@@ -203,4 +234,12 @@ fn print_stats(parser: &Parser, source: SourceStats, started: Instant) {
         source.read_errors,
         peak_rss().map_or_else(|| "unknown".to_string(), |b| b.to_string()),
     );
+    let e = source.events;
+    if e.files > 0 {
+        let _ = writeln!(
+            err,
+            "event_files={} records={} skipped_values={} damaged={} undecodable={}",
+            e.files, e.records, e.skipped_values, e.damaged, e.undecodable
+        );
+    }
 }

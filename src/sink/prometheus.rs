@@ -141,6 +141,17 @@ pub const SERIES: &[(&str, &str, &str)] = &[
     ("trialtail_source_rotations_total", "counter", "Rotations of the log seen (the path named a new file)."),
     ("trialtail_source_truncations_total", "counter", "Truncations of the log seen (the file shrank)."),
     ("trialtail_source_read_errors_total", "counter", "Errors reading the log, each counted while reading went on."),
+    ("trialtail_event_records_total", "counter", "TensorBoard event-file records read whose CRCs matched."),
+    (
+        "trialtail_event_values_skipped_total",
+        "counter",
+        "Summary values of event files that are not scalars (images, histograms, text, other plugins), skipped.",
+    ),
+    (
+        "trialtail_event_records_damaged_total",
+        "counter",
+        "Event-file records skipped: a CRC mismatch, a cut record, a record over 64 MiB, or not an Event.",
+    ),
     ("trialtail_source_ended", "gauge", "1 once the log ended and the values are final, 0 while reading."),
     (
         "trialtail_sink_observations_total",
@@ -220,6 +231,10 @@ impl Exposition {
         w.single(snap.source.rotations);
         w.single(snap.source.truncations);
         w.single(snap.source.read_errors);
+        let events = &snap.source.events;
+        w.single(events.records);
+        w.single(events.skipped_values);
+        w.single(events.damaged + events.undecodable);
         w.single(u64::from(snap.phase == Phase::Ended));
         let sinks = self.sinks.snapshot();
         let name = w.family();

@@ -1,6 +1,8 @@
-//! The followed file (`--follow`): a log file read as it grows, across rotation and truncation.
+//! The followed file (`--follow`): a log file read as it grows, across rotation and truncation – or a directory
+//! of TensorBoard event files, new files and appended records.
 //!
-//! [`follow`] drives a [`Tailer`] from inotify events on the file's directory
+//! [`follow`] drives a [`Followed`] source – a [`Tailer`], or an [`EventDir`] – from inotify events (the file's
+//! directory; the whole tree of an event directory)
 //! (through the `notify` crate; the callback only wakes the reader) plus a slow safety timer; when inotify is
 //! unavailable or exhausted it polls instead, backing off from 1 ms to 250 ms while the file is quiet. Between
 //! events nothing runs: idle costs nothing. Reading a large backlog is done in bounded steps so a signal is
@@ -15,10 +17,14 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use super::tail::{Step, Tailer};
+use super::tfevents::RecordSink;
+use super::tfevents::dir::EventDir;
 use super::{End, Feed, LiveSink, SourceError, StopOptions};
 use crate::backoff::Backoff;
+use crate::parser::{ObservationSink, Parser};
 use crate::signal::Signals;
 use crate::snapshot::Phase;
+use crate::snapshot::SourceStats;
 
 /// Bytes read per step before looking at signals again (a few milliseconds of work).
 const STEP_BUDGET: u64 = 4 << 20;
@@ -68,19 +74,97 @@ fn watch(path: &Path, wake: Arc<Notify>) -> Option<RecommendedWatcher> {
     Some(watcher)
 }
 
-/// Follows `tailer`'s path until `--until-idle` or a signal. See the module documentation.
-pub async fn follow<S: LiveSink>(
-    mut tailer: Tailer,
+/// What [`follow`] drives: a source stepped synchronously (never waiting), watched for changes.
+pub trait Followed {
+    /// Reads what is readable, up to about `budget` bytes.
+    fn step<S: ObservationSink>(&mut self, parser: &mut Parser, sink: &mut S, budget: u64)
+    -> Result<Step, SourceError>;
+    /// Ends the stream (a last partial line or record is processed).
+    fn finish<S: ObservationSink>(&mut self, parser: &mut Parser, sink: &mut S);
+    /// The counters so far.
+    fn stats(&self) -> SourceStats;
+    /// A watch that wakes `wake` when the source may have changed, `None` to poll.
+    fn watch(&self, wake: Arc<Notify>) -> Option<RecommendedWatcher>;
+    /// Whether a failed watch is worth trying again (a directory that does not exist yet).
+    fn retry_watch(&self) -> bool {
+        false
+    }
+    /// The poll or safety timer fired: look for what no event named.
+    fn tick(&self) {}
+}
+
+impl Followed for Tailer {
+    fn step<S: ObservationSink>(
+        &mut self,
+        parser: &mut Parser,
+        sink: &mut S,
+        budget: u64,
+    ) -> Result<Step, SourceError> {
+        Ok(Tailer::step(self, parser, sink, budget)?)
+    }
+
+    fn finish<S: ObservationSink>(&mut self, parser: &mut Parser, sink: &mut S) {
+        Tailer::finish(self, parser, sink);
+    }
+
+    fn stats(&self) -> SourceStats {
+        Tailer::stats(self)
+    }
+
+    fn watch(&self, wake: Arc<Notify>) -> Option<RecommendedWatcher> {
+        watch(self.path(), wake)
+    }
+}
+
+impl<H: RecordSink> Followed for EventDir<H> {
+    fn step<S: ObservationSink>(
+        &mut self,
+        parser: &mut Parser,
+        sink: &mut S,
+        budget: u64,
+    ) -> Result<Step, SourceError> {
+        EventDir::step(self, parser, sink, budget)
+    }
+
+    fn finish<S: ObservationSink>(&mut self, parser: &mut Parser, sink: &mut S) {
+        EventDir::finish(self, parser, sink);
+    }
+
+    fn stats(&self) -> SourceStats {
+        EventDir::stats(self)
+    }
+
+    fn watch(&self, wake: Arc<Notify>) -> Option<RecommendedWatcher> {
+        EventDir::watch(self, wake)
+    }
+
+    fn retry_watch(&self) -> bool {
+        !self.found_root()
+    }
+
+    fn tick(&self) {
+        self.rescan();
+    }
+}
+
+/// Follows `tailer` until `--until-idle` or a signal. See the module documentation.
+pub async fn follow<T: Followed, S: LiveSink>(
+    mut tailer: T,
     feed: &mut Feed<'_, S>,
     signals: &mut Signals,
     opts: StopOptions,
 ) -> Result<End, SourceError> {
     let wake = Arc::new(Notify::new());
-    let watcher = watch(tailer.path(), wake.clone());
-    let polling = watcher.is_none();
-    let mut poll = if polling { POLL } else { Backoff::new(SAFETY_CHECK, SAFETY_CHECK) };
+    let mut watcher = tailer.watch(wake.clone());
+    let mut poll = if watcher.is_none() { POLL } else { Backoff::new(SAFETY_CHECK, SAFETY_CHECK) };
     let mut last_data = Instant::now();
     let end = loop {
+        if watcher.is_none() && tailer.retry_watch() {
+            watcher = tailer.watch(wake.clone());
+            if watcher.is_some() {
+                poll = Backoff::new(SAFETY_CHECK, SAFETY_CHECK);
+            }
+        }
         let step = step(&mut tailer, feed)?;
         if step.bytes() > 0 {
             last_data = Instant::now();
@@ -102,6 +186,7 @@ pub async fn follow<S: LiveSink>(
             () = wake.notified() => {}
             () = sleep(poll.peek()) => {
                 poll.pause();
+                tailer.tick();
             }
             () = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() => break End::Idle,
         }
@@ -113,7 +198,7 @@ pub async fn follow<S: LiveSink>(
     Ok(end)
 }
 
-fn step<S: LiveSink>(tailer: &mut Tailer, feed: &mut Feed<'_, S>) -> Result<Step, SourceError> {
+fn step<T: Followed, S: LiveSink>(tailer: &mut T, feed: &mut Feed<'_, S>) -> Result<Step, SourceError> {
     let step = tailer.step(feed.parser, feed.sink, STEP_BUDGET)?;
     feed.stats = tailer.stats();
     if feed.stats.opens > 0 {
@@ -123,8 +208,8 @@ fn step<S: LiveSink>(tailer: &mut Tailer, feed: &mut Feed<'_, S>) -> Result<Step
 }
 
 /// After the first signal: read what is readable, within the grace period; a second signal stops at once.
-async fn drain<S: LiveSink>(
-    tailer: &mut Tailer,
+async fn drain<T: Followed, S: LiveSink>(
+    tailer: &mut T,
     feed: &mut Feed<'_, S>,
     signals: &mut Signals,
     grace: Duration,

@@ -21,6 +21,7 @@ pub mod follow;
 pub mod pod_log;
 pub mod stdin;
 pub mod tail;
+pub mod tfevents;
 
 use tail::TailError;
 
@@ -35,6 +36,8 @@ pub enum SourceError {
     },
     #[error("log {path} is a directory")]
     Directory { path: PathBuf },
+    #[error("no TensorBoard event files (names holding `tfevents`, such as events.out.tfevents.*) in {path}")]
+    NoEventFiles { path: PathBuf },
     #[error("reading {path} failed after {bytes} bytes")]
     Read {
         path: PathBuf,

@@ -28,6 +28,10 @@ fn assert_usage_error(args: &[&str], out: &Output, message: &str) {
 fn bad_input_exits_2_with_one_line_naming_the_flag_or_path() {
     let log = example("tf_accuracy_at_step.log");
     let log = log.to_str().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let empty = empty.path().to_str().unwrap();
+    let no_events =
+        format!("no TensorBoard event files (names holding `tfevents`, such as events.out.tfevents.*) in {empty}");
     let cases: &[(&[&str], &str)] = &[
         (&["run", "--filter", "(", log], "--filter \"(\": invalid regex"),
         (&["run", "--filter", "(a)", log], "--filter \"(a)\": needs"),
@@ -36,7 +40,9 @@ fn bad_input_exits_2_with_one_line_naming_the_flag_or_path() {
         (&["run", "--max-line-bytes", "12x", log], "--max-line-bytes \"12x\""),
         (&["run", "--max-metrics", "0", log], "--max-metrics 0"),
         (&["run", "/nonexistent/train.log"], "cannot open log /nonexistent/train.log: No such file"),
-        (&["run", "/"], "log / is a directory"),
+        (&["run", empty], &no_events),
+        (&["plot", empty, "-o", "x.svg"], &no_events),
+        (&["run", "--follow", "--from-end", empty], "--from-end skips what a text log holds"),
         (&["run", "--follow", "-"], "--follow needs a LOG file"),
         (&["run", log, "--", "true"], "either a LOG or a command"),
         (&["run", "--follow", "--until-idle", "5 parsecs", log], "--until-idle \"5 parsecs\": expected a duration"),

@@ -922,3 +922,88 @@ fn katib_help_prints_the_usage_and_exit_codes() {
         assert!(text.contains(flag), "{flag}: {text}");
     }
 }
+
+// ---------------------------------------------------------------------- the TensorFlowEvent collector's kind
+
+/// Starts a Katib-shaped training that writes a real writer's event file into `dir/train/` in `pieces` appends
+/// (cut mid-record), `pause` apart, then `echo completed > dir/$$.pid`. Returns its pid.
+fn tfevent_training(dir: &Path, pieces: usize, pause: &str, tail: &str) -> u32 {
+    let fixture = crate::root().join("tests/tfevents/fixtures/tf1_simple_value");
+    let file = fs::read_dir(&fixture)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("tfevents"))
+        .unwrap();
+    let bytes = fs::read(file).unwrap();
+    fs::create_dir_all(dir.join("train")).unwrap();
+    let parts = dir.join("parts");
+    fs::create_dir_all(&parts).unwrap();
+    let mut cats = Vec::new();
+    for (i, chunk) in bytes.chunks(bytes.len().div_ceil(pieces)).enumerate() {
+        let part = parts.join(format!("{i}"));
+        fs::write(&part, chunk).unwrap();
+        cats.push(format!(
+            "cat {} >> {}/train/events.out.tfevents.1700000000.host; sleep {pause}",
+            part.display(),
+            dir.display()
+        ));
+    }
+    // The training is one process, as in Katib's wrapped command (`<training> && echo completed > dir/$$.pid`).
+    let script = format!("sh -c '{}{tail}' && echo completed > {}/$$.pid", cats.join("; "), dir.display());
+    let mut child = Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()).spawn().unwrap();
+    let pid = child.id();
+    std::thread::spawn(move || child.wait());
+    pid
+}
+
+/// The TensorFlowEvent collector's webhook arguments: no `-format`, `-path` the directory.
+fn tfevent_args(db: &str, dir: &Path, pid: &str, more: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_trialtail"));
+    cmd.args(["-t", "tf-trial", "-m", "loss;accuracy", "-o-type", "minimize", "-s-db", db, "-path"])
+        .arg(format!("{}/", dir.display()))
+        .args(more)
+        .args(["-main-pid", pid, "-listen", "off", "-p", "1"])
+        .env("TZ", "UTC")
+        .env_remove("TRIALTAIL_LOG");
+    cmd
+}
+
+#[test]
+fn end_to_end_a_tensorflowevent_training_is_followed_and_reported_as_katibs_collector_reports() {
+    let t = tempfile::tempdir().unwrap();
+    let katib = Katib::default();
+    let addr = free_addr();
+    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    let pid = tfevent_training(t.path(), 5, "0.2", "").to_string();
+    let out = tfevent_args(&addr.to_string(), t.path(), &pid, &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", crate::stderr(&out));
+    assert!(crate::stdout(&out).is_empty(), "Katib's TensorFlowEvent collector echoes nothing");
+    // What Katib's own tfevent_loader.py reports for this file and these names (tests/tfevents/katib_expected.jsonl).
+    let expected = crate::tfevents::cases()
+        .into_iter()
+        .find(|(path, metrics, _)| path == "tf1_simple_value" && metrics == "loss;accuracy")
+        .unwrap()
+        .2;
+    let want: Vec<(String, String, String)> = expected.into_iter().map(|(n, v, time, _)| (time, n, v)).collect();
+    assert_eq!(katib.rows(), want);
+}
+
+#[test]
+fn end_to_end_a_tensorflowevent_training_is_stopped_early_by_its_rules() {
+    let t = tempfile::tempdir().unwrap();
+    let katib = Katib::default();
+    let addr = free_addr();
+    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    // The file's 14 losses arrive first (in 2 pieces), then the training would run for a minute.
+    let pid = tfevent_training(t.path(), 2, "0.2", "; sleep 60").to_string();
+    let db = addr.to_string();
+    let started = Instant::now();
+    let more = ["-stop-rule", "loss;100;less;0", "-s-earlystop", db.as_str()];
+    let out = tfevent_args(&db, t.path(), &pid, &more).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", crate::stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(40), "the training was stopped: {:?}", started.elapsed());
+    assert_eq!(fs::read_to_string(t.path().join(format!("{pid}.pid"))).unwrap(), "early-stopped");
+    assert!(!katib.rows().is_empty());
+    assert_eq!(*katib.0.statuses.lock().unwrap(), ["tf-trial"]);
+}

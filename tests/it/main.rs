@@ -27,6 +27,7 @@ mod sidecar;
 mod sidecar_katib;
 mod support;
 mod terminal;
+mod tfevents;
 mod webhook;
 
 use std::path::{Path, PathBuf};

@@ -1285,11 +1285,11 @@ fn the_push_experiment_runs_through_check_config_with_the_trial_katib_would_crea
 }
 
 #[test]
-fn the_katib_config_patch_swaps_the_image_of_both_file_collector_kinds() {
+fn the_katib_config_patch_swaps_the_image_of_the_file_and_tensorflowevent_collector_kinds() {
     let docs = documents();
     let patch = one!(docs, KatibConfig, |file: &str| file.starts_with("katib/"));
     let kinds: Vec<&str> = patch.runtime.metrics_collectors.iter().map(|c| c.kind.as_str()).collect();
-    assert_eq!(kinds, ["StdOut", "File"]);
+    assert_eq!(kinds, ["StdOut", "File", "TensorFlowEvent"]);
     assert!(patch.runtime.metrics_collectors.iter().all(|c| c.image.starts_with(IMAGE)));
     assert!(
         patch.runtime.metrics_collectors.iter().all(|c| c.image.ends_with("-dropin")),
