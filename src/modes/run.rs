@@ -187,7 +187,7 @@ fn print_stats(parser: &Parser, source: SourceStats, started: Instant) {
     let _ = writeln!(
         err,
         "bytes={} lines={} too_long_lines={} observations={} parse_errors={} bad_json_lines={} dropped={} \
-         metrics={} opens={} rotations={} truncations={} read_errors={} seconds={secs:.3} mb_per_s={mb_s:.1} \
+         oversized={} metrics={} opens={} rotations={} truncations={} read_errors={} seconds={secs:.3} mb_per_s={mb_s:.1} \
          peak_rss_bytes={}",
         l.bytes,
         l.lines,
@@ -196,6 +196,7 @@ fn print_stats(parser: &Parser, source: SourceStats, started: Instant) {
         c.parse_errors,
         c.bad_json,
         c.dropped,
+        c.oversized,
         parser.aggregate().metrics().len(),
         source.opens,
         source.rotations,

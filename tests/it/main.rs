@@ -12,6 +12,7 @@
 mod cli;
 mod dropin;
 mod golden;
+mod hostile;
 mod k8s;
 mod katib;
 mod katib_db;
