@@ -162,7 +162,8 @@ pub struct RunArgs {
     ///
     /// A duration such as 500ms, 5s or 1m. On the first signal trialtail reads what is already readable,
     /// flushes its outputs and exits 0; if that takes longer than this it stops reading and flushes what it
-    /// has. A second signal exits at once (128+N). Default 5s.
+    /// has. The second signal of the run, whenever it comes (draining, reporting, lingering), exits at once
+    /// (128+N). Default 5s.
     #[arg(
         long,
         value_name = "DURATION",
@@ -458,7 +459,10 @@ pub struct ExportArgs {
 
     /// After the log ended, serve until one scrape returned the final values, at most this long
     ///
-    /// A duration: 30s, 500ms, 2m, or plain seconds; 0 exits at once. Default 30s. Only with --listen.
+    /// A duration: 30s, 500ms, 2m, or plain seconds; 0 exits at once. Default 30s. Only with --listen. What is
+    /// printed (the table, the JSON, --output-file) is written before the linger starts. SIGINT/SIGTERM ends the
+    /// linger at once (exit 0), and a run stopped by a signal lingers at most --shutdown-grace; a second signal
+    /// exits 128+N.
     #[arg(long, value_name = "DURATION", default_value = "30s", env = "TRIALTAIL_LINGER", help_heading = "Prometheus")]
     pub linger: String,
 

@@ -212,7 +212,7 @@ async fn run_async(a: KatibArgs, rules: Rules, stop_rules: Vec<StopRule>) -> Res
     let (mut outputs, _) = sink;
     outputs.publish_end(&parser, tailer.stats());
     let sinks = outputs.sinks().clone();
-    let finished = outputs.finish(&parser, a.report_deadline).await;
+    let finished = outputs.finish(&parser, a.report_deadline, None).await;
     match (finished.katib, &ending) {
         (Some(Err(e)), _) => Err(DropInError::Report(e)),
         (_, Ending::Completed) => Ok(()),

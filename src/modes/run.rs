@@ -78,7 +78,11 @@ pub fn run(cfg: RunConfig) -> Result<u8, RunError> {
             let (result, source) =
                 read_local(reader, &path, cfg.progress, cfg.max_line_bytes, &mut parser, &mut outputs);
             outputs.publish_end(&parser, source);
-            (result, outputs.finish_blocking(&parser, cfg.shutdown_grace), source)
+            let finished = outputs.finish_blocking(&parser, cfg.shutdown_grace);
+            if let Some(signal) = finished.interrupted {
+                return Err(SourceError::Interrupted { signal }.into());
+            }
+            (result, finished, source)
         }
         None => {
             let rt =
@@ -94,7 +98,11 @@ pub fn run(cfg: RunConfig) -> Result<u8, RunError> {
                 if let Err(e @ SourceError::Interrupted { .. }) = end {
                     return Err(RunError::Source(e));
                 }
-                Ok::<_, RunError>((end, outputs.finish(&parser, cfg.shutdown_grace).await, source))
+                let finished = outputs.finish(&parser, cfg.shutdown_grace, Some(&mut signals)).await;
+                if let Some(signal) = finished.interrupted {
+                    return Err(SourceError::Interrupted { signal }.into());
+                }
+                Ok::<_, RunError>((end, finished, source))
             })?
         }
     };

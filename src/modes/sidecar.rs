@@ -43,17 +43,20 @@ pub enum SidecarError {
     Runtime(#[source] std::io::Error),
     #[error("the rules: {0}")]
     Rules(String),
+    #[error("stopped at once by a second signal {signal}")]
+    Interrupted { signal: i32 },
 }
 
 impl SidecarError {
     /// The process exit code: 2 for what the pod spec can fix (no pod name, no namespace, a bad output file or
-    /// address), 1 otherwise.
+    /// address), 128+N after a second signal N, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             SidecarError::NoPod
             | SidecarError::Kube(KubeError::NoNamespace)
             | SidecarError::Rules(_)
             | SidecarError::Outputs(OutputsError::Server(_) | OutputsError::Stdout(StdoutError::Create { .. })) => 2,
+            SidecarError::Interrupted { signal } => 128u8.wrapping_add(*signal as u8),
             _ => 1,
         }
     }
@@ -178,7 +181,10 @@ pub fn run(cfg: RunConfig) -> Result<u8, SidecarError> {
             feed.end();
         }
         let source = feed.stats;
-        let finished = outputs.finish(&parser, grace).await;
+        let finished = outputs.finish(&parser, grace, Some(&mut signals)).await;
+        if let Some(signal) = finished.interrupted {
+            return Err(SidecarError::Interrupted { signal });
+        }
         Ok::<_, SidecarError>((end, finished, source, parser))
     })?;
     super::run::wrap_up(&parser, finished, cfg.stats.then_some((source, started))).map_err(OutputsError::from)?;

@@ -4,7 +4,7 @@
 //! timeout in the test.
 
 use std::fs;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::support::rss::{Measured, peak_rss};
 
@@ -47,4 +47,165 @@ fn names_and_values_over_the_limit_are_dropped_counted_and_cost_no_memory() {
     assert!(m.stderr.contains("metrics=1 "), "only loss is a metric: {}", said(&m));
     assert!(m.stderr.contains("longer than 1024 bytes"), "said once: {}", said(&m));
     assert!(m.stdout.contains("loss"), "{}", m.stdout);
+}
+
+/// trialtail as a child whose stderr is read line by line (so a test can wait for what it says).
+struct Watched {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watched {
+    fn start(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trialtail"))
+            .args(args)
+            .env_remove("TRIALTAIL_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Watched { child, lines, seen: Vec::new() }
+    }
+
+    /// Waits (at most [`crate::support::PATIENCE`]) until stderr says `what`.
+    fn wait_said(&mut self, what: &str) {
+        let end = Instant::now() + crate::support::PATIENCE;
+        while !self.seen.iter().any(|l| l.contains(what)) {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("trialtail never said {what:?}:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+    }
+
+    /// The exit status within `limit`, or `None` (the child is killed then).
+    fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= end {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stderr(&mut self) -> String {
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(l);
+        }
+        self.seen.join("\n")
+    }
+}
+
+const LINGERING: &str = "waiting for a scrape of the final values";
+
+#[test]
+fn sigterm_while_lingering_after_a_local_read_ends_the_linger_with_the_summary_written() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out.jsonl");
+    let addr = crate::support::free_addr().to_string();
+    let log = crate::example("tf_accuracy_at_step.log");
+    let mut tt = Watched::start(&[
+        "run",
+        "--listen",
+        &addr,
+        "--linger",
+        "60s",
+        "--log-level",
+        "info",
+        "--output",
+        "json",
+        "--output-file",
+        out.to_str().unwrap(),
+        "-m",
+        "Accuracy",
+        log.to_str().unwrap(),
+    ]);
+    tt.wait_said(LINGERING);
+    // The summary is written before the linger starts.
+    assert_eq!(fs::read_to_string(&out).unwrap().lines().count(), 30, "written before lingering");
+    let sent = Instant::now();
+    tt.signal(rustix::process::Signal::TERM);
+    let status = tt.exit_within(Duration::from_secs(10));
+    eprintln!("SIGTERM while lingering (local mode): exit {status:?} after {:?}", sent.elapsed());
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", tt.stderr());
+    assert!(sent.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn sigterm_while_lingering_after_a_follow_ends_it_at_once_and_a_follow_stopped_by_a_signal_lingers_within_the_grace() {
+    let t = tempfile::tempdir().unwrap();
+    let log = t.path().join("train.log");
+    fs::write(&log, "loss=0.5\n").unwrap();
+    // Ended by --until-idle: the linger starts; one SIGTERM ends it at once.
+    let addr = crate::support::free_addr().to_string();
+    let follow = ["run", "--follow", "--listen", &addr, "--linger", "60s", "--log-level", "info"];
+    let mut tt = Watched::start(&[&follow[..], &["--until-idle", "200ms", log.to_str().unwrap()]].concat());
+    tt.wait_said(LINGERING);
+    let sent = Instant::now();
+    tt.signal(rustix::process::Signal::TERM);
+    let status = tt.exit_within(Duration::from_secs(10));
+    eprintln!("SIGTERM while lingering (follow): exit {status:?} after {:?}", sent.elapsed());
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", tt.stderr());
+    assert!(sent.elapsed() < Duration::from_secs(5));
+
+    // Ended by a signal, it lingers within the grace period only: the signal asked it to stop.
+    let addr = crate::support::free_addr().to_string();
+    let follow = ["run", "--follow", "--listen", &addr, "--linger", "60s", "--shutdown-grace", "1s"];
+    let mut tt = Watched::start(&[&follow[..], &[log.to_str().unwrap()]].concat());
+    let ready = addr.parse().unwrap();
+    crate::support::wait_for("/readyz", || {
+        crate::support::get(ready, "/readyz", None).ok().filter(|r| r.status == 200)
+    });
+    let sent = Instant::now();
+    tt.signal(rustix::process::Signal::INT);
+    let status = tt.exit_within(Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", tt.stderr());
+    assert!(sent.elapsed() < Duration::from_secs(5), "{:?}", sent.elapsed());
+}
+
+#[test]
+fn a_second_signal_while_the_sidecar_reports_to_katib_exits_128_plus_n_at_once() {
+    use crate::sidecar::{Sidecar, job, pod, set_state, trial, wait_for};
+    use crate::support::kube_fake::KubeFake;
+    use serde_json::json;
+    let fake = KubeFake::start(pod(), job(), trial());
+    // No DB manager listens: the final report retries until its deadline, a minute.
+    let db = crate::support::free_addr().to_string();
+    let args = ["--katib-db", &db, "--report-deadline", "60s", "--report-interval", "0", "--trial-status", "off"];
+    let sidecar = Sidecar::start(&fake, &args, None);
+    set_state(&fake, json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}));
+    fake.write_log(&["accuracy=0.5"]);
+    wait_for("the log stream", || fake.count("GET", "/log", "") > 0);
+    set_state(&fake, json!({"terminated": {"exitCode": 0}}));
+    sidecar.signal(rustix::process::Signal::TERM);
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    sidecar.signal(rustix::process::Signal::TERM);
+    let (status, _, err) = sidecar.wait();
+    eprintln!("second SIGTERM while reporting: exit {status:?} after {:?}", sent.elapsed());
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.code(), Some(143), "{status:?} {:?}\n{err}", status.signal());
+    assert!(sent.elapsed() < Duration::from_secs(5), "{:?}", sent.elapsed());
 }
