@@ -95,7 +95,10 @@ impl DropInError {
 /// How the wait ended.
 enum Ending {
     Completed,
+    /// This collector's stop rules fired.
     EarlyStopped,
+    /// The training is gone and its marker says an earlier instance of the collector stopped it early.
+    StoppedBefore,
 }
 
 /// Runs the drop-in mode to its end. `Ok` means the report (and after an early stop, SetTrialStatus) was accepted.
@@ -175,6 +178,14 @@ async fn run_async(a: KatibArgs, rules: Rules, stop_rules: Vec<StopRule>) -> Res
             match waiter.poll() {
                 Status::Running => {}
                 Status::Completed => break Ending::Completed,
+                Status::EarlyStopped => {
+                    tracing::warn!(
+                        marker = %waiter.marker().display(),
+                        "the training is gone and its marker says early-stopped: an earlier collector stopped it; \
+                         reporting the metrics file and setting the trial early-stopped"
+                    );
+                    break Ending::StoppedBefore;
+                }
                 Status::Failed { marker } => {
                     let found = match marker {
                         None => "is missing".to_string(),
@@ -216,7 +227,7 @@ async fn run_async(a: KatibArgs, rules: Rules, stop_rules: Vec<StopRule>) -> Res
     match (finished.katib, &ending) {
         (Some(Err(e)), _) => Err(DropInError::Report(e)),
         (_, Ending::Completed) => Ok(()),
-        (_, Ending::EarlyStopped) => {
+        (_, Ending::EarlyStopped | Ending::StoppedBefore) => {
             wait_for_exit(&a.proc_root, waiter.main(), a.early_stop_wait).await;
             match &a.early_stop {
                 Some(addr) => katib_db::set_trial_status(addr, &a.trial, a.report_deadline, &sinks)

@@ -470,6 +470,47 @@ fn fifty_thousand_observations_are_sent_in_chunks_in_order() {
     );
 }
 
+/// A collector restarted after it stopped the training early finds the `early-stopped` marker and no training
+/// process: the early stop was its earlier instance's, so it reports what the file holds (rows already in the DB
+/// are not sent twice) and sets the trial early-stopped, instead of waiting for a process that is gone.
+#[test]
+fn a_drop_in_restarted_after_an_early_stop_reports_and_ends_instead_of_waiting_forever() {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("metrics.log");
+    fs::write(&path, "loss=0.5\nloss=0.4\n").unwrap();
+    fs::write(t.path().join(format!("{ENDED}.pid")), "early-stopped\n").unwrap();
+    let katib = Katib::default();
+    let addr = free_addr();
+    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    let (db, p) = (addr.to_string(), path.display().to_string());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trialtail"))
+        .args(["-t", "stopped", "-m", "loss", "-o-type", "minimize", "-s-db", &db, "-s-earlystop", &db, "-path", &p])
+        .args(["-format", "TEXT", "-main-pid", ENDED, "-listen", "off", "-p", "100ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    eprintln!("restarted after an early stop: {status:?} after {:?}", started.elapsed());
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "still waiting after 20 s: {err}");
+    assert_eq!(katib.rows().len(), 2, "{err}");
+    assert_eq!(*katib.0.statuses.lock().unwrap(), ["stopped"]);
+    assert!(err.contains("early-stopped"), "said: {err}");
+}
+
 #[test]
 fn failed_training_reports_nothing_and_exits_255() {
     for marker in [None, Some("failed")] {
