@@ -209,3 +209,36 @@ fn a_second_signal_while_the_sidecar_reports_to_katib_exits_128_plus_n_at_once()
     assert_eq!(status.code(), Some(143), "{status:?} {:?}\n{err}", status.signal());
     assert!(sent.elapsed() < Duration::from_secs(5), "{:?}", sent.elapsed());
 }
+
+#[test]
+fn plot_keeps_only_the_points_it_draws() {
+    // 1000 metrics × 2000 points; a picture draws 24 panels.
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("wide.log");
+    let mut log = String::new();
+    for step in 0..2000 {
+        for m in 0..1000 {
+            log.push_str(&format!("m{m}={}.{step} ", m % 7));
+        }
+        log.push('\n');
+    }
+    fs::write(&path, log).unwrap();
+    let small = t.path().join("small.log");
+    fs::write(&small, "m0=1\nm0=2\n").unwrap();
+    let svg = t.path().join("p.svg");
+    let base = peak_rss(&["plot", small.to_str().unwrap(), "-o", svg.to_str().unwrap()]);
+    assert_eq!(base.code, Some(0), "{}", said(&base));
+    let started = Instant::now();
+    let m = peak_rss(&["plot", "--max-metrics", "1000", path.to_str().unwrap(), "-o", svg.to_str().unwrap()]);
+    eprintln!(
+        "plot of 1000 metrics x 2000 points: peak {} KiB (footprint {} KiB), {:?}",
+        m.peak_kib,
+        base.peak_kib,
+        started.elapsed()
+    );
+    assert_eq!(m.code, Some(0), "{}", said(&m));
+    assert!(m.stderr.contains("too many metrics for one picture"), "{}", said(&m));
+    assert!(m.peak_kib - base.peak_kib <= 16 * 1024, "{}", said(&m));
+    let picture = fs::read_to_string(&svg).unwrap();
+    assert!(picture.contains("m23") && !picture.contains("m24<"), "the first 24 metrics are drawn");
+}
