@@ -149,9 +149,10 @@ impl Parser {
     }
 
     /// Parses one complete line (without its `\n`) whose observations take `time` unless the line has a time of
-    /// its own: the pod-log source passes the kubelet's timestamp, cut off the line, this way.
-    pub fn line_at(&mut self, line: &[u8], time: &[u8], sink: &mut impl ObservationSink) {
-        self.line(line, &mut Timed { sink, time });
+    /// its own: the pod-log source passes the kubelet's timestamp, cut off the line, this way. A cut line
+    /// ([`Line::truncated`]) is handled as [`Parser::lines`] handles it (dropped whole in Katib semantics).
+    pub fn line_at(&mut self, line: Line<'_>, time: &[u8], sink: &mut impl ObservationSink) {
+        self.lines(&mut Timed { sink, time }).line(line);
     }
 
     /// One structured record, recorded as it is (no rule looks at it; `--metrics` still selects).
@@ -383,9 +384,10 @@ mod tests {
         }
         let mut times = Times(Vec::new());
         let mut c = Parser::new(Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap(), 100);
-        c.line_at(b"loss=0.5", b"2026-11-28T15:00:00.5Z", &mut times);
-        c.line_at(b"2026-01-01T00:00:00Z loss=0.4", b"2026-11-28T15:00:01Z", &mut times);
-        c.line_at(b"no metric here", b"2026-11-28T15:00:02Z", &mut times);
+        let line = |bytes| Line { bytes, number: 0, truncated: false };
+        c.line_at(line(b"loss=0.5"), b"2026-11-28T15:00:00.5Z", &mut times);
+        c.line_at(line(b"2026-01-01T00:00:00Z loss=0.4"), b"2026-11-28T15:00:01Z", &mut times);
+        c.line_at(line(b"no metric here"), b"2026-11-28T15:00:02Z", &mut times);
         assert_eq!(times.0, [Some("2026-11-28T15:00:00.5Z".into()), Some("2026-01-01T00:00:00Z".into())]);
         assert_eq!(c.lines, 3);
     }

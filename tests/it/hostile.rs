@@ -242,3 +242,102 @@ fn plot_keeps_only_the_points_it_draws() {
     let picture = fs::read_to_string(&svg).unwrap();
     assert!(picture.contains("m23") && !picture.contains("m24<"), "the first 24 metrics are drawn");
 }
+
+/// The peak RSS so far of a running process, in KiB.
+fn vm_hwm_kib(pid: u32) -> i64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("the process's status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+/// The value of `family{metric="name",…}` in a scrape of `addr`.
+fn sample(addr: std::net::SocketAddr, family: &str, name: &str) -> Option<f64> {
+    let body = crate::support::get(addr, "/metrics", None).ok()?.body;
+    let prefix = format!("{family}{{metric=\"{name}\"");
+    body.lines().find(|l| l.starts_with(&prefix))?.rsplit(' ').next()?.parse().ok()
+}
+
+#[test]
+fn a_million_pod_log_lines_with_one_timestamp_keep_the_seam_small_and_none_is_read_twice() {
+    use crate::sidecar::{Sidecar, job, pod, set_state, trial, wait_for};
+    use crate::support::kube_fake::KubeFake;
+    use serde_json::json;
+    // Katib's own collector reports this Trial: trialtail only observes (no report rows to confound memory).
+    let mut t = trial();
+    t["spec"]["metricsCollector"]["collector"]["kind"] = json!("StdOut");
+    let fake = KubeFake::start(pod(), job(), t);
+    let addr = crate::support::free_addr();
+    let sidecar = Sidecar::start(&fake, &["--listen", &addr.to_string(), "--linger", "0"], None);
+    set_state(&fake, json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}));
+    fake.write_log(&["accuracy=0.5"]);
+    let latest = |v: f64| move || sample(addr, "trialtail_metric_latest", "accuracy") == Some(v);
+    wait_for("the first observation", latest(0.5));
+    let before = vm_hwm_kib(sidecar.pid());
+    let started = Instant::now();
+    fake.write_log_burst(1_000_000);
+    fake.write_log(&["accuracy=0.7"]);
+    wait_for("the line after the burst", latest(0.7));
+    let after = vm_hwm_kib(sidecar.pid());
+    eprintln!(
+        "1 000 000 lines with one timestamp: peak {after} KiB, {before} KiB before, read in {:?}",
+        started.elapsed()
+    );
+    // A cut: the reopened stream repeats the burst's second, and none of it is new.
+    fake.cut_log_streams();
+    wait_for("the reconnect", || fake.count("GET", "/log", "sinceTime") > 0);
+    fake.write_log(&["accuracy=0.9"]);
+    wait_for("the line after the reconnect", latest(0.9));
+    let burst = sample(addr, "trialtail_metric_observations_total", "loss");
+    set_state(&fake, json!({"terminated": {"exitCode": 0}}));
+    let (status, _, err) = sidecar.wait();
+    assert!(status.success(), "{err}");
+    assert_eq!(burst, Some(1e6), "every line of the burst once");
+    assert!(after - before <= 8 * 1024, "the burst cost {} KiB", after - before);
+}
+
+#[test]
+fn a_pod_log_line_over_the_limit_is_handled_as_a_local_file_handles_it() {
+    use crate::sidecar::{Sidecar, job, metric, metrics, pod, set_state, trial, wait_for};
+    use crate::support::kube_fake::KubeFake;
+    use serde_json::{Value, json};
+    let long = format!("accuracy=0.1 {} accuracy=0.2", "x".repeat(5 << 20));
+    let lines = [long.as_str(), "loss=0.3", "accuracy=0.4"];
+    // The same bytes in a local file, with the Katib semantics the Trial asks for.
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("train.log");
+    fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let local = crate::trialtail(
+        &["run", "--katib-semantics", "-m", "accuracy;loss", "--output", "json", path.to_str().unwrap()],
+        None,
+    );
+    let rows = |out: &[String]| -> Vec<(String, String)> {
+        out.iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .map(|o| (o["metric"].as_str().unwrap().to_string(), o["raw"].as_str().unwrap().to_string()))
+            .collect()
+    };
+    let want = rows(&crate::stdout(&local).lines().map(str::to_string).collect::<Vec<_>>());
+    assert_eq!(want, [("loss".to_string(), "0.3".to_string()), ("accuracy".to_string(), "0.4".to_string())]);
+
+    let fake = KubeFake::start(pod(), job(), trial());
+    let sidecar = Sidecar::start(&fake, &["--output", "json", "--status-interval", "200ms"], None);
+    set_state(&fake, json!({"running": {"startedAt": "2026-01-01T00:00:00Z"}}));
+    fake.write_log(&lines);
+    wait_for("the line after the long one", || {
+        metric(&metrics(&fake), "accuracy").is_some_and(|m| m["latest"] == "0.4")
+    });
+    // A cut right after: the reopened stream repeats the long line too, and it is not read again.
+    fake.cut_log_streams();
+    wait_for("the reconnect", || fake.count("GET", "/log", "sinceTime") > 0);
+    fake.write_log(&["loss=0.5"]);
+    wait_for("the line after the reconnect", || metric(&metrics(&fake), "loss").is_some_and(|m| m["latest"] == "0.5"));
+    set_state(&fake, json!({"terminated": {"exitCode": 0}}));
+    let (status, out, err) = sidecar.wait();
+    assert!(status.success(), "{err}");
+    let mut expected = want.clone();
+    expected.push(("loss".to_string(), "0.5".to_string()));
+    assert_eq!(rows(&out), expected, "{err}");
+}
