@@ -56,7 +56,7 @@ pub const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::
 pub const SINK: &str = "trial_status";
 
 /// How long one request may take before it counts as a timeout (retried with back-off).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::k8s::REQUEST_TIMEOUT;
 
 /// Conflicts retried in a row before the patch waits for the next interval.
 const MAX_CONFLICTS: u32 = 5;

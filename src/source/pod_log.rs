@@ -289,7 +289,12 @@ async fn follow_streams<S: LiveSink>(
             since_time: seam.since(),
             ..LogParams::default()
         };
-        let stream = match pods.log_stream(&cfg.pod, &params).await {
+        let opened = tokio::select! {
+            opened = tokio::time::timeout(crate::k8s::REQUEST_TIMEOUT, pods.log_stream(&cfg.pod, &params)) => opened,
+            sig = signals.recv() => return (End::Signalled(sig), Some(Instant::now())),
+        };
+        let stream = match opened.unwrap_or_else(|_| Err(kube::Error::Service("no answer from the API server".into())))
+        {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, container = %cfg.container, "opening the log failed (needs verb get on pods/log); retrying");

@@ -58,9 +58,18 @@ struct Watched {
 
 impl Watched {
     fn start(args: &[&str]) -> Self {
+        Watched::start_with(args, &[])
+    }
+
+    fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_trialtail"))
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_trialtail"));
+        for var in ["KUBERNETES_SERVICE_HOST", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"] {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd
             .args(args)
+            .envs(env.iter().copied())
             .env_remove("TRIALTAIL_LOG")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
@@ -340,4 +349,72 @@ fn a_pod_log_line_over_the_limit_is_handled_as_a_local_file_handles_it() {
     let mut expected = want.clone();
     expected.push(("loss".to_string(), "0.5".to_string()));
     assert_eq!(rows(&out), expected, "{err}");
+}
+
+/// An API server that accepts connections and never answers; the connections are held until it is dropped.
+struct SilentServer {
+    addr: std::net::SocketAddr,
+    _held: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl SilentServer {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let h = held.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming().flatten() {
+                h.lock().unwrap().push(s);
+            }
+        });
+        SilentServer { addr, _held: held }
+    }
+
+    /// A sidecar (`run --source pod-log`) against this server.
+    fn sidecar(&self, dir: &std::path::Path) -> Watched {
+        let kubeconfig = dir.join("kubeconfig");
+        fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: s\n  cluster:\n    server: http://{}\nusers:\n- name: u\n  \
+                 user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: s\n    user: u\n    namespace: ns\n\
+                 current-context: c\n",
+                self.addr
+            ),
+        )
+        .unwrap();
+        Watched::start_with(
+            &["run", "--source", "pod-log", "--log-level", "info"],
+            &[("KUBECONFIG", kubeconfig.to_str().unwrap()), ("POD_NAME", "p"), ("POD_NAMESPACE", "ns")],
+        )
+    }
+}
+
+#[test]
+fn a_sidecar_whose_api_server_never_answers_gives_up_with_a_clear_error() {
+    let server = SilentServer::start();
+    let t = tempfile::tempdir().unwrap();
+    let mut tt = server.sidecar(t.path());
+    let started = Instant::now();
+    let status = tt.exit_within(Duration::from_secs(40));
+    eprintln!("silent API server at start-up: {status:?} after {:?}", started.elapsed());
+    let err = tt.stderr();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{err}");
+    assert!(err.contains("no answer from the API server within 10s"), "{err}");
+}
+
+#[test]
+fn sigterm_while_the_sidecar_waits_for_its_api_server_ends_it_at_once() {
+    let server = SilentServer::start();
+    let t = tempfile::tempdir().unwrap();
+    let mut tt = server.sidecar(t.path());
+    std::thread::sleep(Duration::from_millis(1000));
+    let sent = Instant::now();
+    tt.signal(rustix::process::Signal::TERM);
+    let status = tt.exit_within(Duration::from_secs(5));
+    eprintln!("SIGTERM during start-up: {status:?} after {:?}", sent.elapsed());
+    let err = tt.stderr();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{err}");
+    assert!(err.contains("before reading the log"), "{err}");
 }
