@@ -140,7 +140,8 @@ pub struct RunArgs {
     /// Reads from the start (see --from-end) and then waits for more, driven by inotify (a polling fallback of at
     /// most 250 ms when inotify is unavailable or exhausted). LOG may not exist yet. Rotation (rename + create),
     /// deletion and recreation, and truncation (copytruncate) are followed. Ends on SIGINT/SIGTERM (after reading
-    /// what is readable, within --shutdown-grace) or after --until-idle.
+    /// what is readable, within --shutdown-grace) or after --until-idle. A named pipe (mkfifo) is read as a pipe:
+    /// every writer, one after another, until a signal or --until-idle (it must exist when the follow starts).
     #[arg(short = 'f', long, env = "TRIALTAIL_FOLLOW", help_heading = "Live")]
     pub follow: bool,
 

@@ -5,6 +5,11 @@
 //! unavailable or exhausted it polls instead, backing off from 1 ms to 250 ms while the file is quiet. Between
 //! events nothing runs: idle costs nothing. Reading a large backlog is done in bounded steps so a signal is
 //! seen between them.
+//!
+//! A named pipe (FIFO) has no size, offset or rotation: it is read as a pipe ([`follow_fifo`]), opened
+//! without blocking and read only when readable, so a signal is seen whether a writer is there or not, and
+//! opened for writing too so that it never reports end of file: like `tail -F`, it reads every writer, one
+//! after another, until a signal or `--until-idle`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +19,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep, sleep_until};
 
-use super::tail::{Step, Tailer};
+use super::tail::{Step, TailError, Tailer};
 use super::{End, Feed, LiveSink, SourceError, StopOptions};
 use crate::backoff::Backoff;
 use crate::signal::Signals;
@@ -75,6 +80,9 @@ pub async fn follow<S: LiveSink>(
     signals: &mut Signals,
     opts: StopOptions,
 ) -> Result<End, SourceError> {
+    if std::fs::metadata(tailer.path()).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type())) {
+        return follow_fifo(tailer.path(), tailer.max_line_bytes(), feed, signals, opts).await;
+    }
     let wake = Arc::new(Notify::new());
     let watcher = watch(tailer.path(), wake.clone());
     let polling = watcher.is_none();
@@ -114,7 +122,15 @@ pub async fn follow<S: LiveSink>(
 }
 
 fn step<S: LiveSink>(tailer: &mut Tailer, feed: &mut Feed<'_, S>) -> Result<Step, SourceError> {
-    let step = tailer.step(feed.parser, feed.sink, STEP_BUDGET)?;
+    let step = match tailer.step(feed.parser, feed.sink, STEP_BUDGET) {
+        Ok(step) => step,
+        // The path became a named pipe after the follow started: it cannot be read as a file.
+        Err(e @ TailError::Fifo { .. }) => {
+            tracing::error!("{e}; start the follow once the pipe exists");
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
     feed.stats = tailer.stats();
     if feed.stats.opens > 0 {
         feed.phase = Phase::Reading;
@@ -147,4 +163,63 @@ async fn drain<S: LiveSink>(
             () = tokio::task::yield_now() => {}
         }
     }
+}
+
+/// Follows the named pipe at `path` until `--until-idle` or a signal (see the module documentation).
+async fn follow_fifo<S: LiveSink>(
+    path: &Path,
+    max_line_bytes: usize,
+    feed: &mut Feed<'_, S>,
+    signals: &mut Signals,
+    opts: StopOptions,
+) -> Result<End, SourceError> {
+    use tokio::io::AsyncReadExt;
+    let open = tokio::net::unix::pipe::OpenOptions::new().read_write(true).open_receiver(path);
+    let mut pipe = open.map_err(|source| SourceError::Open { path: path.to_path_buf(), source })?;
+    tracing::info!(path = %path.display(), "following a named pipe: every writer, until a signal or --until-idle");
+    feed.stats.opens += 1;
+    feed.phase = Phase::Reading;
+    let mut lines = crate::lines::LineBuffer::new(max_line_bytes);
+    let mut last_data = Instant::now();
+    let end = loop {
+        feed.before_wait();
+        let idle_at = opts.until_idle.map(|d| last_data + d);
+        let read = tokio::select! {
+            biased;
+            sig = signals.recv() => {
+                // What is in the pipe now is read; nothing is waited for.
+                tracing::info!(signal = sig, "stopping: reading what is readable");
+                while let Ok(n @ 1..) = pipe.try_read(lines.space()) {
+                    take(&mut lines, n, feed);
+                }
+                break End::Signalled(sig);
+            }
+            read = pipe.read(lines.space()) => read,
+            () = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() => break End::Idle,
+        };
+        match read {
+            Ok(0) => break End::Eof,
+            Ok(n) => {
+                last_data = Instant::now();
+                take(&mut lines, n, feed);
+                feed.after_read();
+            }
+            Err(e) => {
+                feed.stats.read_errors += 1;
+                tracing::warn!(path = %path.display(), error = %e, "reading the named pipe failed");
+                break End::Eof;
+            }
+        }
+    };
+    lines.finish_into(&mut feed.parser.lines(feed.sink));
+    feed.set_lines(lines.stats());
+    feed.end();
+    Ok(end)
+}
+
+/// `n` bytes were read into `lines`: parse its complete lines.
+fn take<S: LiveSink>(lines: &mut crate::lines::LineBuffer, n: usize, feed: &mut Feed<'_, S>) {
+    lines.commit(n);
+    lines.drain_into(&mut feed.parser.lines(feed.sink));
+    feed.set_lines(lines.stats());
 }

@@ -418,3 +418,58 @@ fn sigterm_while_the_sidecar_waits_for_its_api_server_ends_it_at_once() {
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{err}");
     assert!(err.contains("before reading the log"), "{err}");
 }
+
+#[test]
+fn a_followed_fifo_reads_every_writer_and_a_signal_ends_it() {
+    let t = tempfile::tempdir().unwrap();
+    let fifo = t.path().join("train.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let out = t.path().join("out.jsonl");
+    let mut tt = Watched::start(&[
+        "run",
+        "--follow",
+        "--output",
+        "json",
+        "--output-file",
+        out.to_str().unwrap(),
+        fifo.to_str().unwrap(),
+    ]);
+    // Two writers, one after the other, as `tail -F` reads them; opening for writing waits for the reader.
+    for line in ["loss=0.5\n", "loss=0.4\n"] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (path, line) = (fifo.clone(), line.to_string());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let written = fs::OpenOptions::new().write(true).open(&path).and_then(|mut f| f.write_all(line.as_bytes()));
+            let _ = tx.send(written.is_ok());
+        });
+        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true), "the writer got in");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let sent = Instant::now();
+    tt.signal(rustix::process::Signal::TERM);
+    let status = tt.exit_within(Duration::from_secs(5));
+    eprintln!("SIGTERM while following a FIFO: {status:?} after {:?}", sent.elapsed());
+    let err = tt.stderr();
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{err}");
+    let values: Vec<String> = fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["raw"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(values, ["0.5", "0.4"], "{err}");
+}
+
+#[test]
+fn sigterm_while_waiting_for_a_fifo_writer_ends_the_follow() {
+    let t = tempfile::tempdir().unwrap();
+    let fifo = t.path().join("train.fifo");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let mut tt = Watched::start(&["run", "--follow", fifo.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    tt.signal(rustix::process::Signal::TERM);
+    let status = tt.exit_within(Duration::from_secs(5));
+    eprintln!("SIGTERM before any FIFO writer: {status:?} after {:?}", sent.elapsed());
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", tt.stderr());
+}
