@@ -250,6 +250,8 @@ struct State {
     statuses: Mutex<Vec<String>>,
     /// Calls to fail with UNAVAILABLE before accepting.
     fail_first: AtomicU32,
+    /// Calls to leave unanswered (a hung DB manager) before answering.
+    hang_first: AtomicU32,
 }
 
 /// Katib's DB manager and early-stopping service, faked in memory (also the DB of the real-API-server tests).
@@ -265,6 +267,10 @@ impl DbManager for Katib {
         if self.0.fail_first.load(Ordering::SeqCst) > 0 {
             self.0.fail_first.fetch_sub(1, Ordering::SeqCst);
             return Err(Status::unavailable("db not ready"));
+        }
+        if self.0.hang_first.load(Ordering::SeqCst) > 0 {
+            self.0.hang_first.fetch_sub(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
         }
         self.0.reports.lock().unwrap().push(req.into_inner());
         Ok(Response::new(ReportObservationLogReply {}))
@@ -366,6 +372,54 @@ fn delivered_rows_are_forgotten_by_the_report() {
     let end = tokio::time::Instant::now() + Duration::from_secs(30);
     rt.block_on(reporter.finish(&report, end)).unwrap();
     assert_eq!(katib.rows().len(), 30_000, "nothing twice");
+}
+
+/// Chunks are sized by encoded bytes, not only rows: 5000 rows of about 1.5 KB (a 255-character name, a 1000-byte
+/// value, a time) are 7.5 MB, which one call would carry past gRPC's 4 MiB message limit (the fake server has
+/// tonic's default limit, as Katib's DB manager has grpc-go's).
+#[test]
+fn rows_of_kilobytes_are_sent_in_chunks_under_the_message_limit() {
+    let katib = Katib::default();
+    let addr = free_addr();
+    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let name = "é".repeat(255);
+    let mut report = KatibReport::new(name.clone());
+    for i in 0..5000u64 {
+        let value = format!("{i:0>1000}");
+        report.push(&name, &value, Some("2024-05-01T12:00:00.123456789Z"), i);
+    }
+    let report = std::sync::Mutex::new(report);
+    let sinks = Arc::new(SinkStats::default());
+    rt.block_on(katib_db::report(&addr.to_string(), "big-rows", &report, Duration::from_secs(60), sinks)).unwrap();
+    assert_eq!(katib.rows().len(), 5000);
+    let reports = katib.0.reports.lock().unwrap();
+    assert!(reports.len() >= 2, "{} calls", reports.len());
+    for r in reports.iter() {
+        let size = prost::Message::encoded_len(r);
+        assert!(size <= katib_db::CHUNK_BYTES + 64 * 1024, "a call of {size} bytes");
+    }
+}
+
+/// A DB manager that accepts a call and never answers costs one attempt's time, not the whole deadline: the
+/// next attempt (after the row count showed the rows are not there) is accepted.
+#[test]
+fn a_hung_call_times_out_on_its_own_and_the_next_attempt_delivers() {
+    let katib = Katib::default();
+    katib.0.hang_first.store(1, Ordering::SeqCst);
+    let addr = free_addr();
+    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rows = report(&[("loss", "0.5", "0001-01-01T00:00:00Z"), ("loss", "0.4", "")]);
+    let sinks = Arc::new(SinkStats::default());
+    let started = Instant::now();
+    let deadline = Duration::from_secs(60);
+    rt.block_on(katib_db::report(&addr.to_string(), "hung", &rows, deadline, sinks.clone())).unwrap();
+    let took = started.elapsed();
+    eprintln!("a hung first call: delivered after {took:?} (deadline {deadline:?})");
+    assert!(took >= katib_db::ATTEMPT_TIMEOUT && took < katib_db::ATTEMPT_TIMEOUT * 2, "{took:?}");
+    assert_eq!(katib.rows().len(), 2, "once");
+    assert_eq!(sinks.snapshot()[katib_db::SINK].errors.get("timeout"), Some(&1));
 }
 
 #[test]
