@@ -7,10 +7,13 @@
 //! signals and wrapped commands, `sidecar` the native sidecar against a fake API server, `sidecar_katib` the
 //! same with Katib's real DB manager for each collector kind, `webhook` the admission webhook over TLS,
 //! `manifests` the Kubernetes manifests (typed, cross-checked, their args run), `k8s` the install, the webhook
-//! and the sidecar against a real kube-apiserver (`tests/k8s/`).
+//! and the sidecar against a real kube-apiserver (`tests/k8s/`), `hostile` hostile inputs and broken peers (peak
+//! memory of a child, hangs bounded by the test), `fuzz` proptest fuzzing of the line path, JSON lines and
+//! Katib's arguments for a fixed time (`TRIALTAIL_FUZZ_SECONDS`).
 
 mod cli;
 mod dropin;
+mod fuzz;
 mod golden;
 mod hostile;
 mod k8s;
