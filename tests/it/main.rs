@@ -9,7 +9,8 @@
 //! `manifests` the Kubernetes manifests (typed, cross-checked, their args run), `k8s` the install, the webhook
 //! and the sidecar against a real kube-apiserver (`tests/k8s/`), `hostile` hostile inputs and broken peers (peak
 //! memory of a child, hangs bounded by the test), `fuzz` proptest fuzzing of the line path, JSON lines and
-//! Katib's arguments for a fixed time (`TRIALTAIL_FUZZ_SECONDS`).
+//! Katib's arguments for a fixed time (`TRIALTAIL_FUZZ_SECONDS`), `soak` a follow under random rotation and
+//! truncation while `/metrics` is scraped and attacked (`TRIALTAIL_SOAK_SECONDS`).
 
 mod cli;
 mod dropin;
@@ -26,6 +27,7 @@ mod plot;
 mod prom;
 mod sidecar;
 mod sidecar_katib;
+mod soak;
 mod support;
 mod terminal;
 mod webhook;
