@@ -1008,8 +1008,8 @@ fn a_report_costs_a_compact_amount_per_row() {
 
 /// The drop-in's memory bound: a 1 GB metrics file holding 100 000 observations, reported at the end, costs at
 /// most 24 MiB of peak RSS above the same binary's footprint on a one-line log – the observations kept for the
-/// report (about 170 bytes each, as measured), never the log's text (a few seconds: it writes 1 GB to a
-/// temporary directory). The footprint itself is mostly the debug binary's own pages, which grow with the
+/// report (about 90 bytes each with the report's messages, as measured), never the log's text (a few seconds:
+/// it writes 1 GB to a temporary directory). The footprint itself is mostly the debug binary's own pages, which grow with the
 /// code, not with the log; it is measured by [`drop_in_footprint_on_a_one_line_log`] in a second test process.
 ///
 /// The peak is read from `RUSAGE_CHILDREN`, which covers every child this test process ever reaped: it must run
