@@ -426,7 +426,9 @@ pub struct RuleArgs {
 
     /// At most this many distinct metric names
     ///
-    /// Observations of further new names are counted and dropped, with one warning. Range 1 to 1000000.
+    /// Observations of further new names are counted and dropped, with one warning. Range 1 to 1000000. A name
+    /// or a value longer than 1024 bytes is never a metric: its observation is dropped whole (not cut), counted
+    /// (`oversized` in --stats, trialtail_observations_oversized_total) and the first is said once.
     #[arg(
         long,
         default_value_t = DEFAULT_MAX_METRICS,
