@@ -163,7 +163,7 @@ fn sigterm_while_lingering_after_a_local_read_ends_the_linger_with_the_summary_w
 }
 
 #[test]
-fn sigterm_while_lingering_after_a_follow_ends_it_at_once_and_a_follow_stopped_by_a_signal_lingers_within_the_grace() {
+fn sigterm_while_lingering_after_a_follow_ends_it_at_once_and_a_second_signal_exits_128_plus_n() {
     let t = tempfile::tempdir().unwrap();
     let log = t.path().join("train.log");
     fs::write(&log, "loss=0.5\n").unwrap();
@@ -192,6 +192,23 @@ fn sigterm_while_lingering_after_a_follow_ends_it_at_once_and_a_follow_stopped_b
     let status = tt.exit_within(Duration::from_secs(10));
     assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", tt.stderr());
     assert!(sent.elapsed() < Duration::from_secs(5), "{:?}", sent.elapsed());
+
+    // Stopped by a first signal and lingering within a long grace period, a second signal exits 128+N at once.
+    let addr = crate::support::free_addr().to_string();
+    let follow = ["run", "--follow", "--listen", &addr, "--linger", "60s", "--shutdown-grace", "60s"];
+    let mut tt = Watched::start(&[&follow[..], &["--log-level", "info", log.to_str().unwrap()]].concat());
+    let ready = addr.parse().unwrap();
+    crate::support::wait_for("/readyz", || {
+        crate::support::get(ready, "/readyz", None).ok().filter(|r| r.status == 200)
+    });
+    tt.signal(rustix::process::Signal::INT);
+    tt.wait_said(LINGERING);
+    let sent = Instant::now();
+    tt.signal(rustix::process::Signal::TERM);
+    let status = tt.exit_within(Duration::from_secs(10));
+    eprintln!("second signal while lingering (follow): exit {status:?} after {:?}", sent.elapsed());
+    assert_eq!(status.and_then(|s| s.code()), Some(143), "{}", tt.stderr());
+    assert!(sent.elapsed() < Duration::from_secs(5));
 }
 
 #[test]
