@@ -235,7 +235,8 @@ pub struct RunArgs {
     /// most 250 ms when inotify is unavailable or exhausted). LOG may not exist yet. Rotation (rename + create),
     /// deletion and recreation, and truncation (copytruncate) are followed. A directory of TensorBoard event files
     /// is followed as a whole: new event files (a new run, a writer restart) and records appended to open ones;
-    /// a record still being written waits. Ends on SIGINT/SIGTERM (after reading what is readable, within
+    /// a record still being written waits. A named pipe (mkfifo) is read as a pipe: every writer, one after
+    /// another, until a signal or --until-idle (it must exist when the follow starts). Ends on SIGINT/SIGTERM (after reading what is readable, within
     /// --shutdown-grace) or after --until-idle.
     #[arg(short = 'f', long, env = "TRIALTAIL_FOLLOW", help_heading = "Live")]
     pub follow: bool,
@@ -258,7 +259,8 @@ pub struct RunArgs {
     ///
     /// A duration such as 500ms, 5s or 1m. On the first signal trialtail reads what is already readable,
     /// flushes its outputs and exits 0; if that takes longer than this it stops reading and flushes what it
-    /// has. A second signal exits at once (128+N). Default 5s.
+    /// has. The second signal of the run, whenever it comes (draining, reporting, lingering), exits at once
+    /// (128+N). Default 5s.
     #[arg(
         long,
         value_name = "DURATION",
@@ -520,7 +522,9 @@ pub struct RuleArgs {
 
     /// At most this many distinct metric names
     ///
-    /// Observations of further new names are counted and dropped, with one warning. Range 1 to 1000000.
+    /// Observations of further new names are counted and dropped, with one warning. Range 1 to 1000000. A name
+    /// or a value longer than 1024 bytes is never a metric: its observation is dropped whole (not cut), counted
+    /// (`oversized` in --stats, trialtail_observations_oversized_total) and the first is said once.
     #[arg(
         long,
         default_value_t = DEFAULT_MAX_METRICS,
@@ -556,8 +560,10 @@ pub struct ExportArgs {
 
     /// After the log ended, serve until one scrape returned the final values, at most this long
     ///
-    /// A duration: 30s, 500ms, 2m, or plain seconds; 0 exits at once. Default 30s. Only with --listen. The live
-    /// page at / says meanwhile that the run has ended.
+    /// A duration: 30s, 500ms, 2m, or plain seconds; 0 exits at once. Default 30s. Only with --listen. What is
+    /// printed (the table, the JSON, --output-file) is written before the linger starts. SIGINT/SIGTERM ends the
+    /// linger at once (exit 0), and a run stopped by a signal lingers at most --shutdown-grace; a second signal
+    /// exits 128+N. The live page at / says meanwhile that the run has ended.
     #[arg(long, value_name = "DURATION", default_value = "30s", env = "TRIALTAIL_LINGER", help_heading = "Prometheus")]
     pub linger: String,
 

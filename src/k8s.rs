@@ -7,9 +7,12 @@
 //! Trial, Pod → TFJob/PyTorchJob → Trial, at most [`MAX_OWNER_DEPTH`] steps). Not finding one is not an error:
 //! the caller runs without the Trial status sink and says so once.
 //!
-//! This module only reads (GET pod, GET owners); it neither patches nor watches.
+//! This module only reads (GET pod, GET owners); it neither patches nor watches. Every request it makes has a
+//! timeout ([`REQUEST_TIMEOUT`]): the client's own has none for a response (`kube::Config::read_timeout`), so an
+//! API server that accepts and never answers would hold the caller forever.
 
 use std::path::Path;
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -31,6 +34,10 @@ pub const EXPERIMENT_LABEL: &str = "katib.kubeflow.org/experiment";
 /// the names from `pkg/metricscollector/v1beta1/common/const.go`. A `Custom` collector keeps the name it is given.
 pub const KATIB_COLLECTOR_CONTAINERS: [&str; 2] = ["metrics-logger-and-collector", "metrics-collector"];
 
+/// How long one request to the API server may take (the sidecar's start-up, the Trial-status writes, opening
+/// the log and the pod watch).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Owner steps followed from the pod before giving up.
 pub const MAX_OWNER_DEPTH: usize = 4;
 
@@ -46,6 +53,8 @@ pub enum KubeError {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot read pod {name:?} in namespace {namespace:?}: no answer from the API server within {timeout:?}")]
+    PodTimeout { name: String, namespace: String, timeout: Duration },
     #[error("no namespace: set POD_NAMESPACE (downward API) or --namespace")]
     NoNamespace,
 }
@@ -79,11 +88,13 @@ pub fn pod_identity(env: impl Fn(&str) -> Option<String>, sa_file: &Path) -> Res
 
 /// Reads the own pod.
 pub async fn get_pod(client: &kube::Client, name: &str, namespace: &str) -> Result<Pod, KubeError> {
-    Api::<Pod>::namespaced(client.clone(), namespace).get(name).await.map_err(|source| KubeError::Pod {
-        name: name.into(),
-        namespace: namespace.into(),
-        source,
-    })
+    let api = Api::<Pod>::namespaced(client.clone(), namespace);
+    match tokio::time::timeout(REQUEST_TIMEOUT, api.get(name)).await {
+        Ok(pod) => pod.map_err(|source| KubeError::Pod { name: name.into(), namespace: namespace.into(), source }),
+        Err(_) => {
+            Err(KubeError::PodTimeout { name: name.into(), namespace: namespace.into(), timeout: REQUEST_TIMEOUT })
+        }
+    }
 }
 
 /// The Trial and how it was found.
@@ -133,10 +144,14 @@ pub async fn trial_from_owners(client: &kube::Client, pod: &Pod, namespace: &str
             return Some(owner.name);
         }
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &owner_resource(&owner));
-        let object = match api.get(&owner.name).await {
-            Ok(o) => o,
-            Err(e) => {
+        let object = match tokio::time::timeout(REQUEST_TIMEOUT, api.get(&owner.name)).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => {
                 tracing::debug!(kind = %owner.kind, name = %owner.name, error = %e, "cannot read the pod's owner");
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!(kind = %owner.kind, name = %owner.name, timeout = ?REQUEST_TIMEOUT, "the pod's owner: no answer from the API server");
                 return None;
             }
         };

@@ -101,6 +101,11 @@ impl LineBuffer {
         }
     }
 
+    /// The line limit it cuts at.
+    pub fn max_line_bytes(&self) -> usize {
+        self.max_line
+    }
+
     /// The counters so far.
     pub fn stats(&self) -> LineStats {
         self.stats

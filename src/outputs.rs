@@ -19,10 +19,14 @@
 //! [`Outputs::finish`] ends them in this order, each bounded: (1) the caller has published the final snapshot
 //! ([`Phase::Ended`]); the periodic push stops; (2) the Trial status gets its final write (within the grace
 //! period); (3) the incremental Katib delivery stops and the rest of the report is sent to the DB manager
-//! (within its deadline); (4) the final values are pushed to the Pushgateway; (5) the endpoint serves until one
-//! scrape has returned the final values or `--linger` passed, then shuts down; (6) what is printed at the end
-//! is written (the table, the report).
+//! (within its deadline); (4) the final values are pushed to the Pushgateway; (5) what is printed at the end
+//! is written (the table, the report); (6) the endpoint serves until one scrape has returned the final values
+//! or `--linger` passed, then shuts down.
 //! Katib and the Trial come before Prometheus because a trial's result must not wait for a scraper.
+//!
+//! Signals while the outputs end: a first SIGINT/SIGTERM of the run lets steps (2) to (5) finish (each is
+//! bounded) and ends the linger at once – a run stopped by a signal lingers within the grace period only; the
+//! second signal of the run ends everything at once ([`Finished::interrupted`]: the process exits 128+N).
 //!
 //! Adding a sink touches its own file in [`crate::sink`] and this module (plus its flags in `cli`/`config`).
 
@@ -37,6 +41,7 @@ use tokio::task::JoinHandle;
 use crate::katib::report::KatibReport;
 use crate::parser::{Observation, ObservationSink, Parser};
 use crate::server::{self, ServerError, ServerHandle};
+use crate::signal::Signals;
 use crate::sink::history::{self, History, HistorySink};
 use crate::sink::katib_db::{self, KatibDbError, Reporter};
 use crate::sink::prometheus::{Exposition, Labels};
@@ -121,6 +126,8 @@ pub struct Finished {
     pub katib: Option<Result<(), KatibDbError>>,
     /// Writing what is printed at the end failed.
     pub stdout: Option<StdoutError>,
+    /// The second signal of the run (this number) came before the outputs ended: exit 128+N now.
+    pub interrupted: Option<i32>,
 }
 
 /// Every output of one run. See the module documentation.
@@ -284,14 +291,20 @@ impl Outputs {
     }
 
     /// Ends every output in the documented order (see the module documentation); the final snapshot must be
-    /// published. `grace` bounds the Trial status's final write.
-    pub async fn finish(mut self, parser: &Parser, grace: Duration) -> Finished {
+    /// published. `grace` bounds the Trial status's final write, and the linger of a run a signal stopped. With
+    /// `signals`, a first signal ends the linger and the second ends everything at once
+    /// ([`Finished::interrupted`]).
+    pub async fn finish(mut self, parser: &Parser, grace: Duration, mut signals: Option<&mut Signals>) -> Finished {
         let mut done = Finished::default();
         if let Some(periodic) = self.periodic.take() {
             periodic.abort();
         }
         if let Some(handle) = self.trial_status.take() {
-            done.status_patches = match tokio::time::timeout(grace, handle).await {
+            let written = match unless_second_signal(&mut signals, tokio::time::timeout(grace, handle)).await {
+                Ok(written) => written,
+                Err(sig) => return Finished { interrupted: Some(sig), ..done },
+            };
+            done.status_patches = match written {
                 Ok(Ok(Ok(n))) => Some(n),
                 Ok(Ok(Err(_))) | Ok(Err(_)) => None,
                 Err(_) => {
@@ -305,25 +318,47 @@ impl Outputs {
             }
         }
         if let Some(katib) = self.katib.take() {
-            done.katib = Some(self.report_to_katib(katib).await);
-        }
-        if let Some(pusher) = &self.pusher {
-            match pusher.push().await {
-                Ok(()) => tracing::info!("pushed the final values to the pushgateway"),
-                Err(e) => tracing::warn!(error = %crate::sink::error_chain(&e), "pushing the final values failed"),
+            match unless_second_signal(&mut signals, self.report_to_katib(katib)).await {
+                Ok(outcome) => done.katib = Some(outcome),
+                Err(sig) => return Finished { interrupted: Some(sig), ..done },
             }
         }
-        if let Some(server) = self.server.take() {
-            if !server.final_scraped() && !self.linger.is_zero() {
-                tracing::info!(linger = ?self.linger, "waiting for a scrape of the final values (--linger)");
-                if !server.linger(self.linger).await {
-                    tracing::warn!(linger = ?self.linger, "the final values were not scraped before --linger ran out");
-                }
+        if let Some(pusher) = self.pusher.clone() {
+            match unless_second_signal(&mut signals, pusher.push()).await {
+                Ok(Ok(())) => tracing::info!("pushed the final values to the pushgateway"),
+                Ok(Err(e)) => tracing::warn!(error = %crate::sink::error_chain(&e), "pushing the final values failed"),
+                Err(sig) => return Finished { interrupted: Some(sig), ..done },
             }
-            server.shutdown(SHUTDOWN_GRACE).await;
         }
         if let Some(stdout) = self.stdout.take() {
             done.stdout = stdout.finish(parser).err();
+        }
+        if let Some(server) = self.server.take() {
+            // A run a signal stopped lingers within the grace period only.
+            let stopping = signals.as_ref().is_some_and(|s| s.received() > 0);
+            let linger = if stopping { self.linger.min(grace) } else { self.linger };
+            if !server.final_scraped() && !linger.is_zero() {
+                tracing::info!(?linger, "waiting for a scrape of the final values (--linger)");
+                let lingered = server.linger(linger);
+                let signal = async {
+                    match signals.as_deref_mut() {
+                        Some(s) => (s.recv().await, s.received()),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    scraped = lingered => if !scraped {
+                        tracing::warn!(?linger, "the final values were not scraped before --linger ran out");
+                    },
+                    (sig, received) = signal => {
+                        if received >= 2 {
+                            return Finished { interrupted: Some(sig), ..done };
+                        }
+                        tracing::info!(signal = sig, "stopping: the linger ends");
+                    }
+                }
+            }
+            server.shutdown(SHUTDOWN_GRACE).await;
         }
         done
     }
@@ -364,9 +399,33 @@ impl Outputs {
                 }
             },
         };
-        let done = rt.block_on(self.finish(parser, grace));
+        // The local mode kept the default action of signals while it read; now a signal ends the linger.
+        let done = rt.block_on(async {
+            let mut signals = Signals::new().ok();
+            self.finish(parser, grace, signals.as_mut()).await
+        });
         rt.shutdown_timeout(SHUTDOWN_GRACE);
         done
+    }
+}
+
+/// Runs `step` to its end unless the run's second signal comes first (then `Err` with its number); a first
+/// signal lets it run on.
+async fn unless_second_signal<T>(
+    signals: &mut Option<&mut Signals>,
+    step: impl std::future::Future<Output = T>,
+) -> Result<T, i32> {
+    let Some(signals) = signals.as_deref_mut() else { return Ok(step.await) };
+    let mut step = std::pin::pin!(step);
+    loop {
+        tokio::select! {
+            out = &mut step => return Ok(out),
+            sig = signals.recv() => if signals.received() >= 2 {
+                return Err(sig);
+            } else {
+                tracing::info!(signal = sig, "stopping: the outputs end within their bounds; a second signal exits at once");
+            },
+        }
     }
 }
 

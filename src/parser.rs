@@ -17,6 +17,16 @@ use crate::lines::{Line, LineSink};
 use crate::rules::{LineIssues, Match, Rules, Semantics};
 use crate::value;
 
+/// The longest metric name kept, in bytes: Katib's DB holds names of up to 255 characters (at most 4 bytes
+/// each in UTF-8), and a name is a label value in every series of `/metrics`. A longer name is no metric: its
+/// observations are dropped and counted ([`Counters::oversized`]), never cut (a cut name would be another
+/// metric's).
+pub const MAX_NAME_BYTES: usize = 1024;
+
+/// The longest value text kept, in bytes (a number as printed is a few dozen): a longer value's observation is
+/// dropped and counted ([`Counters::oversized`]), never cut (a cut number is another number).
+pub const MAX_VALUE_BYTES: usize = 1024;
+
 /// One observation, as sinks see it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Observation<'a> {
@@ -88,6 +98,8 @@ pub struct Counters {
     pub bad_timestamps: u64,
     /// Observations dropped because `--max-metrics` names were already known.
     pub dropped: u64,
+    /// Observations dropped because the name is over [`MAX_NAME_BYTES`] or the value over [`MAX_VALUE_BYTES`].
+    pub oversized: u64,
 }
 
 /// One structured record: a value that needs no text rule (a TensorBoard scalar).
@@ -137,14 +149,17 @@ impl Parser {
     }
 
     /// Parses one complete line (without its `\n`) whose observations take `time` unless the line has a time of
-    /// its own: the pod-log source passes the kubelet's timestamp, cut off the line, this way.
-    pub fn line_at(&mut self, line: &[u8], time: &[u8], sink: &mut impl ObservationSink) {
-        self.line(line, &mut Timed { sink, time });
+    /// its own: the pod-log source passes the kubelet's timestamp, cut off the line, this way. A cut line
+    /// ([`Line::truncated`]) is handled as [`Parser::lines`] handles it (dropped whole in Katib semantics).
+    pub fn line_at(&mut self, line: Line<'_>, time: &[u8], sink: &mut impl ObservationSink) {
+        self.lines(&mut Timed { sink, time }).line(line);
     }
 
     /// One structured record, recorded as it is (no rule looks at it; `--metrics` still selects).
     pub fn record(&mut self, r: Record<'_>, sink: &mut impl ObservationSink) {
-        if self.rules.names().is_some_and(|mut names| !names.any(|n| n == r.name)) {
+        if self.rules.names().is_some_and(|mut names| !names.any(|n| n == r.name))
+            || oversized(r.name, r.raw, &mut self.counters)
+        {
             return;
         }
         let Some(id) = self.agg.intern(r.name) else { return };
@@ -246,6 +261,9 @@ fn observe(
     counters: &mut Counters,
     sink: &mut impl ObservationSink,
 ) {
+    if oversized(m.name, m.raw, counters) {
+        return;
+    }
     let value = if m.numeric { value::parse_number(m.raw) } else { value::parse_value(m.raw) };
     if value.is_none() && !katib {
         counters.parse_errors += 1;
@@ -255,6 +273,25 @@ fn observe(
     agg.record(id, m.raw, value, m.step, line);
     counters.observations += 1;
     sink.observe(&Observation { metric: id, name: m.name, raw: m.raw, value, step: m.step, time: m.time, line });
+}
+
+/// Whether the observation's name or value is over its limit; counts it (and says the first) when it is.
+fn oversized(name: &[u8], raw: &[u8], counters: &mut Counters) -> bool {
+    if name.len() <= MAX_NAME_BYTES && raw.len() <= MAX_VALUE_BYTES {
+        return false;
+    }
+    if counters.oversized == 0 {
+        let prefix = String::from_utf8_lossy(&name[..name.len().min(40)]).into_owned();
+        tracing::warn!(
+            name_bytes = name.len(),
+            value_bytes = raw.len(),
+            name = %prefix,
+            "observation dropped: a metric name or value longer than {MAX_NAME_BYTES} bytes (later ones are only \
+             counted)"
+        );
+    }
+    counters.oversized += 1;
+    true
 }
 
 fn note_issues(issues: LineIssues, line: u64, counters: &mut Counters) {
@@ -310,6 +347,19 @@ mod tests {
     }
 
     #[test]
+    fn a_name_or_value_over_the_limit_is_dropped_whole_and_counted() {
+        let mut c = Stream::new(Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap(), 8192, 100);
+        let mut rec = Recorded::default();
+        let (name, long_name) = ("n".repeat(MAX_NAME_BYTES), "n".repeat(MAX_NAME_BYTES + 1));
+        let (value, long_value) = (format!("0.{}", "1".repeat(MAX_VALUE_BYTES - 2)), "1".repeat(MAX_VALUE_BYTES + 1));
+        c.feed(format!("{name}={value}\n{long_name}=1\nloss={long_value}\nloss=2\n").as_bytes(), &mut rec);
+        let kept: Vec<_> = rec.0.iter().map(|(n, r, ..)| (n.len(), r.len())).collect();
+        assert_eq!(kept, [(MAX_NAME_BYTES, MAX_VALUE_BYTES), (4, 1)]);
+        assert_eq!(c.parser.counters().oversized, 2);
+        assert_eq!(c.parser.aggregate().metrics().len(), 2);
+    }
+
+    #[test]
     fn observations_carry_line_numbers_and_survive_garbage() {
         let mut c = stream(&[]);
         let mut rec = Recorded::default();
@@ -334,9 +384,10 @@ mod tests {
         }
         let mut times = Times(Vec::new());
         let mut c = Parser::new(Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap(), 100);
-        c.line_at(b"loss=0.5", b"2026-11-28T15:00:00.5Z", &mut times);
-        c.line_at(b"2026-01-01T00:00:00Z loss=0.4", b"2026-11-28T15:00:01Z", &mut times);
-        c.line_at(b"no metric here", b"2026-11-28T15:00:02Z", &mut times);
+        let line = |bytes| Line { bytes, number: 0, truncated: false };
+        c.line_at(line(b"loss=0.5"), b"2026-11-28T15:00:00.5Z", &mut times);
+        c.line_at(line(b"2026-01-01T00:00:00Z loss=0.4"), b"2026-11-28T15:00:01Z", &mut times);
+        c.line_at(line(b"no metric here"), b"2026-11-28T15:00:02Z", &mut times);
         assert_eq!(times.0, [Some("2026-11-28T15:00:00.5Z".into()), Some("2026-01-01T00:00:00Z".into())]);
         assert_eq!(c.lines, 3);
     }

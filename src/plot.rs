@@ -1,9 +1,12 @@
 //! `trialtail plot`: the curves of a log's metrics, drawn to SVG or PNG with `plotters`.
 //!
-//! Two halves. [`Recorder`] is an [`ObservationSink`] that keeps every metric's points (index, step, time,
-//! value) in memory, bounded: past [`MAX_POINTS`] points a metric keeps every other point and from then on
-//! records every second observation (and so on, doubling), so a huge log costs at most `MAX_POINTS` points per
-//! metric and the curve keeps its shape. [`render`] draws the recorded series: one panel per metric or group of
+//! Two halves. [`Recorder`] is an [`ObservationSink`] that keeps the points (index, step, time, value) of the
+//! metrics the picture will draw, bounded: a metric is drawn or not from its first observation on (the panels
+//! fill in order of first appearance, at most [`MAX_PANELS`] of at most one line per palette colour, the same
+//! rule [`render`] applies), a metric that is not drawn keeps its name and count only, and a panel keeps at most
+//! [`MAX_POINTS`] points shared by its lines: past its share a line keeps every other point and from then on
+//! records every second observation (and so on, doubling), so the curve keeps its shape. A huge log of many
+//! metrics costs at most `MAX_PANELS × MAX_POINTS` points. [`render`] draws the recorded series: one panel per metric or group of
 //! metrics (see [`Panels`]), NaN and infinite values as gaps with a red cross on the panel's edge, min and max
 //! ringed, the latest a dot, and the latest, min and max in a legend above the panel, never over the data.
 //! A picture is bounded too: at most [`MAX_PANELS`] panels of one line per palette colour.
@@ -28,7 +31,7 @@ use crate::parser::{Observation, ObservationSink, Parser};
 use crate::source::{self, LiveSink, SourceError};
 use crate::value::rfc3339_seconds;
 
-/// Points kept per metric before the recorder starts thinning (see the module docs).
+/// Points kept per panel, shared by its lines, before the recorder starts thinning (see the module docs).
 pub const MAX_POINTS: usize = 10_000;
 
 /// The font every picture's text is laid out with. Sizes are even: plotters' ab_glyph text puts each glyph at
@@ -152,25 +155,63 @@ pub struct Series {
     pub seen: u64,
     /// Every `stride`-th observation is kept.
     stride: u64,
+    /// The panel it is drawn in; `None`: not drawn, no point kept.
+    panel: Option<usize>,
 }
 
-/// Records every metric's points, bounded by `max_points` per metric.
+/// Records the points of the metrics a picture draws, bounded by `max_points` per panel.
 #[derive(Debug)]
 pub struct Recorder {
     series: Vec<Series>,
     max_points: usize,
+    panels: Panels,
+    /// The drawn panels so far: each one's stem (with `--panels auto`) and its lines' series.
+    drawn: Vec<(String, Vec<usize>)>,
 }
 
 impl Default for Recorder {
     fn default() -> Self {
-        Recorder::new(MAX_POINTS)
+        Recorder::new(MAX_POINTS, Panels::Auto)
     }
 }
 
 impl Recorder {
-    /// A recorder keeping at most `max_points` (at least 2) points per metric.
-    pub fn new(max_points: usize) -> Self {
-        Recorder { series: Vec::new(), max_points: max_points.max(2) }
+    /// A recorder keeping at most `max_points` (at least 2 per line) points per panel of `panels`.
+    pub fn new(max_points: usize, panels: Panels) -> Self {
+        Recorder { series: Vec::new(), max_points: max_points.max(2), panels, drawn: Vec::new() }
+    }
+
+    /// The panel a new metric goes to, as [`group`] and [`limit`] will decide: `None` past the picture's bounds.
+    fn place(&mut self, i: usize) -> Option<usize> {
+        let key = match self.panels {
+            Panels::Each => i.to_string(),
+            Panels::One => String::new(),
+            Panels::Auto => stem(&self.series[i].name).to_string(),
+        };
+        let panel = match self.drawn.iter().position(|(k, _)| *k == key) {
+            Some(p) => p,
+            None if self.drawn.len() < MAX_PANELS => {
+                self.drawn.push((key, Vec::new()));
+                self.drawn.len() - 1
+            }
+            None => return None,
+        };
+        let lines = &mut self.drawn[panel].1;
+        if lines.len() >= PALETTE.len() {
+            return None;
+        }
+        lines.push(i);
+        // The panel's points are shared by its lines: each one's share shrinks, and its points are thinned.
+        let share = (self.max_points / lines.len()).max(2);
+        for &j in lines.iter() {
+            thin(&mut self.series[j], share);
+        }
+        Some(panel)
+    }
+
+    /// The points a line of `panel` may keep.
+    fn share(&self, panel: usize) -> usize {
+        (self.max_points / self.drawn[panel].1.len().max(1)).max(2)
     }
 
     /// Every metric's series, in order of first appearance.
@@ -186,12 +227,18 @@ impl ObservationSink for Recorder {
     fn observe(&mut self, o: &Observation<'_>) {
         let i = o.metric.0 as usize;
         while self.series.len() <= i {
-            self.series.push(Series { name: String::new(), points: Vec::new(), seen: 0, stride: 1 });
+            self.series.push(Series { name: String::new(), points: Vec::new(), seen: 0, stride: 1, panel: None });
         }
+        if self.series[i].seen == 0 {
+            self.series[i].name = String::from_utf8_lossy(o.name).into_owned();
+            self.series[i].panel = self.place(i);
+        }
+        let Some(panel) = self.series[i].panel else {
+            self.series[i].seen += 1;
+            return;
+        };
+        let share = self.share(panel);
         let s = &mut self.series[i];
-        if s.seen == 0 {
-            s.name = String::from_utf8_lossy(o.name).into_owned();
-        }
         let index = s.seen;
         s.seen += 1;
         if !index.is_multiple_of(s.stride) {
@@ -199,12 +246,17 @@ impl ObservationSink for Recorder {
         }
         let time = o.time.and_then(rfc3339_seconds);
         s.points.push(Point { index, step: o.step, time, value: o.value.unwrap_or(f64::NAN) });
-        if s.points.len() >= self.max_points {
-            // Keep the points whose index is a multiple of the doubled stride.
-            s.stride *= 2;
-            let stride = s.stride;
-            s.points.retain(|p| p.index % stride == 0);
-        }
+        thin(s, share);
+    }
+}
+
+/// Doubles `s`'s stride until it holds fewer than `share` points: it keeps the points whose index is a multiple
+/// of the stride.
+fn thin(s: &mut Series, share: usize) {
+    while s.points.len() >= share {
+        s.stride *= 2;
+        let stride = s.stride;
+        s.points.retain(|p| p.index % stride == 0);
     }
 }
 
@@ -212,7 +264,7 @@ impl ObservationSink for Recorder {
 pub fn run(cfg: PlotConfig) -> Result<(), PlotError> {
     let r = cfg.rules;
     let mut parser = Parser::new(r.rules, r.max_metrics);
-    let mut recorder = Recorder::default();
+    let mut recorder = Recorder::new(MAX_POINTS, cfg.panels);
     if crate::config::is_event_path(&cfg.log) {
         use crate::source::tfevents::{Scalars, dir, record};
         let naming = dir::Naming::Several;
@@ -744,8 +796,9 @@ mod tests {
 
     #[test]
     fn pictures_are_bounded_in_panels_and_lines() {
-        let series: Vec<Series> =
-            (0..100).map(|i| Series { name: format!("m{i}"), points: Vec::new(), seen: 1, stride: 1 }).collect();
+        let series: Vec<Series> = (0..100)
+            .map(|i| Series { name: format!("m{i}"), points: Vec::new(), seen: 1, stride: 1, panel: None })
+            .collect();
         let mut each = group(&series, Panels::Each);
         limit(&mut each, &series);
         assert_eq!(each.len(), MAX_PANELS);
@@ -779,7 +832,7 @@ mod tests {
 
     #[test]
     fn the_recorder_thins_to_every_other_point_past_its_bound() {
-        let mut r = Recorder::new(4);
+        let mut r = Recorder::new(4, Panels::Auto);
         for i in 0..9 {
             r.observe(&obs(0, i as f64, Some(i)));
         }
@@ -788,6 +841,25 @@ mod tests {
         let kept: Vec<u64> = s.points.iter().map(|p| p.index).collect();
         assert_eq!(kept, [0, 4, 8], "stride doubled twice, every point a multiple of it");
         assert!(s.points.len() < 4);
+    }
+
+    #[test]
+    fn the_recorder_keeps_points_of_drawn_metrics_only_and_a_panel_shares_its_points() {
+        let mut each = Recorder::new(100, Panels::Each);
+        let mut one = Recorder::new(100, Panels::One);
+        for m in 0..30 {
+            for v in 0..40 {
+                each.observe(&obs(m, f64::from(v), None));
+                one.observe(&obs(m, f64::from(v), None));
+            }
+        }
+        let points = |r: &Recorder| r.series().iter().map(|s| s.points.len()).collect::<Vec<_>>();
+        assert_eq!(points(&each)[..MAX_PANELS], [40; MAX_PANELS]);
+        assert!(points(&each)[MAX_PANELS..].iter().all(|&n| n == 0));
+        assert!(each.series().iter().all(|s| s.seen == 40), "every observation counted");
+        let shared = points(&one);
+        assert!(shared[..PALETTE.len()].iter().all(|&n| n > 0 && n < 100 / PALETTE.len()), "{shared:?}");
+        assert!(shared[PALETTE.len()..].iter().all(|&n| n == 0));
     }
 
     #[test]

@@ -108,7 +108,10 @@ impl DropInError {
 /// How the wait ended.
 enum Ending {
     Completed,
+    /// This collector's stop rules fired.
     EarlyStopped,
+    /// The training is gone and its marker says an earlier instance of the collector stopped it early.
+    StoppedBefore,
 }
 
 /// Runs the drop-in mode to its end. `Ok` means the report (and after an early stop, SetTrialStatus) was accepted.
@@ -314,6 +317,14 @@ async fn run_async<C: Collected>(
             match waiter.poll() {
                 Status::Running => {}
                 Status::Completed => break Ending::Completed,
+                Status::EarlyStopped => {
+                    tracing::warn!(
+                        marker = %waiter.marker().display(),
+                        "the training is gone and its marker says early-stopped: an earlier collector stopped it; \
+                         reporting the metrics file and setting the trial early-stopped"
+                    );
+                    break Ending::StoppedBefore;
+                }
                 Status::Failed { marker } => {
                     let found = match marker {
                         None => "is missing".to_string(),
@@ -352,11 +363,11 @@ async fn run_async<C: Collected>(
     }
     outputs.publish_end(&parser, source.stats());
     let sinks = outputs.sinks().clone();
-    let finished = outputs.finish(&parser, a.report_deadline).await;
+    let finished = outputs.finish(&parser, a.report_deadline, None).await;
     match (finished.katib, &ending) {
         (Some(Err(e)), _) => Err(DropInError::Report(e)),
         (_, Ending::Completed) => Ok(()),
-        (_, Ending::EarlyStopped) => {
+        (_, Ending::EarlyStopped | Ending::StoppedBefore) => {
             wait_for_exit(&a.proc_root, waiter.main(), a.early_stop_wait).await;
             match &a.early_stop {
                 Some(addr) => katib_db::set_trial_status(addr, &a.trial, a.report_deadline, &sinks)

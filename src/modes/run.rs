@@ -94,7 +94,11 @@ pub fn run(cfg: RunConfig) -> Result<u8, RunError> {
             let (result, source) =
                 read_local(reader, &path, cfg.progress, cfg.max_line_bytes, &mut parser, &mut outputs);
             outputs.publish_end(&parser, source);
-            (result, outputs.finish_blocking(&parser, cfg.shutdown_grace), source)
+            let finished = outputs.finish_blocking(&parser, cfg.shutdown_grace);
+            if let Some(signal) = finished.interrupted {
+                return Err(SourceError::Interrupted { signal }.into());
+            }
+            (result, finished, source)
         }
         None => {
             let rt =
@@ -110,7 +114,11 @@ pub fn run(cfg: RunConfig) -> Result<u8, RunError> {
                 if let Err(e @ SourceError::Interrupted { .. }) = end {
                     return Err(RunError::Source(e));
                 }
-                Ok::<_, RunError>((end, outputs.finish(&parser, cfg.shutdown_grace).await, source))
+                let finished = outputs.finish(&parser, cfg.shutdown_grace, Some(&mut signals)).await;
+                if let Some(signal) = finished.interrupted {
+                    return Err(SourceError::Interrupted { signal }.into());
+                }
+                Ok::<_, RunError>((end, finished, source))
             })?
         }
     };
@@ -218,7 +226,7 @@ fn print_stats(parser: &Parser, source: SourceStats, started: Instant) {
     let _ = writeln!(
         err,
         "bytes={} lines={} too_long_lines={} observations={} parse_errors={} bad_json_lines={} dropped={} \
-         metrics={} opens={} rotations={} truncations={} read_errors={} seconds={secs:.3} mb_per_s={mb_s:.1} \
+         oversized={} metrics={} opens={} rotations={} truncations={} read_errors={} seconds={secs:.3} mb_per_s={mb_s:.1} \
          peak_rss_bytes={}",
         l.bytes,
         l.lines,
@@ -227,6 +235,7 @@ fn print_stats(parser: &Parser, source: SourceStats, started: Instant) {
         c.parse_errors,
         c.bad_json,
         c.dropped,
+        c.oversized,
         parser.aggregate().metrics().len(),
         source.opens,
         source.rotations,

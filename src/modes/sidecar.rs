@@ -10,7 +10,8 @@
 //! `Custom` with trialtail's image, in the primary pod) the rows go to Katib's DB manager incrementally and at
 //! the end, and live observations to the Trial's status; otherwise – Katib's own collector reports, not the
 //! primary pod, no Trial, a Trial that cannot be read – Prometheus only, said once with the reason. Only set-up
-//! failures (no client, no pod, no container) end the run with an error.
+//! failures (no client, no pod, no container, an API server that does not answer within
+//! [`k8s::REQUEST_TIMEOUT`]) end the run with an error; a signal during the start-up ends it at once (exit 0).
 
 use std::path::Path;
 use std::time::Instant;
@@ -43,17 +44,20 @@ pub enum SidecarError {
     Runtime(#[source] std::io::Error),
     #[error("the rules: {0}")]
     Rules(String),
+    #[error("stopped at once by a second signal {signal}")]
+    Interrupted { signal: i32 },
 }
 
 impl SidecarError {
     /// The process exit code: 2 for what the pod spec can fix (no pod name, no namespace, a bad output file or
-    /// address), 1 otherwise.
+    /// address), 128+N after a second signal N, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             SidecarError::NoPod
             | SidecarError::Kube(KubeError::NoNamespace)
             | SidecarError::Rules(_)
             | SidecarError::Outputs(OutputsError::Server(_) | OutputsError::Stdout(StdoutError::Create { .. })) => 2,
+            SidecarError::Interrupted { signal } => 128u8.wrapping_add(*signal as u8),
             _ => 1,
         }
     }
@@ -67,24 +71,35 @@ pub fn run(cfg: RunConfig) -> Result<u8, SidecarError> {
     let stdout = StdoutSink::open(&cfg.stdout()).map_err(OutputsError::from)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(SidecarError::Runtime)?;
     let grace = cfg.shutdown_grace;
-    let (end, finished, source, parser) = rt.block_on(async {
+    let ran = rt.block_on(async {
         let mut signals = Signals::new().map_err(SidecarError::Runtime)?;
         let mut export = cfg.export.clone();
-        let client = k8s::client().await?;
         let pod_name = export.labels.pod.clone().ok_or(SidecarError::NoPod)?;
         let namespace = match export.labels.namespace.clone() {
             Some(ns) => ns,
             None => k8s::pod_identity(|_: &str| None, Path::new(k8s::SA_NAMESPACE_FILE))?.namespace,
         };
-        let pod = k8s::get_pod(&client, &pod_name, &namespace).await?;
-        let found = k8s::find_trial(&client, export.labels.trial.as_deref(), None, Some(&pod), &namespace).await;
-        // The Trial is read once: what it asks for, how Katib collects it, which container trains.
-        let trial = match &found {
-            Some(f) => {
-                tracing::info!(trial = %f.name, via = f.via, "found the Katib Trial");
-                trial_status::read_trial(&client, &f.name, &namespace).await.map(|t| Trial::from_json(&t))
+        // Every request of the start-up has its own timeout, and a signal ends the start-up at once.
+        let discovery = async {
+            let client = k8s::client().await?;
+            let pod = k8s::get_pod(&client, &pod_name, &namespace).await?;
+            let found = k8s::find_trial(&client, export.labels.trial.as_deref(), None, Some(&pod), &namespace).await;
+            // The Trial is read once: what it asks for, how Katib collects it, which container trains.
+            let trial = match &found {
+                Some(f) => {
+                    tracing::info!(trial = %f.name, via = f.via, "found the Katib Trial");
+                    trial_status::read_trial(&client, &f.name, &namespace).await.map(|t| Trial::from_json(&t))
+                }
+                None => None,
+            };
+            Ok::<_, SidecarError>((client, pod, found, trial))
+        };
+        let (client, pod, found, trial) = tokio::select! {
+            found = discovery => found?,
+            sig = signals.recv() => {
+                tracing::warn!(signal = sig, "stopped by a signal before reading the log");
+                return Ok(None);
             }
-            None => None,
         };
         let mut role = match (&found, &trial) {
             (None, _) => Err("no Katib Trial found (--trial, KATIB_TRIAL_NAME, pod label katib.kubeflow.org/trial, \
@@ -178,9 +193,13 @@ pub fn run(cfg: RunConfig) -> Result<u8, SidecarError> {
             feed.end();
         }
         let source = feed.stats;
-        let finished = outputs.finish(&parser, grace).await;
-        Ok::<_, SidecarError>((end, finished, source, parser))
+        let finished = outputs.finish(&parser, grace, Some(&mut signals)).await;
+        if let Some(signal) = finished.interrupted {
+            return Err(SidecarError::Interrupted { signal });
+        }
+        Ok::<_, SidecarError>(Some((end, finished, source, parser)))
     })?;
+    let Some((end, finished, source, parser)) = ran else { return Ok(0) };
     super::run::wrap_up(&parser, finished, cfg.stats.then_some((source, started))).map_err(OutputsError::from)?;
     end?;
     Ok(0)

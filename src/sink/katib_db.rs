@@ -18,7 +18,9 @@
 //! reporting stops, said once. The same count, taken before the first call, finds the rows an earlier instance of this sidecar
 //! reported: when they are the first rows of this report (same names and values), they are not sent again.
 //! Every attempt has its own timeout ([`ATTEMPT_TIMEOUT`]) inside the caller's deadline; what could not be
-//! delivered by the final deadline is counted and said.
+//! delivered by the final deadline is counted and said. Delivered rows are forgotten by the report
+//! ([`KatibReport::forget_before`]), so a sidecar that reports every `--report-interval` holds only the rows not
+//! in the DB yet, however long the trial runs.
 //!
 //! [`set_trial_status`] sends `EarlyStopping/SetTrialStatus` with the same retry policy.
 
@@ -277,7 +279,8 @@ impl Reporter {
             let send = last && !self.sentinel && self.delivered == 0;
             return send.then(|| Chunk { end: self.next, logs: metric_logs(&[report.sentinel()]), sentinel: true });
         }
-        let (mut logs, mut bytes, mut i) = (Vec::new(), 0usize, self.next);
+        // Rows before the report's first kept one are gone: delivered, or of a content Katib does not read.
+        let (mut logs, mut bytes, mut i) = (Vec::new(), 0usize, self.next.max(report.first_kept()));
         while let Some(row) = report.row(i) {
             let size = row.name.len() + row.value.len() + row.time.len() + 16;
             if logs.len() == CHUNK_ROWS || (!logs.is_empty() && bytes + size > CHUNK_BYTES) {
@@ -335,6 +338,7 @@ impl Reporter {
                 if found.len() == known + rows {
                     tracing::info!(rows, "the call whose answer was lost had been carried out");
                     self.accept(after, rows, sentinel);
+                    report.lock().expect("report lock").forget_before(self.next);
                 } else if found.len() != known {
                     return Err(self.stop(found.len(), known));
                 }
@@ -378,6 +382,8 @@ impl Reporter {
                 Attempt::Done(()) => {
                     self.uncertain = None;
                     self.accept(chunk.end, rows, chunk.sentinel);
+                    // Delivered rows are in Katib's DB: the report forgets them.
+                    report.lock().expect("report lock").forget_before(self.next);
                 }
                 Attempt::NotSent(last) => {
                     self.uncertain = None;
@@ -420,7 +426,8 @@ impl Reporter {
             );
             self.sinks.error(SINK, "name_too_long");
         }
-        let pending = if report.has_objective() { report.len().saturating_sub(self.next) } else { 0 };
+        let next = self.next.max(report.first_kept());
+        let pending = if report.has_objective() { report.len().saturating_sub(next) } else { 0 };
         match outcome {
             Ok(()) => tracing::info!(
                 rows = self.delivered,

@@ -131,6 +131,11 @@ pub const SERIES: &[(&str, &str, &str)] = &[
         "counter",
         "Observations dropped because --max-metrics distinct metric names were already known.",
     ),
+    (
+        "trialtail_observations_oversized_total",
+        "counter",
+        "Observations dropped because the metric name or the value was longer than 1024 bytes.",
+    ),
     ("trialtail_metrics", "gauge", "Distinct training metric names exported (at most --max-metrics)."),
     ("trialtail_parse_errors_total", "counter", "Matches whose value was not a number, counted and not recorded."),
     ("trialtail_bad_json_lines_total", "counter", "Lines that were not JSON objects in --format json."),
@@ -221,6 +226,7 @@ impl Exposition {
         let c = &snap.counters;
         w.single(c.observations);
         w.single(c.dropped);
+        w.single(c.oversized);
         w.single(snap.metrics.len() as u64);
         w.single(c.parse_errors);
         w.single(c.bad_json);

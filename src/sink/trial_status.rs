@@ -56,7 +56,12 @@ pub const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::
 pub const SINK: &str = "trial_status";
 
 /// How long one request may take before it counts as a timeout (retried with back-off).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::k8s::REQUEST_TIMEOUT;
+
+/// How long a refusal (401, 403, 404) that follows accepted writes is retried before the live writes stop: a
+/// restarted API server answers 403 until its RBAC informers have synced (`pkg/registry/rbac` and the RBAC
+/// authorizer in kube-apiserver serve from caches; requests before `readyz` see an empty policy).
+pub const DENIED_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Conflicts retried in a row before the patch waits for the next interval.
 const MAX_CONFLICTS: u32 = 5;
@@ -71,7 +76,8 @@ pub fn trial_resource() -> ApiResource {
 pub enum StatusError {
     #[error(
         "cannot {verb} {resource} {name:?} in namespace {namespace:?} (HTTP {code}): the service account needs \
-         verb {verb:?} on kubeflow.org {resource}; the Trial status sink stops, everything else goes on"
+         verb {verb:?} on kubeflow.org {resource}; live status writes stop (the final values are still tried at the \
+         end), everything else goes on"
     )]
     Denied { verb: &'static str, resource: &'static str, name: String, namespace: String, code: u16 },
 }
@@ -203,6 +209,8 @@ pub struct TrialStatus {
     accepted: u64,
     patches: u64,
     sinks: Arc<SinkStats>,
+    /// Refused since then, after accepted writes (retried within [`DENIED_PATIENCE`]).
+    denied_since: Option<tokio::time::Instant>,
 }
 
 /// What one patch is.
@@ -218,7 +226,7 @@ impl TrialStatus {
     pub fn new(client: kube::Client, cfg: StatusConfig, policy: Policy) -> Self {
         let api = Api::namespaced_with(client, &cfg.namespace, &trial_resource());
         let sinks = Arc::new(SinkStats::default());
-        TrialStatus { api, cfg, policy, written: None, accepted: 0, patches: 0, sinks }
+        TrialStatus { api, cfg, policy, written: None, accepted: 0, patches: 0, sinks, denied_since: None }
     }
 
     /// Counts deliveries and failures in `sinks` (the run's statistics) instead of a private set.
@@ -233,7 +241,8 @@ impl TrialStatus {
         tokio::spawn(self.run(rx))
     }
 
-    /// Runs until the source ended and the final state was written; returns the number of patches sent.
+    /// Runs until the source ended and the final state was written; returns the number of patches sent. When
+    /// a refusal stops the live writes, it waits for the end and tries the final state once more.
     pub async fn run(mut self, mut rx: SnapshotRx) -> Result<u64, StatusError> {
         let mut tick = tokio::time::interval(self.cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -252,7 +261,20 @@ impl TrialStatus {
             }
             let snapshot = rx.borrow_and_update().clone();
             let last = snapshot.phase == Phase::Ended || !open;
-            self.write(&snapshot, &mut rx).await?;
+            if let Err(e) = self.write(&snapshot, &mut rx).await {
+                if last {
+                    return Err(e);
+                }
+                tracing::error!("{e}");
+                // Only the final state is tried again, once the source ended.
+                let _ = rx.wait_for(|s| s.phase == Phase::Ended).await;
+                let end = rx.borrow_and_update().clone();
+                self.denied_since = None;
+                self.write(&end, &mut rx).await?;
+                self.say_objective(&end);
+                tracing::info!(trial = %self.cfg.trial, "the final values were written after all");
+                return Ok(self.patches);
+            }
             if last {
                 self.say_objective(&snapshot);
                 return Ok(self.patches);
@@ -312,6 +334,9 @@ impl TrialStatus {
                 Ok(Ok(_)) => {
                     self.written = Some(snapshot.generation);
                     self.accepted += 1;
+                    if self.denied_since.take().is_some() {
+                        tracing::info!(trial = %self.cfg.trial, "the Trial status is written again");
+                    }
                     if let Body::Observation(_) = body {
                         self.sinks.delivered(SINK, snapshot.counters.observations);
                     } else {
@@ -336,11 +361,25 @@ impl TrialStatus {
             match outcome {
                 Outcome::Conflict if conflicts < MAX_CONFLICTS => conflicts += 1,
                 Outcome::Conflict | Outcome::Skip => return Ok(()),
-                Outcome::Denied(code) => {
-                    let e = denied(&self.cfg, "patch", "trials/status", code);
-                    tracing::error!("{e}");
-                    return Err(e);
+                // After accepted writes a refusal is most likely an API server that is still starting: retried.
+                Outcome::Denied(code) if self.accepted > 0 => {
+                    let since = *self.denied_since.get_or_insert_with(|| {
+                        tracing::warn!(
+                            code,
+                            trial = %self.cfg.trial,
+                            patience = ?DENIED_PATIENCE,
+                            "the Trial status write was refused after accepted ones (an API server still starting \
+                             refuses until its RBAC is loaded): retrying"
+                        );
+                        tokio::time::Instant::now()
+                    });
+                    if since.elapsed() >= DENIED_PATIENCE {
+                        tracing::warn!(code, patience = ?DENIED_PATIENCE, "still refused: giving up on live writes");
+                        return Err(denied(&self.cfg, "patch", "trials/status", code));
+                    }
+                    tokio::time::sleep(backoff.pause()).await;
                 }
+                Outcome::Denied(code) => return Err(denied(&self.cfg, "patch", "trials/status", code)),
                 Outcome::Retry => tokio::time::sleep(backoff.pause()).await,
             }
             // Retry with the newest state.

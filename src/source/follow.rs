@@ -7,6 +7,11 @@
 //! unavailable or exhausted it polls instead, backing off from 1 ms to 250 ms while the file is quiet. Between
 //! events nothing runs: idle costs nothing. Reading a large backlog is done in bounded steps so a signal is
 //! seen between them.
+//!
+//! A named pipe (FIFO) has no size, offset or rotation: it is read as a pipe ([`follow_fifo`]), opened
+//! without blocking and read only when readable, so a signal is seen whether a writer is there or not, and
+//! opened for writing too so that it never reports end of file: like `tail -F`, it reads every writer, one
+//! after another, until a signal or `--until-idle`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +21,7 @@ use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep, sleep_until};
 
-use super::tail::{Step, Tailer};
+use super::tail::{Step, TailError, Tailer};
 use super::tfevents::RecordSink;
 use super::tfevents::dir::EventDir;
 use super::{End, Feed, LiveSink, SourceError, StopOptions};
@@ -91,6 +96,10 @@ pub trait Followed {
     }
     /// The poll or safety timer fired: look for what no event named.
     fn tick(&self) {}
+    /// The path and line bound when the followed path is a named pipe, read as a pipe instead.
+    fn fifo(&self) -> Option<(std::path::PathBuf, usize)> {
+        None
+    }
 }
 
 impl Followed for Tailer {
@@ -100,7 +109,15 @@ impl Followed for Tailer {
         sink: &mut S,
         budget: u64,
     ) -> Result<Step, SourceError> {
-        Ok(Tailer::step(self, parser, sink, budget)?)
+        match Tailer::step(self, parser, sink, budget) {
+            Ok(step) => Ok(step),
+            // The path became a named pipe after the follow started: it cannot be read as a file.
+            Err(e @ TailError::Fifo { .. }) => {
+                tracing::error!("{e}; start the follow once the pipe exists");
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn finish<S: ObservationSink>(&mut self, parser: &mut Parser, sink: &mut S) {
@@ -113,6 +130,12 @@ impl Followed for Tailer {
 
     fn watch(&self, wake: Arc<Notify>) -> Option<RecommendedWatcher> {
         watch(self.path(), wake)
+    }
+
+    fn fifo(&self) -> Option<(std::path::PathBuf, usize)> {
+        let is_fifo =
+            std::fs::metadata(self.path()).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()));
+        is_fifo.then(|| (self.path().to_path_buf(), self.max_line_bytes()))
     }
 }
 
@@ -154,6 +177,9 @@ pub async fn follow<T: Followed, S: LiveSink>(
     signals: &mut Signals,
     opts: StopOptions,
 ) -> Result<End, SourceError> {
+    if let Some((path, max_line_bytes)) = tailer.fifo() {
+        return follow_fifo(&path, max_line_bytes, feed, signals, opts).await;
+    }
     let wake = Arc::new(Notify::new());
     let mut watcher = tailer.watch(wake.clone());
     let mut poll = if watcher.is_none() { POLL } else { Backoff::new(SAFETY_CHECK, SAFETY_CHECK) };
@@ -232,4 +258,63 @@ async fn drain<T: Followed, S: LiveSink>(
             () = tokio::task::yield_now() => {}
         }
     }
+}
+
+/// Follows the named pipe at `path` until `--until-idle` or a signal (see the module documentation).
+async fn follow_fifo<S: LiveSink>(
+    path: &Path,
+    max_line_bytes: usize,
+    feed: &mut Feed<'_, S>,
+    signals: &mut Signals,
+    opts: StopOptions,
+) -> Result<End, SourceError> {
+    use tokio::io::AsyncReadExt;
+    let open = tokio::net::unix::pipe::OpenOptions::new().read_write(true).open_receiver(path);
+    let mut pipe = open.map_err(|source| SourceError::Open { path: path.to_path_buf(), source })?;
+    tracing::info!(path = %path.display(), "following a named pipe: every writer, until a signal or --until-idle");
+    feed.stats.opens += 1;
+    feed.phase = Phase::Reading;
+    let mut lines = crate::lines::LineBuffer::new(max_line_bytes);
+    let mut last_data = Instant::now();
+    let end = loop {
+        feed.before_wait();
+        let idle_at = opts.until_idle.map(|d| last_data + d);
+        let read = tokio::select! {
+            biased;
+            sig = signals.recv() => {
+                // What is in the pipe now is read; nothing is waited for.
+                tracing::info!(signal = sig, "stopping: reading what is readable");
+                while let Ok(n @ 1..) = pipe.try_read(lines.space()) {
+                    take(&mut lines, n, feed);
+                }
+                break End::Signalled(sig);
+            }
+            read = pipe.read(lines.space()) => read,
+            () = sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() => break End::Idle,
+        };
+        match read {
+            Ok(0) => break End::Eof,
+            Ok(n) => {
+                last_data = Instant::now();
+                take(&mut lines, n, feed);
+                feed.after_read();
+            }
+            Err(e) => {
+                feed.stats.read_errors += 1;
+                tracing::warn!(path = %path.display(), error = %e, "reading the named pipe failed");
+                break End::Eof;
+            }
+        }
+    };
+    lines.finish_into(&mut feed.parser.lines(feed.sink));
+    feed.set_lines(lines.stats());
+    feed.end();
+    Ok(end)
+}
+
+/// `n` bytes were read into `lines`: parse its complete lines.
+fn take<S: LiveSink>(lines: &mut crate::lines::LineBuffer, n: usize, feed: &mut Feed<'_, S>) {
+    lines.commit(n);
+    lines.drain_into(&mut feed.parser.lines(feed.sink));
+    feed.set_lines(lines.stats());
 }

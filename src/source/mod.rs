@@ -61,6 +61,10 @@ impl From<TailError> for SourceError {
     fn from(e: TailError) -> Self {
         match e {
             TailError::Directory { path } => SourceError::Directory { path },
+            TailError::Fifo { path } => {
+                let source = io::Error::other("a named pipe is read with --follow only");
+                SourceError::Open { path, source }
+            }
         }
     }
 }

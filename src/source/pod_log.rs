@@ -78,17 +78,31 @@ pub fn split_timestamp(line: &[u8]) -> Option<(Timestamp, &[u8], &[u8])> {
     Some((ts, text, &line[space + 1..]))
 }
 
+/// Lines sharing the last timestamp whose hashes the seam keeps (512 KiB); past that it counts them.
+pub const SEAM_LINES: usize = 65_536;
+
 /// The seam between two log streams: which lines a reopened stream delivers again.
 ///
 /// A reopened stream starts at `sinceTime` (the API server may round it down to the second), so it repeats
 /// lines older than the last one read, and lines with the same timestamp. Older ones are dropped; of those with
 /// the last timestamp exactly as many as were read are dropped (two identical lines in the same nanosecond stay
 /// two lines). Within one stream every line is new.
+///
+/// Bounded: the lines read at the last timestamp are kept as 64-bit hashes (keyed per process), at most
+/// [`SEAM_LINES`] of them; further lines at that timestamp are only counted, and as many lines at that
+/// timestamp beyond the hashed ones are dropped from a reopened stream (which repeats them in their order).
 #[derive(Debug, Default, Clone)]
 pub struct Seam {
     last: Option<Timestamp>,
-    at_last: Vec<Vec<u8>>,
-    repeat: Vec<Vec<u8>>,
+    keys: std::collections::hash_map::RandomState,
+    /// Hashes of the lines read at `last`, in order, at most [`SEAM_LINES`].
+    at_last: Vec<u64>,
+    /// Lines read at `last` beyond those.
+    at_last_more: u64,
+    /// The hashes a reopened stream may repeat, with how many times each.
+    repeat: std::collections::HashMap<u64, u32>,
+    /// Lines a reopened stream repeats beyond the hashed ones.
+    repeat_more: u64,
     reopened: bool,
 }
 
@@ -100,8 +114,24 @@ impl Seam {
 
     /// A new stream starts: its first lines may repeat.
     pub fn reopen(&mut self) {
-        self.repeat = self.at_last.clone();
+        self.repeat.clear();
+        for &h in &self.at_last {
+            *self.repeat.entry(h).or_default() += 1;
+        }
+        self.repeat_more = self.at_last_more;
         self.reopened = self.last.is_some();
+    }
+
+    fn hash(&self, line: &[u8]) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.keys, line)
+    }
+
+    fn record(&mut self, h: u64) {
+        if self.at_last.len() < SEAM_LINES {
+            self.at_last.push(h);
+        } else {
+            self.at_last_more += 1;
+        }
     }
 
     /// Whether the line (its time and text) is new; records it when it is.
@@ -109,38 +139,62 @@ impl Seam {
         match self.last {
             Some(last) if self.reopened && ts < last => false,
             Some(last) if ts == last => {
-                if let Some(i) = self.repeat.iter().position(|l| l == line) {
-                    self.repeat.swap_remove(i);
+                let h = self.hash(line);
+                if let Some(n) = self.repeat.get_mut(&h) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.repeat.remove(&h);
+                    }
                     return false;
                 }
-                self.at_last.push(line.to_vec());
+                if self.repeat.is_empty() && self.repeat_more > 0 {
+                    self.repeat_more -= 1;
+                    return false;
+                }
+                self.record(h);
                 true
             }
             _ => {
+                let h = self.hash(line);
                 self.last = Some(ts);
                 self.at_last.clear();
-                self.at_last.push(line.to_vec());
+                self.at_last_more = 0;
+                self.record(h);
                 self.repeat.clear();
+                self.repeat_more = 0;
                 self.reopened = false;
                 true
             }
         }
     }
+
+    /// Bytes the seam holds (its hashes), for the tests of its bound.
+    #[cfg(test)]
+    fn held_bytes(&self) -> usize {
+        (self.at_last.capacity() + self.repeat.capacity() * 2) * std::mem::size_of::<u64>()
+    }
 }
 
 /// One stream's complete lines, cut from their timestamps, passed through the seam into the parser.
+///
+/// A line over `--max-line-bytes` is handled as a file's: its text (after the timestamp) cut at the limit and
+/// marked cut, so the rules see what they see in a file (Katib semantics drops it whole); it passes the seam by
+/// its cut text, so a reopened stream that repeats it drops it as any other line.
 struct PodLines<'a, S> {
     seam: &'a mut Seam,
     parser: &'a mut Parser,
     sink: &'a mut S,
+    max_line: usize,
 }
 
 impl<S: ObservationSink> LineSink for PodLines<'_, S> {
     fn line(&mut self, line: Line<'_>) {
         match split_timestamp(line.bytes) {
             Some((ts, text, rest)) => {
+                let truncated = line.truncated || rest.len() > self.max_line;
+                let rest = &rest[..rest.len().min(self.max_line)];
                 if self.seam.admit(ts, rest) {
-                    self.parser.line_at(rest, text, self.sink);
+                    self.parser.line_at(Line { bytes: rest, number: line.number, truncated }, text, self.sink);
                 }
             }
             None => self.parser.lines(self.sink).line(line),
@@ -235,7 +289,12 @@ async fn follow_streams<S: LiveSink>(
             since_time: seam.since(),
             ..LogParams::default()
         };
-        let stream = match pods.log_stream(&cfg.pod, &params).await {
+        let opened = tokio::select! {
+            opened = tokio::time::timeout(crate::k8s::REQUEST_TIMEOUT, pods.log_stream(&cfg.pod, &params)) => opened,
+            sig = signals.recv() => return (End::Signalled(sig), Some(Instant::now())),
+        };
+        let stream = match opened.unwrap_or_else(|_| Err(kube::Error::Service("no answer from the API server".into())))
+        {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, container = %cfg.container, "opening the log failed (needs verb get on pods/log); retrying");
@@ -314,7 +373,7 @@ async fn read_stream<S: LiveSink>(
                         let until = at + cfg.grace;
                         while let Ok(Ok(n @ 1..)) = tokio::time::timeout_at(until, stream.read(lines.space())).await {
                             bytes += n as u64;
-                            take(n, lines, seam, feed);
+                            take(n, lines, seam, feed, cfg.max_line_bytes);
                         }
                         break StreamEnd::Signalled(sig, at);
                     }
@@ -333,7 +392,7 @@ async fn read_stream<S: LiveSink>(
             Ok(0) => break StreamEnd::Closed,
             Ok(n) => {
                 bytes += n as u64;
-                take(n, lines, seam, feed);
+                take(n, lines, seam, feed, cfg.max_line_bytes);
                 feed.after_read();
             }
             Err(e) => {
@@ -344,15 +403,15 @@ async fn read_stream<S: LiveSink>(
         }
     };
     // A stream ends on a line boundary unless it was cut: its last partial line is a line.
-    lines.finish_into(&mut PodLines { seam, parser: feed.parser, sink: feed.sink });
+    lines.finish_into(&mut PodLines { seam, parser: feed.parser, sink: feed.sink, max_line: cfg.max_line_bytes });
     feed.set_lines(lines.stats());
     (end, bytes)
 }
 
-/// `n` bytes were read into `lines`: parse its complete lines.
-fn take<S: LiveSink>(n: usize, lines: &mut LineBuffer, seam: &mut Seam, feed: &mut Feed<'_, S>) {
+/// `n` bytes were read into `lines`: parse its complete lines (cut at `max_line` bytes after the timestamp).
+fn take<S: LiveSink>(n: usize, lines: &mut LineBuffer, seam: &mut Seam, feed: &mut Feed<'_, S>, max_line: usize) {
     lines.commit(n);
-    lines.drain_into(&mut PodLines { seam, parser: feed.parser, sink: feed.sink });
+    lines.drain_into(&mut PodLines { seam, parser: feed.parser, sink: feed.sink, max_line });
     feed.set_lines(lines.stats());
 }
 
@@ -392,6 +451,24 @@ mod tests {
         assert!(!seam.admit(t2, b"b"));
         assert!(seam.admit(t2, b"d"), "a new line at the same instant is new");
         assert!(seam.admit(ts("2026-11-28T15:00:02Z"), b"e"));
+    }
+
+    #[test]
+    fn the_seam_is_bounded_and_drops_a_repeated_burst_past_its_bound_by_count() {
+        let mut seam = Seam::default();
+        let t = ts("2026-11-28T15:00:00.5Z");
+        let burst = SEAM_LINES + 1000;
+        for i in 0..burst {
+            assert!(seam.admit(t, format!("loss={i}").as_bytes()));
+        }
+        assert!(seam.held_bytes() <= 2 * SEAM_LINES * 8, "{}", seam.held_bytes());
+        seam.reopen();
+        for i in 0..burst {
+            assert!(!seam.admit(t, format!("loss={i}").as_bytes()), "line {i} repeated");
+        }
+        assert!(seam.admit(t, b"loss=new"), "a new line at the same instant after the repeats is new");
+        seam.reopen();
+        assert!(seam.held_bytes() <= 8 * SEAM_LINES * 8, "{}", seam.held_bytes());
     }
 
     #[test]

@@ -188,6 +188,10 @@ impl Step {
 pub enum TailError {
     #[error("log {path} is a directory")]
     Directory { path: PathBuf },
+    /// A named pipe: it has no size, offset or rotation to follow, and opening it waits for a writer. The
+    /// caller reads it as a pipe ([`super::follow`]) or refuses it.
+    #[error("log {path} is a named pipe (FIFO), which is read with `trialtail run --follow` only")]
+    Fifo { path: PathBuf },
 }
 
 #[derive(Debug)]
@@ -239,6 +243,11 @@ impl Tailer {
     pub fn with_echo(mut self, out: impl Write + Send + 'static) -> Self {
         self.echo = Some(Echo(Box::new(out)));
         self
+    }
+
+    /// The line limit (`--max-line-bytes`).
+    pub fn max_line_bytes(&self) -> usize {
+        self.lines.max_line_bytes()
     }
 
     /// The followed path.
@@ -388,6 +397,10 @@ impl Tailer {
 
     /// Opens the path; `false` when it names no file yet.
     fn try_open(&mut self) -> Result<bool, TailError> {
+        // Opening a FIFO would wait for a writer, uninterruptibly: it is never opened here.
+        if std::fs::metadata(&self.path).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type())) {
+            return Err(TailError::Fifo { path: self.path.clone() });
+        }
         let file = match File::open(&self.path) {
             Ok(f) => f,
             Err(e) => {

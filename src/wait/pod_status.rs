@@ -15,6 +15,10 @@ use kube::api::{Api, WatchEvent, WatchParams};
 use tokio::sync::watch;
 
 use crate::backoff::Backoff;
+use crate::k8s::REQUEST_TIMEOUT;
+
+/// How long the API server keeps one watch open before it ends it (the client reopens it).
+pub const WATCH_SECONDS: u32 = 60;
 
 /// The first and the longest wait between two attempts to open the watch.
 pub const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
@@ -91,10 +95,15 @@ pub async fn watch(
     mut version: String,
     tx: watch::Sender<ContainerState>,
 ) {
-    let params = WatchParams::default().fields(&format!("metadata.name={pod}"));
+    // The API server ends each watch after WATCH_SECONDS; a stream silent for longer than that (plus a request's
+    // time) is dead and is reopened, as is an open that is not answered in time.
+    let params = WatchParams::default().fields(&format!("metadata.name={pod}")).timeout(WATCH_SECONDS);
+    let idle = Duration::from_secs(u64::from(WATCH_SECONDS)) + REQUEST_TIMEOUT;
     let mut backoff = BACKOFF;
     loop {
-        let stream = match api.watch(&params, &version).await {
+        let opened = tokio::time::timeout(REQUEST_TIMEOUT, api.watch(&params, &version)).await;
+        let stream = match opened.unwrap_or_else(|_| Err(kube::Error::Service("no answer from the API server".into())))
+        {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, %pod, "watching the pod failed (needs verb watch on pods); retrying");
@@ -103,7 +112,7 @@ pub async fn watch(
             }
         };
         let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
+        while let Ok(Some(event)) = tokio::time::timeout(idle, stream.next()).await {
             match event {
                 Ok(WatchEvent::Added(p) | WatchEvent::Modified(p)) => {
                     backoff.reset();
@@ -118,12 +127,12 @@ pub async fn watch(
                 Ok(WatchEvent::Error(e)) => {
                     // 410 Gone: the version is too old; re-read the pod.
                     tracing::debug!(code = e.code, "pod watch error");
-                    match api.get(&pod).await {
-                        Ok(p) => {
+                    match tokio::time::timeout(REQUEST_TIMEOUT, api.get(&pod)).await {
+                        Ok(Ok(p)) => {
                             version = p.metadata.resource_version.clone().unwrap_or_default();
                             tx.send_replace(container_state(&p, &container));
                         }
-                        Err(_) => version = "0".into(),
+                        _ => version = "0".into(),
                     }
                     break;
                 }

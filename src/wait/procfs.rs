@@ -8,8 +8,13 @@
 //!
 //! Then [`Waiter::poll`] is called every `-p` (it never sleeps or loops itself: no busy waiting, unlike Katib's
 //! wait for the metrics file): when the main pid's `<root>/<pid>` is gone, `<dir>/<pid>.pid` decides – `completed`
-//! means done, `early-stopped` means keep waiting, anything else (or no file) means the training failed. With
-//! `-w true` every other candidate (an `istio-proxy`, say) must be gone too.
+//! means done, `early-stopped` means the training was stopped early, anything else (or no file) means the
+//! training failed. With `-w true` every other candidate (an `istio-proxy`, say) must be gone too.
+//!
+//! Katib's `WaitPIDs` keeps waiting on `early-stopped` (its early stop runs beside the wait, in the same process):
+//! a collector restarted after its earlier instance stopped the training would wait for a process that is gone,
+//! until `-timeout` or forever. trialtail's own early stop never polls after it wrote the marker, so a marker
+//! found here is always an earlier instance's: it ends the wait as [`Status::EarlyStopped`].
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -110,6 +115,8 @@ pub enum Status {
     Completed,
     /// The training is gone without a `completed` marker: the marker's content, `None` when there was none.
     Failed { marker: Option<String> },
+    /// The training is gone and its marker says an earlier collector stopped it early.
+    EarlyStopped,
 }
 
 /// The waiting state machine, stepped by [`Waiter::poll`].
@@ -151,7 +158,7 @@ impl Waiter {
             let content = fs::read_to_string(self.marker()).ok();
             match content.as_deref().map(str::trim) {
                 Some(COMPLETED) => self.main_done = true,
-                Some(EARLY_STOPPED) => return Status::Running,
+                Some(EARLY_STOPPED) => return Status::EarlyStopped,
                 _ => return Status::Failed { marker: content },
             }
         }
@@ -170,5 +177,18 @@ mod tests {
         assert_eq!(parse_ppid("42 (sh) S 0 42 42 0 -1"), Some(0));
         assert_eq!(parse_ppid("43 (weird ) 7 name) R 42 1 1"), Some(42));
         assert_eq!(parse_ppid("garbage"), None);
+    }
+
+    #[test]
+    fn a_gone_training_with_the_early_stopped_marker_ends_the_wait() {
+        let t = tempfile::tempdir().unwrap();
+        let mut w = Waiter::new(t.path(), t.path(), 42, Vec::new());
+        fs::create_dir(t.path().join("42")).unwrap();
+        assert_eq!(w.poll(), Status::Running);
+        fs::remove_dir(t.path().join("42")).unwrap();
+        fs::write(t.path().join("42.pid"), "early-stopped\n").unwrap();
+        assert_eq!(w.poll(), Status::EarlyStopped);
+        fs::write(t.path().join("42.pid"), "completed").unwrap();
+        assert_eq!(w.poll(), Status::Completed);
     }
 }

@@ -219,7 +219,7 @@ fn markers_decide_completed_early_stopped_and_failed() {
     fs::remove_dir_all(root.join("12")).unwrap();
     assert_eq!(w.poll(), WaitStatus::Failed { marker: None }, "gone without a marker: failed");
     fs::write(dir.join("12.pid"), "early-stopped\n").unwrap();
-    assert_eq!(w.poll(), WaitStatus::Running, "early-stopped: keep waiting");
+    assert_eq!(w.poll(), WaitStatus::EarlyStopped, "early-stopped by an earlier collector: the wait ends");
     fs::write(dir.join("12.pid"), "oops").unwrap();
     assert_eq!(w.poll(), WaitStatus::Failed { marker: Some("oops".into()) });
     fs::write(dir.join("12.pid"), "completed\n").unwrap();
@@ -250,6 +250,8 @@ struct State {
     statuses: Mutex<Vec<String>>,
     /// Calls to fail with UNAVAILABLE before accepting.
     fail_first: AtomicU32,
+    /// Calls to leave unanswered (a hung DB manager) before answering.
+    hang_first: AtomicU32,
 }
 
 /// Katib's DB manager and early-stopping service, faked in memory (also the DB of the real-API-server tests).
@@ -265,6 +267,10 @@ impl DbManager for Katib {
         if self.0.fail_first.load(Ordering::SeqCst) > 0 {
             self.0.fail_first.fetch_sub(1, Ordering::SeqCst);
             return Err(Status::unavailable("db not ready"));
+        }
+        if self.0.hang_first.load(Ordering::SeqCst) > 0 {
+            self.0.hang_first.fetch_sub(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
         }
         self.0.reports.lock().unwrap().push(req.into_inner());
         Ok(Response::new(ReportObservationLogReply {}))
@@ -342,6 +348,78 @@ fn report(rows: &[(&str, &str, &str)]) -> std::sync::Mutex<KatibReport> {
 
 fn owned(rows: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
     rows.iter().map(|(t, n, v)| (t.to_string(), n.to_string(), v.to_string())).collect()
+}
+
+/// Rows the DB accepted are forgotten: an incremental reporter holds only what is not delivered yet.
+#[test]
+fn delivered_rows_are_forgotten_by_the_report() {
+    let katib = Katib::default();
+    let addr = free_addr();
+    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let report = Mutex::new(KatibReport::new("loss"));
+    let mut reporter = katib_db::Reporter::new(&addr.to_string(), "t1", Arc::new(SinkStats::default())).unwrap();
+    for round in 0..3u64 {
+        for i in 0..10_000u64 {
+            report.lock().unwrap().push("loss", &format!("0.{i}"), Some("2024-05-01T12:00:00Z"), round * 10_000 + i);
+        }
+        let end = tokio::time::Instant::now() + Duration::from_secs(30);
+        rt.block_on(reporter.deliver(&report, false, end)).unwrap();
+        let r = report.lock().unwrap();
+        assert_eq!((r.len(), r.kept()), ((round as usize + 1) * 10_000, 0), "round {round}");
+    }
+    assert_eq!(katib.rows().len(), 30_000);
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    rt.block_on(reporter.finish(&report, end)).unwrap();
+    assert_eq!(katib.rows().len(), 30_000, "nothing twice");
+}
+
+/// Chunks are sized by encoded bytes, not only rows: 5000 rows of about 1.5 KB (a 255-character name, a 1000-byte
+/// value, a time) are 7.5 MB, which one call would carry past gRPC's 4 MiB message limit (the fake server has
+/// tonic's default limit, as Katib's DB manager has grpc-go's).
+#[test]
+fn rows_of_kilobytes_are_sent_in_chunks_under_the_message_limit() {
+    let katib = Katib::default();
+    let addr = free_addr();
+    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let name = "é".repeat(255);
+    let mut report = KatibReport::new(name.clone());
+    for i in 0..5000u64 {
+        let value = format!("{i:0>1000}");
+        report.push(&name, &value, Some("2024-05-01T12:00:00.123456789Z"), i);
+    }
+    let report = std::sync::Mutex::new(report);
+    let sinks = Arc::new(SinkStats::default());
+    rt.block_on(katib_db::report(&addr.to_string(), "big-rows", &report, Duration::from_secs(60), sinks)).unwrap();
+    assert_eq!(katib.rows().len(), 5000);
+    let reports = katib.0.reports.lock().unwrap();
+    assert!(reports.len() >= 2, "{} calls", reports.len());
+    for r in reports.iter() {
+        let size = prost::Message::encoded_len(r);
+        assert!(size <= katib_db::CHUNK_BYTES + 64 * 1024, "a call of {size} bytes");
+    }
+}
+
+/// A DB manager that accepts a call and never answers costs one attempt's time, not the whole deadline: the
+/// next attempt (after the row count showed the rows are not there) is accepted.
+#[test]
+fn a_hung_call_times_out_on_its_own_and_the_next_attempt_delivers() {
+    let katib = Katib::default();
+    katib.0.hang_first.store(1, Ordering::SeqCst);
+    let addr = free_addr();
+    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rows = report(&[("loss", "0.5", "0001-01-01T00:00:00Z"), ("loss", "0.4", "")]);
+    let sinks = Arc::new(SinkStats::default());
+    let started = Instant::now();
+    let deadline = Duration::from_secs(60);
+    rt.block_on(katib_db::report(&addr.to_string(), "hung", &rows, deadline, sinks.clone())).unwrap();
+    let took = started.elapsed();
+    eprintln!("a hung first call: delivered after {took:?} (deadline {deadline:?})");
+    assert!(took >= katib_db::ATTEMPT_TIMEOUT && took < katib_db::ATTEMPT_TIMEOUT * 2, "{took:?}");
+    assert_eq!(katib.rows().len(), 2, "once");
+    assert_eq!(sinks.snapshot()[katib_db::SINK].errors.get("timeout"), Some(&1));
 }
 
 #[test]
@@ -468,6 +546,47 @@ fn fifty_thousand_observations_are_sent_in_chunks_in_order() {
             .iter()
             .all(|r| r.observation_log.as_ref().unwrap().metric_logs.len() <= CHUNK_ROWS)
     );
+}
+
+/// A collector restarted after it stopped the training early finds the `early-stopped` marker and no training
+/// process: the early stop was its earlier instance's, so it reports what the file holds (rows already in the DB
+/// are not sent twice) and sets the trial early-stopped, instead of waiting for a process that is gone.
+#[test]
+fn a_drop_in_restarted_after_an_early_stop_reports_and_ends_instead_of_waiting_forever() {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("metrics.log");
+    fs::write(&path, "loss=0.5\nloss=0.4\n").unwrap();
+    fs::write(t.path().join(format!("{ENDED}.pid")), "early-stopped\n").unwrap();
+    let katib = Katib::default();
+    let addr = free_addr();
+    let _server = serve(katib.clone(), addr, Duration::ZERO);
+    let (db, p) = (addr.to_string(), path.display().to_string());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trialtail"))
+        .args(["-t", "stopped", "-m", "loss", "-o-type", "minimize", "-s-db", &db, "-s-earlystop", &db, "-path", &p])
+        .args(["-format", "TEXT", "-main-pid", ENDED, "-listen", "off", "-p", "100ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    eprintln!("restarted after an early stop: {status:?} after {:?}", started.elapsed());
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "still waiting after 20 s: {err}");
+    assert_eq!(katib.rows().len(), 2, "{err}");
+    assert_eq!(*katib.0.statuses.lock().unwrap(), ["stopped"]);
+    assert!(err.contains("early-stopped"), "said: {err}");
 }
 
 #[test]
@@ -842,10 +961,55 @@ fn children_peak_rss() -> i64 {
     nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN).unwrap().max_rss()
 }
 
+/// Katib's report costs a compact, fixed amount per row: 2 000 000 observations reported at the end take at
+/// most 48 bytes each above the footprint (a row's fixed part, its value's text, no copy of a time it lacks).
+#[test]
+fn a_report_costs_a_compact_amount_per_row() {
+    let rows: usize = 2_000_000;
+    let measure = |log: &str, trial: &str| {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("metrics.log");
+        fs::write(&path, log).unwrap();
+        fs::write(t.path().join(format!("{ENDED}.pid")), "completed").unwrap();
+        let katib = Katib::default();
+        let addr = free_addr();
+        let _server = serve(katib.clone(), addr, Duration::ZERO);
+        let (db, p) = (addr.to_string(), path.display().to_string());
+        let m = crate::support::rss::peak_rss(&[
+            "-t",
+            trial,
+            "-m",
+            "loss",
+            "-s-db",
+            &db,
+            "-path",
+            &p,
+            "-format",
+            "TEXT",
+            "-main-pid",
+            ENDED,
+            "-listen",
+            "off",
+            "-report-deadline",
+            "60s",
+        ]);
+        assert_eq!(m.code, Some(0), "{}", m.stderr);
+        (m.peak_kib, katib.rows().len())
+    };
+    let (base, one) = measure("loss=0.5\n", "small");
+    assert_eq!(one, 1);
+    let log: String = (0..rows).map(|i| format!("loss=0.{:06}\n", i % 1_000_000)).collect();
+    let (peak, sent) = measure(&log, "big");
+    assert_eq!(sent, rows);
+    let per_row = (peak - base) as f64 * 1024.0 / rows as f64;
+    eprintln!("{rows} rows: peak {peak} KiB, footprint {base} KiB: {per_row:.1} bytes per row");
+    assert!(per_row <= 48.0, "{per_row:.1} bytes per row");
+}
+
 /// The drop-in's memory bound: a 1 GB metrics file holding 100 000 observations, reported at the end, costs at
 /// most 24 MiB of peak RSS above the same binary's footprint on a one-line log – the observations kept for the
-/// report (about 170 bytes each, as measured), never the log's text (a few seconds: it writes 1 GB to a
-/// temporary directory). The footprint itself is mostly the debug binary's own pages, which grow with the
+/// report (about 90 bytes each with the report's messages, as measured), never the log's text (a few seconds:
+/// it writes 1 GB to a temporary directory). The footprint itself is mostly the debug binary's own pages, which grow with the
 /// code, not with the log; it is measured by [`drop_in_footprint_on_a_one_line_log`] in a second test process.
 ///
 /// The peak is read from `RUSAGE_CHILDREN`, which covers every child this test process ever reaped: it must run

@@ -860,7 +860,6 @@ fn the_sidecar_reads_its_log_through_the_api_server_and_writes_the_trial_with_on
 /// for `pods`, `pods/log` and `trials/status` alike, from a few milliseconds on an idle machine to more under
 /// load); the sidecar's retries after the outage tend to land right in that window.
 #[test]
-#[ignore = "waits for a 403 from a restarting API server treated as transient (today the Trial status sink stops)"]
 fn the_sidecar_survives_a_killed_and_restarted_api_server_and_writes_the_final_values() {
     let Some(rig) = K8sRig::start() else { return };
     let training = Training::set_up(&rig, "Never");

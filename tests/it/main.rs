@@ -8,11 +8,16 @@
 //! same with Katib's real DB manager for each collector kind, `webhook` the admission webhook over TLS,
 //! `manifests` the Kubernetes manifests (typed, rendered by kustomize, cross-checked, their args run),
 //! `monitoring` the alerts (promtool) and the dashboard's queries (a real Prometheus), `k8s` the install, the
-//! webhook and the sidecar against a real kube-apiserver (`tests/k8s/`).
+//! webhook and the sidecar against a real kube-apiserver (`tests/k8s/`), `hostile` hostile inputs and broken
+//! peers (peak memory of a child, hangs bounded by the test), `fuzz` proptest fuzzing of the line path, JSON lines
+//! and Katib's arguments for a fixed time (`TRIALTAIL_FUZZ_SECONDS`), `soak` a follow under random rotation and
+//! truncation while `/metrics` is scraped and attacked (`TRIALTAIL_SOAK_SECONDS`).
 
 mod cli;
 mod dropin;
+mod fuzz;
 mod golden;
+mod hostile;
 mod k8s;
 mod katib;
 mod katib_db;
@@ -25,6 +30,7 @@ mod plot;
 mod prom;
 mod sidecar;
 mod sidecar_katib;
+mod soak;
 mod support;
 mod terminal;
 mod tfevents;

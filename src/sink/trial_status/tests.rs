@@ -200,17 +200,61 @@ async fn failures_and_deliveries_are_counted_in_the_runs_sink_statistics() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn forbidden_stops_the_sink_with_one_error_naming_verb_and_resource() {
+async fn forbidden_stops_the_live_writes_with_one_error_and_the_final_write_is_still_tried() {
     let (sink, mut handle) = sink(Duration::from_secs(5));
     let (tx, rx) = watch::channel(snapshot(1, Phase::Reading, vec![metric("accuracy", &[0.8])]));
     let task = sink.spawn(rx);
     let (_, send) = expect_patch(&mut handle).await;
     respond(send, 403, &status(403, "Forbidden"));
+    // No live write after the refusal, however long training runs.
+    tx.send_replace(snapshot(2, Phase::Reading, vec![metric("accuracy", &[0.85])]));
+    expect_none(&mut handle, Duration::from_secs(600)).await;
+    // The end: one more try.
+    tx.send_replace(snapshot(3, Phase::Ended, vec![metric("accuracy", &[0.9])]));
+    let (body, send) = expect_patch(&mut handle).await;
+    assert_eq!(body["status"]["observation"]["metrics"][0]["latest"], "0.9");
+    respond(send, 403, &status(403, "Forbidden"));
     let err = task.await.unwrap().unwrap_err();
     let text = err.to_string();
     assert!(text.contains("verb \"patch\" on kubeflow.org trials/status") && text.contains("403"), "{text}");
-    tx.send_replace(snapshot(2, Phase::Ended, vec![metric("accuracy", &[0.9])]));
     expect_none(&mut handle, Duration::from_secs(600)).await;
+}
+
+/// A restarted API server answers 403 until its RBAC is loaded: after accepted writes a 403 is retried with
+/// back-off for up to [`DENIED_PATIENCE`]; past that the live writes stop, and the final write is still tried.
+#[tokio::test(start_paused = true)]
+async fn forbidden_after_accepted_writes_is_retried_for_a_bounded_time_and_the_final_write_is_tried() {
+    let (sink, mut handle) = sink(Duration::from_secs(5));
+    let (tx, rx) = watch::channel(snapshot(1, Phase::Reading, vec![metric("accuracy", &[0.8])]));
+    let task = sink.spawn(rx);
+    let (_, send) = expect_patch(&mut handle).await;
+    respond(send, 200, &trial());
+    // The API server restarts: a few 403s, then it writes again.
+    tx.send_replace(snapshot(2, Phase::Reading, vec![metric("accuracy", &[0.85])]));
+    for _ in 0..3 {
+        let (_, send) = expect_patch(&mut handle).await;
+        respond(send, 403, &status(403, "Forbidden"));
+    }
+    let (body, send) = expect_patch(&mut handle).await;
+    assert_eq!(body["status"]["observation"]["metrics"][0]["latest"], "0.85");
+    respond(send, 200, &trial());
+    // Refused for good: retried until the patience is spent, then nothing until the end.
+    tx.send_replace(snapshot(3, Phase::Reading, vec![metric("accuracy", &[0.87])]));
+    let started = Instant::now();
+    loop {
+        let (_, send) = expect_patch(&mut handle).await;
+        respond(send, 403, &status(403, "Forbidden"));
+        if started.elapsed() >= DENIED_PATIENCE {
+            break;
+        }
+    }
+    assert!(started.elapsed() < DENIED_PATIENCE + Duration::from_secs(30), "{:?}", started.elapsed());
+    expect_none(&mut handle, Duration::from_secs(600)).await;
+    tx.send_replace(snapshot(4, Phase::Ended, vec![metric("accuracy", &[0.9])]));
+    let (body, send) = expect_patch(&mut handle).await;
+    assert_eq!(body["status"]["observation"]["metrics"][0]["latest"], "0.9");
+    respond(send, 200, &trial());
+    assert!(task.await.unwrap().is_ok(), "the final values were written after all");
 }
 
 #[tokio::test(start_paused = true)]

@@ -229,6 +229,17 @@ impl KubeFake {
         self.changed.notify_waiters();
     }
 
+    /// Appends `count` lines `loss=N` to the training container's log, all stamped with one instant (a burst the
+    /// container runtime read at once).
+    pub fn write_log_burst(&self, count: usize) {
+        let mut s = self.state.lock().unwrap();
+        let log = s.logs.entry("train".to_string()).or_default();
+        let ts = log.last().map_or_else(jiff::Timestamp::now, |(last, _)| *last + jiff::SignedDuration::from_nanos(1));
+        log.extend((0..count).map(|i| (ts, format!("loss={i}"))));
+        drop(s);
+        self.changed.notify_waiters();
+    }
+
     /// Ends every open log stream (the client must reconnect).
     pub fn cut_log_streams(&self) {
         self.state.lock().unwrap().cuts += 1;
@@ -458,8 +469,15 @@ fn stream_log(
     stream_lines(changed, Duration::from_millis(200), move || {
         let s = state.lock().unwrap();
         let log = s.logs.get(&container).map(Vec::as_slice).unwrap_or_default();
-        let lines: Vec<String> =
-            log[next..].iter().map(|(ts, l)| format!("{}Z {l}\n", ts.strftime("%Y-%m-%dT%H:%M:%S%.9f"))).collect();
+        // Sent in pieces of about 64 KiB, as a kubelet's buffered writer does.
+        let mut lines: Vec<String> = Vec::new();
+        for (ts, l) in &log[next..] {
+            if lines.last().is_none_or(|piece| piece.len() >= 64 << 10) {
+                lines.push(String::new());
+            }
+            let piece = lines.last_mut().expect("a piece");
+            piece.push_str(&format!("{}Z {l}\n", ts.strftime("%Y-%m-%dT%H:%M:%S%.9f")));
+        }
         next = log.len();
         (lines, s.cuts != cuts || container_terminated(&s.pod, &container))
     })

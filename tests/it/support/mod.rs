@@ -9,6 +9,7 @@ pub mod katib;
 pub mod kube_fake;
 pub mod kubelet;
 pub mod proxy;
+pub mod rss;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
