@@ -718,7 +718,10 @@ mod tests {
         let p = pod(&patched);
         let init: Vec<_> = p.spec.as_ref().unwrap().init_containers.iter().flatten().map(|c| c.name.clone()).collect();
         assert_eq!(init, ["fetch-data", "trialtail"]);
-        assert_eq!(sidecar_of(&p).args.unwrap(), strings(&["run", "--source", "pod-log", "--listen", ":9478"]));
+        assert_eq!(
+            sidecar_of(&p).args.unwrap(),
+            strings(&["run", "--source", "pod-log", "--listen", ":9478", "--log-format", "json"])
+        );
         assert_eq!(p.metadata.labels.unwrap()[INJECTED], "true");
         // The same pod before Katib's webhook has no trial label and is not selected; after it, it is.
         assert_eq!(mutate(&pod(&fixture("katib-job-pod")), &settings()).outcome, Outcome::NotSelected);
