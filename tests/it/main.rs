@@ -8,11 +8,13 @@
 //! same with Katib's real DB manager for each collector kind, `webhook` the admission webhook over TLS,
 //! `manifests` the Kubernetes manifests (typed, rendered by kustomize, cross-checked, their args run),
 //! `monitoring` the alerts (promtool) and the dashboard's queries (a real Prometheus), `k8s` the install, the
-//! webhook and the sidecar against a real kube-apiserver (`tests/k8s/`).
+//! webhook and the sidecar against a real kube-apiserver (`tests/k8s/`), `hostile` what one pod, client or peer
+//! can do to the servers and clients (memory as a child's peak RSS, hangs bounded by deadlines).
 
 mod cli;
 mod dropin;
 mod golden;
+mod hostile;
 mod k8s;
 mod katib;
 mod katib_db;

@@ -76,7 +76,7 @@ pub fn publish(dir: &Path, generation: &str, pki: &Pki) {
 }
 
 /// A directory whose `tls/` holds one pair for `name`, published as the kubelet does.
-fn certified(name: &str) -> (tempfile::TempDir, Pki) {
+pub fn certified(name: &str) -> (tempfile::TempDir, Pki) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("tls")).unwrap();
     let pki = pki(name);
@@ -131,6 +131,11 @@ impl Webhook {
 
     pub fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The webhook's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub(crate) fn terminate(&mut self) {
