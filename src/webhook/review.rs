@@ -94,7 +94,7 @@ pub fn review(body: &[u8], settings: &Settings) -> Reply {
             };
         }
         if !warnings.is_empty() {
-            response.warnings = Some(warnings);
+            response.warnings = Some(warnings.iter().map(|w| warning_text(w)).collect());
         }
         outcome = Some(o);
     }
@@ -110,6 +110,38 @@ pub fn review(body: &[u8], settings: &Settings) -> Reply {
         Ok(body) => Reply { status: StatusCode::OK, body, outcome },
         Err(e) => bad_request(format!("cannot encode the response: {e}")),
     }
+}
+
+/// The longest warning sent, in characters: the API server cuts every warning to 256 runes once a request's
+/// warnings pass 4096 (`truncateItemRunes` in k8s.io/apiserver `pkg/endpoints/filters/warning.go`), which would
+/// cut off the reason at the end.
+pub const MAX_WARNING_CHARS: usize = 256;
+
+/// `warning` as the API server passes it on: control characters written as escapes (`\t`, `\n`, `\u{1b}`) –
+/// the API server drops a warning holding one (`NewWarningHeader` in k8s.io/apimachinery `pkg/util/net/http.go`
+/// refuses Go's `unicode.IsControl`, the same set as [`char::is_control`]) – and at most [`MAX_WARNING_CHARS`],
+/// the middle cut out so that the annotation's name at the start and the reason at the end both remain.
+pub fn warning_text(warning: &str) -> String {
+    let mut escaped = String::with_capacity(warning.len());
+    for c in warning.chars() {
+        match c {
+            '\t' => escaped.push_str("\\t"),
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            c if c.is_control() => escaped.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => escaped.push(c),
+        }
+    }
+    let count = escaped.chars().count();
+    if count <= MAX_WARNING_CHARS {
+        return escaped;
+    }
+    const CUT: &str = " … ";
+    let head = (MAX_WARNING_CHARS - CUT.len()) / 3;
+    let tail = MAX_WARNING_CHARS - CUT.chars().count() - head;
+    let start: String = escaped.chars().take(head).collect();
+    let end: String = escaped.chars().skip(count - tail).collect();
+    format!("{start}{CUT}{end}")
 }
 
 /// The patch carried by a review response, decoded (for tests and diagnostics).
@@ -237,6 +269,31 @@ mod tests {
             let message = String::from_utf8(reply.body).unwrap();
             assert!(message.contains("AdmissionReview"), "{what}: {message}");
         }
+    }
+
+    #[test]
+    fn webhook_warnings_carry_no_control_characters_and_keep_both_ends() {
+        assert_eq!(
+            warning_text("annotation a: \"keras\u{1b}[2J\tx\"\n\r\u{7f}\u{85}é"),
+            "annotation a: \"keras\\u{1b}[2J\\tx\"\\n\\r\\u{7f}\\u{85}é"
+        );
+        let long = format!(
+            "annotation trialtail.io/filters: --filter \"{}\": invalid regex: unclosed group",
+            "é".repeat(5000)
+        );
+        let short = warning_text(&long);
+        assert_eq!(short.chars().count(), MAX_WARNING_CHARS, "{short}");
+        assert!(
+            short.starts_with("annotation trialtail.io/filters: --filter") && short.ends_with("unclosed group"),
+            "{short}"
+        );
+        let mut json: Value = serde_json::from_slice(&fixture("job-inject-label")).unwrap();
+        json["request"]["object"]["metadata"]["annotations"]["trialtail.io/preset"] = "keras\u{1b}[2J\tx".into();
+        let (status, resp) = answer(&serde_json::to_vec(&json).unwrap());
+        assert_eq!(status, StatusCode::OK);
+        let warning = resp["response"]["warnings"][0].as_str().unwrap();
+        assert!(warning.contains("trialtail.io/preset") && warning.contains("\\tx"), "{warning}");
+        assert!(!warning.chars().any(char::is_control), "{warning:?}");
     }
 
     proptest! {

@@ -589,7 +589,6 @@ fn katib_trial_pods_get_the_sidecar_only_where_katibs_own_collector_does_not_run
 
 /// A bad annotation whose value carries terminal control characters.
 #[test]
-#[ignore = "waits for admission warnings sanitised of control characters (the API server drops such warnings)"]
 fn a_warning_about_an_annotation_with_control_characters_reaches_kubectl() {
     let Some(rig) = K8sRig::start() else { return };
     rig.namespace(NS, &[("trialtail.io/injection", "enabled")]);
