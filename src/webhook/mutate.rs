@@ -443,8 +443,8 @@ fn filters_within_limits(lines: &[&str]) -> Result<(), AnnotationError> {
     }
     match lines.iter().find(|l| filter_too_big(l, FILTER_SIZE_LIMIT)) {
         Some(line) => Err(fail(format!(
-            "--filter {line:?} exceeds the webhook's size limit of {} KiB of compiled regex per filter (\\w, \\d and \\s \
-             match all of Unicode: [0-9A-Za-z_] or (?-u) make them small)",
+            "a filter exceeds the size limit of {} KiB of compiled regex ((?-u) makes \\w, \\d and \\s ASCII and \
+             small): --filter {line:?}",
             FILTER_SIZE_LIMIT >> 10
         ))),
         None => Ok(()),

@@ -1,13 +1,22 @@
 //! The admission handler as a plain function of the body bytes: [`review`] decodes the AdmissionReview, calls the
 //! pure [`mutate`](fn@super::mutate) and encodes the answer. It never panics and answers 200 (an AdmissionReview,
 //! always `allowed: true`) or 400 (not an AdmissionReview), so it is tested (and fuzzed) without a socket.
+//!
+//! Its memory is the body's and little more, whatever the pod holds: the review is decoded with the object
+//! left as raw JSON, and of a pod only what the webhook reads is decoded ([`PodView`]: names, labels,
+//! annotations, each container's name and image) – its environment, volumes and managed fields are skipped
+//! unread. (Decoded whole, as a `serde_json::Value` and then a `Pod`, a 4 MiB pod of many small fields took
+//! some 190 MB.)
+
+use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use hyper::StatusCode;
-use k8s_openapi::api::core::v1::Pod;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::mutate::{Outcome, Settings, mutate};
 
@@ -26,46 +35,144 @@ fn bad_request(message: String) -> Reply {
     Reply { status: StatusCode::BAD_REQUEST, body: format!("{message}\n").into_bytes(), outcome: None }
 }
 
+/// An `AdmissionReview` (k8s.io/api `admission/v1`), its object left as raw JSON.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a> {
+    api_version: String,
+    kind: String,
+    #[serde(borrow)]
+    request: Option<Request<'a>>,
+}
+
+/// An `AdmissionRequest`: what the handler reads of it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request<'a> {
+    uid: String,
+    kind: GroupVersionKind,
+    operation: String,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default, borrow)]
+    object: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct GroupVersionKind {
+    #[serde(default)]
+    group: String,
+    kind: String,
+}
+
+/// What the webhook reads of a pod; every other field is skipped unread.
+#[derive(Deserialize)]
+struct PodView {
+    #[serde(default)]
+    metadata: MetaView,
+    #[serde(default)]
+    spec: Option<SpecView>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct MetaView {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    generate_name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpecView {
+    containers: Vec<ContainerView>,
+    #[serde(default)]
+    init_containers: Option<Vec<ContainerView>>,
+}
+
+#[derive(Deserialize)]
+struct ContainerView {
+    name: String,
+    #[serde(default)]
+    image: Option<String>,
+}
+
+impl From<ContainerView> for Container {
+    fn from(c: ContainerView) -> Self {
+        Container { name: c.name, image: c.image, ..Default::default() }
+    }
+}
+
+impl From<PodView> for Pod {
+    /// The pod as [`mutate`] sees it: what it reads, and defaults for the rest.
+    fn from(v: PodView) -> Self {
+        let m = v.metadata;
+        Pod {
+            metadata: ObjectMeta {
+                name: m.name,
+                generate_name: m.generate_name,
+                namespace: m.namespace,
+                labels: m.labels,
+                annotations: m.annotations,
+                ..Default::default()
+            },
+            spec: v.spec.map(|s| PodSpec {
+                containers: s.containers.into_iter().map(Container::from).collect(),
+                init_containers: s.init_containers.map(|c| c.into_iter().map(Container::from).collect()),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+}
+
 /// Answers one AdmissionReview body. Never panics; 200 or 400.
 pub fn review(body: &[u8], settings: &Settings) -> Reply {
-    let parsed: AdmissionReview<DynamicObject> = match serde_json::from_slice(body) {
-        Ok(r) => r,
-        Err(e) => return bad_request(format!("malformed AdmissionReview: {e}")),
+    let parsed: Envelope<'_> = match std::str::from_utf8(body).map(serde_json::from_str) {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return bad_request(format!("malformed AdmissionReview: {e}")),
+        Err(e) => return bad_request(format!("malformed AdmissionReview: not UTF-8: {e}")),
     };
-    if parsed.types.api_version != "admission.k8s.io/v1" || parsed.types.kind != "AdmissionReview" {
-        let (api_version, kind) = (&parsed.types.api_version, &parsed.types.kind);
+    if parsed.api_version != "admission.k8s.io/v1" || parsed.kind != "AdmissionReview" {
+        let (api_version, kind) = (&parsed.api_version, &parsed.kind);
         return bad_request(format!(
             "expected apiVersion admission.k8s.io/v1, kind AdmissionReview; got {api_version:?}, {kind:?}"
         ));
     }
-    let request: AdmissionRequest<DynamicObject> = match parsed.try_into() {
-        Ok(r) => r,
-        Err(_) => return bad_request("malformed AdmissionReview: no request".to_string()),
+    let Some(request) = parsed.request else {
+        return bad_request("malformed AdmissionReview: no request".to_string());
     };
-    let mut response = AdmissionResponse::from(&request);
+    let mut response = serde_json::Map::new();
+    response.insert("uid".to_string(), Value::String(request.uid.clone()));
+    response.insert("allowed".to_string(), Value::Bool(true));
     let mut outcome = None;
-    let is_pod_create =
-        request.operation == Operation::Create && request.kind.group.is_empty() && request.kind.kind == "Pod";
-    if let (true, Some(object)) = (is_pod_create, &request.object) {
-        // Read from text with `from_str`, as kube's client reads every object (the sidecar's pod, its watch
-        // events): the binary then carries one copy of k8s-openapi's large Pod decoder, not a second one for
-        // `serde_json::Value` (about 0.7 MB; docs/performance.md).
-        let pod = serde_json::to_string(object).and_then(|json| serde_json::from_str::<Pod>(&json));
-        let (o, patch, warnings, collector) = match pod {
+    let is_pod_create = request.operation == "CREATE" && request.kind.group.is_empty() && request.kind.kind == "Pod";
+    if let (true, Some(object)) = (is_pod_create, request.object) {
+        let (o, patch, warnings, collector, (name, namespace)) = match serde_json::from_str::<PodView>(object.get()) {
             Err(e) => {
                 let warning = format!("trialtail: pod not understood, admitted without the sidecar: {e}");
-                (Outcome::Invalid, None, vec![warning], None)
+                (Outcome::Invalid, None, vec![warning], None, (String::new(), String::new()))
             }
-            Ok(mut pod) => {
+            Ok(view) => {
+                let mut pod = Pod::from(view);
                 if pod.metadata.namespace.is_none() {
                     pod.metadata.namespace.clone_from(&request.namespace);
                 }
                 let m = mutate(&pod, settings);
-                (m.outcome, Some(m.patch).filter(|p| !p.0.is_empty()), m.warnings, m.collector)
+                let meta = &pod.metadata;
+                let name = meta.name.as_deref().or(meta.generate_name.as_deref()).unwrap_or("").to_string();
+                let namespace = meta.namespace.as_deref().unwrap_or("").to_string();
+                (m.outcome, Some(m.patch).filter(|p| !p.0.is_empty()), m.warnings, m.collector, (name, namespace))
             }
         };
-        let (namespace, name) = (request.namespace.as_deref().unwrap_or(""), object.metadata.name.as_deref());
-        let name = name.or(object.metadata.generate_name.as_deref()).unwrap_or("");
+        let (namespace, name) = (namespace.as_str(), name.as_str());
         let collector = collector.as_deref().unwrap_or("");
         match o {
             Outcome::Injected => tracing::info!(namespace, name, "adding the trialtail sidecar"),
@@ -84,29 +191,28 @@ pub fn review(body: &[u8], settings: &Settings) -> Reply {
             ),
             _ => tracing::debug!(namespace, name, outcome = o.kind(), "admitted unchanged"),
         }
-        if let Some(patch) = patch {
-            response = match response.clone().with_patch(patch) {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot encode the patch; admitting unchanged");
-                    response
-                }
-            };
+        // The patch is a base64 string, as the API documents it (Go's []byte).
+        match patch.map(|p| serde_json::to_vec(&p)).transpose() {
+            Ok(Some(patch)) => {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(patch);
+                response.insert("patchType".to_string(), Value::String("JSONPatch".to_string()));
+                response.insert("patch".to_string(), Value::String(encoded));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot encode the patch; admitting unchanged"),
         }
         if !warnings.is_empty() {
-            response.warnings = Some(warnings.iter().map(|w| warning_text(w)).collect());
+            let warnings = warnings.iter().map(|w| Value::String(warning_text(w))).collect();
+            response.insert("warnings".to_string(), Value::Array(warnings));
         }
         outcome = Some(o);
     }
-    // kube serializes `patch` as an array of numbers; the API documents a base64 string (Go's []byte).
-    let patch = response.patch.take();
-    let encoded = serde_json::to_value(response.into_review()).and_then(|mut v| {
-        if let (Some(patch), Some(r)) = (patch, v.get_mut("response").and_then(Value::as_object_mut)) {
-            r.insert("patch".to_string(), Value::String(base64::engine::general_purpose::STANDARD.encode(patch)));
-        }
-        serde_json::to_vec(&v)
+    let answer = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": response,
     });
-    match encoded {
+    match serde_json::to_vec(&answer) {
         Ok(body) => Reply { status: StatusCode::OK, body, outcome },
         Err(e) => bad_request(format!("cannot encode the response: {e}")),
     }
@@ -137,7 +243,7 @@ pub fn warning_text(warning: &str) -> String {
         return escaped;
     }
     const CUT: &str = " … ";
-    let head = (MAX_WARNING_CHARS - CUT.len()) / 3;
+    let head = (MAX_WARNING_CHARS - CUT.chars().count()) / 2;
     let tail = MAX_WARNING_CHARS - CUT.chars().count() - head;
     let start: String = escaped.chars().take(head).collect();
     let end: String = escaped.chars().skip(count - tail).collect();
@@ -268,6 +374,39 @@ mod tests {
             assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{what}");
             let message = String::from_utf8(reply.body).unwrap();
             assert!(message.contains("AdmissionReview"), "{what}: {message}");
+        }
+    }
+
+    const FIXTURES: [&str; 9] = [
+        "job-inject-label",
+        "katib-trial",
+        "existing-sidecar",
+        "opt-out",
+        "bad-annotation",
+        "katib-job-pod",
+        "katib-push",
+        "katib-stdout",
+        "katib-custom-trialtail",
+    ];
+
+    /// What the handler reads of a pod mutates as the whole pod does: every fixture, before and after its own
+    /// patch (the sidecar in place), as a native sidecar and as a container.
+    #[test]
+    fn webhook_the_pod_view_mutates_as_the_whole_pod_does() {
+        for native_sidecar in [true, false] {
+            let s = Settings { native_sidecar, ..settings() };
+            for name in FIXTURES {
+                let review: Value = serde_json::from_slice(&fixture(name)).unwrap();
+                let mut object = review["request"]["object"].clone();
+                object["metadata"]["namespace"] = review["request"]["namespace"].clone();
+                let first = mutate(&serde_json::from_value(object.clone()).unwrap(), &s);
+                json_patch::patch(&mut object, &first.patch).unwrap();
+                for object in [review["request"]["object"].clone(), object] {
+                    let whole: Pod = serde_json::from_value(object.clone()).unwrap();
+                    let view: PodView = serde_json::from_str(&object.to_string()).unwrap();
+                    assert_eq!(mutate(&Pod::from(view), &s), mutate(&whole, &s), "{name}, native {native_sidecar}");
+                }
+            }
         }
     }
 
