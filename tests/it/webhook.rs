@@ -169,7 +169,7 @@ pub struct Answer {
 }
 
 /// A TLS connection to `addr` trusting only `ca`, for `localhost`.
-async fn connect(addr: SocketAddr, ca: &str) -> Result<TlsStream<TcpStream>, String> {
+pub async fn connect(addr: SocketAddr, ca: &str) -> Result<TlsStream<TcpStream>, String> {
     connect_as(addr, ca, "localhost").await
 }
 
