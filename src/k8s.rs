@@ -1,13 +1,15 @@
 //! Where am I, and which Trial: the Kubernetes client, the own pod, and the Katib Trial that owns it.
 //!
-//! The client comes from the in-cluster service account or a kubeconfig (`kube::Client::try_default`, which
-//! honours `KUBECONFIG`). The pod is named by `POD_NAME` / `POD_NAMESPACE` (the downward API), the namespace
+//! The client comes from the in-cluster service account or a kubeconfig (as `kube::Client::try_default`, which
+//! honours `KUBECONFIG`), with every answer's body bounded ([`bounded`]). The pod is named by `POD_NAME` / `POD_NAMESPACE` (the downward API), the namespace
 //! falling back to the service-account namespace file. The Trial is, in order: `--trial`, `KATIB_TRIAL_NAME`,
 //! the pod label `katib.kubeflow.org/trial`, or the end of the pod's controller ownerReferences (Pod → Job →
 //! Trial, Pod → TFJob/PyTorchJob → Trial, at most [`MAX_OWNER_DEPTH`] steps). Not finding one is not an error:
 //! the caller runs without the Trial status sink and says so once.
 //!
 //! This module only reads (GET pod, GET owners); it neither patches nor watches.
+
+pub mod bounded;
 
 use std::path::Path;
 
@@ -50,9 +52,9 @@ pub enum KubeError {
     NoNamespace,
 }
 
-/// A client from the in-cluster configuration or the kubeconfig.
+/// A client from the in-cluster configuration or the kubeconfig, its answers bounded ([`bounded`]).
 pub async fn client() -> Result<kube::Client, KubeError> {
-    kube::Client::try_default().await.map_err(KubeError::Config)
+    bounded::client().await.map_err(KubeError::Config)
 }
 
 /// The own pod's name (when known) and namespace.

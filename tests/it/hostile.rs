@@ -7,6 +7,8 @@
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
@@ -401,4 +403,63 @@ fn held_bodies_and_large_reviews_stay_within_the_deployments_memory_limit() {
     );
     assert_eq!(answered, 4, "valid reviews answered beside the held bodies");
     assert!(peak <= limit, "peak RSS {peak} KiB over the Deployment's limit of {limit} KiB");
+}
+
+/// A Pushgateway stand-in on loopback answering every request with `status` and a chunked body that does not
+/// end: 64 KiB chunks up to `limit` bytes per answer, then it closes. Serves at most 20 connections; the second
+/// value counts the answers it finished (the client closed, or the limit was reached).
+fn endless_peer(status: &'static str, limit: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let counted = answered.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let Ok(mut s) = stream else { continue };
+            let counted = counted.clone();
+            std::thread::spawn(move || {
+                let mut request = [0u8; 65536];
+                let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+                let _ = s.read(&mut request);
+                let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+                let mut sent = 0;
+                let _ =
+                    write!(s, "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n");
+                while sent < limit && s.write_all(chunk.as_bytes()).is_ok() {
+                    sent += 0x10000;
+                }
+                counted.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+    });
+    (addr, answered)
+}
+
+/// Defect: a Pushgateway (or anything at its address) answering with a body that never ends grew trialtail by
+/// the whole body within the push timeout – gigabytes. Now an answer's body is read only for an error's message,
+/// at most its first 512 bytes: a push costs the same whatever the peer sends.
+#[test]
+fn an_endless_answer_from_the_pushgateway_costs_no_memory() {
+    for status in ["200 OK", "500 Internal Server Error"] {
+        let (addr, answered) = endless_peer(status, 256 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("train.log");
+        std::fs::write(&log, "loss=0.5\n").unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trialtail"))
+            .args(["run", "--follow", "--pushgateway", &format!("http://{addr}"), "--push-interval", "1s"])
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        wait_for("an answer read or refused", || (answered.load(Ordering::Relaxed) >= 1).then_some(()));
+        let peak = peak_rss_kib(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        eprintln!("{status}, endless: an answer in {:?}, peak RSS {peak} KiB", started.elapsed());
+        assert!(peak <= 48 * 1024, "{status}: peak RSS {peak} KiB");
+    }
 }
