@@ -126,6 +126,26 @@ struct PodMetricsEndpoint {
     interval: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     honor_labels: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    relabelings: Vec<RelabelConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    metric_relabelings: Vec<RelabelConfig>,
+}
+
+/// Prometheus Operator `RelabelConfig`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RelabelConfig {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    source_labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replacement: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    action: Option<String>,
 }
 
 /// Katib `Experiment` v1beta1 (the fields used here).
@@ -1201,6 +1221,21 @@ fn the_podmonitor_scrapes_injected_pods_in_every_namespace_on_the_sidecar_port()
     let endpoint = &monitor.pod_metrics_endpoints[..];
     assert_eq!(endpoint.len(), 1);
     assert_eq!((endpoint[0].port.as_str(), endpoint[0].path.as_str()), (SIDECAR_PORT, "/metrics"));
+    // Any pod author can set the selected label: what a pod says of itself never wins over its metadata
+    // (monitoring.rs scrapes a spoofing sidecar through this PodMonitor with a real Prometheus).
+    assert_ne!(endpoint[0].honor_labels, Some(true), "honorLabels lets a pod claim another namespace");
+    let from_pod: Vec<(&str, &str)> = endpoint[0]
+        .relabelings
+        .iter()
+        .map(|r| (r.source_labels[0].as_str(), r.target_label.as_deref().unwrap()))
+        .collect();
+    assert_eq!(
+        from_pod,
+        [
+            ("__meta_kubernetes_pod_label_katib_kubeflow_org_trial", "trial"),
+            ("__meta_kubernetes_pod_label_katib_kubeflow_org_experiment", "experiment")
+        ]
+    );
 }
 
 #[test]
