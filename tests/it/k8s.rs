@@ -307,9 +307,15 @@ fn the_install_applies_for_real_and_the_api_server_stores_every_object_and_the_r
             }
         }
     }
-    for kind in
-        ["Certificate", "ConfigMap", "Deployment", "MutatingWebhookConfiguration", "PodMonitor", "PrometheusRule"]
-    {
+    for kind in [
+        "Certificate",
+        "ConfigMap",
+        "Deployment",
+        "MutatingWebhookConfiguration",
+        "NetworkPolicy",
+        "PodMonitor",
+        "PrometheusRule",
+    ] {
         assert!(kinds.contains(kind), "{kind} applied: {kinds:?}");
     }
     // The webhook's configuration as the API server keeps it: Ignore on failure, 5 s, no side effects.
