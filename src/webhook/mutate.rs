@@ -1032,6 +1032,121 @@ mod tests {
         }
     }
 
+    /// One line of a `trialtail.io/filters` annotation: regex pieces as users write them and as an attacker
+    /// would – Unicode and ASCII classes, large counted repetitions, named groups, flags, unbalanced brackets.
+    fn filter_line() -> impl Strategy<Value = String> {
+        let atoms = prop::sample::select(vec![
+            "\\w",
+            "\\d",
+            "\\s",
+            "\\S",
+            ".",
+            "[a-z]",
+            "[\\w|-]",
+            "\\p{L}",
+            "(?-u)\\w",
+            "[^=]",
+            "loss",
+            "accuracy",
+            "=",
+            ":",
+            " ",
+            "\\x20",
+            "(?P<name>",
+            "(?P<value>",
+            "(?P<step>",
+            "(",
+            ")",
+            "(?:",
+            "{",
+            "}",
+            "|",
+            "*",
+            "+",
+            "?",
+            "{2}",
+            "{0,450}",
+            "{450}",
+            "{1000}",
+            "{5}",
+            "(?i)",
+            "(?m)",
+            "^",
+            "$",
+            "\\",
+            "é",
+            "\u{1b}",
+            "\t",
+            "[",
+            "]",
+        ]);
+        prop::collection::vec(atoms, 1..14).prop_map(|atoms| atoms.concat())
+    }
+
+    /// Annotations a pod may carry, valid or not, within and beyond the webhook's limits.
+    fn annotations() -> impl Strategy<Value = Vec<(&'static str, String)>> {
+        let filters = prop::collection::vec(filter_line(), 0..11).prop_map(|lines| lines.join("\n"));
+        let filters = prop_oneof![
+            4 => filters,
+            1 => Just("(?P<name>\\w+)=(?P<value>\\S+)\n".repeat(9)),
+            1 => Just(format!("{}=(?P<value>x)", "a".repeat(MAX_ANNOTATION_BYTES))),
+        ];
+        let metrics = prop_oneof![
+            4 => "[a-z_,; -]{0,40}",
+            1 => (1usize..40_000).prop_map(|n| "m".repeat(n)),
+            1 => prop::collection::vec("[a-z]{1,12}", 0..300).prop_map(|names| names.join(",")),
+        ];
+        let preset =
+            prop::sample::select(vec!["", "keras", "tf-step,katib", "xgboost", "nope", "keras,", "-x", "katib\n"]);
+        let container = prop::sample::select(vec!["", "train", "trainer", "--container=x", "train\t"]);
+        (filters, metrics, preset, container, prop::collection::vec(any::<bool>(), 4)).prop_map(
+            |(filters, metrics, preset, container, present)| {
+                let all = [
+                    (FILTERS_ANNOTATION, filters),
+                    (METRICS_ANNOTATION, metrics),
+                    (PRESET_ANNOTATION, preset.to_string()),
+                    (CONTAINER_ANNOTATION, container.to_string()),
+                ];
+                all.into_iter().zip(present).filter(|(_, p)| *p).map(|(a, _)| a).collect()
+            },
+        )
+    }
+
+    /// Fuzz target: the annotation parser (`sidecar_args`, through `mutate`). Whatever the annotations say, a
+    /// pod is injected with arguments the binary's parser accepts and filters within the webhook's limits, or
+    /// admitted unchanged with one warning naming an annotation; never a panic, never over the API server's
+    /// timeout; and mutating the result again changes nothing.
+    #[test]
+    fn fuzz_annotations_give_parseable_bounded_args_or_one_warning() {
+        let base = fixture("job-inject-label");
+        crate::fuzz::fuzz("annotations", annotations(), |annotations| {
+            let mut json = base.clone();
+            for (key, value) in &annotations {
+                json["metadata"]["annotations"][*key] = Value::String(value.clone());
+            }
+            let started = std::time::Instant::now();
+            let (m, patched) = apply(&json, &settings());
+            prop_assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+            match m.outcome {
+                Outcome::Injected => {
+                    let args = sidecar_of(&pod(&patched)).args.unwrap();
+                    prop_assert!(parses(&args), "{:?}", args);
+                    let filters: Vec<&str> = args.iter().filter_map(|a| a.strip_prefix("--filter=")).collect();
+                    prop_assert!(filters.len() <= MAX_FILTERS);
+                    prop_assert!(filters.iter().all(|f| !filter_too_big(f, FILTER_SIZE_LIMIT)), "{:?}", filters);
+                }
+                Outcome::Invalid => {
+                    prop_assert_eq!(m.warnings.len(), 1);
+                    prop_assert!(m.warnings[0].starts_with("annotation trialtail.io/"), "{:?}", m.warnings);
+                    prop_assert_eq!(&patched, &json);
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+            prop_assert!(mutate(&pod(&patched), &settings()).patch.is_empty(), "mutating again changes nothing");
+            Ok(())
+        });
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 

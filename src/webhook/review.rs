@@ -65,13 +65,34 @@ struct GroupVersionKind {
     kind: String,
 }
 
+/// `T` from a JSON object only. serde's derived structs also read a JSON array as their fields in order, which
+/// the API's types (k8s-openapi's decoders) refuse – and a patch made for an object would not apply to it.
+#[derive(Default)]
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        deserializer.deserialize_map(Visit(std::marker::PhantomData))
+    }
+}
+
 /// What the webhook reads of a pod; every other field is skipped unread.
 #[derive(Deserialize)]
 struct PodView {
     #[serde(default)]
-    metadata: MetaView,
+    metadata: Object<MetaView>,
     #[serde(default)]
-    spec: Option<SpecView>,
+    spec: Option<Object<SpecView>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -92,9 +113,9 @@ struct MetaView {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SpecView {
-    containers: Vec<ContainerView>,
+    containers: Vec<Object<ContainerView>>,
     #[serde(default)]
-    init_containers: Option<Vec<ContainerView>>,
+    init_containers: Option<Vec<Object<ContainerView>>>,
 }
 
 #[derive(Deserialize)]
@@ -104,8 +125,8 @@ struct ContainerView {
     image: Option<String>,
 }
 
-impl From<ContainerView> for Container {
-    fn from(c: ContainerView) -> Self {
+impl From<Object<ContainerView>> for Container {
+    fn from(Object(c): Object<ContainerView>) -> Self {
         Container { name: c.name, image: c.image, ..Default::default() }
     }
 }
@@ -113,7 +134,7 @@ impl From<ContainerView> for Container {
 impl From<PodView> for Pod {
     /// The pod as [`mutate`] sees it: what it reads, and defaults for the rest.
     fn from(v: PodView) -> Self {
-        let m = v.metadata;
+        let Object(m) = v.metadata;
         Pod {
             metadata: ObjectMeta {
                 name: m.name,
@@ -123,7 +144,7 @@ impl From<PodView> for Pod {
                 annotations: m.annotations,
                 ..Default::default()
             },
-            spec: v.spec.map(|s| PodSpec {
+            spec: v.spec.map(|Object(s)| PodSpec {
                 containers: s.containers.into_iter().map(Container::from).collect(),
                 init_containers: s.init_containers.map(|c| c.into_iter().map(Container::from).collect()),
                 ..Default::default()
@@ -155,23 +176,24 @@ pub fn review(body: &[u8], settings: &Settings) -> Reply {
     let mut outcome = None;
     let is_pod_create = request.operation == "CREATE" && request.kind.group.is_empty() && request.kind.kind == "Pod";
     if let (true, Some(object)) = (is_pod_create, request.object) {
-        let (o, patch, warnings, collector, (name, namespace)) = match serde_json::from_str::<PodView>(object.get()) {
-            Err(e) => {
-                let warning = format!("trialtail: pod not understood, admitted without the sidecar: {e}");
-                (Outcome::Invalid, None, vec![warning], None, (String::new(), String::new()))
-            }
-            Ok(view) => {
-                let mut pod = Pod::from(view);
-                if pod.metadata.namespace.is_none() {
-                    pod.metadata.namespace.clone_from(&request.namespace);
+        let (o, patch, warnings, collector, (name, namespace)) =
+            match serde_json::from_str::<Object<PodView>>(object.get()) {
+                Err(e) => {
+                    let warning = format!("trialtail: pod not understood, admitted without the sidecar: {e}");
+                    (Outcome::Invalid, None, vec![warning], None, (String::new(), String::new()))
                 }
-                let m = mutate(&pod, settings);
-                let meta = &pod.metadata;
-                let name = meta.name.as_deref().or(meta.generate_name.as_deref()).unwrap_or("").to_string();
-                let namespace = meta.namespace.as_deref().unwrap_or("").to_string();
-                (m.outcome, Some(m.patch).filter(|p| !p.0.is_empty()), m.warnings, m.collector, (name, namespace))
-            }
-        };
+                Ok(Object(view)) => {
+                    let mut pod = Pod::from(view);
+                    if pod.metadata.namespace.is_none() {
+                        pod.metadata.namespace.clone_from(&request.namespace);
+                    }
+                    let m = mutate(&pod, settings);
+                    let meta = &pod.metadata;
+                    let name = meta.name.as_deref().or(meta.generate_name.as_deref()).unwrap_or("").to_string();
+                    let namespace = meta.namespace.as_deref().unwrap_or("").to_string();
+                    (m.outcome, Some(m.patch).filter(|p| !p.0.is_empty()), m.warnings, m.collector, (name, namespace))
+                }
+            };
         let (namespace, name) = (namespace.as_str(), name.as_str());
         let collector = collector.as_deref().unwrap_or("");
         match o {
@@ -411,6 +433,16 @@ mod tests {
     }
 
     #[test]
+    fn webhook_a_pod_whose_objects_are_arrays_is_not_understood() {
+        for (path, value) in [("/request/object/spec", json!([[]])), ("/request/object/metadata", json!([{}]))] {
+            let mut review: Value = serde_json::from_slice(&fixture("katib-trial")).unwrap();
+            *review.pointer_mut(path).unwrap() = value;
+            let reply = super::review(&serde_json::to_vec(&review).unwrap(), &settings());
+            assert_eq!((reply.status, reply.outcome), (StatusCode::OK, Some(Outcome::Invalid)), "{path}");
+        }
+    }
+
+    #[test]
     fn webhook_warnings_carry_no_control_characters_and_keep_both_ends() {
         assert_eq!(
             warning_text("annotation a: \"keras\u{1b}[2J\tx\"\n\r\u{7f}\u{85}é"),
@@ -433,6 +465,155 @@ mod tests {
         let warning = resp["response"]["warnings"][0].as_str().unwrap();
         assert!(warning.contains("trialtail.io/preset") && warning.contains("\\tx"), "{warning}");
         assert!(!warning.chars().any(char::is_control), "{warning:?}");
+    }
+
+    /// Any JSON value, a few levels deep: what a mangled review may hold anywhere – text with control
+    /// characters and quotes, numbers of every kind, and words the handler looks for.
+    fn any_json() -> impl Strategy<Value = Value> {
+        let words = prop::sample::select(vec![
+            "true",
+            "false",
+            "trialtail",
+            "Always",
+            "CREATE",
+            "UPDATE",
+            "Pod",
+            "v1",
+            "",
+            "training",
+            "train",
+            "katib.kubeflow.org/trial",
+            "trialtail.io/inject",
+            "metrics-collector",
+            "admission.k8s.io/v1",
+            "ghcr.io/trialtail/trialtail:0.1.0",
+            "(?P<name>\\w+)=(?P<value>\\S+)",
+            "keras",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            "\\PC{0,16}".prop_map(Value::from),
+            "[\\x00-\\x1f\"\\\\\u{85}\u{2028}a]{0,6}".prop_map(Value::from),
+            words.prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 4, |inner| {
+            let key = prop_oneof![
+                "[a-zA-Z./-]{0,12}",
+                prop::sample::select(vec![
+                    "name",
+                    "image",
+                    "labels",
+                    "annotations",
+                    "containers",
+                    "initContainers",
+                    "spec",
+                    "metadata",
+                    "trialtail.io/inject",
+                    "trialtail.io/filters",
+                    "trialtail.io/metrics",
+                    "restartPolicy",
+                ])
+                .prop_map(String::from)
+            ];
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key, inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Every JSON pointer in `v`.
+    fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+        let escape = |k: &str| k.replace('~', "~0").replace('/', "~1");
+        match v {
+            Value::Object(m) => m.iter().for_each(|(k, v)| pointers(v, format!("{at}/{}", escape(k)), out)),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| pointers(v, format!("{at}/{i}"), out)),
+            _ => {}
+        }
+        out.push(at);
+    }
+
+    /// A body, shown as text when a fuzz target prints a failing input.
+    #[derive(Clone)]
+    struct Body(Vec<u8>);
+
+    impl std::fmt::Debug for Body {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{:?}", String::from_utf8_lossy(&self.0))
+        }
+    }
+
+    /// A review body: a fixture with JSON values replaced at random places, or with random bytes edited.
+    fn mangled_review() -> impl Strategy<Value = Body> {
+        let fixture_index = 0..FIXTURES.len();
+        let structured =
+            (fixture_index.clone(), prop::collection::vec((0.0f64..1.0, any_json()), 1..5)).prop_map(|(i, edits)| {
+                let mut review: Value = serde_json::from_slice(&fixture(FIXTURES[i])).unwrap();
+                for (at, value) in edits {
+                    let mut all = Vec::new();
+                    pointers(&review, String::new(), &mut all);
+                    let path = &all[((all.len() as f64) * at) as usize % all.len()];
+                    match review.pointer_mut(path) {
+                        Some(slot) if !path.is_empty() => *slot = value,
+                        _ => {}
+                    }
+                }
+                serde_json::to_vec(&review).unwrap()
+            });
+        let bytes =
+            (fixture_index, prop::collection::vec((0.0f64..1.0, 0u8..4, any::<u8>()), 1..8)).prop_map(|(i, edits)| {
+                let mut body = fixture(FIXTURES[i]);
+                for (at, op, byte) in edits {
+                    let pos = ((body.len() as f64) * at) as usize;
+                    match op {
+                        0 if pos < body.len() => body[pos] ^= byte | 1,
+                        1 => body.insert(pos.min(body.len()), byte),
+                        2 if pos < body.len() => drop(body.remove(pos)),
+                        _ => body.truncate(pos),
+                    }
+                }
+                body
+            });
+        prop_oneof![3 => structured, 1 => bytes].prop_map(Body)
+    }
+
+    /// Fuzz target: the AdmissionReview handler. Whatever the body, it answers 200 or 400 without panicking and
+    /// within the API server's timeout; a 200 is an AdmissionReview answering the request's uid, `allowed`,
+    /// its warnings such as the API server passes on, and its patch applies to the pod as sent – and the pod
+    /// patched, reviewed again, gets no patch.
+    #[test]
+    fn fuzz_admission_reviews_answer_200_or_400_with_patches_that_apply_once() {
+        crate::fuzz::fuzz("admission review", mangled_review(), |Body(body)| {
+            let started = std::time::Instant::now();
+            let reply = review(&body, &settings());
+            prop_assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+            if reply.status == StatusCode::BAD_REQUEST {
+                prop_assert!(reply.outcome.is_none());
+                return Ok(());
+            }
+            prop_assert_eq!(reply.status, StatusCode::OK);
+            let resp: Value = serde_json::from_slice(&reply.body).unwrap();
+            let sent: Value = serde_json::from_slice(&body).unwrap();
+            prop_assert_eq!(&resp["response"]["uid"], &sent["request"]["uid"]);
+            prop_assert_eq!(&resp["response"]["allowed"], &json!(true));
+            for w in resp["response"]["warnings"].as_array().into_iter().flatten() {
+                let w = w.as_str().unwrap();
+                prop_assert!(!w.chars().any(char::is_control) && w.chars().count() <= MAX_WARNING_CHARS, "{:?}", w);
+            }
+            if let Some(patch) = response_patch(&resp) {
+                let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+                let mut again = sent.clone();
+                let object = again.pointer_mut("/request/object").unwrap();
+                prop_assert!(json_patch::patch(object, &patch).is_ok(), "{}", patch);
+                let second = review(&serde_json::to_vec(&again).unwrap(), &settings());
+                let second: Value = serde_json::from_slice(&second.body).unwrap();
+                prop_assert!(second["response"].get("patch").is_none(), "mutating again: {}", second);
+            }
+            Ok(())
+        });
     }
 
     proptest! {
