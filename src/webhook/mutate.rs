@@ -519,6 +519,20 @@ fn sidecar(settings: &Settings, args: Vec<String>) -> Container {
     }
 }
 
+/// The AdmissionReviews of `tests/fixtures/admission/` (the tests' module docs say what each holds).
+#[cfg(test)]
+pub(crate) const FIXTURES: [&str; 9] = [
+    "job-inject-label",
+    "katib-trial",
+    "existing-sidecar",
+    "opt-out",
+    "bad-annotation",
+    "katib-job-pod",
+    "katib-push",
+    "katib-stdout",
+    "katib-custom-trialtail",
+];
+
 #[cfg(test)]
 mod tests {
     //! The fixtures in `tests/fixtures/admission/` are AdmissionReviews as the API server sends them for pods a
@@ -541,18 +555,6 @@ mod tests {
     fn settings() -> Settings {
         Settings::new("ghcr.io/trialtail/trialtail:0.1.0")
     }
-
-    const FIXTURES: [&str; 9] = [
-        "job-inject-label",
-        "katib-trial",
-        "existing-sidecar",
-        "opt-out",
-        "bad-annotation",
-        "katib-job-pod",
-        "katib-push",
-        "katib-stdout",
-        "katib-custom-trialtail",
-    ];
 
     /// The pod in a fixture's AdmissionReview, with the request's namespace (as the handler fills it in).
     fn fixture(name: &str) -> Value {

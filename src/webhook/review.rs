@@ -288,6 +288,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::webhook::mutate::FIXTURES;
 
     fn settings() -> Settings {
         Settings::new("ghcr.io/trialtail/trialtail:0.1.0")
@@ -398,18 +399,6 @@ mod tests {
             assert!(message.contains("AdmissionReview"), "{what}: {message}");
         }
     }
-
-    const FIXTURES: [&str; 9] = [
-        "job-inject-label",
-        "katib-trial",
-        "existing-sidecar",
-        "opt-out",
-        "bad-annotation",
-        "katib-job-pod",
-        "katib-push",
-        "katib-stdout",
-        "katib-custom-trialtail",
-    ];
 
     /// What the handler reads of a pod mutates as the whole pod does: every fixture, before and after its own
     /// patch (the sidecar in place), as a native sidecar and as a container.

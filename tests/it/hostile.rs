@@ -150,19 +150,25 @@ fn any_annotation_a_pod_carries_is_reviewed_within_the_timeout_in_bounded_memory
     }
 }
 
-/// `trialtail run --follow --listen ADDR` on an empty log in `dir`, serving until killed; ready.
-fn endpoint(dir: &std::path::Path) -> (Child, SocketAddr) {
-    let addr = free_addr();
+/// `trialtail run --follow ARGS LOG` on a one-line log in `dir`, running until killed.
+fn follow(dir: &std::path::Path, args: &[&str]) -> Child {
     let log = dir.join("train.log");
     std::fs::write(&log, "loss=0.5\n").unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_trialtail"))
-        .args(["run", "--follow", "--listen", &addr.to_string(), "--output", "json"])
+    Command::new(env!("CARGO_BIN_EXE_trialtail"))
+        .args(["run", "--follow", "--output", "json"])
+        .args(args)
         .arg(&log)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// [`follow`] serving `/metrics` on a free address; ready.
+fn endpoint(dir: &std::path::Path) -> (Child, SocketAddr) {
+    let addr = free_addr();
+    let child = follow(dir, &["--listen", &addr.to_string()]);
     wait_for("/readyz", || get(addr, "/readyz", None).ok().filter(|r| r.status == 200));
     (child, addr)
 }
@@ -444,16 +450,7 @@ fn an_endless_answer_from_the_pushgateway_costs_no_memory() {
     for status in ["200 OK", "500 Internal Server Error"] {
         let (addr, answered) = endless_peer(status, 256 << 20);
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("train.log");
-        std::fs::write(&log, "loss=0.5\n").unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_trialtail"))
-            .args(["run", "--follow", "--pushgateway", &format!("http://{addr}"), "--push-interval", "1s"])
-            .arg(&log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = follow(dir.path(), &["--pushgateway", &format!("http://{addr}"), "--push-interval", "1s"]);
         let started = Instant::now();
         wait_for("an answer read or refused", || (answered.load(Ordering::Relaxed) >= 1).then_some(()));
         let peak = peak_rss_kib(child.id());
