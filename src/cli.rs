@@ -554,7 +554,9 @@ pub struct ExportArgs {
     /// lines arrive (the page is built in and fetches nothing else; its data is /api/series). /metrics speaks the
     /// Prometheus text format, or OpenMetrics when the scraper asks for it; /readyz answers 200 once the log was
     /// opened and read. Off by default in `trialtail run`, which reads a finished log and exits; when the log ends
-    /// it keeps serving for --linger.
+    /// it keeps serving for --linger. At most 64
+    /// connections: at the limit a new one takes the place of the oldest one not being answered, and a client that
+    /// does not read its answer for 10 s is disconnected, so a scrape always gets through.
     #[arg(long, value_name = "ADDR", env = "TRIALTAIL_LISTEN", help_heading = "Prometheus")]
     pub listen: Option<String>,
 
@@ -571,7 +573,8 @@ pub struct ExportArgs {
     ///
     /// http://HOST[:PORT][/PREFIX] (port 9091 by default; no https). The exposition is PUT to
     /// /metrics/job/trialtail/trial/<trial>/namespace/<namespace> (the labels that are known) when the log ended,
-    /// and every --push-interval before. A failed push is retried, logged and counted, never fatal.
+    /// and every --push-interval before. A failed push is retried, logged and counted, never fatal. Of the
+    /// gateway's answer only the status is read, and an error's first 512 bytes.
     #[arg(long, value_name = "URL", env = "TRIALTAIL_PUSHGATEWAY", help_heading = "Prometheus")]
     pub pushgateway: Option<String>,
 
@@ -711,7 +714,13 @@ trialtail.io/filters     filter regexes, one per line, each trimmed (--filter ea
 trialtail.io/container   the container whose log is read (default: a Katib trial's primary container, else \
 the pod's first container)\n\
 They are checked with trialtail's own parser; a pod whose annotations do not parse is admitted unchanged, with a \
-warning naming the annotation: the webhook never stops a pod from starting.\n\n\
+warning naming the annotation: the webhook never stops a pod from starting. What one pod may cost is bounded: \
+each annotation is read up to 32 KiB, and trialtail.io/filters holds at most 8 filters of at most 512 KiB of \
+compiled regex each (Unicode \\w alone is some 50 KB; (?-u) makes it ASCII).\n\n\
+Bounded whatever clients send: at most 256 connections per port, and at the limit a new one takes the place of \
+the oldest one not being answered; request headers within 10 s and 16 KiB, a body within 10 s after them, a \
+client that does not read its answer for 10 s is disconnected; the bodies in flight hold at most 4 times \
+--max-body-bytes.\n\n\
 /healthz, /readyz and /metrics (requests, mutations, errors, latency) are served over plain HTTP on \
 --metrics-listen. SIGTERM or SIGINT stops accepting, lets the requests in flight finish (at most \
 --shutdown-grace) and exits 0. --check-config validates every flag (and with --tls-cert the certificate and \
@@ -837,7 +846,9 @@ pub struct WebhookArgs {
     /// Refuse request bodies larger than this with 413
     ///
     /// Bytes, with an optional K, KiB, M or MiB suffix (powers of 1024). Range 1 KiB to 64 MiB; default 4 MiB
-    /// (a pod is at most about 1.5 MiB in etcd).
+    /// (a pod is at most about 1.5 MiB in etcd). The bodies in flight together hold at most 4 times this (the
+    /// oldest still arriving give way to a new one): the Deployment's memory limit (128Mi) fits the default,
+    /// raise it with this.
     #[arg(
         long,
         value_name = "SIZE",

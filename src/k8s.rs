@@ -1,7 +1,7 @@
 //! Where am I, and which Trial: the Kubernetes client, the own pod, and the Katib Trial that owns it.
 //!
-//! The client comes from the in-cluster service account or a kubeconfig (`kube::Client::try_default`, which
-//! honours `KUBECONFIG`). The pod is named by `POD_NAME` / `POD_NAMESPACE` (the downward API), the namespace
+//! The client comes from the in-cluster service account or a kubeconfig (as `kube::Client::try_default`, which
+//! honours `KUBECONFIG`), with every answer's body bounded ([`bounded`]). The pod is named by `POD_NAME` / `POD_NAMESPACE` (the downward API), the namespace
 //! falling back to the service-account namespace file. The Trial is, in order: `--trial`, `KATIB_TRIAL_NAME`,
 //! the pod label `katib.kubeflow.org/trial`, or the end of the pod's controller ownerReferences (Pod → Job →
 //! Trial, Pod → TFJob/PyTorchJob → Trial, at most [`MAX_OWNER_DEPTH`] steps). Not finding one is not an error:
@@ -10,6 +10,8 @@
 //! This module only reads (GET pod, GET owners); it neither patches nor watches. Every request it makes has a
 //! timeout ([`REQUEST_TIMEOUT`]): the client's own has none for a response (`kube::Config::read_timeout`), so an
 //! API server that accepts and never answers would hold the caller forever.
+
+pub mod bounded;
 
 use std::path::Path;
 use std::time::Duration;
@@ -59,9 +61,9 @@ pub enum KubeError {
     NoNamespace,
 }
 
-/// A client from the in-cluster configuration or the kubeconfig.
+/// A client from the in-cluster configuration or the kubeconfig, its answers bounded ([`bounded`]).
 pub async fn client() -> Result<kube::Client, KubeError> {
-    kube::Client::try_default().await.map_err(KubeError::Config)
+    bounded::client().await.map_err(KubeError::Config)
 }
 
 /// The own pod's name (when known) and namespace.

@@ -20,6 +20,8 @@ pub mod aggregate;
 pub mod backoff;
 pub mod cli;
 pub mod config;
+#[cfg(test)]
+mod fuzz;
 pub mod k8s;
 pub mod katib;
 pub mod lines;

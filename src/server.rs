@@ -14,13 +14,20 @@
 //! [`ServerHandle::shutdown`]. The rendered text is cached per snapshot generation and format, so Prometheus
 //! and a load generator alike cost one copy of a reference-counted buffer per scrape while nothing changes.
 //!
-//! Bounded: at most [`MAX_CONNECTIONS`] connections (more are closed at once and counted as
-//! `trialtail_sink_errors_total{sink="prometheus",kind="connection_limit"}`), request headers must arrive
-//! within [`HEADER_TIMEOUT`]. Plain HTTP/1.1 only (no TLS: the endpoint is scraped inside the cluster).
+//! Bounded: at most [`MAX_CONNECTIONS`] connections; at the limit a new one takes the place of the oldest one
+//! not being answered ([`conns`]: fair accept, counted as
+//! `trialtail_sink_errors_total{sink="prometheus",kind="connection_evicted"}`), so clients that pipeline
+//! requests and never read cannot keep a scrape out. Request headers must arrive within [`HEADER_TIMEOUT`] and
+//! fit in [`MAX_HEADER_BYTES`], a write that makes no progress fails after [`conns::WRITE_TIMEOUT`]
+//! (`kind="write_timeout"`), and a connection serves at most [`MAX_REQUESTS_PER_CONNECTION`] requests. Plain
+//! HTTP/1.1 only (no TLS: the endpoint is scraped inside the cluster).
+
+pub mod conns;
 
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,16 +35,17 @@ use bytes::Bytes;
 use futures::future::{BoxFuture, Either, FutureExt, Ready, ready};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use self::conns::{Admitted, Conn, Slots, WriteTimeout};
 use crate::sink::history::{Cursor, History};
 use crate::sink::prometheus::{Exposition, ExpositionFormat};
 use crate::snapshot::{Phase, SnapshotRx};
@@ -46,6 +54,14 @@ use crate::snapshot::{Phase, SnapshotRx};
 pub const MAX_CONNECTIONS: usize = 64;
 /// Time a client has to send its request headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most a connection buffers of what it reads and writes (hyper's `max_buf_size`, whose default is 408 KiB):
+/// bounds the memory of connections that send a request slowly.
+pub const CONNECTION_BUFFER: usize = 64 << 10;
+/// The longest request headers (hyper's `max_header_size`); longer ones get 431.
+pub const MAX_HEADER_BYTES: usize = 16 << 10;
+/// Requests served on one connection; the answer to the last one says `Connection: close`. Bounds the answers
+/// one pipelining client can have queued (a scraper reconnects: every 25 minutes at a 15 s interval).
+pub const MAX_REQUESTS_PER_CONNECTION: usize = 100;
 /// The sink name the server reports deliveries under (`trialtail_sink_observations_total{sink="prometheus"}`).
 pub const SINK: &str = "prometheus";
 /// The longest `/api/series?wait=` a page may ask for, in seconds.
@@ -164,32 +180,46 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, shutdown: watch
         let shared = shared.clone();
         move |kind: &'static str| shared.exposition.sinks().error(SINK, kind)
     };
-    accept_until(listener, MAX_CONNECTIONS, shutdown, on_error, move |stream, stop| {
+    accept_until(listener, Slots::new(MAX_CONNECTIONS), shutdown, on_error, move |stream, conn, stop| {
         let shared = shared.clone();
-        serve_http1(stream, move |req| handle(&req, &shared), stop)
+        let handler = {
+            let conn = conn.clone();
+            move |req: Request<Incoming>| {
+                // Working while the answer is made. A long poll's wait (/api/series) is not work: that connection
+                // can give way to a scrape, and the page asks again.
+                let _working = conn.work();
+                handle(&req, &shared)
+            }
+        };
+        serve_http1(stream, handler, stop, conn)
     })
     .await;
 }
 
-/// Accepts connections until `stop` fires, at most `max` at a time (more are closed at once and reported to
-/// `on_error` as `connection_limit`; a failed accept as `accept`), hands each to `serve` with its own view of
-/// `stop`, then waits for the connections to end.
+/// Accepts connections until `stop` fires into `slots` (at the limit a new connection evicts the oldest one
+/// not working, reported to `on_error` as `connection_evicted`; when every connection is working it is closed
+/// at once, `connection_limit`; a failed accept is `accept`, a connection closed by the write timeout
+/// `write_timeout`), hands each to `serve` with its state and its own view of `stop`, then waits for the
+/// connections to end. An evicted connection's `serve` future is dropped.
 pub async fn accept_until<F, Fut>(
     listener: TcpListener,
-    max: usize,
+    slots: Arc<Slots>,
     mut stop: watch::Receiver<bool>,
     on_error: impl Fn(&'static str),
     serve: F,
 ) where
-    F: Fn(TcpStream, watch::Receiver<bool>) -> Fut,
+    F: Fn(TcpStream, Arc<Conn>, watch::Receiver<bool>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let limit = Arc::new(Semaphore::new(max));
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             _ = stop.changed() => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            Some(ended) = conns.join_next(), if !conns.is_empty() => {
+                if ended.is_ok_and(|timed_out| timed_out) {
+                    on_error("write_timeout");
+                }
+            }
             accepted = listener.accept() => {
                 let stream = match accepted {
                     Ok((stream, _)) => stream,
@@ -201,16 +231,25 @@ pub async fn accept_until<F, Fut>(
                         continue;
                     }
                 };
-                let Ok(permit) = limit.clone().try_acquire_owned() else {
-                    tracing::debug!("too many connections, closing one");
+                let Some((slot, admitted)) = slots.admit() else {
+                    tracing::debug!("too many connections, all of them working: closing the new one");
                     on_error("connection_limit");
                     continue;
                 };
+                if admitted == Admitted::Evicted {
+                    tracing::debug!("too many connections: the oldest one not working was closed");
+                    on_error("connection_evicted");
+                }
                 let _ = stream.set_nodelay(true);
-                let conn = serve(stream, stop.clone());
+                let conn = slot.conn().clone();
+                let serving = serve(stream, conn.clone(), stop.clone());
                 conns.spawn(async move {
-                    let _permit = permit;
-                    conn.await;
+                    let _slot = slot;
+                    tokio::select! {
+                        _ = serving => {}
+                        _ = conn.evicted() => {}
+                    }
+                    conn.write_timed_out()
                 });
             }
         }
@@ -220,21 +259,33 @@ pub async fn accept_until<F, Fut>(
 }
 
 /// Serves HTTP/1.1 on one connection with `handler` until the client closes it, or `stop` fires (then the
-/// request in flight is finished). Request headers must arrive within [`HEADER_TIMEOUT`].
-pub async fn serve_http1<IO, H, Fut>(io: IO, handler: H, mut stop: watch::Receiver<bool>)
+/// request in flight is finished). Request headers must arrive within [`HEADER_TIMEOUT`] and fit in
+/// [`MAX_HEADER_BYTES`], at most [`CONNECTION_BUFFER`] is buffered, writes fail after [`conns::WRITE_TIMEOUT`]
+/// without progress, and the answer to the [`MAX_REQUESTS_PER_CONNECTION`]th request closes the connection.
+pub async fn serve_http1<IO, H, Fut>(io: IO, handler: H, mut stop: watch::Receiver<bool>, conn: Arc<Conn>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     H: Fn(Request<Incoming>) -> Fut + Send + 'static,
     Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
 {
+    let served = AtomicUsize::new(0);
     let service = service_fn(move |req| {
+        let last = served.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_REQUESTS_PER_CONNECTION;
         let response = handler(req);
-        async move { Ok::<_, Infallible>(response.await) }
+        async move {
+            let mut response = response.await;
+            if last {
+                response.headers_mut().insert(CONNECTION, hyper::header::HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(response)
+        }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
-        .serve_connection(TokioIo::new(io), service);
+        .max_buf_size(CONNECTION_BUFFER)
+        .max_header_size(MAX_HEADER_BYTES)
+        .serve_connection(TokioIo::new(WriteTimeout::new(io, conn)), service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}
@@ -422,6 +473,26 @@ mod tests {
 
     fn json_of(response: &str) -> serde_json::Value {
         serde_json::from_str(body(response)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_serves_a_bounded_number_of_requests_and_bounded_headers() {
+        let (_publisher, _history, server) = serve();
+        let mut s = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+        let pipelined = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".repeat(MAX_REQUESTS_PER_CONNECTION + 5);
+        s.write_all(pipelined.as_bytes()).await.unwrap();
+        let mut answers = String::new();
+        s.read_to_string(&mut answers).await.unwrap();
+        assert_eq!(answers.matches("HTTP/1.1 200").count(), MAX_REQUESTS_PER_CONNECTION, "then closed");
+        assert_eq!(answers.to_ascii_lowercase().matches("connection: close").count(), 1);
+
+        let mut s = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+        let huge = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n", "a".repeat(4 * MAX_HEADER_BYTES));
+        let _ = s.write_all(huge.as_bytes()).await;
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+        server.shutdown(Duration::from_secs(5)).await;
     }
 
     #[tokio::test]

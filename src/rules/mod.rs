@@ -19,7 +19,7 @@
 
 use std::fmt;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
 use memchr::memmem;
 use regex::bytes::{CaptureLocations, Regex};
 
@@ -199,8 +199,23 @@ impl fmt::Debug for Rules {
     }
 }
 
+/// The compiled size any one regex may reach: the regex crate's `size_limit` (its default is 10 MiB), which
+/// bounds the memory of the compiled program and the time compiling it takes.
+pub const REGEX_SIZE_LIMIT: usize = 64 << 20;
+
+/// The total length of the wanted names up to which their prefilter is a DFA (see [`Rules::new`]).
+const DFA_NAME_BYTES: usize = 4 << 10;
+
+/// Whether the native `--filter` `pattern` compiles to more than `limit` bytes (the regex crate's
+/// `size_limit`, so finding out costs at most about `limit` in memory and time). A pattern that does not parse
+/// is not too big: building the rules says what is wrong with it.
+pub fn filter_too_big(pattern: &str, limit: usize) -> bool {
+    let built = regex::bytes::RegexBuilder::new(&literal_braces(pattern)).size_limit(limit).build();
+    matches!(built, Err(regex::Error::CompiledTooBig(_)))
+}
+
 fn compile(pattern: &str) -> Result<Regex, String> {
-    regex::bytes::RegexBuilder::new(pattern).size_limit(64 << 20).build().map_err(|e| {
+    regex::bytes::RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).build().map_err(|e| {
         // The regex crate's message draws a caret diagram over several lines; keep its last, one-line verdict.
         let text = e.to_string();
         text.rsplit_once("error: ").map_or(text.clone(), |(_, reason)| reason.trim().to_string())
@@ -271,7 +286,15 @@ impl Rules {
                 return Err(RuleError::EmptyName { list: list.clone() });
             }
             let list: Vec<Box<[u8]>> = names.iter().map(|n| n.as_bytes().into()).collect();
-            let prefilter = AhoCorasick::new(&list).map_err(|e| RuleError::EmptyName { list: e.to_string() })?;
+            // aho-corasick picks a DFA for up to 100 names; building it takes time that grows with the names'
+            // total length times the longest one (`dfa::Builder::finish_build_one_start` follows the NFA's
+            // failure links from every state): a few names of 100 KB take minutes. Beyond
+            // `DFA_NAME_BYTES` (longer than any real list), the contiguous NFA, built in linear time.
+            let long = list.iter().map(|n| n.len()).sum::<usize>() > DFA_NAME_BYTES;
+            let prefilter = AhoCorasick::builder()
+                .kind(long.then_some(AhoCorasickKind::ContiguousNFA))
+                .build(&list)
+                .map_err(|e| RuleError::EmptyName { list: e.to_string() })?;
             Some(Names { list, prefilter })
         };
         let slots = text
@@ -557,6 +580,15 @@ mod tests {
     fn names_restrict_and_prefilter() {
         let mut r = native(&[], &["loss"]);
         assert_eq!(pairs(&scan_all(&mut r, "v_num=3 loss=0.5 train_loss=0.7")), [("loss", "0.5")]);
+        assert!(scan_all(&mut r, "accuracy=0.9").is_empty());
+    }
+
+    #[test]
+    fn names_longer_than_a_dfa_is_built_for_prefilter_the_same() {
+        let long = "x".repeat(DFA_NAME_BYTES);
+        let mut r = native(&[], &["loss", &long]);
+        let line = format!("loss=0.5 {long}=2 y=3");
+        assert_eq!(pairs(&scan_all(&mut r, &line)), [("loss", "0.5"), (long.as_str(), "2")]);
         assert!(scan_all(&mut r, "accuracy=0.9").is_empty());
     }
 

@@ -6,7 +6,9 @@
 //! namespace. A grouping label value that is not plain URL-safe text is sent in the gateway's `@base64` form.
 //! Plain HTTP/1.1 over one short-lived connection (no TLS, no proxy: a gateway inside the cluster or on
 //! loopback). A failed push is retried a few times with back-off inside [`PUSH_TIMEOUT`], counted in
-//! `trialtail_sink_errors_total{sink="pushgateway",kind}`, logged, and never fatal.
+//! `trialtail_sink_errors_total{sink="pushgateway",kind}`, logged, and never fatal. Of the gateway's answer only
+//! the status is read, and of an error's body its first [`ERROR_BODY_BYTES`]: whatever the peer sends, a push
+//! costs the same memory.
 
 use std::io;
 use std::sync::Arc;
@@ -31,6 +33,8 @@ pub const JOB: &str = "trialtail";
 /// The time one push may take, retries included.
 pub const PUSH_TIMEOUT: Duration = Duration::from_secs(10);
 const ATTEMPTS: u32 = 3;
+/// The most of an answer's body read: the start of an error's message. A successful answer's body is not read.
+const ERROR_BODY_BYTES: usize = 512;
 /// The pause between two attempts: 200 ms, then 400 ms.
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(800));
 
@@ -220,14 +224,22 @@ impl Pusher {
             .map_err(PushError::Request)?;
         let resp = sender.send_request(req).await.map_err(PushError::Http)?;
         let status = resp.status();
-        let text = resp.into_body().collect().await.map_err(PushError::Http)?.to_bytes();
-        conn.abort();
         if status.is_success() {
-            Ok(())
-        } else {
-            let body = String::from_utf8_lossy(&text[..text.len().min(512)]).trim().to_string();
-            Err(PushError::Status { status: status.as_u16(), body })
+            conn.abort();
+            return Ok(());
         }
+        // The first bytes of an error's body say why; the rest is never read (a peer may send without end).
+        let mut body = resp.into_body();
+        let mut text = Vec::new();
+        while text.len() < ERROR_BODY_BYTES {
+            let Some(Ok(frame)) = body.frame().await else { break };
+            if let Ok(data) = frame.into_data() {
+                text.extend_from_slice(&data[..data.len().min(ERROR_BODY_BYTES - text.len())]);
+            }
+        }
+        conn.abort();
+        let body = String::from_utf8_lossy(&text).trim().to_string();
+        Err(PushError::Status { status: status.as_u16(), body })
     }
 }
 

@@ -318,7 +318,7 @@ pub struct Keeper {
 impl Keeper {
     /// A keeper for `settings`, with the in-cluster client or the kubeconfig, in `namespace`.
     pub async fn connect(settings: SecretSettings, namespace: String) -> Result<Self, CertError> {
-        let client = kube::Client::try_default().await.map_err(|e| CertError::Config(Box::new(e)))?;
+        let client = crate::k8s::bounded::client().await.map_err(|e| CertError::Config(Box::new(e)))?;
         let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration");
         let resource = ApiResource::from_gvk_with_plural(&gvk, "mutatingwebhookconfigurations");
         Ok(Keeper {

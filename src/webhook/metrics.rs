@@ -14,16 +14,21 @@ use super::mutate::Outcome;
 /// The review latency histogram's upper bounds, in seconds.
 const BUCKETS: [f64; 10] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 /// The error kinds counted in `trialtail_webhook_errors_total{kind}`.
-const ERROR_KINDS: [&str; 11] = [
+const ERROR_KINDS: [&str; 16] = [
     "bad_request",
     "too_large",
     "method_not_allowed",
     "not_found",
     "read_body",
+    "body_timeout",
+    "busy",
+    "body_evicted",
     "tls_handshake",
     "cert_reload",
     "accept",
     "connection_limit",
+    "connection_evicted",
+    "write_timeout",
     "cert_secret",
     "ca_bundle",
 ];

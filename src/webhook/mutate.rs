@@ -41,12 +41,13 @@
 //! with the label or annotation `trialtail.io/inject: "false"`. A Katib trial pod of collector kind `Push` (Katib
 //! adds the label and `KATIB_TRIAL_NAME`, no container) is injected.
 //!
-//! What the pod's annotations say:
+//! What the pod's annotations say (each at most [`MAX_ANNOTATION_BYTES`]):
 //! - `trialtail.io/metrics`: metric names, comma- or semicolon-separated (`--metrics`);
 //! - `trialtail.io/preset`: preset names, comma-separated (`--preset`);
 //! - `trialtail.io/filters`: Katib-style filter regexes, **one per line** (so a regex may hold commas); each
 //!   line is trimmed (write a significant edge space as `\x20`) and blank lines are skipped (`--filter`, once
-//!   per line);
+//!   per line); at most [`MAX_FILTERS`] lines, each compiling to at most [`FILTER_SIZE_LIMIT`], so that no pod
+//!   can make a review cost the shared webhook more than a few MB and milliseconds;
 //! - `trialtail.io/container`: the container whose log is read; it must be one of the pod's containers.
 //!   Without it a Katib trial pod gets no `--container` (the sidecar reads the Trial's `primaryContainerName`)
 //!   and any other pod gets its first container.
@@ -73,6 +74,7 @@ use crate::cli::{
 use crate::config::RunConfig;
 use crate::k8s::{KATIB_COLLECTOR_CONTAINERS, TRIAL_LABEL};
 use crate::outputs::DEFAULT_PORT;
+use crate::rules::filter_too_big;
 
 /// The injected container's name; a pod with a container or init container of this name is left alone.
 pub const CONTAINER_NAME: &str = "trialtail";
@@ -89,6 +91,14 @@ pub const SCRAPE_ANNOTATIONS: [&str; 3] = ["prometheus.io/scrape", "prometheus.i
 pub const METRICS_ANNOTATION: &str = "trialtail.io/metrics";
 /// Filter regexes, one per line.
 pub const FILTERS_ANNOTATION: &str = "trialtail.io/filters";
+/// The longest value of each `trialtail.io/` annotation the webhook reads (the API server validates a pod's
+/// annotations, at most 256 KiB together, only after mutating admission): 1000 metric names of 30 bytes.
+pub const MAX_ANNOTATION_BYTES: usize = 32 << 10;
+/// The most filter lines one pod's [`FILTERS_ANNOTATION`] may hold.
+pub const MAX_FILTERS: usize = 8;
+/// The compiled size one filter of [`FILTERS_ANNOTATION`] may reach (the regex crate's `size_limit`): a
+/// Unicode `\w` alone is some 50 KB, Katib's default filter 68 KB, `\w{450}` 22 MB.
+pub const FILTER_SIZE_LIMIT: usize = 512 << 10;
 /// Preset names, comma-separated.
 pub const PRESET_ANNOTATION: &str = "trialtail.io/preset";
 /// The container whose log is read.
@@ -377,6 +387,12 @@ fn unset(ops: &mut Vec<PatchOperation>, field: &str, existing: Option<&BTreeMap<
 /// The `trialtail run` arguments the pod's annotations ask for, checked with the binary's own parser.
 pub fn sidecar_args(pod: &Pod) -> Result<Vec<String>, AnnotationError> {
     let annotations = pod.metadata.annotations.clone().unwrap_or_default();
+    for annotation in [CONTAINER_ANNOTATION, METRICS_ANNOTATION, PRESET_ANNOTATION, FILTERS_ANNOTATION] {
+        if let Some(len) = annotations.get(annotation).map(String::len).filter(|&n| n > MAX_ANNOTATION_BYTES) {
+            let reason = format!("{len} bytes, more than the {} KiB the webhook reads", MAX_ANNOTATION_BYTES >> 10);
+            return Err(AnnotationError { annotation, reason });
+        }
+    }
     let get = |k: &str| annotations.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
     let mut args: Vec<String> =
         ["run", "--source", "pod-log", "--listen", &format!(":{PROMETHEUS_PORT}"), "--log-format", "json"]
@@ -403,8 +419,9 @@ pub fn sidecar_args(pod: &Pod) -> Result<Vec<String>, AnnotationError> {
         own.push((PRESET_ANNOTATION, vec![format!("--preset={p}")]));
     }
     if let Some(f) = get(FILTERS_ANNOTATION) {
-        let lines = f.lines().map(str::trim).filter(|l| !l.is_empty());
-        own.push((FILTERS_ANNOTATION, lines.map(|l| format!("--filter={l}")).collect()));
+        let lines: Vec<&str> = f.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        filters_within_limits(&lines)?;
+        own.push((FILTERS_ANNOTATION, lines.iter().map(|l| format!("--filter={l}")).collect()));
     }
     // Each annotation alone first, so an error names the one at fault; then all of them together.
     for (annotation, extra) in &own {
@@ -414,6 +431,24 @@ pub fn sidecar_args(pod: &Pod) -> Result<Vec<String>, AnnotationError> {
     args.extend(own.into_iter().flat_map(|(_, extra)| extra));
     check(last, &args)?;
     Ok(args)
+}
+
+/// What one pod's filters may cost: at most [`MAX_FILTERS`], each compiling to at most [`FILTER_SIZE_LIMIT`]
+/// (the regex crate's size limit, so the check itself is as bounded). Checked before anything is compiled in
+/// full, so a review costs the webhook a few MB and milliseconds whatever the annotation says.
+fn filters_within_limits(lines: &[&str]) -> Result<(), AnnotationError> {
+    let fail = |reason| AnnotationError { annotation: FILTERS_ANNOTATION, reason };
+    if lines.len() > MAX_FILTERS {
+        return Err(fail(format!("{} filters, more than the {MAX_FILTERS} the webhook allows", lines.len())));
+    }
+    match lines.iter().find(|l| filter_too_big(l, FILTER_SIZE_LIMIT)) {
+        Some(line) => Err(fail(format!(
+            "a filter exceeds the size limit of {} KiB of compiled regex ((?-u) makes \\w, \\d and \\s ASCII and \
+             small): --filter {line:?}",
+            FILTER_SIZE_LIMIT >> 10
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Parses `args` as `trialtail ARGS` and validates them as `run` does, with no environment at all: neither
@@ -484,6 +519,20 @@ fn sidecar(settings: &Settings, args: Vec<String>) -> Container {
     }
 }
 
+/// The AdmissionReviews of `tests/fixtures/admission/` (the tests' module docs say what each holds).
+#[cfg(test)]
+pub(crate) const FIXTURES: [&str; 9] = [
+    "job-inject-label",
+    "katib-trial",
+    "existing-sidecar",
+    "opt-out",
+    "bad-annotation",
+    "katib-job-pod",
+    "katib-push",
+    "katib-stdout",
+    "katib-custom-trialtail",
+];
+
 #[cfg(test)]
 mod tests {
     //! The fixtures in `tests/fixtures/admission/` are AdmissionReviews as the API server sends them for pods a
@@ -506,18 +555,6 @@ mod tests {
     fn settings() -> Settings {
         Settings::new("ghcr.io/trialtail/trialtail:0.1.0")
     }
-
-    const FIXTURES: [&str; 9] = [
-        "job-inject-label",
-        "katib-trial",
-        "existing-sidecar",
-        "opt-out",
-        "bad-annotation",
-        "katib-job-pod",
-        "katib-push",
-        "katib-stdout",
-        "katib-custom-trialtail",
-    ];
 
     /// The pod in a fixture's AdmissionReview, with the request's namespace (as the handler fills it in).
     fn fixture(name: &str) -> Value {
@@ -896,6 +933,36 @@ mod tests {
     }
 
     #[test]
+    fn webhook_annotations_beyond_the_cost_limits_are_refused_with_a_warning_saying_which_limit() {
+        let nine = ["(?P<name>a)=(?P<value>b)"; MAX_FILTERS + 1].join("\n");
+        let eight = ["(?P<name>a)=(?P<value>b)"; MAX_FILTERS].join("\n");
+        let long = "x".repeat(MAX_ANNOTATION_BYTES + 1);
+        let cases = [
+            (FILTERS_ANNOTATION, "(\\w{450})=(\\w{450})", Some("size limit of 512 KiB")),
+            (FILTERS_ANNOTATION, "(?-u)(\\w{450})=(\\w{450})", None),
+            (FILTERS_ANNOTATION, "(\\w{5})=(\\w{5})", None),
+            (FILTERS_ANNOTATION, nine.as_str(), Some("9 filters, more than the 8")),
+            (FILTERS_ANNOTATION, eight.as_str(), None),
+            (METRICS_ANNOTATION, long.as_str(), Some("32769 bytes, more than the 32 KiB")),
+            (METRICS_ANNOTATION, &long[1..], None),
+            (CONTAINER_ANNOTATION, long.as_str(), Some("32769 bytes")),
+        ];
+        for (annotation, value, refused) in cases {
+            let mut json = fixture("job-inject-label");
+            json["metadata"]["annotations"][annotation] = value.into();
+            let m = mutate(&pod(&json), &settings());
+            let what = format!("{annotation}={value:.40}");
+            match refused {
+                Some(reason) => {
+                    assert_eq!((m.outcome, m.patch.len()), (Outcome::Invalid, 0), "{what}");
+                    assert!(m.warnings[0].contains(annotation) && m.warnings[0].contains(reason), "{:?}", m.warnings);
+                }
+                None => assert_eq!(m.outcome, Outcome::Injected, "{what}: {:?}", m.warnings),
+            }
+        }
+    }
+
+    #[test]
     fn webhook_annotation_values_cannot_smuggle_in_flags() {
         let mut json = fixture("katib-trial");
         json["metadata"]["annotations"] =
@@ -965,6 +1032,121 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// One line of a `trialtail.io/filters` annotation: regex pieces as users write them and as an attacker
+    /// would – Unicode and ASCII classes, large counted repetitions, named groups, flags, unbalanced brackets.
+    fn filter_line() -> impl Strategy<Value = String> {
+        let atoms = prop::sample::select(vec![
+            "\\w",
+            "\\d",
+            "\\s",
+            "\\S",
+            ".",
+            "[a-z]",
+            "[\\w|-]",
+            "\\p{L}",
+            "(?-u)\\w",
+            "[^=]",
+            "loss",
+            "accuracy",
+            "=",
+            ":",
+            " ",
+            "\\x20",
+            "(?P<name>",
+            "(?P<value>",
+            "(?P<step>",
+            "(",
+            ")",
+            "(?:",
+            "{",
+            "}",
+            "|",
+            "*",
+            "+",
+            "?",
+            "{2}",
+            "{0,450}",
+            "{450}",
+            "{1000}",
+            "{5}",
+            "(?i)",
+            "(?m)",
+            "^",
+            "$",
+            "\\",
+            "é",
+            "\u{1b}",
+            "\t",
+            "[",
+            "]",
+        ]);
+        prop::collection::vec(atoms, 1..14).prop_map(|atoms| atoms.concat())
+    }
+
+    /// Annotations a pod may carry, valid or not, within and beyond the webhook's limits.
+    fn annotations() -> impl Strategy<Value = Vec<(&'static str, String)>> {
+        let filters = prop::collection::vec(filter_line(), 0..11).prop_map(|lines| lines.join("\n"));
+        let filters = prop_oneof![
+            4 => filters,
+            1 => Just("(?P<name>\\w+)=(?P<value>\\S+)\n".repeat(9)),
+            1 => Just(format!("{}=(?P<value>x)", "a".repeat(MAX_ANNOTATION_BYTES))),
+        ];
+        let metrics = prop_oneof![
+            4 => "[a-z_,; -]{0,40}",
+            1 => (1usize..40_000).prop_map(|n| "m".repeat(n)),
+            1 => prop::collection::vec("[a-z]{1,12}", 0..300).prop_map(|names| names.join(",")),
+        ];
+        let preset =
+            prop::sample::select(vec!["", "keras", "tf-step,katib", "xgboost", "nope", "keras,", "-x", "katib\n"]);
+        let container = prop::sample::select(vec!["", "train", "trainer", "--container=x", "train\t"]);
+        (filters, metrics, preset, container, prop::collection::vec(any::<bool>(), 4)).prop_map(
+            |(filters, metrics, preset, container, present)| {
+                let all = [
+                    (FILTERS_ANNOTATION, filters),
+                    (METRICS_ANNOTATION, metrics),
+                    (PRESET_ANNOTATION, preset.to_string()),
+                    (CONTAINER_ANNOTATION, container.to_string()),
+                ];
+                all.into_iter().zip(present).filter(|(_, p)| *p).map(|(a, _)| a).collect()
+            },
+        )
+    }
+
+    /// Fuzz target: the annotation parser (`sidecar_args`, through `mutate`). Whatever the annotations say, a
+    /// pod is injected with arguments the binary's parser accepts and filters within the webhook's limits, or
+    /// admitted unchanged with one warning naming an annotation; never a panic, never over the API server's
+    /// timeout; and mutating the result again changes nothing.
+    #[test]
+    fn fuzz_annotations_give_parseable_bounded_args_or_one_warning() {
+        let base = fixture("job-inject-label");
+        crate::fuzz::fuzz("annotations", annotations(), |annotations| {
+            let mut json = base.clone();
+            for (key, value) in &annotations {
+                json["metadata"]["annotations"][*key] = Value::String(value.clone());
+            }
+            let started = std::time::Instant::now();
+            let (m, patched) = apply(&json, &settings());
+            prop_assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+            match m.outcome {
+                Outcome::Injected => {
+                    let args = sidecar_of(&pod(&patched)).args.unwrap();
+                    prop_assert!(parses(&args), "{:?}", args);
+                    let filters: Vec<&str> = args.iter().filter_map(|a| a.strip_prefix("--filter=")).collect();
+                    prop_assert!(filters.len() <= MAX_FILTERS);
+                    prop_assert!(filters.iter().all(|f| !filter_too_big(f, FILTER_SIZE_LIMIT)), "{:?}", filters);
+                }
+                Outcome::Invalid => {
+                    prop_assert_eq!(m.warnings.len(), 1);
+                    prop_assert!(m.warnings[0].starts_with("annotation trialtail.io/"), "{:?}", m.warnings);
+                    prop_assert_eq!(&patched, &json);
+                }
+                other => prop_assert!(false, "{:?}", other),
+            }
+            prop_assert!(mutate(&pod(&patched), &settings()).patch.is_empty(), "mutating again changes nothing");
+            Ok(())
+        });
     }
 
     proptest! {

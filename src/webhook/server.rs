@@ -2,9 +2,18 @@
 //! and `/metrics`.
 //!
 //! The handler is thin: [`review`](super::review::review) is a plain function of the body bytes; the
-//! certificate comes from [`super::tls`], the counters live in [`super::metrics`]. Connections are bounded ([`MAX_CONNECTIONS`]), handshakes and request
-//! headers time out, bodies are bounded (413). On a signal both servers stop accepting, requests in flight get
-//! the grace period, and the process exits 0.
+//! certificate comes from [`super::tls`], the counters live in [`super::metrics`]. On a signal both servers stop
+//! accepting, requests in flight get the grace period, and the process exits 0.
+//!
+//! Bounded, whatever clients do (`tests/it/hostile_http.rs`): at most [`MAX_CONNECTIONS`] per server, and at the
+//! limit a new connection takes the place of the oldest one not being answered (fair accept,
+//! [`crate::server::conns`]), so connections held open – dribbling a body, pipelining requests and never
+//! reading – keep neither a review nor the liveness probe out. Handshakes and request headers time out, a body
+//! must arrive within [`BODY_TIMEOUT`] (408), writes without progress fail after
+//! [`WRITE_TIMEOUT`](crate::server::conns::WRITE_TIMEOUT). Bodies are bounded one by one (`--max-body-bytes`,
+//! 413) and together: the bodies in flight hold at most [`BODIES_IN_FLIGHT`] times `--max-body-bytes` of memory;
+//! a body that does not fit makes the oldest bodies still arriving give way, and waits for room at most
+//! [`BODY_TIMEOUT`] (503).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,13 +21,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -29,13 +38,18 @@ use super::review::review;
 use super::tls::{Loaded, Resolver, crypto, reload_loop};
 use super::{CertSource, WebhookConfig, WebhookError};
 use crate::k8s::SA_NAMESPACE_FILE;
+use crate::server::conns::{Conn, Slots};
 use crate::server::{accept_until, serve_http1};
 use crate::signal::Signals;
 
-/// At most this many open connections per server; more are closed at once.
+/// At most this many open connections per server (at the limit a new one evicts the oldest not answered).
 pub const MAX_CONNECTIONS: usize = 256;
 /// A TLS handshake must complete within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's body must arrive within this once its headers did; also the longest a body waits for room.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The memory of the bodies in flight together, in `--max-body-bytes`: with the default 4 MiB, 16 MiB.
+pub const BODIES_IN_FLIGHT: usize = 4;
 
 /// Shared by every connection.
 struct Ctx {
@@ -43,6 +57,65 @@ struct Ctx {
     max_body_bytes: usize,
     metrics: Arc<Metrics>,
     ready: AtomicBool,
+    /// The memory bodies in flight may hold, in KiB.
+    bodies: Arc<Semaphore>,
+    /// The HTTPS server's connections, whose oldest bodies give way when `bodies` runs out.
+    slots: Arc<Slots>,
+}
+
+/// What reading a request's body came to.
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Busy,
+    Read(hyper::Error),
+}
+
+impl Ctx {
+    /// Room for a body of `bytes` among the bodies in flight: at once when there is some, else after the
+    /// oldest bodies still arriving (not `conn`'s) were evicted to make it; `None` when none came within
+    /// [`BODY_TIMEOUT`].
+    async fn room(&self, bytes: usize, conn: &Conn) -> Option<OwnedSemaphorePermit> {
+        let kib = u32::try_from(bytes.div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        if let Ok(permit) = self.bodies.clone().try_acquire_many_owned(kib) {
+            return Some(permit);
+        }
+        let mut short = (kib as usize).saturating_sub(self.bodies.available_permits());
+        while short > 0 {
+            let Some(held) = self.slots.evict_holder(conn) else { break };
+            self.metrics.error("body_evicted");
+            short = short.saturating_sub(held.div_ceil(1024));
+        }
+        let permit = tokio::time::timeout(BODY_TIMEOUT, self.bodies.clone().acquire_many_owned(kib)).await;
+        permit.ok()?.ok()
+    }
+
+    /// Reads a body of at most `--max-body-bytes` (`declared` by its Content-Length, when it was) within
+    /// [`BODY_TIMEOUT`], holding room for it among the bodies in flight.
+    async fn body(
+        &self,
+        mut body: Incoming,
+        declared: Option<usize>,
+        conn: &Conn,
+    ) -> Result<(Vec<u8>, OwnedSemaphorePermit), BodyError> {
+        let expected = declared.unwrap_or(self.max_body_bytes);
+        let read = async {
+            let room = self.room(expected, conn).await.ok_or(BodyError::Busy)?;
+            let _holding = conn.hold(expected);
+            let mut bytes = Vec::with_capacity(declared.unwrap_or(0));
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(BodyError::Read)?;
+                if let Ok(data) = frame.into_data() {
+                    if bytes.len() + data.len() > self.max_body_bytes {
+                        return Err(BodyError::TooLarge);
+                    }
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Ok((bytes, room))
+        };
+        tokio::time::timeout(BODY_TIMEOUT, read).await.unwrap_or(Err(BodyError::Timeout))
+    }
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
@@ -53,7 +126,7 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
 }
 
 /// The HTTPS side: `POST /mutate` only.
-async fn admission(req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
+async fn admission(req: Request<Incoming>, ctx: &Ctx, conn: &Conn) -> Response<Full<Bytes>> {
     ctx.metrics.request();
     if req.uri().path() != "/mutate" {
         ctx.metrics.error("not_found");
@@ -71,17 +144,29 @@ async fn admission(req: Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
         ctx.metrics.error("too_large");
         return too_large();
     }
-    let body = match Limited::new(req.into_body(), ctx.max_body_bytes).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+    let declared = declared.map(|n| n as usize);
+    let (body, _room) = match ctx.body(req.into_body(), declared, conn).await {
+        Ok(read) => read,
+        Err(BodyError::TooLarge) => {
             ctx.metrics.error("too_large");
             return too_large();
         }
-        Err(e) => {
+        Err(BodyError::Timeout) => {
+            ctx.metrics.error("body_timeout");
+            let message = format!("the body did not arrive within {BODY_TIMEOUT:?}\n");
+            return text(StatusCode::REQUEST_TIMEOUT, message);
+        }
+        Err(BodyError::Busy) => {
+            ctx.metrics.error("busy");
+            let message = "too many request bodies in flight; try again\n".to_string();
+            return text(StatusCode::SERVICE_UNAVAILABLE, message);
+        }
+        Err(BodyError::Read(e)) => {
             ctx.metrics.error("read_body");
             return text(StatusCode::BAD_REQUEST, format!("reading the body failed: {e}\n"));
         }
     };
+    let _working = conn.work();
     let start = Instant::now();
     let reply = review(&body, &ctx.settings);
     match reply.outcome {
@@ -120,23 +205,34 @@ fn operations(req: &Request<Incoming>, ctx: &Ctx) -> Response<Full<Bytes>> {
     }
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, ctx: Arc<Ctx>, stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    slots: Arc<Slots>,
+    ctx: Arc<Ctx>,
+    stop: watch::Receiver<bool>,
+) {
     let counted = ctx.clone();
     let on_error = move |kind: &'static str| counted.metrics.error(kind);
-    accept_until(listener, MAX_CONNECTIONS, stop, on_error, move |stream, stop| {
+    accept_until(listener, slots, stop, on_error, move |stream, conn, stop| {
         let (ctx, tls) = (ctx.clone(), tls.clone());
         async move {
             let Some(acceptor) = tls else {
-                let handler = move |req: Request<Incoming>| std::future::ready(operations(&req, &ctx));
-                return serve_http1(stream, handler, stop).await;
+                let working = conn.clone();
+                let handler = move |req: Request<Incoming>| {
+                    let _working = working.work();
+                    std::future::ready(operations(&req, &ctx))
+                };
+                return serve_http1(stream, handler, stop, conn).await;
             };
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
+                    let reviewing = conn.clone();
                     let handler = move |req| {
-                        let ctx = ctx.clone();
-                        async move { admission(req, &ctx).await }
+                        let (ctx, conn) = (ctx.clone(), reviewing.clone());
+                        async move { admission(req, &ctx, &conn).await }
                     };
-                    serve_http1(stream, handler, stop).await;
+                    serve_http1(stream, handler, stop, conn).await;
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(error = %e, "TLS handshake failed");
@@ -192,17 +288,21 @@ pub async fn serve(cfg: WebhookConfig, loaded: Option<Loaded>) -> Result<(), Web
         .with_cert_resolver(resolver);
     tls_config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(tls_config));
+    let tls_slots = Slots::new(MAX_CONNECTIONS);
+    let bodies_kib = (cfg.max_body_bytes * BODIES_IN_FLIGHT).div_ceil(1024);
     let ctx = Arc::new(Ctx {
         settings: cfg.settings.clone(),
         max_body_bytes: cfg.max_body_bytes,
         metrics,
         ready: AtomicBool::new(true),
+        bodies: Arc::new(Semaphore::new(bodies_kib)),
+        slots: tls_slots.clone(),
     });
     let local = |l: &TcpListener| l.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
     let (listen, metrics_listen) = (local(&tls_listener), local(&plain_listener));
     tracing::info!(%listen, %metrics_listen, "serving the admission webhook");
-    tasks.spawn(accept_loop(tls_listener, Some(acceptor), ctx.clone(), stop_rx.clone()));
-    tasks.spawn(accept_loop(plain_listener, None, ctx.clone(), stop_rx));
+    tasks.spawn(accept_loop(tls_listener, Some(acceptor), tls_slots, ctx.clone(), stop_rx.clone()));
+    tasks.spawn(accept_loop(plain_listener, None, Slots::new(MAX_CONNECTIONS), ctx.clone(), stop_rx));
     let signal = signals.recv().await;
     tracing::info!(signal, "stopping: finishing the requests in flight");
     ctx.ready.store(false, Ordering::Relaxed);

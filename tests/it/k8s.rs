@@ -307,9 +307,15 @@ fn the_install_applies_for_real_and_the_api_server_stores_every_object_and_the_r
             }
         }
     }
-    for kind in
-        ["Certificate", "ConfigMap", "Deployment", "MutatingWebhookConfiguration", "PodMonitor", "PrometheusRule"]
-    {
+    for kind in [
+        "Certificate",
+        "ConfigMap",
+        "Deployment",
+        "MutatingWebhookConfiguration",
+        "NetworkPolicy",
+        "PodMonitor",
+        "PrometheusRule",
+    ] {
         assert!(kinds.contains(kind), "{kind} applied: {kinds:?}");
     }
     // The webhook's configuration as the API server keeps it: Ignore on failure, 5 s, no side effects.
@@ -589,7 +595,6 @@ fn katib_trial_pods_get_the_sidecar_only_where_katibs_own_collector_does_not_run
 
 /// A bad annotation whose value carries terminal control characters.
 #[test]
-#[ignore = "waits for admission warnings sanitised of control characters (the API server drops such warnings)"]
 fn a_warning_about_an_annotation_with_control_characters_reaches_kubectl() {
     let Some(rig) = K8sRig::start() else { return };
     rig.namespace(NS, &[("trialtail.io/injection", "enabled")]);
@@ -603,6 +608,79 @@ fn a_warning_about_an_annotation_with_control_characters_reaches_kubectl() {
     assert_eq!(warning.len(), 1, "the API server passed the warning on: {warnings:?}\n{}", webhook.output());
     assert!(warning[0].contains("trialtail.io/preset"), "{warnings:?}");
     assert!(!warning[0].chars().any(|c| c.is_control()), "{warnings:?}");
+}
+
+/// The pod templates of `manifests/examples/`: each Job's, and each Experiment's trial pod – with kind Custom as
+/// Katib's pod webhook makes it (`Mutate` in Katib's `pkg/webhook/v1beta1/pod/inject_webhook.go`: the custom
+/// collector appended to `containers` as given, `shareProcessNamespace` set) – as pods in [`NS`].
+fn example_pods() -> Vec<(String, Value)> {
+    let mut pods = Vec::new();
+    let dir = root().join("manifests/examples");
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "yaml")) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let file = path.file_name().unwrap().to_string_lossy().into_owned();
+        for doc in serde_saphyr::from_multiple::<Value>(&text).unwrap() {
+            let (what, template) = match doc["kind"].as_str() {
+                Some("Job") => (format!("{file}: Job {}", doc["metadata"]["name"]), doc["spec"]["template"].clone()),
+                Some("Experiment") => {
+                    let mut template = doc["spec"]["trialTemplate"]["trialSpec"]["spec"]["template"].clone();
+                    let collector = &doc["spec"]["metricsCollectorSpec"]["collector"];
+                    if collector["kind"] == "Custom" {
+                        let spec = template["spec"].as_object_mut().unwrap();
+                        spec["containers"].as_array_mut().unwrap().push(collector["customCollector"].clone());
+                        spec.insert("shareProcessNamespace".to_string(), json!(true));
+                    }
+                    (format!("{file}: Experiment {}'s trial pod", doc["metadata"]["name"]), template)
+                }
+                _ => continue,
+            };
+            let mut metadata = template["metadata"].clone();
+            metadata["generateName"] = json!("example-");
+            metadata["namespace"] = json!(NS);
+            pods.push((
+                what,
+                json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}),
+            ));
+        }
+    }
+    pods
+}
+
+/// The examples' pods are created in a namespace that enforces Pod Security `restricted` – the level the docs
+/// recommend for training namespaces –, trialtail's sidecar in each: the Job's own, the one the webhook injects
+/// into the Push trial pods, the custom collector of the Custom trial pods.
+#[test]
+fn every_examples_pod_passes_pod_security_restricted_with_its_sidecar() {
+    let Some(rig) = K8sRig::start() else { return };
+    rig.install_crds(&["trial.yaml", "experiment.yaml"]);
+    rig.namespace(
+        NS,
+        &[
+            ("trialtail.io/injection", "enabled"),
+            ("pod-security.kubernetes.io/enforce", "restricted"),
+            ("pod-security.kubernetes.io/warn", "restricted"),
+        ],
+    );
+    // The accounts the examples run under (rbac.yaml's, and katib-push-experiment.yaml's own).
+    rig.apply(&std::fs::read_to_string(root().join("manifests/base/sidecar-clusterrole.yaml")).unwrap());
+    for file in ["manifests/rbac.yaml", "manifests/examples/katib-push-experiment.yaml"] {
+        rig.apply(&std::fs::read_to_string(root().join(file)).unwrap().replace("kubeflow-user", NS));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let webhook = Webhook::start(dir.path());
+    register(&rig, &webhook, None);
+    let pods = example_pods();
+    assert_eq!(pods.len(), 3, "{pods:#?}");
+    for (what, pod) in pods {
+        let out = rig.kubectl(&["create", "-o", "json", "-f", "-"], Some(&pod.to_string()));
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && said.trim().is_empty(), "{what}: {said}\n{pod:#}");
+        let stored: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let sidecar = sidecar_of(&stored).unwrap_or_else(|| panic!("{what}: no trialtail container: {stored:#}"));
+        assert_eq!(sidecar["securityContext"]["allowPrivilegeEscalation"], false, "{what}");
+    }
 }
 
 // ------------------------------------------------------------------------------------------------ the sidecar

@@ -9,7 +9,8 @@
 //! `manifests` the Kubernetes manifests (typed, rendered by kustomize, cross-checked, their args run),
 //! `monitoring` the alerts (promtool) and the dashboard's queries (a real Prometheus), `k8s` the install, the
 //! webhook and the sidecar against a real kube-apiserver (`tests/k8s/`), `hostile` hostile inputs and broken
-//! peers (peak memory of a child, hangs bounded by the test), `fuzz` proptest fuzzing of the line path, JSON lines
+//! peers: what a log, a signal, one pod, a client or a peer can do (peak memory of a child, hangs bounded by the
+//! test), `fuzz` proptest fuzzing of the line path, JSON lines
 //! and Katib's arguments for a fixed time (`TRIALTAIL_FUZZ_SECONDS`), `soak` a follow under random rotation and
 //! truncation while `/metrics` is scraped and attacked (`TRIALTAIL_SOAK_SECONDS`).
 
@@ -18,6 +19,7 @@ mod dropin;
 mod fuzz;
 mod golden;
 mod hostile;
+mod hostile_http;
 mod k8s;
 mod katib;
 mod katib_db;

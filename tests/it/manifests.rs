@@ -20,6 +20,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Namespace, Pod, PodSpec, ResourceRequirements, Service, ServiceAccount,
 };
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyIngressRule};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -126,6 +127,26 @@ struct PodMetricsEndpoint {
     interval: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     honor_labels: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    relabelings: Vec<RelabelConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    metric_relabelings: Vec<RelabelConfig>,
+}
+
+/// Prometheus Operator `RelabelConfig`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RelabelConfig {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    source_labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target_label: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replacement: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    action: Option<String>,
 }
 
 /// Katib `Experiment` v1beta1 (the fields used here).
@@ -346,6 +367,7 @@ enum Object {
     ClusterRole(ClusterRole),
     ClusterRoleBinding(ClusterRoleBinding),
     PodDisruptionBudget(PodDisruptionBudget),
+    NetworkPolicy(NetworkPolicy),
     MutatingWebhookConfiguration(MutatingWebhookConfiguration),
     Job(Job),
     ConfigMap(ConfigMap),
@@ -371,6 +393,7 @@ impl Object {
             Object::ClusterRole(_) => "ClusterRole",
             Object::ClusterRoleBinding(_) => "ClusterRoleBinding",
             Object::PodDisruptionBudget(_) => "PodDisruptionBudget",
+            Object::NetworkPolicy(_) => "NetworkPolicy",
             Object::MutatingWebhookConfiguration(_) => "MutatingWebhookConfiguration",
             Object::Job(_) => "Job",
             Object::ConfigMap(_) => "ConfigMap",
@@ -464,6 +487,7 @@ fn typed(file: &str, value: &Value) -> Object {
             Object::ClusterRoleBinding(strict(file, value))
         }
         (Some("policy/v1"), Some("PodDisruptionBudget")) => Object::PodDisruptionBudget(strict(file, value)),
+        (Some("networking.k8s.io/v1"), Some("NetworkPolicy")) => Object::NetworkPolicy(strict(file, value)),
         (Some("admissionregistration.k8s.io/v1"), Some("MutatingWebhookConfiguration")) => {
             Object::MutatingWebhookConfiguration(strict(file, value))
         }
@@ -591,6 +615,7 @@ fn identity(o: &Object) -> (&'static str, Option<String>, Option<String>, BTreeM
         Object::ClusterRole(x) => &x.metadata,
         Object::ClusterRoleBinding(x) => &x.metadata,
         Object::PodDisruptionBudget(x) => &x.metadata,
+        Object::NetworkPolicy(x) => &x.metadata,
         Object::MutatingWebhookConfiguration(x) => &x.metadata,
         Object::Job(x) => &x.metadata,
         Object::ConfigMap(x) => &x.metadata,
@@ -711,6 +736,8 @@ fn every_manifest_document_parses_into_its_kind() {
         ("Kustomization", 7),
         ("MutatingWebhookConfiguration", 1),
         ("Namespace", 1),
+        // The webhook's (base) and the sidecars' (an example).
+        ("NetworkPolicy", 2),
         ("PodDisruptionBudget", 1),
         ("PodMonitor", 2),
         ("PrometheusRule", 1),
@@ -1201,6 +1228,94 @@ fn the_podmonitor_scrapes_injected_pods_in_every_namespace_on_the_sidecar_port()
     let endpoint = &monitor.pod_metrics_endpoints[..];
     assert_eq!(endpoint.len(), 1);
     assert_eq!((endpoint[0].port.as_str(), endpoint[0].path.as_str()), (SIDECAR_PORT, "/metrics"));
+    // Any pod author can set the selected label: what a pod says of itself never wins over its metadata
+    // (monitoring.rs scrapes a spoofing sidecar through this PodMonitor with a real Prometheus).
+    assert_ne!(endpoint[0].honor_labels, Some(true), "honorLabels lets a pod claim another namespace");
+    let from_pod: Vec<(&str, &str)> = endpoint[0]
+        .relabelings
+        .iter()
+        .map(|r| (r.source_labels[0].as_str(), r.target_label.as_deref().unwrap()))
+        .collect();
+    assert_eq!(
+        from_pod,
+        [
+            ("__meta_kubernetes_pod_label_katib_kubeflow_org_trial", "trial"),
+            ("__meta_kubernetes_pod_label_katib_kubeflow_org_experiment", "experiment")
+        ]
+    );
+}
+
+/// The TCP ports a rule opens (a named port resolved through `names`), and whether from anywhere.
+fn opened(rule: &NetworkPolicyIngressRule, names: &BTreeMap<String, i32>) -> (Vec<(i32, i32)>, bool) {
+    let ports = rule.ports.iter().flatten().filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP");
+    let ranges = ports
+        .map(|p| {
+            let first = match p.port.as_ref().unwrap() {
+                IntOrString::Int(n) => *n,
+                IntOrString::String(name) => names[name],
+            };
+            (first, p.end_port.unwrap_or(first))
+        })
+        .collect();
+    (ranges, rule.from.is_none())
+}
+
+/// Whether `rule` admits only the namespace `monitoring`.
+fn from_monitoring_only(rule: &NetworkPolicyIngressRule) -> bool {
+    let from = rule.from.as_deref().unwrap_or_default();
+    from.len() == 1
+        && from[0].pod_selector.is_none()
+        && from[0].ip_block.is_none()
+        && from[0].namespace_selector.as_ref().is_some_and(|n| {
+            selects(n, &labels(&[("kubernetes.io/metadata.name", "monitoring")]))
+                && !selects(n, &labels(&[("kubernetes.io/metadata.name", "team-a")]))
+        })
+}
+
+#[test]
+fn the_webhooks_network_policy_opens_its_https_port_and_its_metrics_to_the_monitoring_namespace_only() {
+    let docs = documents();
+    let policy = one!(docs, NetworkPolicy).spec.as_ref().unwrap();
+    let deployment = one!(docs, Deployment);
+    let template = deployment.spec.template.metadata.as_ref().unwrap().labels.clone().unwrap();
+    assert!(selects(policy.pod_selector.as_ref().unwrap(), &template), "selects the webhook's pods");
+    assert_eq!(policy.policy_types.as_deref(), Some(&["Ingress".to_string()][..]));
+    let names: BTreeMap<String, i32> = pod_spec(deployment).containers[0]
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.clone().unwrap(), p.container_port))
+        .collect();
+    let rules = policy.ingress.as_deref().unwrap();
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    assert_eq!(opened(&rules[0], &names), (vec![(8443, 8443)], true), "the API server's port, from any address");
+    assert_eq!(opened(&rules[1], &names).0, [(9479, 9479)]);
+    assert!(from_monitoring_only(&rules[1]), "{:?}", rules[1]);
+    // The Service sends 443 to the port the policy opens.
+    let service = one!(docs, Service);
+    let target = service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].target_port.clone();
+    assert_eq!(target, Some(IntOrString::String("https".into())));
+}
+
+#[test]
+fn the_sidecars_network_policy_opens_their_metrics_to_the_monitoring_namespace_only_and_leaves_the_rest() {
+    let docs = documents();
+    let policy = one!(docs, NetworkPolicy, |f: &str| f == "examples/sidecar-networkpolicy.yaml").spec.as_ref().unwrap();
+    assert!(selects(policy.pod_selector.as_ref().unwrap(), &labels(&[(INJECTED_LABEL, "true")])));
+    let rules = policy.ingress.as_deref().unwrap();
+    let names = BTreeMap::new();
+    assert_eq!(opened(&rules[0], &names).0, [(9478, 9478)]);
+    assert!(from_monitoring_only(&rules[0]));
+    // Every other port of every protocol stays open to anyone: the policy isolates nothing else of the pod.
+    let (mut tcp, anyone) = opened(&rules[1], &names);
+    tcp.sort();
+    assert_eq!((tcp, anyone), (vec![(1, 9477), (9479, 65535)], true));
+    for protocol in ["UDP", "SCTP"] {
+        let whole = rules[1].ports.iter().flatten().any(|p| {
+            p.protocol.as_deref() == Some(protocol) && p.port == Some(IntOrString::Int(1)) && p.end_port == Some(65535)
+        });
+        assert!(whole, "{protocol}");
+    }
 }
 
 #[test]

@@ -3,7 +3,8 @@
 //! The rules pass `promtool check rules`, and `promtool test rules` runs `tests/monitoring/rules-test.yaml`,
 //! which must make every alert fire (with its labels and annotations) and also hold it silent at some time.
 //! Every query of the Grafana dashboard – its panels and its variables – runs against a real Prometheus server
-//! that scraped a following `trialtail run` (labels as a PodMonitor gives them, a Pushgateway that is down so
+//! that scraped a following `trialtail run` (as `components/prometheus-operator/podmonitor.yaml` has it scraped:
+//! whose series they are from the pod's metadata, whatever the sidecar says of itself, a Pushgateway that is down so
 //! the sink errors exist, a metric that went infinite) and a `trialtail webhook` that answered reviews and a
 //! bad request; each query must return data.
 
@@ -12,7 +13,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::root;
 use crate::support::{self, Daemon, free_addr, get, query, tool, wait_for};
@@ -91,7 +92,8 @@ impl Sidecar {
         let gateway = format!("http://{}", free_addr());
         let child = Command::new(env!("CARGO_BIN_EXE_trialtail"))
             .args(["run", "--follow", "--output", "json", "--listen", &addr.to_string()])
-            .args(["--trial", "mnist-x1", "--experiment", "mnist", "--namespace", "team-a", "--pod", "mnist-x1-abc"])
+            // What it says of itself is not who it is: the PodMonitor takes these from the pod.
+            .args(["--trial", "spoofed", "--experiment", "spoofed", "--namespace", "team-b", "--pod", "someone-else"])
             .args(["--pushgateway", &gateway, "--push-interval", "1s"])
             .arg(&log)
             .stdin(Stdio::null())
@@ -109,16 +111,74 @@ impl Sidecar {
     }
 }
 
-/// A real Prometheus scraping the sidecar as job `trialtail` (with the `namespace` and `pod` target labels a
-/// PodMonitor gives, honouring trialtail's own) and the webhook as job `trialtail-webhook`, every second.
+/// The sidecars' scrape job as the Prometheus Operator makes it from `components/prometheus-operator/
+/// podmonitor.yaml` (`generatePodMonitorConfig` in its `pkg/prometheus/promcfg.go`: the target labels
+/// `namespace`, `container`, `pod`, `job` and `endpoint` from the pod's metadata, then the PodMonitor's own
+/// relabelings; its `honorLabels`; its metric relabelings), scraping `sidecar` as the pod `mnist-x1-abc` of
+/// namespace `team-a`, a trial pod of Katib's labelled with trial `mnist-x1` and experiment `mnist`.
+fn podmonitor_job(sidecar: SocketAddr) -> Value {
+    let text =
+        std::fs::read_to_string(root().join("manifests/components/prometheus-operator/podmonitor.yaml")).unwrap();
+    let monitor: Value = serde_saphyr::from_str(&text).unwrap();
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    // The operator's field names in Prometheus's spelling, its actions lowercased.
+    let relabel = |configs: &Value| -> Vec<Value> {
+        let configs = configs.as_array().cloned().unwrap_or_default();
+        configs
+            .iter()
+            .map(|c| {
+                let mut out = serde_json::Map::new();
+                for (k, v) in c.as_object().unwrap() {
+                    let key = match k.as_str() {
+                        "sourceLabels" => "source_labels",
+                        "targetLabel" => "target_label",
+                        other => other,
+                    };
+                    let v = if key == "action" { Value::from(v.as_str().unwrap().to_lowercase()) } else { v.clone() };
+                    out.insert(key.to_string(), v);
+                }
+                Value::Object(out)
+            })
+            .collect()
+    };
+    let target = |source: &str, label: &str| json!({"source_labels": [source], "target_label": label});
+    let name = monitor["metadata"]["name"].as_str().unwrap();
+    let namespace = monitor["metadata"]["namespace"].as_str().unwrap();
+    let mut relabelings = vec![
+        target("__meta_kubernetes_namespace", "namespace"),
+        target("__meta_kubernetes_pod_container_name", "container"),
+        target("__meta_kubernetes_pod_name", "pod"),
+        json!({"target_label": "job", "replacement": format!("{namespace}/{name}")}),
+        json!({"target_label": "endpoint", "replacement": endpoint["port"]}),
+    ];
+    relabelings.extend(relabel(&endpoint["relabelings"]));
+    json!({
+        "job_name": format!("podMonitor/{namespace}/{name}/0"),
+        "honor_labels": endpoint["honorLabels"].as_bool().unwrap_or(false),
+        "metrics_path": endpoint["path"],
+        "static_configs": [{"targets": [sidecar.to_string()], "labels": {
+            "__meta_kubernetes_namespace": "team-a",
+            "__meta_kubernetes_pod_name": "mnist-x1-abc",
+            "__meta_kubernetes_pod_container_name": "trialtail",
+            "__meta_kubernetes_pod_label_katib_kubeflow_org_trial": "mnist-x1",
+            "__meta_kubernetes_pod_label_katib_kubeflow_org_experiment": "mnist",
+        }}],
+        "relabel_configs": relabelings,
+        "metric_relabel_configs": relabel(&endpoint["metricRelabelings"]),
+    })
+}
+
+/// A real Prometheus scraping the sidecar as the PodMonitor has it scraped ([`podmonitor_job`]) and the webhook
+/// as job `trialtail-webhook`, every second.
 fn prometheus(sidecar: SocketAddr, webhook: SocketAddr) -> Option<Daemon> {
-    let config = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n\
-         \x20 - job_name: trialtail\n    honor_labels: true\n    static_configs:\n\
-         \x20     - targets: ['{sidecar}']\n        labels: {{namespace: team-a, pod: mnist-x1-abc}}\n\
-         \x20 - job_name: trialtail-webhook\n    static_configs:\n      - targets: ['{webhook}']\n"
-    );
-    support::prometheus_with_config(&config)
+    let config = json!({
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [
+            podmonitor_job(sidecar),
+            {"job_name": "trialtail-webhook", "static_configs": [{"targets": [webhook.to_string()]}]},
+        ],
+    });
+    support::prometheus_with_config(&config.to_string())
 }
 
 /// A dashboard query with its Grafana variables as a user picks them: the trial's namespace, experiment and
@@ -205,6 +265,24 @@ fn every_dashboard_query_returns_data_from_a_prometheus_that_scraped_trialtail()
         }
     }
     assert!(empty.is_empty(), "queries that returned no data:\n{}\n{}", empty.join("\n"), prom.output());
+
+    // Whose series they are comes from the pod's metadata, never from what the sidecar says of itself.
+    for claimed in [
+        r#"{__name__=~"trialtail_.+", namespace="team-b"}"#,
+        r#"{__name__=~"trialtail_.+", trial="spoofed"}"#,
+        r#"{__name__=~"trialtail_.+", experiment="spoofed"}"#,
+        r#"{__name__=~"trialtail_.+", pod="someone-else"}"#,
+        r#"{__name__=~"trialtail_.+", __name__!~"trialtail_webhook_.+", namespace!="team-a"}"#,
+        r#"{__name__=~"trialtail_.+", exported_namespace!="", exported_pod!=""}"#,
+        r#"{__name__=~"trialtail_.+", exported_trial!=""}"#,
+    ] {
+        assert!(query(&prom, claimed).is_empty(), "{claimed}: {:?}", query(&prom, claimed));
+    }
+    let owned = query(
+        &prom,
+        r#"trialtail_metric_latest{namespace="team-a", pod="mnist-x1-abc", trial="mnist-x1", experiment="mnist"}"#,
+    );
+    assert_eq!(owned.len(), 2, "{owned:?}");
 
     // The curves are the training's: loss's latest value is the last one written.
     let loss = query(&prom, &substitute(r#"trialtail_metric_latest{trial=~"$trial",metric="loss"}"#));

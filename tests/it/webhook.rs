@@ -76,7 +76,7 @@ pub fn publish(dir: &Path, generation: &str, pki: &Pki) {
 }
 
 /// A directory whose `tls/` holds one pair for `name`, published as the kubelet does.
-fn certified(name: &str) -> (tempfile::TempDir, Pki) {
+pub fn certified(name: &str) -> (tempfile::TempDir, Pki) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("tls")).unwrap();
     let pki = pki(name);
@@ -133,6 +133,11 @@ impl Webhook {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The webhook's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn terminate(&mut self) {
         kill_process(Pid::from_child(&self.child), Signal::TERM).expect("SIGTERM");
     }
@@ -164,7 +169,7 @@ pub struct Answer {
 }
 
 /// A TLS connection to `addr` trusting only `ca`, for `localhost`.
-async fn connect(addr: SocketAddr, ca: &str) -> Result<TlsStream<TcpStream>, String> {
+pub async fn connect(addr: SocketAddr, ca: &str) -> Result<TlsStream<TcpStream>, String> {
     connect_as(addr, ca, "localhost").await
 }
 

@@ -94,6 +94,14 @@ pub fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> std::io::Resul
     Ok(Response { status, content_type, body: body.to_string() })
 }
 
+/// The peak resident set size so far (`VmHWM` of `/proc/PID/status`) of the live process `pid`, in KiB: the
+/// memory figure of one child, whatever the other tests' children did.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).expect("VmHWM in /proc/PID/status");
+    line.trim().trim_end_matches("kB").trim().parse().expect("VmHWM in kB")
+}
+
 /// Polls `f` every 50 ms until it returns `Some`, or fails the test after [`PATIENCE`] naming `what`.
 pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + PATIENCE;
