@@ -12,8 +12,6 @@
 //! checked), a Katib Trial, its Job and their pod linked by ownerReferences with real UIDs, and, for Katib trial
 //! pods, the shapes Katib's own pod webhook leaves (`pkg/webhook/v1beta1/pod/inject_webhook.go`: the label
 //! `katib.kubeflow.org/trial`, and per collector kind its collector container).
-//!
-//! Tests marked `#[ignore = "waits for …"]` pin behaviour that is being built elsewhere; each says which.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
