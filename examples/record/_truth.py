@@ -8,6 +8,7 @@ framework prints them. check_truth.py then verifies every printed text against t
 import json
 import os
 import platform
+import re
 from importlib import metadata
 
 LOGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "logs")
@@ -51,9 +52,11 @@ def write(name, *, framework, packages, script, step, metrics, printed_as, metri
     if extra:
         doc.update(extra)
     path = os.path.join(LOGS, f"{name}.truth.json")
+    text = json.dumps(doc, indent=1, ensure_ascii=False)
+    # one [step, value] pair (and any other list of plain values) per line
+    text = re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + re.sub(r",\s*\n\s*", ", ", m.group(1)) + "]", text)
     with open(path, "w") as f:
-        json.dump(doc, f, indent=1, ensure_ascii=False)
-        f.write("\n")
+        f.write(text + "\n")
 
 
 def series(values, start=1):
