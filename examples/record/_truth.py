@@ -25,7 +25,7 @@ def versions(*packages):
 
 
 def write(name, *, framework, packages, script, step, metrics, printed_as, metric_lines, recorded=None,
-          params=None, not_metrics=None, notes=None, extra=None, venv="frameworks", args=""):
+          params=None, not_metrics=None, notes=None, extra=None, venv="frameworks", args="", command=None):
     """metrics: {metric: [[step, "printed text"], ...]} in log order (every printed occurrence).
     printed_as: {metric: template}, how one value appears in the log ("loss: {}"), for check_truth.py.
     metric_lines: {metric: "which printed lines carry it"}. recorded: {metric: [[step, float], ...]}, the
@@ -36,8 +36,8 @@ def write(name, *, framework, packages, script, step, metrics, printed_as, metri
         "versions": versions(*packages),
         "python": platform.python_version(),
         "script": f"examples/record/{script}",
-        "command": f"cd examples/record && /work/venvs/{venv}/bin/python -u {script}{' ' + args if args else ''}"
-                   f" > ../logs/{name}.log 2>&1",
+        "command": command or f"cd examples/record && /work/venvs/{venv}/bin/python -u {script}"
+                              f"{' ' + args if args else ''} > ../logs/{name}.log 2>&1",
         "step": step,
         "metrics": metrics,
         "printed_as": printed_as,
