@@ -1,6 +1,6 @@
-"""Shared helper: write examples/logs/<name>.truth.json next to the log a record script produces.
+"""Shared helper: write examples/logs/frameworks/<name>.truth.json next to the log a record script produces.
 
-A record script runs with its stdout+stderr redirected into examples/logs/<name>.log, so it cannot read its
+A record script runs with its stdout+stderr redirected into examples/logs/frameworks/<name>.log, so it cannot read its
 own log; it writes the truth from the values the training process held in memory, formatted the way the
 framework prints them. check_truth.py then verifies every printed text against the log.
 """
@@ -11,7 +11,7 @@ import platform
 import re
 from importlib import metadata
 
-LOGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "logs")
+LOGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "logs", "frameworks")
 
 
 def versions(*packages):
@@ -37,7 +37,7 @@ def write(name, *, framework, packages, script, step, metrics, printed_as, metri
         "python": platform.python_version(),
         "script": f"examples/record/{script}",
         "command": command or f"cd examples/record && /work/venvs/{venv}/bin/python -u {script}"
-                              f"{' ' + args if args else ''} > ../logs/{name}.log 2>&1",
+                              f"{' ' + args if args else ''} > ../logs/frameworks/{name}.log 2>&1",
         "step": step,
         "metrics": metrics,
         "printed_as": printed_as,

@@ -1,4 +1,4 @@
-"""Check every examples/logs/*.truth.json (or the names given) against its log: each metric's printed texts,
+"""Check every examples/logs/frameworks/*.truth.json (or the names given) against its log: each metric's printed texts,
 placed in its printed_as template, must occur in the log in the listed order, not followed by another digit."""
 
 import glob
@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-LOGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "logs")
+LOGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "logs", "frameworks")
 
 
 def check(truth_path):

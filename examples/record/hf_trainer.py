@@ -1,7 +1,7 @@
 """Hugging Face transformers Trainer on a tiny randomly initialised BERT and random token ids (nothing downloaded).
 
-    /work/venvs/frameworks/bin/python -u hf_trainer.py > ../logs/hf_trainer_v4.log 2>&1   # transformers 4.x
-    /work/venvs/hf5/bin/python -u hf_trainer.py > ../logs/hf_trainer_v5.log 2>&1          # transformers 5.x
+    /work/venvs/frameworks/bin/python -u hf_trainer.py > ../logs/frameworks/hf_trainer_v4.log 2>&1   # transformers 4.x
+    /work/venvs/hf5/bin/python -u hf_trainer.py > ../logs/frameworks/hf_trainer_v5.log 2>&1          # transformers 5.x
 
 The logging set-up and the final log_metrics/save-style summaries follow transformers' examples
 (examples/pytorch/text-classification/run_glue.py): they log the TrainingArguments at start.

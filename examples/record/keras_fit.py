@@ -1,7 +1,7 @@
 """Keras 3 (TensorFlow backend) model.fit on sklearn's digits, with validation data.
 
-    python -u keras_fit.py 1 > ../logs/keras_fit_verbose1.log 2>&1       # \\b…\\r redrawn bar, one per batch
-    python -u keras_fit.py 2 > ../logs/keras_fit_verbose2_val.log 2>&1   # one line per epoch
+    python -u keras_fit.py 1 > ../logs/frameworks/keras_fit_verbose1.log 2>&1       # \\b…\\r redrawn bar, one per batch
+    python -u keras_fit.py 2 > ../logs/frameworks/keras_fit_verbose2_val.log 2>&1   # one line per epoch
 """
 
 import json

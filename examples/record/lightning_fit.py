@@ -1,8 +1,8 @@
 """PyTorch Lightning Trainer.fit, then trainer.validate and trainer.test, on sklearn's digits.
 
-    python -u lightning_fit.py tqdm > ../logs/lightning_tqdm.log 2>&1   # venv without rich: TQDMProgressBar, plain tables
-    python -u lightning_fit.py rich > ../logs/lightning_rich.log 2>&1   # venv with rich: RichProgressBar, rich tables
-    script -q -e -c "stty cols 120 rows 40; python -u lightning_fit.py rich" /dev/null > ../logs/lightning_rich_tty.log
+    python -u lightning_fit.py tqdm > ../logs/frameworks/lightning_tqdm.log 2>&1   # venv without rich: TQDMProgressBar, plain tables
+    python -u lightning_fit.py rich > ../logs/frameworks/lightning_rich.log 2>&1   # venv with rich: RichProgressBar, rich tables
+    script -q -e -c "stty cols 120 rows 40; python -u lightning_fit.py rich" /dev/null > ../logs/frameworks/lightning_rich_tty.log
                                                                         # the same on a terminal (a pty)
 """
 
@@ -150,7 +150,7 @@ _truth.write(
     packages=("lightning", "torch", "tqdm", "rich", "scikit-learn"), script="lightning_fit.py", args=MODE,
     venv="lightning-rich" if MODE == "rich" else "frameworks",
     command=('cd examples/record && script -q -e -c "stty cols 120 rows 40; /work/venvs/lightning-rich/bin/python '
-             '-u lightning_fit.py rich" /dev/null > ../logs/lightning_rich_tty.log') if TTY else None,
+             '-u lightning_fit.py rich" /dev/null > ../logs/frameworks/lightning_rich_tty.log') if TTY else None,
     step="[epoch (0-based, as in 'Epoch 0:'), batch (1-based, as in '12/18')] for step values; epoch for "
          "epoch values; none for the tables",
     metrics=metrics, printed_as=printed_as, metric_lines=lines, recorded=recorded,

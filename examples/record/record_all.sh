@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 V=${VENVS:-/work/venvs}
 F=$V/frameworks/bin/python
-run() { local py=$1 name=$2; shift 2; echo "recording $name"; "$py" -u "$@" > "../logs/$name.log" 2>&1; }
+run() { local py=$1 name=$2; shift 2; echo "recording $name"; "$py" -u "$@" > "../logs/frameworks/$name.log" 2>&1; }
 
 run "$F" torch_epoch_colon     torch_loops.py colon
 run "$F" torch_cifar_tutorial  torch_loops.py cifar
@@ -21,7 +21,7 @@ run "$F" lightning_tqdm        lightning_fit.py tqdm
 run "$V/lightning-rich/bin/python" lightning_rich lightning_fit.py rich
 echo "recording lightning_rich_tty"
 script -q -e -c "stty cols 120 rows 40; $V/lightning-rich/bin/python -u lightning_fit.py rich" /dev/null \
-    > ../logs/lightning_rich_tty.log
+    > ../logs/frameworks/lightning_rich_tty.log
 run "$F" hf_trainer_v4         hf_trainer.py
 run "$V/hf5/bin/python" hf_trainer_v5 hf_trainer.py
 "$F" check_truth.py

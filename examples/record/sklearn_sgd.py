@@ -1,6 +1,6 @@
 """scikit-learn's SGDClassifier(verbose=1): the per-epoch blocks its Cython loop prints.
 
-    python -u sklearn_sgd.py > ../logs/sklearn_sgd_classifier.log 2>&1
+    python -u sklearn_sgd.py > ../logs/frameworks/sklearn_sgd_classifier.log 2>&1
 """
 
 import sklearn

@@ -1,10 +1,10 @@
 """Plain PyTorch training loops on sklearn's digits, in three print styles.
 
-    python -u torch_loops.py colon   > ../logs/torch_epoch_colon.log 2>&1     # epoch 1: loss: 0.6931 accuracy: 0.51
-    python -u torch_loops.py cifar   > ../logs/torch_cifar_tutorial.log 2>&1  # [1,    50] loss: 2.187
-    python -u torch_loops.py katib --lr 0.05 --momentum 0.9 > ../logs/torch_katib_mnist.log 2>&1
+    python -u torch_loops.py colon   > ../logs/frameworks/torch_epoch_colon.log 2>&1     # epoch 1: loss: 0.6931 accuracy: 0.51
+    python -u torch_loops.py cifar   > ../logs/frameworks/torch_cifar_tutorial.log 2>&1  # [1,    50] loss: 2.187
+    python -u torch_loops.py katib --lr 0.05 --momentum 0.9 > ../logs/frameworks/torch_katib_mnist.log 2>&1
                                                                              # {metricName: accuracy, metricValue: 0.9803}
-    python -u torch_loops.py kv      > ../logs/katib_kv_line.log 2>&1         # epoch=1 loss=0.3012 accuracy=0.9101
+    python -u torch_loops.py kv      > ../logs/frameworks/katib_kv_line.log 2>&1         # epoch=1 loss=0.3012 accuracy=0.9101
 """
 
 import argparse
