@@ -276,7 +276,7 @@ mod tests {
     use super::*;
     use crate::lines::LineBuffer;
     use crate::parser::Parser;
-    use crate::rules::{LineFormat, Rules, Semantics};
+    use crate::rules::Rules;
     use crate::sink::prometheus::Labels;
     use crate::sink::stats::SinkStats;
     use crate::snapshot::{Publisher, SourceStats};
@@ -301,7 +301,7 @@ mod tests {
         let post = request(addr, "POST", "/metrics").await;
         assert!(post.starts_with("HTTP/1.0 405") && post.to_ascii_lowercase().contains("allow: get, head"), "{post}");
 
-        let rules = Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap();
+        let rules = Rules::classic();
         let mut c = Parser::new(rules, 10);
         let mut lines = LineBuffer::new(1024);
         lines.feed_into(b"loss=1\n", &mut c.lines(&mut ()));

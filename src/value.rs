@@ -110,6 +110,25 @@ pub fn parse_number(raw: &[u8]) -> Option<f64> {
     std::str::from_utf8(raw).ok()?.parse::<f64>().ok()
 }
 
+/// Parses a duration printed as `h:mm:ss` or `h:mm:ss.ff` (Hugging Face's `*_runtime` in its metrics blocks,
+/// `0:00:01.20`) into seconds: hours of any digits, minutes and seconds of two, below 60.
+pub fn parse_clock(raw: &[u8]) -> Option<f64> {
+    let t = trim(raw);
+    let mut parts = t.splitn(3, |&b| b == b':');
+    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+    let two = |p: &[u8]| p.len() == 2 && p.iter().all(u8::is_ascii_digit);
+    let sec_int = s.split(|&b| b == b'.').next()?;
+    if h.is_empty() || !h.iter().all(u8::is_ascii_digit) || !two(m) || !two(sec_int) {
+        return None;
+    }
+    if s.len() > 2 && (s[2] != b'.' || s.len() == 3 || !s[3..].iter().all(u8::is_ascii_digit)) {
+        return None;
+    }
+    let num = |p: &[u8]| std::str::from_utf8(p).ok()?.parse::<f64>().ok();
+    let (h, m, s) = (num(h)?, num(m)?, num(s)?);
+    (m < 60.0 && s < 60.0).then_some(h * 3600.0 + m * 60.0 + s)
+}
+
 /// Parses a step: decimal digits that fit a `u64`.
 pub fn parse_step(raw: &[u8]) -> Option<u64> {
     let t = trim(raw);

@@ -6,11 +6,19 @@ use crate::{example, stderr, stdout, trialtail};
 
 #[test]
 fn stdin_is_read_with_a_dash() {
-    let out = trialtail(&["run", "--output", "json", "-"], Some(b"loss=0.5\nAccuracy at step 3: 0.9\n"));
+    let input = b"lr=0.5\nAccuracy at step 3: 0.9\n";
+    let out = trialtail(&["run", "--output", "json", "-"], Some(input));
     assert!(out.status.success());
+    // A value printed once before training is a parameter, listed after the observations.
     assert_eq!(
         stdout(&out),
-        "{\"metric\":\"loss\",\"value\":0.5,\"raw\":\"0.5\",\"step\":null,\"timestamp\":null,\"line\":1}\n\
+        "{\"metric\":\"Accuracy\",\"value\":0.9,\"raw\":\"0.9\",\"step\":3,\"timestamp\":null,\"line\":2}\n\
+         {\"kind\":\"param\",\"name\":\"lr\",\"value\":0.5,\"raw\":\"0.5\",\"line\":1}\n"
+    );
+    let out = trialtail(&["run", "--output", "json", "--preset", "katib,tf-step", "-"], Some(input));
+    assert_eq!(
+        stdout(&out),
+        "{\"metric\":\"lr\",\"value\":0.5,\"raw\":\"0.5\",\"step\":null,\"timestamp\":null,\"line\":1}\n\
          {\"metric\":\"Accuracy\",\"value\":0.9,\"raw\":\"0.9\",\"step\":3,\"timestamp\":null,\"line\":2}\n"
     );
 }
@@ -82,7 +90,8 @@ fn metric_names_restrict_the_output() {
 
 #[test]
 fn without_names_every_pair_is_a_metric_up_to_the_limit() {
-    let out = trialtail(&["run", "--max-metrics", "2", "--stats", "-"], Some(b"a=1 b=2 c=3\nc=4 a=5\n"));
+    let out =
+        trialtail(&["run", "--preset", "katib", "--max-metrics", "2", "--stats", "-"], Some(b"a=1 b=2 c=3\nc=4 a=5\n"));
     assert!(out.status.success());
     let table = stdout(&out);
     assert_eq!(table.lines().count(), 3, "{table}");

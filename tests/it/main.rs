@@ -17,6 +17,7 @@ mod live;
 mod manifests;
 mod plot;
 mod prom;
+mod recognise;
 mod sidecar;
 mod support;
 mod terminal;
