@@ -170,7 +170,9 @@ impl ObservationSink for StdoutSink {
         match self {
             StdoutSink::Json(sink, _) => sink.observe(obs),
             StdoutSink::Report(report, ..) => report.observe(obs),
-            StdoutSink::Table { sparks, .. } => sparks.observe(obs),
+            // The trend column is drawn only on a terminal: elsewhere nothing is kept for it.
+            StdoutSink::Table { sparks, terminal: true, .. } => sparks.observe(obs),
+            StdoutSink::Table { .. } => {}
         }
     }
 
