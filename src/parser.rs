@@ -311,7 +311,7 @@ impl State<'_> {
             self.counters.parse_errors += 1;
             return;
         }
-        let Some(id) = self.agg.intern(m.name) else { return };
+        let Some(id) = self.agg.intern_keyed(m.key, m.name) else { return };
         if id.0 as usize == self.explained.len() {
             self.explained.push(Explained::new(m.origin, line, m.context));
         }

@@ -167,6 +167,7 @@ pub(super) fn scan_json(
             kind: ValueKind::Text,
             origin: Origin::Json,
             context: line,
+            key: None,
         }),
         // Katib ignores numbers (its issue #2162); the native mode takes them.
         JsonValue::Number(n) if !katib => emit(Match {
@@ -177,6 +178,7 @@ pub(super) fn scan_json(
             kind: ValueKind::Number,
             origin: Origin::Json,
             context: line,
+            key: None,
         }),
         _ => {}
     };

@@ -111,6 +111,9 @@ pub struct Match<'a> {
     pub origin: Origin,
     /// The text the match was found in: the line, or one `\r` redraw of it (`--explain`'s sample line).
     pub context: &'a [u8],
+    /// A small number the rules gave `name`, the same for every match of that name in a run (the recognition
+    /// numbers its names): the parser keeps the metric's id under it instead of hashing the name again.
+    pub key: Option<u32>,
 }
 
 /// How a match's value text reads as a number.
@@ -558,7 +561,7 @@ fn scan_segment(
             if names.is_none_or(|n| n.contains(name)) {
                 let time = *time.get_or_insert_with(|| value::line_timestamp(line));
                 let kind = if numeric { ValueKind::Number } else { ValueKind::Text };
-                emit(Match { name, raw, step, time, kind, origin, context: seg });
+                emit(Match { name, raw, step, time, kind, origin, context: seg, key: None });
             }
         };
         match rule {

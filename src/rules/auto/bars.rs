@@ -8,7 +8,7 @@
 use std::hash::{Hash, Hasher};
 
 use super::Format;
-use super::formats::{Frame, Pairs, frame_pairs};
+use super::formats::{Frame, frame_pairs};
 use super::names::{Names, Seen};
 use crate::aggregate::FxHasher;
 use crate::rules::{Match, ValueKind};
@@ -75,10 +75,9 @@ impl Bars {
     /// Observes the pending frame, if any.
     pub fn finish(&mut self, names: &mut Names, emit: &mut dyn FnMut(Match<'_>, u64)) {
         let Some(head) = self.pending.take() else { return };
-        let mut pairs = Pairs::new();
-        frame_pairs(&self.text, head.rich, &mut pairs);
         let format = if head.rich { Format::Rich } else { Format::Tqdm };
-        for p in pairs.as_slice() {
+        let sample = &self.sample;
+        frame_pairs(&self.text, head.rich, &mut |p| {
             let seen = Seen {
                 name: p.name,
                 raw: p.raw,
@@ -86,10 +85,10 @@ impl Bars {
                 step: None,
                 time: None,
                 format,
-                context: &self.sample,
+                context: sample,
                 line: head.line,
             };
             names.bar(seen, head.bar, head.count, emit);
-        }
+        });
     }
 }

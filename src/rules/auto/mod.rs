@@ -2,23 +2,22 @@
 //!
 //! Every known format is tried on every line that can hold one, from the first line to the last, so a format
 //! that first appears after an hour of training (an evaluation table after a progress bar) is read then. The
-//! formats are in [`Format`]; the parsers in `formats.rs`, the progress bars in `bars.rs`, and what a name is (a
-//! metric, a parameter, not known yet) in `names.rs`.
+//! formats are in [`Format`]; the block-wide finders in `find.rs`, the parsers in `formats.rs`, the progress bars
+//! in `bars.rs`, and what a name is (a metric, a parameter, not known yet) in `names.rs`.
 //!
 //! Invariants:
-//! - Only lines a block-wide finder hits are looked at (one Aho–Corasick search for the formats' literal
-//!   anchors, one `memchr3` for `=` and terminal escapes), except inside a multi-line context (a results table,
+//! - Only lines a block-wide finder of `find.rs` hits are looked at (a pair's separator before a value, a
+//!   terminal escape, a multi-line format's header), except inside a multi-line context (a results table,
 //!   a metrics block, a wrapped rich column) and, while nothing was found yet, in the first
 //!   [`SAMPLE_LINES`] lines, which are sampled for the "no metrics found" help. A line no finder hits has no
 //!   effect whatever path it takes, so block and line-by-line scanning, and any chunking, give the same result.
-//! - No allocation per line: segments are cleaned into one reused buffer, pairs sit on the stack; only new names
-//!   and held-back observations take memory, within fixed bounds (`names.rs`).
+//! - No allocation per line: segments are cleaned into one reused buffer, a segment's pairs are kept in reused
+//!   vectors; only new names and held-back observations take memory, within fixed bounds (`names.rs`).
 //! - A stream that looks binary in its first [`BINARY_WINDOW`] bytes is not read from there on (one warning).
 //!
 //! What it does not do: it never changes what explicit rules produce – it runs only when no rule flag, no
 //! `--metrics`, no `--format json` and no `--katib-semantics` was given.
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use memchr::memmem;
 
 use super::presets::scan_at_step;
@@ -26,11 +25,13 @@ use super::{Match, ValueKind};
 use crate::value;
 
 mod bars;
+mod find;
 mod formats;
 mod names;
 
 use bars::Bars;
-use formats::{Pairs, Place, WeakPair};
+use find::{Finders, Hits, NO_HIT};
+use formats::{Marks, Pair, Place, WeakPair};
 pub use names::Param;
 use names::{Names, Seen};
 
@@ -154,39 +155,6 @@ impl Format {
     }
 }
 
-/// The literal anchors of every format, three bytes or more (the searcher's fingerprints stay selective); `=`
-/// directly before a value is found by `memchr3` with the terminal escapes.
-fn anchors() -> Vec<Vec<u8>> {
-    let mut v: Vec<Vec<u8>> = Vec::new();
-    let value_starts = b"0123456789.-+";
-    for lead in [&b": "[..], b"= "] {
-        for &c in value_starts {
-            v.push([lead, &[c]].concat());
-        }
-        for c in *b"nNiI" {
-            v.push([lead, &[c]].concat());
-        }
-    }
-    for &c in b"0123456789.-\"" {
-        v.push([&b"\":"[..], &[c]].concat());
-    }
-    for d in b'0'..=b'9' {
-        v.push(vec![d, b']', b'\t']);
-    }
-    for lit in [&b"': "[..], b"\": ", b"-- Epoch ", b"***** ", b"DataLoader"] {
-        v.push(lit.to_vec());
-    }
-    v
-}
-
-/// A `=` at `at` starts a value (`=0.5`, `=-1`, `=.5`, `=nan`, `=inf`).
-fn eq_value(hay: &[u8], at: usize) -> bool {
-    matches!(hay.get(at + 1), Some(b'0'..=b'9' | b'.' | b'-' | b'+' | b'n' | b'N' | b'i' | b'I'))
-}
-
-/// No further hit.
-const NO_HIT: usize = usize::MAX;
-
 /// Where a segment's observations come from: its line's number and timestamp, the segment itself.
 #[derive(Clone, Copy)]
 struct At<'a> {
@@ -229,7 +197,11 @@ pub struct Findings {
 
 /// The recognition's state for a run.
 pub struct Auto {
-    anchors: AhoCorasick,
+    finders: Finders,
+    /// The weak pairs of the segment being read (reused: no allocation per line).
+    spots: Vec<Spot>,
+    /// The pairs of the object being read (reused).
+    pairs: Vec<(Span, Span, ValueKind)>,
     at_step: memmem::Finder<'static>,
     clean: Vec<u8>,
     mode: Mode,
@@ -253,13 +225,10 @@ impl std::fmt::Debug for Auto {
 impl Auto {
     /// Recognition of every format; `only`: the names to keep as metrics (none: every metric).
     pub fn new(only: Option<Vec<Box<[u8]>>>) -> Self {
-        let anchors = AhoCorasick::builder()
-            .kind(Some(AhoCorasickKind::DFA))
-            .match_kind(MatchKind::LeftmostFirst)
-            .build(anchors())
-            .expect("the anchors are valid literals");
         Auto {
-            anchors,
+            finders: Finders::new(),
+            spots: Vec::new(),
+            pairs: Vec::new(),
             at_step: memmem::Finder::new(b" at step "),
             clean: Vec::new(),
             mode: Mode::None,
@@ -303,14 +272,15 @@ impl Auto {
     /// A block of complete lines, each ending in `\n`, the first numbered `first`; returns the number of lines.
     ///
     /// # Performance
-    /// One Aho–Corasick search and one `memchr3` over the block find the lines that can hold a format; only
-    /// those are parsed (see `benches/throughput.rs` and `docs/performance.md`).
+    /// The block-wide finders of `find.rs` (a `memchr3` with checks, a `memchr2`, a small Aho–Corasick search)
+    /// find the lines that can hold a format; only those are parsed (see `benches/throughput.rs` and
+    /// `docs/performance.md`).
     pub fn scan_block(&mut self, block: &[u8], first: u64, emit: &mut dyn FnMut(Match<'_>, u64)) -> u64 {
         let offset = self.offset;
         self.offset += block.len() as u64;
         let stop = self.binary_from(block, offset).unwrap_or(block.len());
         let (mut pos, mut number) = (0usize, first);
-        let (mut hit_ac, mut hit_eq) = (0usize, 0usize);
+        let mut hits = Hits::new();
         let mut fresh = true;
         while pos < block.len() {
             if self.every_line(number) {
@@ -324,25 +294,30 @@ impl Auto {
                 fresh = true;
                 continue;
             }
-            if fresh || hit_ac < pos {
-                hit_ac = self.anchors.find(&block[pos..]).map_or(NO_HIT, |m| pos + m.start());
-            }
-            if fresh || hit_eq < pos {
-                hit_eq = next_eq(block, pos);
-            }
+            let next = hits.next(&self.finders, block, pos, fresh);
             fresh = false;
-            let next = hit_ac.min(hit_eq);
             if next == NO_HIT {
                 break;
             }
-            let start = memchr::memrchr(b'\n', &block[pos..next]).map_or(pos, |i| pos + i + 1);
+            // The lines before the hit's: counted, and the last one's end is the hit line's start (a short gap in
+            // one pass, a long one with two vectorised searches).
+            let mut start = pos;
+            if next - pos <= 256 {
+                for i in memchr::memchr_iter(b'\n', &block[pos..next]) {
+                    number += 1;
+                    start = pos + i + 1;
+                }
+            } else if let Some(i) = memchr::memrchr(b'\n', &block[pos..next]) {
+                start = pos + i + 1;
+                number += crate::lines::count_newlines(&block[pos..start]);
+            }
             let end = next + memchr::memchr(b'\n', &block[next..]).unwrap_or(block.len() - next);
-            number += crate::lines::count_newlines(&block[pos..start]);
             if end >= stop {
                 pos = start;
                 break;
             }
-            self.candidate(&block[start..end], number, None, emit);
+            let header = hits.header_before(end);
+            self.candidate(&block[start..end], number, None, header, emit);
             number += 1;
             pos = end + 1;
         }
@@ -381,21 +356,26 @@ impl Auto {
 
     /// A line no finder hit has no effect (but may be sampled); any other is parsed.
     fn visit(&mut self, line: &[u8], number: u64, read_at: Option<&[u8]>, emit: &mut dyn FnMut(Match<'_>, u64)) {
-        if self.mode == Mode::None && !self.is_candidate(line) {
+        if self.mode == Mode::None && !self.finders.is_candidate(line) {
             if self.every_line(number) {
                 self.sample(line, number);
             }
             return;
         }
-        self.candidate(line, number, read_at, emit);
+        let header = self.finders.has_header(line);
+        self.candidate(line, number, read_at, header, emit);
     }
 
-    fn is_candidate(&self, line: &[u8]) -> bool {
-        next_eq(line, 0) != NO_HIT || self.anchors.is_match(line)
-    }
-
-    /// A line a finder hit (or inside a multi-line context); `read_at`: the time it was read at, if known.
-    fn candidate(&mut self, line: &[u8], number: u64, read_at: Option<&[u8]>, emit: &mut dyn FnMut(Match<'_>, u64)) {
+    /// A line a finder hit (or inside a multi-line context); `read_at`: the time it was read at, if known;
+    /// `header`: the line holds a multi-line format's header.
+    fn candidate(
+        &mut self,
+        line: &[u8],
+        number: u64,
+        read_at: Option<&[u8]>,
+        header: bool,
+        emit: &mut dyn FnMut(Match<'_>, u64),
+    ) {
         let mut found = 0u32;
         let mut counting = |m: Match<'_>, l: u64| {
             found += 1;
@@ -406,12 +386,12 @@ impl Auto {
             clean_screen(line, &mut clean);
             for seg in clean.split(|&b| b == b'\r') {
                 if !value::trim(seg).is_empty() {
-                    self.segment(seg, line, number, read_at, &mut counting);
+                    self.segment(seg, line, number, read_at, header, &mut counting);
                 }
             }
             self.clean = clean;
         } else if !value::trim(line).is_empty() || self.mode != Mode::None {
-            self.segment(line, line, number, read_at, &mut counting);
+            self.segment(line, line, number, read_at, header, &mut counting);
         }
         if found == 0 && self.every_line(number) {
             self.sample(line, number);
@@ -437,10 +417,11 @@ impl Auto {
         line: &[u8],
         number: u64,
         read_at: Option<&[u8]>,
+        header: bool,
         emit: &mut dyn FnMut(Match<'_>, u64),
     ) {
-        let time = value::line_timestamp(line).or(read_at);
-        let at = At { time, seg, line: number };
+        let line_time = value::line_timestamp(line);
+        let at = At { time: line_time.or(read_at), seg, line: number };
         // Multi-line contexts first.
         match self.mode {
             // The wrapped rest of a rich frame's column (ignored with the frame when it was at count 0).
@@ -478,70 +459,104 @@ impl Auto {
             },
             Mode::None => {}
         }
-        let body = formats::strip_time(seg);
-        if let Some(frame) = formats::frame(body) {
+        let body = match line_time.filter(|_| seg.len() == line.len()) {
+            Some(t) => &seg[formats::skip_blanks(seg, t.len())..],
+            None => formats::strip_time(seg),
+        };
+        if formats::has_rate(body)
+            && let Some(frame) = formats::frame(body)
+        {
             self.bars.frame(frame, seg, number, &mut self.names, emit);
             if frame.rich {
                 self.mode = Mode::Rich(0);
             }
             if !value::trim(frame.rest).is_empty() {
-                self.segment(frame.rest, line, number, read_at, emit);
+                self.segment(frame.rest, line, number, read_at, header, emit);
             }
             return;
         }
         self.bars.finish(&mut self.names, emit);
-        if self.anchored(body, at, emit) || self.anywhere(body, at, emit) {
+        if self.anchored(body, header, at, emit) {
             return;
         }
-        self.weak(body, at, emit);
+        let marks = Marks::of(body);
+        if self.anywhere(body, marks, at, emit) {
+            return;
+        }
+        if !marks.has(Marks::CHATTER) {
+            self.weak(body, at, emit);
+        }
     }
 
     /// The formats that start their line.
-    fn anchored(&mut self, body: &[u8], at: At<'_>, emit: &mut dyn FnMut(Match<'_>, u64)) -> bool {
-        if let Some(n) = formats::sgd_epoch(body) {
-            self.sgd_step = Some(n);
-            return true;
+    fn anchored(&mut self, body: &[u8], header: bool, at: At<'_>, emit: &mut dyn FnMut(Match<'_>, u64)) -> bool {
+        let names = &mut self.names;
+        match body.first() {
+            Some(b'-') => {
+                if let Some(n) = formats::sgd_epoch(body) {
+                    self.sgd_step = Some(n);
+                    return true;
+                }
+            }
+            Some(b'*') if formats::hf_metrics_header(body) => {
+                self.mode = Mode::HfMetrics(0);
+                return true;
+            }
+            Some(b'I' | b'V') => {
+                if let Some((name, raw, step)) = formats::sklearn_mlp(body) {
+                    names.metric(at.seen(name, raw, ValueKind::Number, step, Format::SklearnMlp), emit);
+                    return true;
+                }
+            }
+            Some(b'N') => {
+                let step = self.sgd_step;
+                let mut out =
+                    |p: Pair<'_>| names.metric(at.seen(p.name, p.raw, p.kind, step, Format::SklearnSgd), emit);
+                if formats::sgd_values(body, &mut out) {
+                    return true;
+                }
+            }
+            Some(b'[') => {
+                if let Some((round, lightgbm, fields)) = formats::boosting(body) {
+                    let format = if lightgbm { Format::Lightgbm } else { Format::Xgboost };
+                    let step = Some(round);
+                    return formats::tab_pairs(fields, &mut |p| {
+                        names.metric(at.seen(p.name, p.raw, p.kind, step, format), emit)
+                    });
+                }
+                if let Some(rest) = formats::torch_batch(body) {
+                    let mut any = false;
+                    formats::colon_pairs(&body[rest..], &mut |p: WeakPair<'_>| {
+                        any = true;
+                        names.metric(at.seen(p.name, p.raw, ValueKind::Number, None, Format::TorchBatch), emit);
+                    });
+                    return any;
+                }
+            }
+            Some(b'{') => return self.object(body, at, emit),
+            _ => {}
         }
-        if formats::hf_metrics_header(body) {
-            self.mode = Mode::HfMetrics(0);
-            return true;
-        }
-        if formats::results_header(body) {
+        if header && formats::results_header(body) {
             self.mode = Mode::Table { lines: 0, rows: false };
             return true;
         }
-        if let Some((name, raw, step)) = formats::sklearn_mlp(body) {
-            self.names.metric(at.seen(name, raw, ValueKind::Number, step, Format::SklearnMlp), emit);
-            return true;
-        }
-        let mut pairs = Pairs::new();
-        let all = |names: &mut Names, pairs: &Pairs<'_>, step, format, emit: &mut dyn FnMut(Match<'_>, u64)| {
-            for p in pairs.as_slice() {
-                names.metric(at.seen(p.name, p.raw, p.kind, step, format), emit);
-            }
-        };
-        if let Some((round, lightgbm)) = formats::boosting(body, &mut pairs) {
-            let format = if lightgbm { Format::Lightgbm } else { Format::Xgboost };
-            all(&mut self.names, &pairs, Some(round), format, emit);
-            return true;
-        }
-        if formats::sgd_values(body, &mut pairs) {
-            all(&mut self.names, &pairs, self.sgd_step, Format::SklearnSgd, emit);
-            return true;
-        }
-        if let Some(rest) = formats::torch_batch(body) {
-            let mut any = false;
-            formats::colon_pairs(&body[rest..], &mut |p: WeakPair<'_>| {
-                any = true;
-                self.names.metric(at.seen(p.name, p.raw, ValueKind::Number, None, Format::TorchBatch), emit);
-            });
-            return any;
-        }
+        false
+    }
+
+    /// A dict or JSON line: Hugging Face's log dicts (with `epoch`) are metrics, other dicts and JSON lines weak.
+    fn object(&mut self, body: &[u8], at: At<'_>, emit: &mut dyn FnMut(Match<'_>, u64)) -> bool {
         let quote = match body {
             [b'{', q @ (b'\'' | b'"'), ..] => *q,
             _ => return false,
         };
-        let Some(info) = formats::object(body, quote, &mut pairs) else { return false };
+        // One pass: the pairs kept aside until the object said what it is (its `epoch`, step, time).
+        let mut pairs = std::mem::take(&mut self.pairs);
+        pairs.clear();
+        let info = formats::object(body, quote, &mut |p| pairs.push((span(body, p.name), span(body, p.raw), p.kind)));
+        let Some(info) = info else {
+            self.pairs = pairs;
+            return false;
+        };
         let json = quote == b'"';
         let time = match info.timestamp {
             Some((t, true)) if value::is_rfc3339(t) => Some(t),
@@ -554,126 +569,121 @@ impl Auto {
         };
         // A Hugging Face dict's `epoch` is a fraction of an epoch, not the step; a JSON line's may be its step.
         let step = if json { info.step.or(info.epoch_step) } else { info.step };
-        for p in pairs.as_slice() {
-            let format = match (json, info.epoch) {
-                (true, _) => Format::JsonLine,
-                (false, true) => Format::HfTrainer,
-                (false, false) => Format::PyDict,
-            };
-            let s = Seen { time, ..at.seen(p.name, p.raw, p.kind, step, format) };
+        let format = match (json, info.epoch) {
+            (true, _) => Format::JsonLine,
+            (false, true) => Format::HfTrainer,
+            (false, false) => Format::PyDict,
+        };
+        for &(name, raw, kind) in &pairs {
+            let s = Seen { time, ..at.seen(&body[name.0..name.1], &body[raw.0..raw.1], kind, step, format) };
             if format == Format::HfTrainer {
                 self.names.metric(s, emit);
             } else {
                 self.names.weak(s, true, emit);
             }
         }
+        self.pairs = pairs;
         true
     }
 
     /// The strong formats found anywhere in a line.
-    fn anywhere(&mut self, body: &[u8], at: At<'_>, emit: &mut dyn FnMut(Match<'_>, u64)) -> bool {
+    fn anywhere(&mut self, body: &[u8], marks: Marks, at: At<'_>, emit: &mut dyn FnMut(Match<'_>, u64)) -> bool {
         let names = &mut self.names;
         let n = ValueKind::Number;
         let mut any = false;
-        scan_at_step(body, &self.at_step, &mut |name, raw, step, _| {
-            any = true;
-            names.metric(at.seen(name, raw, n, step, Format::TfStep), emit);
-        });
-        if any {
+        if marks.has(Marks::AT_STEP) {
+            scan_at_step(body, &self.at_step, &mut |name, raw, step, _| {
+                any = true;
+                names.metric(at.seen(name, raw, n, step, Format::TfStep), emit);
+            });
+            if any {
+                return true;
+            }
+        }
+        if marks.has(Marks::METRIC_NAME)
+            && formats::katib_metric_name(body, &mut |p| {
+                names.metric(at.seen(p.name, p.raw, n, None, Format::KatibMetricName), emit)
+            })
+        {
             return true;
         }
-        let mut pairs = Pairs::new();
-        if formats::katib_metric_name(body, &mut pairs) {
-            for p in pairs.as_slice() {
-                names.metric(at.seen(p.name, p.raw, n, None, Format::KatibMetricName), emit);
-            }
-            return true;
-        }
-        let mut pairs = Pairs::new();
-        if formats::keras(body, &mut pairs) {
-            for p in pairs.as_slice() {
-                names.metric(at.seen(p.name, p.raw, n, None, Format::Keras), emit);
-            }
-            return true;
+        if marks.keras(body) {
+            return formats::keras_pairs(body, &mut |p| {
+                names.metric(at.seen(p.name, p.raw, n, None, Format::Keras), emit)
+            });
         }
         false
     }
 
     /// `name=value` and `name: value` pairs: held until the log treats them as metrics; parameters in reprs.
     fn weak(&mut self, body: &[u8], at: At<'_>, emit: &mut dyn FnMut(Match<'_>, u64)) {
-        if formats::is_chatter(body) {
-            return;
+        let mut spots = std::mem::take(&mut self.spots);
+        spots.clear();
+        formats::eq_pairs(body, &mut |p| spots.push(Spot::of(body, p, Format::KatibPairs)));
+        formats::colon_pairs(body, &mut |p| spots.push(Spot::of(body, p, Format::ColonPairs)));
+        if !spots.is_empty() {
+            // In the order printed (starts are distinct: the sort moves nothing it need not).
+            spots.sort_unstable_by_key(|s| s.start);
+            self.weak_pairs(body, &spots, at, emit);
         }
-        let mut found: [Option<(WeakPair<'_>, Format)>; formats::MAX_PAIRS] = [None; formats::MAX_PAIRS];
-        let mut n = 0;
-        formats::eq_pairs(body, &mut |p| {
-            if n < found.len() {
-                found[n] = Some((p, Format::KatibPairs));
-                n += 1;
-            }
-        });
-        formats::colon_pairs(body, &mut |p| {
-            if n < found.len() {
-                found[n] = Some((p, Format::ColonPairs));
-                n += 1;
-            }
-        });
-        let found = &mut found[..n];
-        if found.is_empty() {
-            return;
-        }
-        found.sort_by_key(|f| f.map_or(0, |(p, _)| p.start));
-        let pairs = || found.iter().flatten();
-        // The line's step: a counter pair (`epoch=3`), or a leading `epoch 3:`.
-        let step = pairs()
-            .find(|(p, _)| p.place == Place::Text && formats::is_step_name(p.name))
-            .and_then(|(p, _)| value::parse_step(p.raw))
+        self.spots = spots;
+    }
+
+    /// A segment's weak pairs, in order: the line's step (a counter pair such as `epoch=3`, or a leading
+    /// `epoch 3:`), whether it is a report line (nothing but pairs), then each pair.
+    fn weak_pairs(&mut self, body: &[u8], spots: &[Spot], at: At<'_>, emit: &mut dyn FnMut(Match<'_>, u64)) {
+        let text = |r: Span| &body[r.0..r.1];
+        let step = spots
+            .iter()
+            .find(|s| s.place == Place::Text && formats::is_step_name(text(s.name)))
+            .and_then(|s| value::parse_step(text(s.raw)))
             .or_else(|| formats::leading_step(body));
-        let report = is_report(body, pairs().map(|(p, _)| (p.start, p.end)));
-        for &(p, format) in pairs() {
-            if formats::is_step_name(p.name) || p.name.starts_with(b"best_") || p.name == b"v_num" {
+        let report = !body[..spots[0].start].iter().any(u8::is_ascii_digit)
+            && spots.windows(2).all(|w| body[w[0].end.min(w[1].start)..w[1].start].iter().all(|&b| is_gap(b)))
+            && body[spots[spots.len() - 1].end..].iter().all(|&b| is_gap(b) || b == b'.');
+        for s in spots {
+            let name = text(s.name);
+            if formats::is_step_name(name) || name.starts_with(b"best_") || name == b"v_num" {
                 continue;
             }
-            let s = at.seen(p.name, p.raw, ValueKind::Number, step, format);
-            match p.place {
-                Place::Repr | Place::Code => self.names.param(s),
-                Place::Text => self.names.weak(s, report, emit),
+            let seen = at.seen(name, text(s.raw), ValueKind::Number, step, s.format);
+            match s.place {
+                Place::Repr | Place::Code => self.names.param(seen),
+                Place::Text => self.names.weak(seen, report, emit),
             }
         }
     }
 }
 
-/// The next `=` that starts a value, or terminal escape (ESC, backspace), at or after `from`.
-fn next_eq(hay: &[u8], from: usize) -> usize {
-    let mut at = from;
-    while let Some(i) = memchr::memchr3(b'=', 0x1b, 0x08, &hay[at..]) {
-        let hit = at + i;
-        if hay[hit] != b'=' || eq_value(hay, hit) {
-            return hit;
-        }
-        at = hit + 1;
-    }
-    NO_HIT
+/// Where a weak pair sits in its segment (byte ranges), kept between finding the pairs and observing them.
+#[derive(Debug, Clone, Copy)]
+struct Spot {
+    name: Span,
+    raw: Span,
+    place: Place,
+    start: usize,
+    end: usize,
+    format: Format,
 }
 
-/// The segment holds nothing but its pairs (after a prefix without digits, such as a log level): a report line.
-fn is_report(body: &[u8], spans: impl Iterator<Item = (usize, usize)>) -> bool {
-    let mut at = 0;
-    let mut first = true;
-    for (start, end) in spans {
-        let gap = &body[at.min(start)..start];
-        let ok = if first {
-            !gap.iter().any(u8::is_ascii_digit)
-        } else {
-            gap.iter().all(|&b| matches!(b, b' ' | b'\t' | b',' | b';' | b'|' | b'-'))
-        };
-        if !ok {
-            return false;
-        }
-        first = false;
-        at = end;
+impl Spot {
+    fn of(body: &[u8], p: WeakPair<'_>, format: Format) -> Spot {
+        Spot { name: span(body, p.name), raw: span(body, p.raw), place: p.place, start: p.start, end: p.end, format }
     }
-    !first && body[at..].iter().all(|&b| matches!(b, b' ' | b'\t' | b',' | b';' | b'.'))
+}
+
+/// Where a part of a segment sits in it: start and end.
+type Span = (usize, usize);
+
+/// Where `part`, a subslice of `body`, sits in it.
+fn span(body: &[u8], part: &[u8]) -> Span {
+    let from = part.as_ptr() as usize - body.as_ptr() as usize;
+    (from, from + part.len())
+}
+
+/// A byte that may separate the pairs of a report line.
+fn is_gap(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b',' | b';' | b'|' | b'-')
 }
 
 /// Whether a line seems to print a number by a name (`mse 0.31`, `val-acc=0.9`): a letter, some separator, a

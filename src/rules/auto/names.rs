@@ -95,7 +95,7 @@ pub(super) struct Seen<'a> {
 }
 
 impl<'a> Seen<'a> {
-    fn to_match(self) -> Match<'a> {
+    fn to_match(self, key: Option<u32>) -> Match<'a> {
         Match {
             name: self.name,
             raw: self.raw,
@@ -104,6 +104,7 @@ impl<'a> Seen<'a> {
             kind: self.kind,
             origin: Origin::Auto(self.format),
             context: self.context,
+            key,
         }
     }
 }
@@ -111,7 +112,6 @@ impl<'a> Seen<'a> {
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// The names of a run and what each is.
-#[derive(Default)]
 pub(super) struct Names {
     ids: FxMap<Box<[u8]>, u32>,
     names: Vec<Box<[u8]>>,
@@ -124,6 +124,17 @@ pub(super) struct Names {
     pub dropped: u64,
     /// Only these names are metrics (none: every name).
     pub only: Option<Vec<Box<[u8]>>>,
+    /// Recently looked-up ids by [`recent_slot`] (`u32::MAX`: empty).
+    recent: [u32; RECENT],
+}
+
+/// Slots of the recent-names cache.
+const RECENT: usize = 64;
+
+/// A name's slot in the recent-names cache: its length and its first and last bytes.
+fn recent_slot(name: &[u8]) -> usize {
+    let (first, last) = (name.first().copied().unwrap_or(0), name.last().copied().unwrap_or(0));
+    (name.len().wrapping_mul(31) ^ usize::from(first).wrapping_mul(7) ^ usize::from(last)) % RECENT
 }
 
 fn hash(raw: &[u8]) -> u64 {
@@ -135,11 +146,29 @@ fn hash(raw: &[u8]) -> u64 {
 impl Names {
     /// No names yet; `only`: the names kept as metrics (none: every name).
     pub fn new(only: Option<Vec<Box<[u8]>>>) -> Self {
-        Names { only, ..Names::default() }
+        Names {
+            ids: FxMap::default(),
+            names: Vec::new(),
+            states: Vec::new(),
+            held: Vec::new(),
+            arena: Vec::new(),
+            started: false,
+            dropped: 0,
+            only,
+            recent: [u32::MAX; RECENT],
+        }
     }
 
     fn id(&mut self, name: &[u8]) -> Option<u32> {
+        // A line's names are mostly the previous line's: a small direct-mapped cache on the name's length and
+        // ends answers before the hash map (its entry is checked against the name, so it is never wrong).
+        let slot = recent_slot(name);
+        let cached = self.recent[slot] as usize;
+        if cached < self.names.len() && *self.names[cached] == *name {
+            return Some(cached as u32);
+        }
         if let Some(&id) = self.ids.get(name) {
+            self.recent[slot] = id;
             return Some(id);
         }
         if self.names.len() >= MAX_NAMES {
@@ -169,7 +198,7 @@ impl Names {
         self.states[id as usize].metric = true;
         self.started = true;
         if self.wanted(seen.name) {
-            emit(seen.to_match(), seen.line);
+            emit(seen.to_match(Some(id)), seen.line);
         }
     }
 
@@ -180,7 +209,7 @@ impl Names {
         } else if self.wanted(seen.name) {
             // Beyond the bound of tracked names a metric context still makes a metric.
             self.started = true;
-            emit(seen.to_match(), seen.line);
+            emit(seen.to_match(None), seen.line);
         }
     }
 
@@ -292,6 +321,7 @@ impl Names {
                     kind: h.kind,
                     origin: Origin::Auto(h.format),
                     context: &self.arena[h.context.clone()],
+                    key: Some(id),
                 };
                 emit(m, h.line);
             }
@@ -350,7 +380,7 @@ mod tests {
 
     #[test]
     fn a_weak_name_is_held_until_its_value_changes_then_released_in_order() {
-        let mut n = Names::default();
+        let mut n = Names::new(None);
         assert!(run(&mut n, |n, e| n.weak(seen("lr", "0.01", 1), false, e)).is_empty());
         assert!(run(&mut n, |n, e| n.weak(seen("loss", "0.9", 2), false, e)).is_empty());
         let got = run(&mut n, |n, e| n.weak(seen("loss", "0.5", 3), false, e));
@@ -363,7 +393,7 @@ mod tests {
 
     #[test]
     fn after_training_a_report_line_is_a_result_and_a_repr_a_parameter() {
-        let mut n = Names::default();
+        let mut n = Names::new(None);
         n.param(seen("in_features", "784", 1));
         run(&mut n, |n, e| n.metric(seen("loss", "0.5", 2), e));
         let got = run(&mut n, |n, e| n.weak(seen("test accuracy", "0.95", 3), true, e));
@@ -375,7 +405,7 @@ mod tests {
 
     #[test]
     fn bars_observe_changes_and_per_step_values_per_count() {
-        let mut n = Names::default();
+        let mut n = Names::new(None);
         let mut count = 0;
         for (name, raw, c) in [("loss_step", "1.0", 1), ("val", "0.5", 1), ("loss_step", "1.0", 2), ("val", "0.5", 2)] {
             count += run(&mut n, |n, e| n.bar(seen(name, raw, 1), 7, c, e)).len();
@@ -394,7 +424,7 @@ mod tests {
 
     #[test]
     fn holding_is_bounded_per_name() {
-        let mut n = Names::default();
+        let mut n = Names::new(None);
         for i in 0..200 {
             run(&mut n, |n, e| n.weak(seen("c", "1", i), false, e));
         }
