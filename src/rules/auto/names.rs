@@ -252,12 +252,12 @@ impl Names {
             return self.metric(seen, emit);
         }
         let Some(id) = self.id(seen.name) else { return };
-        let h = hash(seen.raw);
         let state = &self.states[id as usize];
         if state.metric {
             self.release(id, emit);
             return self.emit(id, seen, emit);
         }
+        let h = hash(seen.raw);
         match &state.pending {
             None if self.started && report && state.param.is_none() => self.emit(id, seen, emit),
             None => {
