@@ -1,11 +1,12 @@
 //! Throughput and memory of `trialtail run` on generated training logs, against `grep -cE` in the same run.
 //!
 //! `cargo bench --bench throughput` generates two 100 MB logs with `benches/gen_log.py` (1 % and 30 % metric
-//! lines; cached in `target/bench-data/`), then runs, interleaved and several times each:
-//! - `grep -cE` over the four metric formats (the baseline; its output goes to a pipe, never /dev/null);
-//! - `trialtail run` with no flags (the default rules: `katib` + `tf-step`);
-//! - `trialtail run` with the four formats' presets and the target metric names, whose result is checked against
-//!   the generator's truth file (count, last, min, max per metric);
+//! lines in six formats; cached in `target/bench-data/`), then runs, interleaved and several times each:
+//! - `grep -cE` over the six metric formats (the baseline; its output goes to a pipe, never /dev/null);
+//! - `trialtail run` with no flags (every format recognised), whose result is checked against the generator's
+//!   truth for it (count, last, min, max per metric, and no other metric);
+//! - `trialtail run` with the four presets of formats F1–F4 and the target metric names, checked against the
+//!   generator's truth for them;
 //! - `trialtail run --katib-semantics` with Katib's default filter and the target names.
 //!
 //! It prints best-of-N MB/s and lines/s per CPU second (user + system time of the process, which a busy machine
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const GREP_FORMATS: &str = r"Accuracy at step [0-9]+: |^[0-9T:.-]+Z epoch [0-9]+: loss=|^\{'(loss|eval_loss)': |^\[[0-9]+\]	validation_0-logloss:";
+const GREP_FORMATS: &str = r"Accuracy at step [0-9]+: |^[0-9T:.-]+Z epoch [0-9]+: loss=|^\{'(loss|eval_loss)': |^\[[0-9]+\]	validation_0-logloss:| - ETA: [0-9]+s - loss: |it/s, v_num=[0-9]+, train_loss=";
 const TARGETS: &str =
     "Accuracy,loss,accuracy,learning_rate,epoch,eval_loss,eval_accuracy,validation_0-logloss,validation_1-logloss";
 
@@ -30,8 +31,13 @@ fn data_dir() -> PathBuf {
 
 fn generate(size: &str, frac: &str) -> (PathBuf, PathBuf) {
     let dir = data_dir();
-    let log = dir.join(format!("gen-{size}-{frac}.log"));
-    let truth = dir.join(format!("gen-{size}-{frac}.truth.json"));
+    // The cache is keyed by the generator's text too: a changed generator makes new logs.
+    let generator =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/gen_log.py")).expect("gen_log.py");
+    let version =
+        generator.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let log = dir.join(format!("gen-{size}-{frac}-{version:016x}.log"));
+    let truth = dir.join(format!("gen-{size}-{frac}-{version:016x}.truth.json"));
     if !log.exists() || !truth.exists() {
         eprintln!("generating {} …", log.display());
         let status = Command::new("python3")
@@ -89,7 +95,7 @@ fn contenders() -> Vec<Contender> {
             }),
         },
         Contender {
-            name: "trialtail run (defaults)",
+            name: "trialtail run (no flags)",
             make: Box::new(|p| {
                 let mut c = trialtail();
                 c.arg("run").arg(p);
@@ -115,15 +121,19 @@ fn contenders() -> Vec<Contender> {
     ]
 }
 
-/// Checks the 4-preset run's table against the generator's truth: count, last, min and max per metric.
-fn verify(table: &str, truth: &Path) {
+/// Checks a run's table against the generator's truth (`key`: `metrics` for the presets, `auto_metrics` for no
+/// flags): count, last, min and max per metric, and no other metric.
+fn verify(table: &str, truth: &Path, key: &str) {
     let truth: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(truth).unwrap()).unwrap();
     let mut rows = BTreeMap::new();
-    for line in table.lines().skip(1) {
+    for line in table.lines().skip(1).take_while(|l| !l.is_empty() && !l.starts_with("parameters:")) {
         let cells: Vec<&str> = line.split_whitespace().collect();
         rows.insert(cells[0].to_string(), cells[1..].iter().map(|s| s.to_string()).collect::<Vec<_>>());
     }
-    for (name, t) in truth["metrics"].as_object().unwrap() {
+    let want = truth[key].as_object().unwrap();
+    let names: Vec<&String> = rows.keys().collect();
+    assert_eq!(names, want.keys().collect::<Vec<_>>(), "{key}: the metric names");
+    for (name, t) in want {
         let row = rows.get(name).unwrap_or_else(|| panic!("no row for {name}"));
         let num = |s: &str| s.parse::<f64>().unwrap();
         assert_eq!(row[0].parse::<u64>().unwrap(), t["count"].as_u64().unwrap(), "{name} count");
@@ -147,8 +157,10 @@ fn main() {
         let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
         let lines = t["lines"].as_f64().unwrap();
         // Warm the page cache, check correctness once.
+        let (_, table, _) = timed(&mut (contenders[1].make)(&log));
+        verify(&table, &truth, "auto_metrics");
         let (_, table, _) = timed(&mut (contenders[2].make)(&log));
-        verify(&table, &truth);
+        verify(&table, &truth, "metrics");
         let mut best = vec![Duration::MAX; contenders.len()];
         for _ in 0..rounds {
             for (i, c) in contenders.iter().enumerate() {
