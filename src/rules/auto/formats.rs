@@ -595,7 +595,7 @@ pub(super) fn eq_pairs<'a>(seg: &'a [u8], out: &mut impl FnMut(WeakPair<'a>)) {
     let mut paren = None;
     let mut floor = 0;
     let mut pos = 0;
-    while let Some(i) = memchr::memchr(b'=', &seg[pos..]) {
+    while let Some(i) = seg.get(pos..).and_then(|rest| memchr::memchr(b'=', rest)) {
         let eq = pos + i;
         pos = eq + 1;
         if seg.get(eq + 1) == Some(&b'=') || (eq > 0 && matches!(seg[eq - 1], b'=' | b'!' | b'<' | b'>')) {
@@ -910,6 +910,13 @@ fn is_chatter(seg: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn comparisons_at_the_end_of_a_segment_are_no_pairs() {
+        for seg in [&b"a=="[..], b"x!=", b"==", b"a<=", b"b = ="] {
+            eq_pairs(seg, &mut |p| panic!("{seg:?}: {p:?}"));
+        }
+    }
 
     #[test]
     fn short_and_long_segments_get_the_same_marks() {
