@@ -481,6 +481,21 @@ mod tests {
             }
         }
 
+        /// `input` fed to `c` in pieces cut at `cuts` (clamped, in order), then finished: what it observed.
+        fn feed_cut(c: &mut Stream, input: &[u8], cuts: Vec<usize>) -> Obs {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|cut| cut.min(input.len())).collect();
+            cuts.sort_unstable();
+            let mut rec = Rec::default();
+            let mut at = 0;
+            for cut in cuts {
+                c.feed(&input[at..cut], &mut rec);
+                at = cut;
+            }
+            c.feed(&input[at..], &mut rec);
+            c.finish(&mut rec);
+            rec.0
+        }
+
         fn line() -> impl Strategy<Value = Vec<u8>> {
             let atoms = prop_oneof![
                 Just(b"loss=0.5".to_vec()),
@@ -549,18 +564,8 @@ mod tests {
                 let input = lines.join(&b'\n');
                 let (specs, names, semantics) = rule_sets().swap_remove(set);
                 let reference = by_lines(Rules::new(&specs, &names, semantics, LineFormat::Text).unwrap(), max, &input);
-                let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
-                cuts.sort_unstable();
                 let mut c = Stream::new(Rules::new(&specs, &names, semantics, LineFormat::Text).unwrap(), max, 1000);
-                let mut rec = Rec::default();
-                let mut at = 0;
-                for cut in cuts {
-                    c.feed(&input[at..cut], &mut rec);
-                    at = cut;
-                }
-                c.feed(&input[at..], &mut rec);
-                c.finish(&mut rec);
-                prop_assert_eq!(rec.0, reference);
+                prop_assert_eq!(feed_cut(&mut c, &input, cuts), reference);
             }
 
             /// Explicit rules never carry anything from one line to the next (recognition is off with them): each
@@ -587,19 +592,10 @@ mod tests {
                 };
                 buf.feed(&input, &mut each);
                 buf.finish(&mut each);
-                let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
-                cuts.sort_unstable();
                 let mut c = Stream::new(Rules::new(&specs, &names, semantics, LineFormat::Text).unwrap(), 4096, 1000);
-                let mut rec = Rec::default();
-                let mut at = 0;
-                for cut in cuts {
-                    c.feed(&input[at..cut], &mut rec);
-                    at = cut;
-                }
-                c.feed(&input[at..], &mut rec);
-                c.finish(&mut rec);
+                let got = feed_cut(&mut c, &input, cuts);
                 prop_assert!(c.parser.params().is_empty());
-                prop_assert_eq!(rec.0, want);
+                prop_assert_eq!(got, want);
             }
         }
 

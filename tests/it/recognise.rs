@@ -29,37 +29,50 @@ struct Case {
 
 const NONE: &[(&str, &str)] = &[];
 
+/// Hugging Face's `log_metrics` blocks, recorded in the truth files under the block's name.
+const HF_BLOCKS: &[(&str, &str)] = &[
+    ("log_metrics train train_runtime", "train_runtime"),
+    ("log_metrics train train_samples_per_second", "train_samples_per_second"),
+    ("log_metrics train train_steps_per_second", "train_steps_per_second"),
+    ("log_metrics train train_loss", "train_loss"),
+    ("log_metrics eval eval_loss", "eval_loss"),
+    ("log_metrics eval eval_accuracy", "eval_accuracy"),
+    ("log_metrics eval eval_runtime", "eval_runtime"),
+    ("log_metrics eval eval_samples_per_second", "eval_samples_per_second"),
+    ("log_metrics eval eval_steps_per_second", "eval_steps_per_second"),
+];
+
+/// Keras' `evaluate`, recorded in the truth files under its name.
+const KERAS_EVALUATE: &[(&str, &str)] = &[("evaluate accuracy", "accuracy"), ("evaluate loss", "loss")];
+
+/// What the Keras recording script prints itself, unrecognised.
+const KERAS_SCRIPT_TEST: &[(&str, &str)] = &[
+    (
+        "test accuracy",
+        "the script's own `test loss 0.5541, test accuracy 0.8944`: no `:` or `=` between name and value",
+    ),
+    ("test loss", "the same line"),
+];
+
+/// Lightning's results tables, recorded in the truth files under the table's name.
+const LIGHTNING_TABLES: &[(&str, &str)] = &[
+    ("validate table val_loss", "val_loss"),
+    ("validate table val_acc", "val_acc"),
+    ("test table test_loss", "test_loss"),
+    ("test table test_acc", "test_acc"),
+];
+
 const CASES: &[Case] = &[
     Case {
         log: "hf_trainer_v4.log",
-        rename: &[
-            ("log_metrics train train_runtime", "train_runtime"),
-            ("log_metrics train train_samples_per_second", "train_samples_per_second"),
-            ("log_metrics train train_steps_per_second", "train_steps_per_second"),
-            ("log_metrics train train_loss", "train_loss"),
-            ("log_metrics eval eval_loss", "eval_loss"),
-            ("log_metrics eval eval_accuracy", "eval_accuracy"),
-            ("log_metrics eval eval_runtime", "eval_runtime"),
-            ("log_metrics eval eval_samples_per_second", "eval_samples_per_second"),
-            ("log_metrics eval eval_steps_per_second", "eval_steps_per_second"),
-        ],
+        rename: HF_BLOCKS,
         not_recognised: NONE,
         printed_only: NONE,
         unprinted_steps: &["*"],
     },
     Case {
         log: "hf_trainer_v5.log",
-        rename: &[
-            ("log_metrics train train_runtime", "train_runtime"),
-            ("log_metrics train train_samples_per_second", "train_samples_per_second"),
-            ("log_metrics train train_steps_per_second", "train_steps_per_second"),
-            ("log_metrics train train_loss", "train_loss"),
-            ("log_metrics eval eval_loss", "eval_loss"),
-            ("log_metrics eval eval_accuracy", "eval_accuracy"),
-            ("log_metrics eval eval_runtime", "eval_runtime"),
-            ("log_metrics eval eval_samples_per_second", "eval_samples_per_second"),
-            ("log_metrics eval eval_steps_per_second", "eval_steps_per_second"),
-        ],
+        rename: HF_BLOCKS,
         not_recognised: NONE,
         printed_only: NONE,
         unprinted_steps: &["*"],
@@ -67,63 +80,36 @@ const CASES: &[Case] = &[
     Case { log: "katib_kv_line.log", rename: NONE, not_recognised: NONE, printed_only: NONE, unprinted_steps: &[] },
     Case {
         log: "keras_fit_verbose1.log",
-        rename: &[("evaluate accuracy", "accuracy"), ("evaluate loss", "loss")],
-        not_recognised: &[
-            (
-                "test accuracy",
-                "the script's own `test loss 0.5541, test accuracy 0.8944`: no `:` or `=` between name and value",
-            ),
-            ("test loss", "the same line"),
-        ],
+        rename: KERAS_EVALUATE,
+        not_recognised: KERAS_SCRIPT_TEST,
         printed_only: NONE,
         unprinted_steps: &["*"],
     },
     Case {
         log: "keras_fit_verbose2_val.log",
-        rename: &[("evaluate accuracy", "accuracy"), ("evaluate loss", "loss")],
-        not_recognised: &[
-            (
-                "test accuracy",
-                "the script's own `test loss 0.5541, test accuracy 0.8944`: no `:` or `=` between name and value",
-            ),
-            ("test loss", "the same line"),
-        ],
+        rename: KERAS_EVALUATE,
+        not_recognised: KERAS_SCRIPT_TEST,
         printed_only: NONE,
         unprinted_steps: &["*"],
     },
     Case { log: "lightgbm_train.log", rename: NONE, not_recognised: NONE, printed_only: NONE, unprinted_steps: &[] },
     Case {
         log: "lightning_rich.log",
-        rename: &[
-            ("validate table val_loss", "val_loss"),
-            ("validate table val_acc", "val_acc"),
-            ("test table test_loss", "test_loss"),
-            ("test table test_acc", "test_acc"),
-        ],
+        rename: LIGHTNING_TABLES,
         not_recognised: NONE,
         printed_only: NONE,
         unprinted_steps: &["*"],
     },
     Case {
         log: "lightning_rich_tty.log",
-        rename: &[
-            ("validate table val_loss", "val_loss"),
-            ("validate table val_acc", "val_acc"),
-            ("test table test_loss", "test_loss"),
-            ("test table test_acc", "test_acc"),
-        ],
+        rename: LIGHTNING_TABLES,
         not_recognised: NONE,
         printed_only: NONE,
         unprinted_steps: &["*"],
     },
     Case {
         log: "lightning_tqdm.log",
-        rename: &[
-            ("validate table val_loss", "val_loss"),
-            ("validate table val_acc", "val_acc"),
-            ("test table test_loss", "test_loss"),
-            ("test table test_acc", "test_acc"),
-        ],
+        rename: LIGHTNING_TABLES,
         not_recognised: NONE,
         printed_only: NONE,
         unprinted_steps: &["*"],

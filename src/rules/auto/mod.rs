@@ -706,28 +706,7 @@ pub(super) fn clean_screen(line: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
     while i < line.len() {
         match line[i] {
-            0x1b => {
-                i += 1;
-                match line.get(i) {
-                    Some(b'[') => {
-                        i += 1;
-                        while i < line.len() && !(0x40..=0x7e).contains(&line[i]) {
-                            i += 1;
-                        }
-                        i += 1;
-                    }
-                    Some(b']') => {
-                        i += 1;
-                        while i < line.len() && line[i] != 0x07 && !(line[i] == 0x1b && line.get(i + 1) == Some(&b'\\'))
-                        {
-                            i += 1;
-                        }
-                        i += if line.get(i) == Some(&0x07) { 1 } else { 2 };
-                    }
-                    Some(_) => i += 1,
-                    None => {}
-                }
-            }
+            0x1b => i = super::terminal::after_escape(line, i),
             0x08 => {
                 // Back one character: over UTF-8 continuation bytes.
                 while cursor > seg_start {
