@@ -63,7 +63,13 @@ fn next_pair(s: &[u8], from: usize) -> usize {
         if pair_at(s, hit) {
             return hit;
         }
+        // A run of `=` (a Keras bar's `[=====>....]`) holds no pair: stepped over at once.
         at = hit + 1;
+        if s[hit] == b'=' {
+            while s.get(at) == Some(&b'=') {
+                at += 1;
+            }
+        }
     }
     NO_HIT
 }
