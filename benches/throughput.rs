@@ -1,13 +1,14 @@
 //! Throughput and memory of `trialtail run` on generated training logs, against `grep -cE` in the same run.
 //!
 //! `cargo bench --bench throughput` generates two 100 MB logs with `benches/gen_log.py` (1 % and 30 % metric
-//! lines; cached in `target/bench-data/`), then runs, interleaved and several times each:
-//! - `grep -cE` over the four metric formats (the baseline; its output goes to a pipe, never /dev/null);
-//! - `trialtail run` with no flags (the default rules: `katib` + `tf-step`);
+//! lines in six formats; cached in `target/bench-data/`), then runs, interleaved and several times each:
+//! - `grep -cE` over the six metric formats (the baseline; its output goes to a pipe, never /dev/null);
+//! - `trialtail run` with no flags (every format recognised), whose result is checked against the generator's
+//!   truth for it (count, last, min, max per metric, and no other metric);
 //! - the same with `--listen` (an endpoint nobody asks: what publishing snapshots and feeding the live page's
 //!   history cost the read loop);
-//! - `trialtail run` with the four formats' presets and the target metric names, whose result is checked against
-//!   the generator's truth file (count, last, min, max per metric);
+//! - `trialtail run` with the four presets of formats F1–F4 and the target metric names, checked against the
+//!   generator's truth for them;
 //! - `trialtail run --katib-semantics` with Katib's default filter and the target names.
 //!
 //! It prints best-of-N MB/s and lines/s per CPU second (user + system time of the process, which a busy machine
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const GREP_FORMATS: &str = r"Accuracy at step [0-9]+: |^[0-9T:.-]+Z epoch [0-9]+: loss=|^\{'(loss|eval_loss)': |^\[[0-9]+\]	validation_0-logloss:";
+const GREP_FORMATS: &str = r"Accuracy at step [0-9]+: |^[0-9T:.-]+Z epoch [0-9]+: loss=|^\{'(loss|eval_loss)': |^\[[0-9]+\]	validation_0-logloss:| - ETA: [0-9]+s - loss: |it/s, v_num=[0-9]+, train_loss=";
 const TARGETS: &str =
     "Accuracy,loss,accuracy,learning_rate,epoch,eval_loss,eval_accuracy,validation_0-logloss,validation_1-logloss";
 
@@ -33,8 +34,13 @@ fn data_dir() -> PathBuf {
 
 fn generate(size: &str, frac: &str) -> (PathBuf, PathBuf) {
     let dir = data_dir();
-    let log = dir.join(format!("gen-{size}-{frac}.log"));
-    let truth = dir.join(format!("gen-{size}-{frac}.truth.json"));
+    // The cache is keyed by the generator's text too: a changed generator makes new logs.
+    let generator =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/gen_log.py")).expect("gen_log.py");
+    let version =
+        generator.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let log = dir.join(format!("gen-{size}-{frac}-{version:016x}.log"));
+    let truth = dir.join(format!("gen-{size}-{frac}-{version:016x}.truth.json"));
     if !log.exists() || !truth.exists() {
         eprintln!("generating {} …", log.display());
         let status = Command::new("python3")
@@ -90,8 +96,8 @@ fn binaries() -> Vec<(String, PathBuf)> {
 struct Contender {
     name: String,
     make: Box<dyn Fn(&Path) -> Command>,
-    /// Its result is checked against the truth file.
-    checked: bool,
+    /// Its result is checked against this part of the truth file.
+    checked: Option<&'static str>,
 }
 
 fn contenders() -> Vec<Contender> {
@@ -102,17 +108,17 @@ fn contenders() -> Vec<Contender> {
             c.arg("-cE").arg(GREP_FORMATS).arg(p).env("LC_ALL", "C");
             c
         }),
-        checked: false,
+        checked: None,
     }];
-    let runs: [(&str, &[&str], bool); 4] = [
-        ("run (defaults)", &["run"], false),
-        ("run --listen (defaults)", &["run", "--listen", "127.0.0.1:0", "--linger", "0"], false),
+    let runs: [(&str, &[&str], Option<&'static str>); 4] = [
+        ("run (no flags)", &["run"], Some("auto_metrics")),
+        ("run --listen (no flags)", &["run", "--listen", "127.0.0.1:0", "--linger", "0"], None),
         (
             "run (4 presets, names)",
             &["run", "--preset", "katib,tf-step,hf-trainer,xgboost", "--metrics", TARGETS],
-            true,
+            Some("metrics"),
         ),
-        ("run --katib-semantics", &["run", "--katib-semantics", "--metrics", TARGETS], false),
+        ("run --katib-semantics", &["run", "--katib-semantics", "--metrics", TARGETS], None),
     ];
     for (name, args, checked) in runs {
         for (bin, path) in binaries() {
@@ -130,15 +136,19 @@ fn contenders() -> Vec<Contender> {
     all
 }
 
-/// Checks the 4-preset run's table against the generator's truth: count, last, min and max per metric.
-fn verify(table: &str, truth: &Path) {
+/// Checks a run's table against the generator's truth (`key`: `metrics` for the presets, `auto_metrics` for no
+/// flags): count, last, min and max per metric, and no other metric.
+fn verify(table: &str, truth: &Path, key: &str) {
     let truth: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(truth).unwrap()).unwrap();
     let mut rows = BTreeMap::new();
-    for line in table.lines().skip(1) {
+    for line in table.lines().skip(1).take_while(|l| !l.is_empty() && !l.starts_with("parameters:")) {
         let cells: Vec<&str> = line.split_whitespace().collect();
         rows.insert(cells[0].to_string(), cells[1..].iter().map(|s| s.to_string()).collect::<Vec<_>>());
     }
-    for (name, t) in truth["metrics"].as_object().unwrap() {
+    let want = truth[key].as_object().unwrap();
+    let names: Vec<&String> = rows.keys().collect();
+    assert_eq!(names, want.keys().collect::<Vec<_>>(), "{key}: the metric names");
+    for (name, t) in want {
         let row = rows.get(name).unwrap_or_else(|| panic!("no row for {name}"));
         let num = |s: &str| s.parse::<f64>().unwrap();
         assert_eq!(row[0].parse::<u64>().unwrap(), t["count"].as_u64().unwrap(), "{name} count");
@@ -162,9 +172,11 @@ fn main() {
         let t: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&truth).unwrap()).unwrap();
         let lines = t["lines"].as_f64().unwrap();
         // Warm the page cache, check correctness once.
-        for c in contenders.iter().filter(|c| c.checked) {
-            let (_, table, _) = timed(&mut (c.make)(&log));
-            verify(&table, &truth);
+        for c in &contenders {
+            if let Some(key) = c.checked {
+                let (_, table, _) = timed(&mut (c.make)(&log));
+                verify(&table, &truth, key);
+            }
         }
         let mut best = vec![Duration::MAX; contenders.len()];
         for _ in 0..rounds {

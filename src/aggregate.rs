@@ -78,6 +78,8 @@ type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 #[derive(Debug)]
 pub struct Aggregator {
     ids: FxMap<Box<[u8]>, MetricId>,
+    /// Ids by the rules' numbers for names (see [`Aggregator::intern_keyed`]).
+    by_key: Vec<Option<MetricId>>,
     metrics: Vec<MetricStats>,
     max_metrics: usize,
     dropped: u64,
@@ -89,7 +91,7 @@ pub const DEFAULT_MAX_METRICS: usize = 1000;
 impl Aggregator {
     /// An aggregator that keeps at most `max_metrics` distinct names.
     pub fn new(max_metrics: usize) -> Self {
-        Aggregator { ids: FxMap::default(), metrics: Vec::new(), max_metrics, dropped: 0 }
+        Aggregator { ids: FxMap::default(), by_key: Vec::new(), metrics: Vec::new(), max_metrics, dropped: 0 }
     }
 
     /// The id of `name`, interning it when there is room; `None` when the metric limit is reached.
@@ -114,6 +116,22 @@ impl Aggregator {
         Some(id)
     }
 
+    /// [`Aggregator::intern`] for a name the rules numbered `key` (the same number for the same name, see
+    /// `rules::Match::key`): its id is kept under the number, so the name is hashed once, not per observation.
+    pub fn intern_keyed(&mut self, key: Option<u32>, name: &[u8]) -> Option<MetricId> {
+        const MAX_KEYS: usize = 1 << 16;
+        let Some(k) = key.map(|k| k as usize).filter(|&k| k < MAX_KEYS) else { return self.intern(name) };
+        if let Some(Some(id)) = self.by_key.get(k) {
+            return Some(*id);
+        }
+        let id = self.intern(name)?;
+        if self.by_key.len() <= k {
+            self.by_key.resize(k + 1, None);
+        }
+        self.by_key[k] = Some(id);
+        Some(id)
+    }
+
     /// Records one observation of an interned metric.
     pub fn record(&mut self, id: MetricId, raw: &[u8], value: Option<f64>, step: Option<u64>, line: u64) {
         let m = &mut self.metrics[id.0 as usize];
@@ -129,11 +147,20 @@ impl Aggregator {
         }
         m.line = line;
         if let Some(v) = value.filter(|v| !v.is_nan()) {
+            // A new extreme reuses the old one's text buffer: a falling loss allocates nothing per observation.
+            let set = |slot: &mut Option<(f64, String)>, latest: &str| match slot {
+                Some((x, raw)) => {
+                    *x = v;
+                    raw.clear();
+                    raw.push_str(latest);
+                }
+                None => *slot = Some((v, latest.to_string())),
+            };
             if m.min.as_ref().is_none_or(|(min, _)| v < *min) {
-                m.min = Some((v, m.latest_raw.clone()));
+                set(&mut m.min, &m.latest_raw);
             }
             if m.max.as_ref().is_none_or(|(max, _)| v > *max) {
-                m.max = Some((v, m.latest_raw.clone()));
+                set(&mut m.max, &m.latest_raw);
             }
         }
     }
@@ -157,6 +184,19 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keyed_names_get_the_ids_their_names_get() {
+        let mut a = Aggregator::new(2);
+        let loss = a.intern_keyed(Some(7), b"loss");
+        assert_eq!(loss, a.intern(b"loss"));
+        assert_eq!(a.intern_keyed(Some(7), b"loss"), loss);
+        let acc = a.intern_keyed(None, b"acc");
+        assert_eq!(a.intern_keyed(Some(3), b"acc"), acc);
+        assert_eq!(a.intern_keyed(Some(u32::MAX), b"loss"), loss, "a key beyond the cache is looked up by name");
+        assert_eq!(a.intern_keyed(Some(9), b"third"), None, "the metric limit holds");
+        assert_eq!(a.dropped(), 1);
+    }
 
     #[test]
     fn keeps_count_latest_min_max_and_step() {

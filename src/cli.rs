@@ -173,9 +173,15 @@ Reads LOG to its end (or standard input for `-`) and prints a summary table: met
 last step; on a terminal with a `trend` column, a sparkline of each metric's history. `--output json` prints \
 one JSON object per observation instead. Reading a large file on a terminal shows a progress bar on stderr \
 (`--no-progress`, `--quiet`). `trialtail plot` draws the same metrics as curves.\n\n\
-With no rule flags, two presets are on: `katib` (every `name=value` pair, Katib's default format) and `tf-step` \
-(`Accuracy at step 120: 0.9134`). Without `--metrics` every name those rules capture is a metric, noise such as \
-tqdm's `v_num=1` included (bounded by `--max-metrics`); give `--metrics loss,accuracy` to keep only those.\n\n\
+With no rule flags the log itself decides: every known format is recognised wherever it appears (TensorFlow, \
+Keras bars and epoch lines, PyTorch loops, Lightning's tqdm and rich bars and result tables, Hugging Face \
+Trainer dicts and metrics blocks, XGBoost, LightGBM, scikit-learn, Katib's `name=value`, `{metricName: …}` and \
+JSON lines). A name is a metric when the log treats it as one – in a framework's metric line, or printed again \
+with a new value; values printed once before training (hyper-parameters, config echoes, reprs) are listed apart \
+on a `parameters:` line. `--explain` says which format each metric came from; when nothing is found the formats \
+tried and a flag to try are printed. Rule flags (`--preset`, `--filter`, `--metric`), `--metrics` (alone: the \
+`katib` and `tf-step` presets, those names), `--format json` and `--katib-semantics` turn the recognition off \
+and read exactly what they say.\n\n\
 `--follow` keeps following LOG as it grows (rotation, truncation and a file that does not exist yet included), \
 until SIGINT/SIGTERM or `--until-idle`. A directory is read as TensorBoard event files (TensorFlow, Keras, \
 PyTorch's SummaryWriter, Lightning, Hugging Face with report_to=\"tensorboard\"): its scalars, named by tag and run; \
@@ -183,6 +189,7 @@ PyTorch's SummaryWriter, Lightning, Hugging Face with report_to=\"tensorboard\")
 are passed through and parsed; trialtail exits with its exit code and prints the summary to stderr.\n\n\
 Examples:\n  \
 trialtail run train.log\n  \
+trialtail run --explain train.log\n  \
 trialtail run --follow --output json /var/log/train.log\n  \
 trialtail run runs/\n  \
 trialtail run --output-file metrics.json --output json -- python -u train.py --lr 0.1\n  \
@@ -279,11 +286,20 @@ pub struct RunArgs {
 
     /// What to print on stdout: a summary table or JSON lines
     ///
-    /// `table` prints metric, count, latest, min, max and last step at the end. `json` prints one object per
-    /// observation as it is found: {"metric","value","raw","step","timestamp","line"}; `value` is null when the
-    /// value is not a finite number (see `raw`), `step` and `timestamp` are null when the line had none.
+    /// `table` prints metric, count, latest, min, max and last step at the end, then (with no rule flags) a
+    /// `parameters:` line with the values the log printed once. `json` prints one object per observation as it
+    /// is found: {"metric","value","raw","step","timestamp","line"}; `value` is null when the value is not a
+    /// finite number (see `raw`), `step` and `timestamp` are null when the line had none; the parameters follow
+    /// at the end as {"kind":"param","name","value","raw","line"}. (How the log is written is --format.)
     #[arg(long, value_enum, default_value_t = OutputKind::Table, env = "TRIALTAIL_OUTPUT", help_heading = "Output")]
     pub output: OutputKind,
+
+    /// Say how each metric was found: its rule or recognised format, and the first line it was read from
+    ///
+    /// Printed under the table (with every parameter and the line it was printed on), or with --output json
+    /// as {"kind":"explain","metric","rule","line","sample"} records at the end.
+    #[arg(long, env = "TRIALTAIL_EXPLAIN", help_heading = "Output")]
+    pub explain: bool,
 
     /// Validate the flags, print the effective configuration and exit, without reading anything
     ///
@@ -467,7 +483,7 @@ pub struct RuleArgs {
     ///
     /// A regex with named groups (?P<name>…) and (?P<value>…), optionally (?P<step>…); or, as in Katib, at least
     /// two groups where group 1 is the name and group 2 the value. Applied to every line, all matches taken.
-    /// Giving any rule flag turns the default presets off.
+    /// Giving any rule flag (or --metrics) turns the recognition off.
     #[arg(long = "filter", value_name = "REGEX", env = "TRIALTAIL_FILTER", help_heading = "Rules")]
     pub filters: Vec<String>,
 
@@ -485,7 +501,10 @@ pub struct RuleArgs {
     /// accuracy: 0.9`, progress-bar redraws included. hf-trainer: {'loss': 0.69, 'epoch': 1.0}. xgboost:
     /// [3]<TAB>validation_0-logloss:0.61. lightgbm: [10]<TAB>valid_0's binary_logloss: 0.3. sklearn: `Iteration
     /// 3, loss = 0.41`, `Validation score: 0.9`. tqdm: postfixes `…it/s, loss=0.3, acc=0.9]`.
-    /// Metrics are named as the framework prints them. Default (no rule flag at all): katib,tf-step.
+    /// Metrics are named as the framework prints them. With no rule flag and no --metrics, every format is
+    /// recognised from the log itself (these and more: Lightning's bars and tables, Hugging Face's metrics blocks,
+    /// scikit-learn's SGD, PyTorch loops, Katib's {metricName: …} and JSON lines), values printed once are
+    /// parameters, and --explain says which format each metric came from; --metrics alone means katib,tf-step.
     #[arg(
         long = "preset",
         value_enum,
@@ -499,15 +518,17 @@ pub struct RuleArgs {
     /// Keep only these metric names (comma- or semicolon-separated; Katib's -m)
     ///
     /// Names must match exactly as printed, and a line is only looked at when it contains one of them, which
-    /// makes collection faster. Without it every captured name is a metric. With --katib-semantics the first name
-    /// is Katib's objective.
+    /// makes collection faster. Without rule flags it reads the katib and tf-step presets (no recognition); add
+    /// --preset for other formats. With --katib-semantics the first name is Katib's objective.
     #[arg(short = 'm', long = "metrics", value_name = "NAMES", env = "TRIALTAIL_METRICS", help_heading = "Rules")]
     pub metrics: Vec<String>,
 
-    /// How lines are encoded: free text, or one JSON object per line
+    /// How the log's lines are written: free text, or one JSON object per line (how results are printed is
+    /// --output)
     ///
     /// json: every key whose value is a number or a numeric string is a metric (with --metrics, those keys);
     /// `timestamp` (RFC 3339 string or epoch seconds) is the observation time, `step`/`global_step` the step.
+    /// Katib's JSON lines are recognised without it too. For JSON output, use --output json.
     #[arg(long, value_enum, default_value_t = LineFormat::Text, env = "TRIALTAIL_FORMAT", help_heading = "Rules")]
     pub format: LineFormat,
 

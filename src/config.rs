@@ -108,13 +108,15 @@ pub struct RunConfig {
     pub output: OutputKind,
     /// Print counters at the end.
     pub stats: bool,
+    /// Say how each metric was found (`--explain`).
+    pub explain: bool,
     /// Show a progress bar on stderr when it is a terminal.
     pub progress: bool,
     /// Redraw the summary while following (ready for follow mode).
     pub live: bool,
     /// The compiled rules.
     pub rules: Rules,
-    /// The rules as given (empty: the default presets).
+    /// The rules as given (empty: recognition, or with `--metrics` the presets `katib` and `tf-step`).
     pub specs: Vec<RuleSpec>,
     /// Katib's objective (the first metric name) in Katib semantics.
     pub objective: Option<String>,
@@ -167,7 +169,8 @@ pub fn split_names(values: &[String]) -> Vec<String> {
 pub struct RuleConfig {
     /// The compiled rules.
     pub rules: Rules,
-    /// The rules in effect (empty: the default presets, or Katib's default filter in Katib semantics).
+    /// The rules as given (empty: recognition, or with `--metrics` the presets `katib` and `tf-step`; Katib's
+    /// default filter in Katib semantics).
     pub specs: Vec<RuleSpec>,
     /// Katib's objective (the first metric name) in Katib semantics.
     pub objective: Option<String>,
@@ -347,6 +350,7 @@ impl RunConfig {
             output_file: a.output_file,
             output: a.output,
             stats: a.stats,
+            explain: a.explain,
             progress: !a.no_progress && !a.quiet,
             live: a.live,
             rules: r.rules,
@@ -370,6 +374,7 @@ impl RunConfig {
             file: self.output_file.clone(),
             wrapping: matches!(self.source, Source::Command(_)),
             live: self.live && matches!(self.source, Source::Follow { .. } | Source::EventFiles { follow: true, .. }),
+            explain: self.explain,
         }
     }
 
@@ -416,7 +421,11 @@ impl RunConfig {
         if matches!(self.source, Source::EventFiles { .. }) {
             rules = vec!["none: every scalar of the event files is an observation".into()];
         } else if rules.is_empty() {
-            rules.push(if katib { "Katib's default filter".into() } else { "presets katib, tf-step (default)".into() });
+            rules.push(match (katib, self.rules.recognising()) {
+                (true, _) => "Katib's default filter".into(),
+                (false, true) => "every known format, recognised from the log (no rule flags)".into(),
+                (false, false) => "presets katib, tf-step (default)".into(),
+            });
         }
         if self.rules.format() == LineFormat::Json {
             rules.push("JSON lines".into());
@@ -437,6 +446,12 @@ impl RunConfig {
             Some(names) => {
                 let names: Vec<_> = names.map(String::from_utf8_lossy).collect();
                 format!("{} (at most {}){}", names.join(", "), self.max_metrics, from(self.origin.names))
+            }
+            None if self.rules.recognising() => {
+                format!(
+                    "every name the log treats as a metric, values printed once apart (at most {})",
+                    self.max_metrics
+                )
             }
             None => format!("every captured name (at most {})", self.max_metrics),
         };

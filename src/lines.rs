@@ -218,13 +218,15 @@ impl LineBuffer {
         self.finish_into(&mut EachLine(f));
     }
 
-    /// End of input: hands the last line to `sink` even without its `\n`, and resets for a new stream.
+    /// End of input: hands the last line to `sink` even without its `\n`, tells it the stream ended, and resets
+    /// for a new stream.
     pub fn finish_into(&mut self, sink: &mut impl LineSink) {
         self.drain_into(sink);
         if self.end > self.start && !self.skipping {
             self.stats.lines += 1;
             sink.line(Line { bytes: &self.buf[self.start..self.end], number: self.stats.lines, truncated: false });
         }
+        sink.end();
         self.discard();
     }
 
@@ -259,6 +261,9 @@ pub trait LineSink {
         }
         number - first
     }
+
+    /// The stream ended (after its last line). The default does nothing.
+    fn end(&mut self) {}
 }
 
 /// A closure as a line sink.

@@ -14,7 +14,7 @@
 
 use crate::aggregate::{Aggregator, MetricId};
 use crate::lines::{Line, LineSink};
-use crate::rules::{LineIssues, Match, Rules, Semantics};
+use crate::rules::{LineIssues, Match, Origin, Param, Rules, Semantics, ValueKind};
 use crate::value;
 
 /// The longest metric name kept, in bytes: Katib's DB holds names of up to 255 characters (at most 4 bytes
@@ -119,11 +119,35 @@ pub struct Record<'a> {
     pub line: u64,
 }
 
+/// How a metric was first observed: what `--explain` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explained {
+    /// The rule or recognised format.
+    pub origin: Origin,
+    /// The line of the first observation.
+    pub line: u64,
+    /// That line (or its `\r` redraw), as printed, cut at [`SAMPLE_CHARS`] characters.
+    pub sample: String,
+}
+
+/// Characters of a sample line kept for `--explain`.
+pub const SAMPLE_CHARS: usize = 160;
+
+impl Explained {
+    fn new(origin: Origin, line: u64, context: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(context);
+        let sample = text.trim().chars().take(SAMPLE_CHARS).collect();
+        Explained { origin, line, sample }
+    }
+}
+
 /// The rules and the aggregate of a run: lines and records in, observations out.
 #[derive(Debug)]
 pub struct Parser {
     rules: Rules,
     agg: Aggregator,
+    /// Per metric (by id), how it was first observed.
+    explained: Vec<Explained>,
     counters: Counters,
     /// Lines received so far (the last line's number).
     lines: u64,
@@ -137,6 +161,7 @@ impl Parser {
         Parser {
             rules,
             agg: Aggregator::new(max_metrics),
+            explained: Vec::new(),
             counters: Counters::default(),
             lines: 0,
             said_long_line: false,
@@ -152,7 +177,10 @@ impl Parser {
     /// its own: the pod-log source passes the kubelet's timestamp, cut off the line, this way. A cut line
     /// ([`Line::truncated`]) is handled as [`Parser::lines`] handles it (dropped whole in Katib semantics).
     pub fn line_at(&mut self, line: Line<'_>, time: &[u8], sink: &mut impl ObservationSink) {
-        self.lines(&mut Timed { sink, time }).line(line);
+        if self.cut_in_katib(&line) {
+            return;
+        }
+        self.line(line.bytes, Some(time), &mut Timed { sink, time });
     }
 
     /// One structured record, recorded as it is (no rule looks at it; `--metrics` still selects).
@@ -163,6 +191,9 @@ impl Parser {
             return;
         }
         let Some(id) = self.agg.intern(r.name) else { return };
+        if id.0 as usize == self.explained.len() {
+            self.explained.push(Explained::new(Origin::Record, r.line, r.name));
+        }
         self.agg.record(id, r.raw, r.value, r.step, r.line);
         self.counters.observations += 1;
         let obs = Observation {
@@ -182,6 +213,11 @@ impl Parser {
         &self.agg
     }
 
+    /// Lines received so far.
+    pub fn lines_read(&self) -> u64 {
+        self.lines
+    }
+
     /// The rules in use.
     pub fn rules(&self) -> &Rules {
         &self.rules
@@ -192,13 +228,51 @@ impl Parser {
         Counters { dropped: self.agg.dropped(), ..self.counters }
     }
 
-    fn line(&mut self, bytes: &[u8], sink: &mut impl ObservationSink) {
+    /// Per metric, in the aggregate's order, how it was first observed (`--explain`).
+    pub fn explained(&self) -> &[Explained] {
+        &self.explained
+    }
+
+    /// The values set apart as parameters by the recognition (empty with explicit rules).
+    pub fn params(&self) -> Vec<Param> {
+        self.rules.params()
+    }
+
+    /// Whether `line` was cut and the semantics are Katib's: Katib reads a line whole, so a part of it would not
+    /// be what Katib reports, and the line is dropped whole (counted as too long by the line buffer).
+    fn cut_in_katib(&mut self, line: &Line<'_>) -> bool {
+        if !line.truncated || self.rules.semantics() != Semantics::Katib {
+            return false;
+        }
+        self.lines += 1;
+        if !self.said_long_line {
+            self.said_long_line = true;
+            tracing::warn!(
+                line = self.lines,
+                limit = line.bytes.len(),
+                "line longer than the limit dropped whole (Katib semantics; later ones are only counted)"
+            );
+        }
+        true
+    }
+
+    /// One line; `time`: the time it was read at (the pod log's), kept with observations held back.
+    fn line(&mut self, bytes: &[u8], time: Option<&[u8]>, sink: &mut impl ObservationSink) {
         self.lines += 1;
         let number = self.lines;
-        let Parser { rules, agg, counters, .. } = self;
+        let Parser { rules, agg, explained, counters, .. } = self;
         let katib = rules.semantics() == Semantics::Katib;
-        let issues = rules.scan(bytes, &mut |m| observe(m, number, katib, agg, counters, sink));
+        let mut state = State { katib, agg, explained, counters };
+        let issues = rules.scan_at(bytes, number, time, &mut |m, n| state.observe(m, n, sink));
         note_issues(issues, number, counters);
+    }
+
+    /// A stream ended: what the rules held for it is observed.
+    fn end_of_stream(&mut self, sink: &mut impl ObservationSink) {
+        let Parser { rules, agg, explained, counters, .. } = self;
+        let katib = rules.semantics() == Semantics::Katib;
+        let mut state = State { katib, agg, explained, counters };
+        rules.end_of_stream(&mut |m, n| state.observe(m, n, sink));
     }
 }
 
@@ -211,68 +285,67 @@ pub struct Lines<'a, S> {
 
 impl<S: ObservationSink> LineSink for Lines<'_, S> {
     fn line(&mut self, line: Line<'_>) {
-        let p = &mut *self.parser;
-        if line.truncated && p.rules.semantics() == Semantics::Katib {
-            // Katib reads a line whole, so a part of it would not be what Katib reports: the line is dropped whole
-            // (counted as too long by the line buffer).
-            p.lines += 1;
-            if !p.said_long_line {
-                p.said_long_line = true;
-                tracing::warn!(
-                    line = p.lines,
-                    limit = line.bytes.len(),
-                    "line longer than the limit dropped whole (Katib semantics; later ones are only counted)"
-                );
-            }
+        if self.parser.cut_in_katib(&line) {
             return;
         }
-        p.line(line.bytes, self.sink);
+        self.parser.line(line.bytes, None, self.sink);
     }
 
     fn block(&mut self, block: &[u8], _first: u64) -> u64 {
         let first = self.parser.lines + 1;
-        let Parser { rules, agg, counters, lines, .. } = &mut *self.parser;
+        let Parser { rules, agg, explained, counters, lines, .. } = &mut *self.parser;
         let sink = &mut *self.sink;
         let katib = rules.semantics() == Semantics::Katib;
         let mut issues = Vec::new();
-        let count = rules.scan_block(
-            block,
-            first,
-            &mut |m, number| observe(m, number, katib, agg, counters, sink),
-            &mut |found, number| {
+        let mut state = State { katib, agg, explained, counters };
+        let count =
+            rules.scan_block(block, first, &mut |m, number| state.observe(m, number, sink), &mut |found, number| {
                 if found != LineIssues::default() {
                     issues.push((found, number));
                 }
-            },
-        );
+            });
         *lines += count;
         for (found, number) in issues {
             note_issues(found, number, counters);
         }
         count
     }
+
+    fn end(&mut self) {
+        self.parser.end_of_stream(self.sink);
+    }
 }
 
-fn observe(
-    m: Match<'_>,
-    line: u64,
+/// The parts of a [`Parser`] an observation updates.
+struct State<'a> {
     katib: bool,
-    agg: &mut Aggregator,
-    counters: &mut Counters,
-    sink: &mut impl ObservationSink,
-) {
-    if oversized(m.name, m.raw, counters) {
-        return;
+    agg: &'a mut Aggregator,
+    explained: &'a mut Vec<Explained>,
+    counters: &'a mut Counters,
+}
+
+impl State<'_> {
+    fn observe(&mut self, m: Match<'_>, line: u64, sink: &mut impl ObservationSink) {
+        if oversized(m.name, m.raw, self.counters) {
+            return;
+        }
+        let value = match m.kind {
+            ValueKind::Number => value::parse_number(m.raw),
+            ValueKind::Text => value::parse_value(m.raw),
+            ValueKind::Clock => value::parse_clock(m.raw),
+        };
+        if value.is_none() && !self.katib {
+            self.counters.parse_errors += 1;
+            return;
+        }
+        let Some(id) = self.agg.intern_keyed(m.key, m.name) else { return };
+        if id.0 as usize == self.explained.len() {
+            self.explained.push(Explained::new(m.origin, line, m.context));
+        }
+        self.agg.record(id, m.raw, value, m.step, line);
+        self.counters.observations += 1;
+        sink.observe(&Observation { metric: id, name: m.name, raw: m.raw, value, step: m.step, time: m.time, line });
     }
-    let value = if m.numeric { value::parse_number(m.raw) } else { value::parse_value(m.raw) };
-    if value.is_none() && !katib {
-        counters.parse_errors += 1;
-        return;
-    }
-    let Some(id) = agg.intern(m.name) else { return };
-    agg.record(id, m.raw, value, m.step, line);
-    counters.observations += 1;
-    sink.observe(&Observation { metric: id, name: m.name, raw: m.raw, value, step: m.step, time: m.time, line });
 }
 
 /// Whether the observation's name or value is over its limit; counts it (and says the first) when it is.
@@ -310,7 +383,7 @@ fn note_issues(issues: LineIssues, line: u64, counters: &mut Counters) {
 mod tests {
     use super::*;
     use crate::lines::LineBuffer;
-    use crate::rules::{LineFormat, RuleSpec};
+    use crate::rules::{LineFormat, Preset, RuleSpec, ValueKind};
 
     /// A parser with one stream's line buffer, fed like a source feeds them.
     struct Stream {
@@ -348,7 +421,11 @@ mod tests {
 
     #[test]
     fn a_name_or_value_over_the_limit_is_dropped_whole_and_counted() {
-        let mut c = Stream::new(Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap(), 8192, 100);
+        let mut c = Stream::new(
+            Rules::new(&[RuleSpec::Preset(Preset::Katib)], &[], Semantics::Native, LineFormat::Text).unwrap(),
+            8192,
+            100,
+        );
         let mut rec = Recorded::default();
         let (name, long_name) = ("n".repeat(MAX_NAME_BYTES), "n".repeat(MAX_NAME_BYTES + 1));
         let (value, long_value) = (format!("0.{}", "1".repeat(MAX_VALUE_BYTES - 2)), "1".repeat(MAX_VALUE_BYTES + 1));
@@ -361,7 +438,7 @@ mod tests {
 
     #[test]
     fn observations_carry_line_numbers_and_survive_garbage() {
-        let mut c = stream(&[]);
+        let mut c = stream(&[RuleSpec::Preset(Preset::Katib), RuleSpec::Preset(Preset::TfStep)]);
         let mut rec = Recorded::default();
         c.feed(b"\xff\xfe\x00 binary\nloss=0.5\n", &mut rec);
         c.feed(&[b'x'; 200], &mut rec);
@@ -409,6 +486,7 @@ mod tests {
 
         fn rule_sets() -> Vec<(Vec<RuleSpec>, Vec<String>, Semantics)> {
             vec![
+                // No rules: the recognition.
                 (vec![], vec![], Semantics::Native),
                 (vec![], vec!["loss".into(), "Accuracy".into()], Semantics::Native),
                 (
@@ -435,15 +513,28 @@ mod tests {
                 if katib && line.truncated {
                     return;
                 }
-                rules.scan(line.bytes, &mut |m| {
-                    if katib || value::parse_value(m.raw).is_some() {
-                        out.push((m.name.to_vec(), m.raw.to_vec(), m.step, n));
+                rules.scan_numbered(line.bytes, n, &mut |m, at| {
+                    if katib || parses(&m) {
+                        out.push((m.name.to_vec(), m.raw.to_vec(), m.step, at));
                     }
                 });
             };
             buf.feed(input, &mut each);
             buf.finish(&mut each);
+            rules.end_of_stream(&mut |m, at| {
+                if katib || parses(&m) {
+                    out.push((m.name.to_vec(), m.raw.to_vec(), m.step, at));
+                }
+            });
             out
+        }
+
+        /// The value parses as the parser parses it (native semantics keep only numbers).
+        fn parses(m: &Match<'_>) -> bool {
+            match m.kind {
+                ValueKind::Clock => value::parse_clock(m.raw).is_some(),
+                _ => value::parse_value(m.raw).is_some(),
+            }
         }
 
         #[derive(Default)]
@@ -452,6 +543,21 @@ mod tests {
             fn observe(&mut self, o: &Observation<'_>) {
                 self.0.push((o.name.to_vec(), o.raw.to_vec(), o.step, o.line));
             }
+        }
+
+        /// `input` fed to `c` in pieces cut at `cuts` (clamped, in order), then finished: what it observed.
+        fn feed_cut(c: &mut Stream, input: &[u8], cuts: Vec<usize>) -> Obs {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|cut| cut.min(input.len())).collect();
+            cuts.sort_unstable();
+            let mut rec = Rec::default();
+            let mut at = 0;
+            for cut in cuts {
+                c.feed(&input[at..cut], &mut rec);
+                at = cut;
+            }
+            c.feed(&input[at..], &mut rec);
+            c.finish(&mut rec);
+            rec.0
         }
 
         fn line() -> impl Strategy<Value = Vec<u8>> {
@@ -468,9 +574,47 @@ mod tests {
                 Just(b"=".to_vec()),
                 Just(vec![b'x'; 40]),
                 any::<u8>().prop_map(|b| vec![b]),
+                // The recognised frameworks' shapes, whole and in pieces.
+                Just(FRAMEWORK_LINES[0].to_vec()),
+                (0..FRAMEWORK_LINES.len()).prop_map(|i| FRAMEWORK_LINES[i].to_vec()),
+                (0..FRAMEWORK_LINES.len(), 0usize..40).prop_map(|(i, cut)| {
+                    let l = FRAMEWORK_LINES[i];
+                    l[..cut.min(l.len())].to_vec()
+                }),
             ];
             proptest::collection::vec(atoms, 0..6).prop_map(|v| v.concat())
         }
+
+        /// One line of each format the recognition reads, and of what it must not take.
+        const FRAMEWORK_LINES: &[&[u8]] = &[
+            b"epoch=1 loss=0.9 acc=0.5",
+            b"lr=0.01 batch_size=64",
+            b"Namespace(lr=0.01, epochs=3)",
+            b"epoch 2: loss: 0.31 accuracy: 0.90",
+            b"test accuracy: 0.95",
+            b"{'loss': 0.69, 'grad_norm': 1.2, 'epoch': 0.25}",
+            b"{\"loss\": \"0.5\", \"global_step\": \"5\", \"trial\": \"0\"}",
+            b"12/12 - 1s - 9ms/step - loss: 0.3 - val_loss: 0.4",
+            b"\r 1/3 \xe2\x94\x81 1s 10ms/step - loss: 0.9\x08\x08\x08\r 2/3 - 1s 9ms/step - loss: 0.8",
+            b"\rEpoch 0:  50%| 1/2 [00:00, 9.0it/s, v_num=0, loss_step=2.0]\rEpoch 0: 100%| 2/2 [00:00, 9.0it/s, v_num=0, loss_step=1.5, val_loss=1.2]",
+            b"Epoch 0/1 \xe2\x94\x81 2/4 0:00:00 \xe2\x80\xa2 5.00it/s v_num: 0.000 loss:",
+            b"                          0.5 val_loss: 0.4",
+            b"     Validate metric           DataLoader 0",
+            b"\xe2\x94\x80\xe2\x94\x80\xe2\x94\x80",
+            b"         val_acc            0.95",
+            b"***** train metrics *****",
+            b"  train_runtime            = 0:00:00.91",
+            b"  train_loss               =     0.5964",
+            b"[3]\tvalid_0's auc: 0.91",
+            b"[1,    50] loss: 2.261",
+            b"-- Epoch 2",
+            b"Norm: 6.21, NNZs: 30, Bias: -0.43, T: 6390, Avg. loss: 0.0508, Objective: 0.0704",
+            b"Iteration 3, loss = 0.41",
+            b"{metricName: accuracy, metricValue: 0.98}",
+            b"`Trainer.fit` stopped: `max_epochs=4` reached.",
+            b"[LightGBM] [Warning] No further splits with positive gain, best gain: -inf",
+            b"\x00\x01\x02\x03\x04\x05\x06\x07",
+        ];
 
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(300))]
@@ -484,18 +628,74 @@ mod tests {
                 let input = lines.join(&b'\n');
                 let (specs, names, semantics) = rule_sets().swap_remove(set);
                 let reference = by_lines(Rules::new(&specs, &names, semantics, LineFormat::Text).unwrap(), max, &input);
-                let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(input.len())).collect();
-                cuts.sort_unstable();
                 let mut c = Stream::new(Rules::new(&specs, &names, semantics, LineFormat::Text).unwrap(), max, 1000);
-                let mut rec = Rec::default();
-                let mut at = 0;
-                for cut in cuts {
-                    c.feed(&input[at..cut], &mut rec);
-                    at = cut;
+                prop_assert_eq!(feed_cut(&mut c, &input, cuts), reference);
+            }
+
+            /// Explicit rules never carry anything from one line to the next (recognition is off with them): each
+            /// line gives what a fresh set of the same rules gives it alone, whatever came before, whatever the
+            /// chunking.
+            #[test]
+            fn explicit_rules_read_each_line_on_its_own(
+                lines in proptest::collection::vec(line(), 0..30),
+                cuts in proptest::collection::vec(0usize..2000, 0..6),
+                set in 0usize..EXPLICIT.len(),
+            ) {
+                let input = lines.join(&b'\n');
+                let (specs, names, semantics) = explicit(set);
+                let mut want = Obs::new();
+                let mut buf = LineBuffer::new(4096);
+                let mut each = |line: Line<'_>| {
+                    let mut fresh = Rules::new(&specs, &names, semantics, LineFormat::Text).unwrap();
+                    let n = line.number;
+                    fresh.scan(line.bytes, &mut |m| {
+                        if semantics == Semantics::Katib || parses(&m) {
+                            want.push((m.name.to_vec(), m.raw.to_vec(), m.step, n));
+                        }
+                    });
+                };
+                buf.feed(&input, &mut each);
+                buf.finish(&mut each);
+                let mut c = Stream::new(Rules::new(&specs, &names, semantics, LineFormat::Text).unwrap(), 4096, 1000);
+                let got = feed_cut(&mut c, &input, cuts);
+                prop_assert!(c.parser.params().is_empty());
+                prop_assert_eq!(got, want);
+            }
+        }
+
+        /// Explicit configurations: each preset alone, all of them, `--metrics` alone, a filter, a metric rule,
+        /// Katib's semantics.
+        const EXPLICIT: [&str; 13] = [
+            "katib",
+            "tf-step",
+            "keras",
+            "hf-trainer",
+            "xgboost",
+            "lightgbm",
+            "sklearn",
+            "tqdm",
+            "all",
+            "metrics",
+            "filter",
+            "metric",
+            "katib-semantics",
+        ];
+
+        fn explicit(i: usize) -> (Vec<RuleSpec>, Vec<String>, Semantics) {
+            let all = || crate::rules::Preset::ALL.iter().map(|&p| RuleSpec::Preset(p)).collect::<Vec<_>>();
+            match EXPLICIT[i] {
+                "all" => (all(), vec![], Semantics::Native),
+                "metrics" => (vec![], vec!["loss".into(), "accuracy".into()], Semantics::Native),
+                "filter" => {
+                    (vec![RuleSpec::Filter(r"(?P<name>[\w.-]+): (?P<value>[\d.]+)".into())], vec![], Semantics::Native)
                 }
-                c.feed(&input[at..], &mut rec);
-                c.finish(&mut rec);
-                prop_assert_eq!(rec.0, reference);
+                "metric" => (
+                    vec![RuleSpec::Metric { name: "acc".into(), regex: r"accuracy[=:] ?(?P<value>[\d.]+)".into() }],
+                    vec![],
+                    Semantics::Native,
+                ),
+                "katib-semantics" => (vec![], vec!["loss".into(), "accuracy".into()], Semantics::Katib),
+                _ => (vec![RuleSpec::Preset(crate::rules::Preset::ALL[i])], vec![], Semantics::Native),
             }
         }
     }

@@ -505,7 +505,7 @@ mod tests {
         let post = request(addr, "POST", "/metrics").await;
         assert!(post.starts_with("HTTP/1.0 405") && post.to_ascii_lowercase().contains("allow: get, head"), "{post}");
 
-        let rules = Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap();
+        let rules = Rules::classic();
         let mut c = Parser::new(rules, 10);
         let mut lines = LineBuffer::new(1024);
         lines.feed_into(b"loss=1\n", &mut c.lines(&mut ()));
@@ -563,7 +563,13 @@ mod tests {
     async fn a_waiting_poll_answers_when_a_snapshot_brings_something_new_and_when_the_server_stops() {
         let (mut publisher, mut history, server) = serve();
         let addr = server.local_addr();
-        let rules = Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap();
+        let rules = Rules::new(
+            &[crate::rules::RuleSpec::Preset(crate::rules::Preset::Katib)],
+            &[],
+            Semantics::Native,
+            LineFormat::Text,
+        )
+        .unwrap();
         let mut c = Parser::new(rules, 10);
         let mut lines = LineBuffer::new(1024);
         lines.feed_into(b"loss=1\n", &mut c.lines(&mut history));

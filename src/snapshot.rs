@@ -150,11 +150,11 @@ impl Publisher {
 mod tests {
     use super::*;
     use crate::lines::LineBuffer;
-    use crate::rules::{LineFormat, Rules, Semantics};
+    use crate::rules::Rules;
 
     #[test]
     fn publishes_only_what_changed_and_rate_limits() {
-        let rules = Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap();
+        let rules = Rules::classic();
         let mut c = Parser::new(rules, 10);
         let mut buf = LineBuffer::new(1024);
         let (mut p, rx) = Publisher::new(Duration::from_secs(3600));

@@ -15,8 +15,9 @@ use crate::lines::LineBuffer;
 use crate::modes::sidecar::{self, SidecarError};
 use crate::outputs::{Finished, Outputs, OutputsError};
 use crate::parser::Parser;
+use crate::rules::LineFormat;
 use crate::signal::Signals;
-use crate::sink::stdout::{StdoutError, StdoutSink};
+use crate::sink::stdout::{OutputKind, StdoutError, StdoutSink};
 use crate::snapshot::SourceStats;
 use crate::source::file::{self as file_source, read_to_end};
 use crate::source::tail::Tailer;
@@ -123,6 +124,7 @@ pub fn run(cfg: RunConfig) -> Result<u8, RunError> {
         }
     };
     wrap_up(&parser, finished, cfg.stats.then_some((source, started)))?;
+    format_hint(&parser, cfg.output);
     match result? {
         End::Exited(code) => Ok(code),
         End::Eof | End::Idle | End::Signalled(_) => Ok(0),
@@ -207,6 +209,19 @@ pub(crate) fn wrap_up(
         tracing::warn!(dropped = c.dropped, "observations dropped by the metric limit (--max-metrics)");
     }
     Ok(())
+}
+
+/// `--format json` says how the log is written, `--output json` how results are printed: a log with lines that
+/// are not JSON read with `--format json` but printed as a table is most likely that mix-up.
+fn format_hint(parser: &Parser, output: OutputKind) {
+    let c = parser.counters();
+    if parser.rules().format() == LineFormat::Json && output != OutputKind::Json && c.bad_json > 0 {
+        tracing::warn!(
+            lines_not_json = c.bad_json,
+            "--format json reads a log written as JSON lines; to print the results as JSON lines, use --output json \
+             (a plain-text log needs no --format)"
+        );
+    }
 }
 
 /// The process's peak resident memory in bytes (Linux), for `--stats`.

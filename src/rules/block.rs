@@ -40,11 +40,14 @@ impl Rules {
         emit: &mut impl FnMut(Match<'_>, u64),
         issues: &mut impl FnMut(LineIssues, u64),
     ) -> u64 {
+        if let Some(auto) = &mut self.auto {
+            return auto.scan_block(block, first, emit);
+        }
         let body = &block[..block.len().saturating_sub(1)];
         let Some(finder_count) = self.finders.as_ref().map(Vec::len) else {
             let mut number = first;
             for line in body.split(|&b| b == b'\n') {
-                let found = self.scan(line, &mut |m| emit(m, number));
+                let found = self.scan_numbered(line, number, emit);
                 issues(found, number);
                 number += 1;
             }

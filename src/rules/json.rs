@@ -6,7 +6,7 @@ use std::fmt;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{LineIssues, Match, Names, Semantics};
+use super::{LineIssues, Match, Names, Origin, Semantics, ValueKind};
 use crate::value::{self, ZERO_TIME};
 
 /// A JSON line as Go's `encoding/json` reads it: every byte that is not UTF-8 becomes U+FFFD, and so does every
@@ -159,13 +159,27 @@ pub(super) fn scan_json(
     // Without names, the native mode takes only values that are numbers: `"checkpoint_path": ""` is no metric.
     let any_string = katib || names.is_some();
     let mut one = |name: &str, v: &RawValue| match json_value(v) {
-        JsonValue::Str(s) if any_string || value::parse_value(s.as_bytes()).is_some() => {
-            emit(Match { name: name.as_bytes(), raw: s.as_bytes(), step, time, numeric: false })
-        }
+        JsonValue::Str(s) if any_string || value::parse_value(s.as_bytes()).is_some() => emit(Match {
+            name: name.as_bytes(),
+            raw: s.as_bytes(),
+            step,
+            time,
+            kind: ValueKind::Text,
+            origin: Origin::Json,
+            context: line,
+            key: None,
+        }),
         // Katib ignores numbers (its issue #2162); the native mode takes them.
-        JsonValue::Number(n) if !katib => {
-            emit(Match { name: name.as_bytes(), raw: n.as_bytes(), step, time, numeric: true })
-        }
+        JsonValue::Number(n) if !katib => emit(Match {
+            name: name.as_bytes(),
+            raw: n.as_bytes(),
+            step,
+            time,
+            kind: ValueKind::Number,
+            origin: Origin::Json,
+            context: line,
+            key: None,
+        }),
         _ => {}
     };
     match (names, katib) {

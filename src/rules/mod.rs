@@ -25,11 +25,15 @@ use regex::bytes::{CaptureLocations, Regex};
 
 use crate::value;
 
+mod auto;
 mod block;
 mod json;
 mod katib;
 mod presets;
 mod terminal;
+
+use auto::Auto;
+pub use auto::{BINARY_WINDOW, Findings, Format, Param, SAMPLE_LINES};
 
 use block::{Finder, block_finders};
 use json::scan_json;
@@ -101,8 +105,39 @@ pub struct Match<'a> {
     pub step: Option<u64>,
     /// The timestamp: the line's first token when it is RFC 3339, or the JSON `timestamp` key.
     pub time: Option<&'a [u8]>,
-    /// `raw` is known to be a number in the native grammar (a scanner or JSON checked it): parse without checking.
-    pub numeric: bool,
+    /// How `raw` reads as a number.
+    pub kind: ValueKind,
+    /// The rule or recognised format that made the match (`--explain`).
+    pub origin: Origin,
+    /// The text the match was found in: the line, or one `\r` redraw of it (`--explain`'s sample line).
+    pub context: &'a [u8],
+    /// A small number the rules gave `name`, the same for every match of that name in a run (the recognition
+    /// numbers its names): the parser keeps the metric's id under it instead of hashing the name again.
+    pub key: Option<u32>,
+}
+
+/// How a match's value text reads as a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Known to be a number in the native grammar (a scanner or JSON checked it): parsed without checking.
+    Number,
+    /// Anything: parsed and checked (a native value that is no number is a parse error).
+    Text,
+    /// A duration printed as `h:mm:ss` or `h:mm:ss.ff` (Hugging Face's runtimes): its seconds.
+    Clock,
+}
+
+/// Which rule made a match: what `--explain` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The rule at this index (a `--filter`, `--metric` or `--preset`, or a default preset).
+    Rule(u16),
+    /// A JSON line (`--format json`).
+    Json,
+    /// A structured record ([`crate::parser::Parser::record`]).
+    Record,
+    /// A format recognised without being told (no rule flags).
+    Auto(Format),
 }
 
 /// Problems found on a line that did not stop scanning it; counted by the collector.
@@ -184,6 +219,10 @@ pub struct Rules {
     finders: Option<Vec<Finder>>,
     /// Per finder, its next hit in the current block.
     hits: Vec<usize>,
+    /// No rule was given: every format is recognised from the log itself.
+    auto: Option<Box<Auto>>,
+    /// Each text rule in words (`--explain`).
+    described: Vec<String>,
 }
 
 /// Every rule may match (the bit mask of [`Rules::scan_text`]).
@@ -307,9 +346,83 @@ impl Rules {
                 _ => Slots { pairs: None, context: None },
             })
             .collect();
-        let finders = block_finders(semantics, format, &text, names.is_some());
+        let auto =
+            (semantics == Semantics::Native && format == LineFormat::Text && specs.is_empty() && names.is_none())
+                .then(|| Box::new(Auto::new(None)));
+        let finders = if auto.is_some() { None } else { block_finders(semantics, format, &text, names.is_some()) };
         let hits = vec![0; finders.as_ref().map_or(0, Vec::len)];
-        Ok(Rules { semantics, format, text, slots, names, clean: Vec::new(), finders, hits })
+        let text = if auto.is_some() { Vec::new() } else { text };
+        let slots = if auto.is_some() { Vec::new() } else { slots };
+        let described = if specs.is_empty() && semantics == Semantics::Native {
+            Preset::DEFAULT.iter().map(|p| describe_spec(&RuleSpec::Preset(*p))).collect()
+        } else {
+            specs.iter().map(describe_spec).collect()
+        };
+        Ok(Rules { semantics, format, text, slots, names, clean: Vec::new(), finders, hits, auto, described })
+    }
+
+    /// Recognition of every format (as with no rule flags), keeping only the metrics in `names` (every metric
+    /// when empty). For callers that know the metric names but not the log's format, such as a Katib Trial's
+    /// objective; `--metrics` itself keeps its meaning (the `katib` and `tf-step` presets, those names).
+    pub fn recognise(names: &[String]) -> Self {
+        let only = (!names.is_empty()).then(|| names.iter().map(|n| n.as_bytes().into()).collect());
+        Rules {
+            semantics: Semantics::Native,
+            format: LineFormat::Text,
+            text: Vec::new(),
+            slots: Vec::new(),
+            names: None,
+            clean: Vec::new(),
+            finders: None,
+            hits: Vec::new(),
+            auto: Some(Box::new(Auto::new(only))),
+            described: Vec::new(),
+        }
+    }
+
+    /// The presets `katib` and `tf-step`: what `--metrics` alone reads (and what no flags read before the
+    /// recognition); for tests that need plain, stateless rules.
+    #[cfg(test)]
+    pub(crate) fn classic() -> Self {
+        let specs = [RuleSpec::Preset(Preset::Katib), RuleSpec::Preset(Preset::TfStep)];
+        Rules::new(&specs, &[], Semantics::Native, LineFormat::Text).expect("presets compile")
+    }
+
+    /// Whether the formats are recognised from the log (no rule was given).
+    pub fn recognising(&self) -> bool {
+        self.auto.is_some()
+    }
+
+    /// The parameters the recognition set apart (values printed once, reprs): empty with explicit rules.
+    pub fn params(&self) -> Vec<Param> {
+        self.auto.as_ref().map_or_else(Vec::new, |a| a.params())
+    }
+
+    /// What the recognition saw (for the "no metrics found" help); `None` with explicit rules.
+    pub fn findings(&self) -> Option<Findings> {
+        self.auto.as_ref().map(|a| a.seen())
+    }
+
+    /// A stream ended: state kept across its lines (a progress bar's last frame) is observed. Explicit rules
+    /// keep no such state.
+    pub fn end_of_stream(&mut self, emit: &mut impl FnMut(Match<'_>, u64)) {
+        if let Some(auto) = &mut self.auto {
+            auto.end(emit);
+        }
+    }
+
+    /// What made a match, in words (`--explain`).
+    pub fn describe(&self, origin: Origin) -> String {
+        match origin {
+            Origin::Auto(f) => f.example().to_string(),
+            Origin::Json => "--format json: a key of a JSON line".to_string(),
+            Origin::Record => "a structured record".to_string(),
+            Origin::Rule(i) if self.semantics == Semantics::Katib => format!("Katib filter #{}", i + 1),
+            Origin::Rule(i) => match self.described.get(usize::from(i)) {
+                Some(d) => d.clone(),
+                None => format!("rule #{}", i + 1),
+            },
+        }
     }
 
     /// The semantics these rules follow.
@@ -328,7 +441,32 @@ impl Rules {
     }
 
     /// Scans one line and calls `emit` for every match, in line order, then rule order, then match order.
+    /// With recognition, matches held back from earlier lines may come out too; use [`Rules::scan_numbered`]
+    /// to know their lines.
     pub fn scan(&mut self, line: &[u8], emit: &mut impl FnMut(Match<'_>)) -> LineIssues {
+        self.scan_numbered(line, 0, &mut |m, _| emit(m))
+    }
+
+    /// Scans line `number` and calls `emit` for every match with the number of the line it was made on: this line,
+    /// or, with recognition, an earlier line whose observation was held back until its name proved a metric.
+    pub fn scan_numbered(&mut self, line: &[u8], number: u64, emit: &mut impl FnMut(Match<'_>, u64)) -> LineIssues {
+        self.scan_at(line, number, None, emit)
+    }
+
+    /// [`Rules::scan_numbered`] for a line read at `time` (the pod log's timestamp, cut off the line): an
+    /// observation held back keeps it when the line has no time of its own.
+    pub fn scan_at(
+        &mut self,
+        line: &[u8],
+        number: u64,
+        time: Option<&[u8]>,
+        emit: &mut impl FnMut(Match<'_>, u64),
+    ) -> LineIssues {
+        if let Some(auto) = &mut self.auto {
+            auto.line(line, number, time, emit);
+            return LineIssues::default();
+        }
+        let emit = &mut |m: Match<'_>| emit(m, number);
         match self.format {
             LineFormat::Json => scan_json(line, self.names.as_ref(), self.semantics, emit),
             LineFormat::Text => {
@@ -360,6 +498,15 @@ impl Rules {
         } else if names.is_none_or(|n| n.prefilter.is_match(line)) {
             scan_segment(line, line, text, slots, names, active, emit);
         }
+    }
+}
+
+/// A rule in words, as `--explain` names it.
+fn describe_spec(spec: &RuleSpec) -> String {
+    match spec {
+        RuleSpec::Preset(p) => format!("--preset {}: {}", p.name(), p.summary().trim_end_matches('.')),
+        RuleSpec::Filter(f) => format!("--filter {f:?}"),
+        RuleSpec::Metric { name, regex } => format!("--metric {name}={regex:?}"),
     }
 }
 
@@ -428,16 +575,18 @@ fn scan_segment(
 ) {
     // The line's timestamp is looked for once, and only when something matched.
     let mut time: Option<Option<&[u8]>> = None;
-    let mut out = |name: &[u8], raw: &[u8], step: Option<u64>, numeric: bool| {
-        if names.is_none_or(|n| n.contains(name)) {
-            let time = *time.get_or_insert_with(|| value::line_timestamp(line));
-            emit(Match { name, raw, step, time, numeric });
-        }
-    };
     for (i, rule) in rules.iter().enumerate() {
         if i < 64 && active & (1 << i) == 0 {
             continue;
         }
+        let origin = Origin::Rule(u16::try_from(i).unwrap_or(u16::MAX));
+        let mut out = |name: &[u8], raw: &[u8], step: Option<u64>, numeric: bool| {
+            if names.is_none_or(|n| n.contains(name)) {
+                let time = *time.get_or_insert_with(|| value::line_timestamp(line));
+                let kind = if numeric { ValueKind::Number } else { ValueKind::Text };
+                emit(Match { name, raw, step, time, kind, origin, context: seg, key: None });
+            }
+        };
         match rule {
             TextRule::Pairs => scan_pairs(seg, &mut out),
             TextRule::AtStep(finder) => scan_at_step(seg, finder, &mut out),
@@ -559,10 +708,20 @@ mod tests {
     }
 
     #[test]
-    fn defaults_recognise_tf_step_and_name_value_lines() {
+    fn no_rules_recognise_tf_step_and_name_value_lines_once_they_change() {
         let mut r = native(&[], &[]);
-        let got = scan_all(&mut r, "Accuracy at step 120: 0.9134\nepoch 3: loss=0.2351 accuracy=.98");
+        let got =
+            scan_all(&mut r, "Accuracy at step 120: 0.9134\nepoch 3: loss=0.2351 accuracy=.98\nepoch 4: loss=0.2");
         assert_eq!(got[0], ("Accuracy".into(), "0.9134".into(), Some(120), None));
+        assert_eq!(pairs(&got)[1..], [("loss", "0.2351"), ("loss", "0.2")]);
+        assert_eq!(got[1].2, Some(3));
+        assert_eq!(r.params().iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["accuracy"]);
+    }
+
+    #[test]
+    fn the_classic_presets_take_every_pair() {
+        let mut r = Rules::classic();
+        let got = scan_all(&mut r, "Accuracy at step 120: 0.9134\nepoch 3: loss=0.2351 accuracy=.98");
         assert_eq!(pairs(&got)[1..], [("loss", "0.2351"), ("accuracy", ".98")]);
     }
 

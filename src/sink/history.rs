@@ -495,7 +495,16 @@ mod tests {
 
     impl Run {
         fn new() -> Run {
-            let rules = Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap();
+            let rules = Rules::new(
+                &[
+                    crate::rules::RuleSpec::Preset(crate::rules::Preset::Katib),
+                    crate::rules::RuleSpec::Preset(crate::rules::Preset::TfStep),
+                ],
+                &[],
+                Semantics::Native,
+                LineFormat::Text,
+            )
+            .unwrap();
             let labels = Labels { trial: Some("t-1".into()), ..Labels::default() };
             let (sink, history) = channel(labels, Duration::from_secs(30));
             let (publisher, rx) = Publisher::new(Duration::ZERO);

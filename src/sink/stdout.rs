@@ -17,6 +17,7 @@ use crate::aggregate::{Aggregator, MetricStats};
 use crate::katib::report::{KatibReport, Row};
 use crate::parser::{Observation, ObservationSink, Parser};
 use crate::source::LiveSink;
+use crate::term::explain;
 use crate::term::live::{LiveTable, write_table_sparklines};
 use crate::term::sparkline::Sparklines;
 
@@ -52,6 +53,8 @@ pub struct StdoutConfig {
     pub wrapping: bool,
     /// `--live` while following a file: redraw the table in place (on a terminal).
     pub live: bool,
+    /// `--explain`: say how each metric was found, and list every parameter.
+    pub explain: bool,
 }
 
 impl StdoutConfig {
@@ -82,18 +85,20 @@ pub enum StdoutError {
 
 /// What `trialtail run` prints, and where.
 pub enum StdoutSink {
-    /// One JSON object per observation, as found.
-    Json(JsonLines<Dest>),
+    /// One JSON object per observation, as found; the parameters (and with `--explain` the explanations) at the
+    /// end.
+    Json(JsonLines<Dest>, bool),
     /// The Katib report, at the end.
     Report(KatibReport, OutputKind, Dest),
-    /// The summary table, at the end; with a sparkline column on a terminal, redrawn while following (`--live`).
-    Table { out: Dest, sparks: Sparklines, terminal: bool, live: Option<LiveTable> },
+    /// The summary table, at the end; with a sparkline column on a terminal, redrawn while following (`--live`);
+    /// the parameters under it, and with `--explain` how each metric was found.
+    Table { out: Dest, sparks: Sparklines, terminal: bool, live: Option<LiveTable>, explain: bool },
 }
 
 impl std::fmt::Debug for StdoutSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            StdoutSink::Json(_) => "StdoutSink::Json",
+            StdoutSink::Json(..) => "StdoutSink::Json",
             StdoutSink::Report(..) => "StdoutSink::Report",
             StdoutSink::Table { .. } => "StdoutSink::Table",
         })
@@ -113,12 +118,12 @@ impl StdoutSink {
         let dest = BufWriter::new(w);
         Ok(match (&cfg.objective, cfg.kind) {
             (Some(objective), kind) => StdoutSink::Report(KatibReport::new(objective.clone()), kind, dest),
-            (None, OutputKind::Json) => StdoutSink::Json(JsonLines::new(dest)),
+            (None, OutputKind::Json) => StdoutSink::Json(JsonLines::new(dest), cfg.explain),
             (None, OutputKind::Table) => {
                 // Sparklines and redraws only where a person looks: stdout on a terminal, no --output-file.
                 let terminal = cfg.file.is_none() && !cfg.wrapping && io::stdout().is_terminal();
                 let live = (cfg.live && terminal && crate::term::redraws_here(true)).then(LiveTable::new);
-                StdoutSink::Table { out: dest, sparks: Sparklines::new(), terminal, live }
+                StdoutSink::Table { out: dest, sparks: Sparklines::new(), terminal, live, explain: cfg.explain }
             }
         })
     }
@@ -127,16 +132,20 @@ impl StdoutSink {
     pub fn finish(self, parser: &Parser) -> Result<(), StdoutError> {
         let agg = parser.aggregate();
         let written = match self {
-            StdoutSink::Json(sink) => sink.finish().map(drop),
+            StdoutSink::Json(sink, explain) => sink.finish_with(parser, explain).map(drop),
             StdoutSink::Report(report, OutputKind::Json, mut out) => write_report_json(&mut out, &report.rows()),
             StdoutSink::Report(_, OutputKind::Table, mut out) => write_table(&mut out, agg),
-            StdoutSink::Table { mut out, sparks, live: Some(mut live), .. } => {
-                live.draw(&mut out, agg.metrics(), &sparks)
+            StdoutSink::Table { mut out, sparks, live, terminal, explain } => {
+                let table = match live {
+                    _ if agg.metrics().is_empty() && parser.rules().recognising() => {
+                        explain::write_nothing_found(&mut out, parser)
+                    }
+                    Some(mut live) => live.draw(&mut out, agg.metrics(), &sparks),
+                    None if terminal => write_table_sparklines(&mut out, agg.metrics(), &sparks),
+                    None => write_table(&mut out, agg),
+                };
+                table.and_then(|()| write_after_table(&mut out, parser, explain))
             }
-            StdoutSink::Table { mut out, sparks, terminal: true, .. } => {
-                write_table_sparklines(&mut out, agg.metrics(), &sparks)
-            }
-            StdoutSink::Table { mut out, .. } => write_table(&mut out, agg),
         };
         match written {
             Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(StdoutError::Write(e)),
@@ -145,12 +154,25 @@ impl StdoutSink {
     }
 }
 
+/// Under the table: the parameters (all of them with `--explain`), then the explanations.
+fn write_after_table(out: &mut impl Write, parser: &Parser, explain: bool) -> io::Result<()> {
+    if !parser.aggregate().metrics().is_empty() {
+        explain::write_params(out, &parser.params(), explain)?;
+    }
+    if explain {
+        explain::write_explain(out, parser)?;
+    }
+    out.flush()
+}
+
 impl ObservationSink for StdoutSink {
     fn observe(&mut self, obs: &Observation<'_>) {
         match self {
-            StdoutSink::Json(sink) => sink.observe(obs),
+            StdoutSink::Json(sink, _) => sink.observe(obs),
             StdoutSink::Report(report, ..) => report.observe(obs),
-            StdoutSink::Table { sparks, .. } => sparks.observe(obs),
+            // The trend column is drawn only on a terminal: elsewhere nothing is kept for it.
+            StdoutSink::Table { sparks, terminal: true, .. } => sparks.observe(obs),
+            StdoutSink::Table { .. } => {}
         }
     }
 
@@ -164,7 +186,7 @@ impl ObservationSink for StdoutSink {
 impl LiveSink for StdoutSink {
     fn flush(&mut self, parser: &Parser) {
         match self {
-            StdoutSink::Json(sink) => sink.flush(),
+            StdoutSink::Json(sink, _) => sink.flush(),
             StdoutSink::Table { out, sparks, live, .. } => {
                 // A frame at most every few hundred milliseconds; a failed write stops the redraws, not the run.
                 if let Some(table) = live
@@ -214,6 +236,20 @@ impl<W: Write> JsonLines<W> {
         }
     }
 
+    /// Writes the parameters the recognition set apart (`{"kind":"param",…}`) and, with `explain`, how each
+    /// metric was found (`{"kind":"explain",…}`), then flushes; with nothing found, the help goes to stderr.
+    pub fn finish_with(mut self, parser: &Parser, explain: bool) -> io::Result<W> {
+        if self.error.is_none()
+            && let Err(e) = write_json_records(&mut self.out, parser, explain)
+        {
+            self.error = Some(e);
+        }
+        if parser.aggregate().metrics().is_empty() && parser.rules().recognising() {
+            let _ = explain::write_nothing_found(&mut io::stderr().lock(), parser);
+        }
+        self.finish()
+    }
+
     /// Flushes and returns the first write error, if any.
     pub fn finish(mut self) -> io::Result<W> {
         if let Some(e) = self.error.take() {
@@ -244,6 +280,43 @@ impl<W: Write> ObservationSink for JsonLines<W> {
             self.error = Some(e);
         }
     }
+}
+
+#[derive(Serialize)]
+struct JsonParam<'a> {
+    kind: &'static str,
+    name: &'a str,
+    value: Option<f64>,
+    raw: &'a str,
+    line: u64,
+}
+
+#[derive(Serialize)]
+struct JsonExplained<'a> {
+    kind: &'static str,
+    metric: &'a str,
+    rule: &'a str,
+    line: u64,
+    sample: &'a str,
+}
+
+/// The records after the observations: parameters, then (with `explain`) one per metric.
+fn write_json_records(out: &mut impl Write, parser: &Parser, explain: bool) -> io::Result<()> {
+    for p in parser.params() {
+        let value = crate::value::parse_value(p.raw.as_bytes()).filter(|v| v.is_finite());
+        let row = JsonParam { kind: "param", name: &p.name, value, raw: &p.raw, line: p.line };
+        serde_json::to_writer(&mut *out, &row)?;
+        out.write_all(b"\n")?;
+    }
+    if explain {
+        for (m, e) in parser.aggregate().metrics().iter().zip(parser.explained()) {
+            let rule = parser.rules().describe(e.origin);
+            let row = JsonExplained { kind: "explain", metric: &m.name, rule: &rule, line: e.line, sample: &e.sample };
+            serde_json::to_writer(&mut *out, &row)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes Katib report rows as JSON lines (`value` parsed where it parses, `raw` as reported).

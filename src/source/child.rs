@@ -195,10 +195,10 @@ pub async fn wrap<S: LiveSink>(
 mod tests {
     use super::*;
     use crate::parser::Parser;
-    use crate::rules::{LineFormat, Rules, Semantics};
+    use crate::rules::Rules;
 
     fn parser() -> Parser {
-        Parser::new(Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap(), 100)
+        Parser::new(Rules::classic(), 100)
     }
 
     /// Feeds `chunk` to one stream's buffer, as [`on_read`] does.

@@ -200,6 +200,10 @@ impl<S: ObservationSink> LineSink for PodLines<'_, S> {
             None => self.parser.lines(self.sink).line(line),
         }
     }
+
+    fn end(&mut self) {
+        self.parser.lines(self.sink).end();
+    }
 }
 
 /// What ended one stream.

@@ -438,7 +438,7 @@ impl Tailer {
 mod tests {
     use super::*;
     use crate::parser::Observation;
-    use crate::rules::{LineFormat, Rules, Semantics};
+    use crate::rules::Rules;
     use std::io::Write;
 
     /// The raw values observed, in order.
@@ -452,7 +452,7 @@ mod tests {
     }
 
     fn parser() -> Parser {
-        Parser::new(Rules::new(&[], &[], Semantics::Native, LineFormat::Text).unwrap(), 100_000)
+        Parser::new(Rules::classic(), 100_000)
     }
 
     fn append(path: &Path, bytes: &[u8]) {

@@ -1,7 +1,10 @@
-//! What a terminal shows: the live table ([`live`]), the progress bar ([`progress`]) and the sparklines
-//! ([`sparkline`]), and the two decisions about a terminal: whether to colour ([`colour`]) and whether it can
-//! redraw in place ([`redraws`]). Callers say whether a stream is a terminal; these only decide and draw.
+//! What a terminal shows: the live table ([`live`]), the progress bar ([`progress`]), the sparklines
+//! ([`sparkline`]) and what a run says about itself under the table ([`explain`]: the parameters, `--explain`,
+//! the "no metrics found" help), and the two decisions about a terminal: whether to colour ([`colour`]) and
+//! whether it can redraw in place ([`redraws`]). Callers say whether a stream is a terminal; these only decide
+//! and draw.
 
+pub mod explain;
 pub mod live;
 pub mod progress;
 pub mod sparkline;

@@ -6,11 +6,19 @@ use crate::{example, stderr, stdout, trialtail};
 
 #[test]
 fn stdin_is_read_with_a_dash() {
-    let out = trialtail(&["run", "--output", "json", "-"], Some(b"loss=0.5\nAccuracy at step 3: 0.9\n"));
+    let input = b"lr=0.5\nAccuracy at step 3: 0.9\n";
+    let out = trialtail(&["run", "--output", "json", "-"], Some(input));
     assert!(out.status.success());
+    // A value printed once before training is a parameter, listed after the observations.
     assert_eq!(
         stdout(&out),
-        "{\"metric\":\"loss\",\"value\":0.5,\"raw\":\"0.5\",\"step\":null,\"timestamp\":null,\"line\":1}\n\
+        "{\"metric\":\"Accuracy\",\"value\":0.9,\"raw\":\"0.9\",\"step\":3,\"timestamp\":null,\"line\":2}\n\
+         {\"kind\":\"param\",\"name\":\"lr\",\"value\":0.5,\"raw\":\"0.5\",\"line\":1}\n"
+    );
+    let out = trialtail(&["run", "--output", "json", "--preset", "katib,tf-step", "-"], Some(input));
+    assert_eq!(
+        stdout(&out),
+        "{\"metric\":\"lr\",\"value\":0.5,\"raw\":\"0.5\",\"step\":null,\"timestamp\":null,\"line\":1}\n\
          {\"metric\":\"Accuracy\",\"value\":0.9,\"raw\":\"0.9\",\"step\":3,\"timestamp\":null,\"line\":2}\n"
     );
 }
@@ -88,7 +96,8 @@ fn metric_names_restrict_the_output() {
 
 #[test]
 fn without_names_every_pair_is_a_metric_up_to_the_limit() {
-    let out = trialtail(&["run", "--max-metrics", "2", "--stats", "-"], Some(b"a=1 b=2 c=3\nc=4 a=5\n"));
+    let out =
+        trialtail(&["run", "--preset", "katib", "--max-metrics", "2", "--stats", "-"], Some(b"a=1 b=2 c=3\nc=4 a=5\n"));
     assert!(out.status.success());
     let table = stdout(&out);
     assert_eq!(table.lines().count(), 3, "{table}");
@@ -232,7 +241,7 @@ fn check_config_validates_pod_log_mode_without_a_cluster() {
 #[test]
 fn log_format_json_writes_each_diagnostic_as_one_json_object() {
     // --live without --follow logs one warning.
-    let out = trialtail(&["run", "--live", "--log-format", "json", "-"], Some(b"loss=1\n"));
+    let out = trialtail(&["run", "--live", "--log-format", "json", "-"], Some(b"loss=1\nloss=0.5\n"));
     assert!(out.status.success());
     let err = stderr(&out);
     let events: Vec<serde_json::Value> =

@@ -176,3 +176,58 @@ fn default_flags_recognise_the_classic_tensorflow_log() {
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cells, ["Accuracy", "30", "0.97333336", "0.11111111", "0.9777778", "290"]);
 }
+
+/// The explicit flag sets whose output on every example log is kept in `tests/data/explicit/`: each preset alone,
+/// all of them, `--metrics` alone, a filter, a fixed-name metric, Katib's semantics with its default filter and
+/// with one of its own.
+const EXPLICIT: &[&[&str]] = &[
+    &["--preset", "katib"],
+    &["--preset", "tf-step"],
+    &["--preset", "keras"],
+    &["--preset", "hf-trainer"],
+    &["--preset", "xgboost"],
+    &["--preset", "lightgbm"],
+    &["--preset", "sklearn"],
+    &["--preset", "tqdm"],
+    &["--preset", "katib,tf-step,keras,hf-trainer,xgboost,lightgbm,sklearn,tqdm"],
+    &["--metrics", "loss,accuracy"],
+    &["--filter", r"(?P<name>[\w.-]+): (?P<value>[\d.]+)"],
+    &["--metric", r"acc=accuracy[=:] ?(?P<value>[\d.]+)"],
+    &["--katib-semantics", "--metrics", "loss,accuracy"],
+    &["--katib-semantics", "--metrics", "loss", "--filter", r"([\w-]+)\s*:\s*([\d.]+)"],
+];
+
+/// Explicit flags read exactly what they say: on every example log (framework logs included) each flag set of
+/// [`EXPLICIT`] prints, byte for byte, the JSON lines it printed before the recognition existed (recorded then,
+/// in `tests/data/explicit/NAME.txt`, one `## FLAGS` section per set).
+#[test]
+fn explicit_flags_print_what_they_printed_before_the_recognition() {
+    let mut logs: Vec<std::path::PathBuf> = Vec::new();
+    for dir in ["examples/logs", "examples/logs/frameworks"] {
+        let mut found: Vec<_> = std::fs::read_dir(crate::root().join(dir))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        found.sort();
+        logs.extend(found);
+    }
+    for log in logs {
+        let mut got = String::new();
+        for flags in EXPLICIT {
+            got.push_str(&format!("## {}\n", flags.join(" ")));
+            let mut args = vec!["run", "--output", "json"];
+            args.extend_from_slice(flags);
+            args.push(log.to_str().unwrap());
+            got.push_str(&stdout(&trialtail(&args, None)));
+        }
+        let stem = log.file_stem().unwrap().to_str().unwrap();
+        let path = crate::root().join("tests/data/explicit").join(format!("{stem}.txt"));
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, &got).unwrap();
+            continue;
+        }
+        let want = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(got == want, "{stem}: explicit flags print something else than before (see {})", path.display());
+    }
+}

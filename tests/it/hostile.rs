@@ -32,7 +32,7 @@ fn names_and_values_over_the_limit_are_dropped_counted_and_cost_no_memory() {
     let path = t.path().join("long.log");
     let value = format!("1{}", "0".repeat(30 * 1024 - 1));
     let log: String = (0..1000).map(|i| format!("m{i:04}{}={value}\n", "a".repeat(30 * 1024))).collect();
-    fs::write(&path, format!("{log}loss=0.5\n")).unwrap();
+    fs::write(&path, format!("{log}loss=0.5\nloss=0.25\n")).unwrap();
     let base = footprint(&["--stats"]);
     let started = Instant::now();
     let m = peak_rss(&["run", "--stats", path.to_str().unwrap()]);

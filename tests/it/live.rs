@@ -69,9 +69,11 @@ impl Running {
         Running { child, stdin, lines, reader: Some(reader), err, err_reader: Some(err_reader) }
     }
 
-    /// Follows `log` with JSON output; `extra` flags come first.
+    /// Follows `log` with JSON output and the classic presets (`katib`, `tf-step`: every `name=value` is read
+    /// at once, which these tests of following need; the recognition while following is pinned by
+    /// `follow_recognises_a_format_that_first_appears_late`); `extra` flags come first.
     fn follow(log: &Path, extra: &[&str]) -> Running {
-        let mut args = vec!["run", "--follow", "--output", "json"];
+        let mut args = vec!["run", "--follow", "--output", "json", "--preset", "katib,tf-step"];
         args.extend_from_slice(extra);
         args.push(log.to_str().unwrap());
         Running::start(&args)
@@ -165,6 +167,34 @@ fn follow_waits_for_a_file_created_late_and_completes_a_partial_line() {
     // CRLF is stripped by the rules, the partial line completed.
     let err = expect_then_stop(t, &["1", "0.25"]);
     assert_eq!(stat(&err, "opens"), 1);
+}
+
+/// Following uses the same recognition as reading a file: a format that first appears late is read when it
+/// appears, a weak pair once its value changes, and what was printed once is a parameter at the end.
+#[test]
+fn follow_recognises_a_format_that_first_appears_late() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("train.log");
+    append(&log, b"lr=0.01 batch_size=64\nI0000 starting\n");
+    let t = Running::start(&["run", "--follow", "--output", "json", log.to_str().unwrap()]);
+    let mut noise = Vec::new();
+    for i in 0..5000 {
+        noise.extend_from_slice(format!("I0000 step {i}: nothing to see\n").as_bytes());
+    }
+    append(&log, &noise);
+    append(&log, b"12/12 - 1s - 9ms/step - accuracy: 0.5 - loss: 0.9\n");
+    assert_eq!(t.wait_values(2), ["0.5", "0.9"]);
+    append(&log, b"validation val_acc=0.7 done\n");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(t.values().len(), 2, "a weak pair is held until its value changes");
+    append(&log, b"validation val_acc=0.8 done\n");
+    assert_eq!(t.wait_values(4), ["0.5", "0.9", "0.7", "0.8"]);
+    t.signal(Signal::TERM);
+    let (status, lines, err) = t.finish();
+    assert_eq!(status.code(), Some(0), "{err}");
+    let params: Vec<&String> = lines.iter().filter(|l| l.contains("\"kind\":\"param\"")).collect();
+    assert_eq!(params.len(), 2, "{lines:?}");
+    assert!(params[0].contains("\"name\":\"lr\"") && params[1].contains("\"name\":\"batch_size\""), "{params:?}");
 }
 
 #[test]
@@ -265,7 +295,19 @@ fn wrap(script: &str) -> (std::process::Output, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("out.json");
     let out = crate::trialtail(
-        &["run", "--output", "json", "--output-file", json.to_str().unwrap(), "--", "sh", "-c", script],
+        &[
+            "run",
+            "--preset",
+            "katib,tf-step",
+            "--output",
+            "json",
+            "--output-file",
+            json.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
         None,
     );
     let text = std::fs::read_to_string(&json).unwrap();
@@ -332,7 +374,7 @@ fn follow_polls_when_the_directory_does_not_exist_yet() {
 
 #[test]
 fn stdin_is_followed_live_and_a_signal_ends_it_with_exit_0() {
-    let mut t = Running::start(&["run", "--output", "json", "-"]);
+    let mut t = Running::start(&["run", "--output", "json", "--preset", "katib", "-"]);
     let mut stdin = t.stdin.take().expect("stdin");
     stdin.write_all(b"loss=1\n").unwrap();
     stdin.flush().unwrap();

@@ -30,6 +30,7 @@ mod monitoring;
 mod page;
 mod plot;
 mod prom;
+mod recognise;
 mod sidecar;
 mod sidecar_katib;
 mod soak;

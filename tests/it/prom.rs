@@ -203,7 +203,8 @@ fn pushgateway_receives_the_final_values_grouped_by_trial_and_namespace() {
 fn push_interval_pushes_while_the_log_is_still_being_read() {
     let Some(gw) = support::pushgateway() else { return };
     let url = format!("http://{}", gw.addr);
-    let mut tt = Trialtail::spawn(&["-", "--pushgateway", &url, "--push-interval", "200ms", "--trial", "t-2"], true);
+    let args = ["-", "--preset", "katib", "--pushgateway", &url, "--push-interval", "200ms", "--trial", "t-2"];
+    let mut tt = Trialtail::spawn(&args, true);
     let mut stdin = tt.0.stdin.take().expect("stdin");
     stdin.write_all(b"loss=0.25\n").expect("write");
     wait_for("the periodic push", || {
@@ -235,7 +236,8 @@ fn bad_export_flags_are_usage_errors_naming_the_flag() {
 fn linger_keeps_serving_until_a_scrape_returned_the_final_values() {
     let listen = free_addr();
     let listen_arg = listen.to_string();
-    let mut tt = Trialtail::spawn(&["-", "--listen", &listen_arg, "--linger", "300s"], true);
+    // The classic presets: every value is served as soon as it is read.
+    let mut tt = Trialtail::spawn(&["-", "--preset", "katib", "--listen", &listen_arg, "--linger", "300s"], true);
     wait_for("/healthz", || get(listen, "/healthz", None).ok().filter(|r| r.status == 200));
     assert_eq!(get(listen, "/readyz", None).expect("GET /readyz").status, 503, "nothing read yet");
     let mut stdin = tt.0.stdin.take().expect("stdin");
@@ -288,7 +290,8 @@ fn a_followed_file_is_served_live_and_a_signal_ends_the_linger() {
     let listen = free_addr();
     let listen_arg = listen.to_string();
     let log_arg = log.to_str().expect("utf-8 path");
-    let tt = Trialtail::spawn(&["--follow", log_arg, "--listen", &listen_arg, "--linger", "300s"], false);
+    let args = ["--follow", log_arg, "--preset", "katib", "--listen", &listen_arg, "--linger", "300s"];
+    let tt = Trialtail::spawn(&args, false);
     wait_for("/healthz", || get(listen, "/healthz", None).ok().filter(|r| r.status == 200));
     assert_eq!(get(listen, "/readyz", None).expect("GET /readyz").status, 503, "the file does not exist yet");
     std::fs::write(&log, "loss=0.5\n").expect("write the log");

@@ -135,8 +135,9 @@ impl Sidecar {
 #[test]
 fn sidecar_writes_live_observations_to_the_trial_and_exits_when_training_ends() {
     let fake = KubeFake::start(pod(), job(), trial());
-    let sidecar =
-        Sidecar::start(&fake, &["--status-interval", "1s", "--output", "json", "--shutdown-grace", "5s"], None);
+    // The classic presets: each value reaches the Trial as soon as it is read.
+    let args = ["--preset", "katib", "--status-interval", "1s", "--output", "json", "--shutdown-grace", "5s"];
+    let sidecar = Sidecar::start(&fake, &args, None);
 
     // While the container is starting nothing is read; then it runs and prints.
     wait_for("the pod watch", || fake.count("GET", "/pods", "watch=true") > 0);
@@ -319,7 +320,8 @@ fn a_denied_status_patch_is_said_once_and_everything_else_goes_on() {
     fake.fail_patches(&[403]);
     let addr = free_addr();
     let listen = addr.to_string();
-    let sidecar = Sidecar::start(&fake, &["--status-interval", "1s", "--output", "json", "--listen", &listen], None);
+    let args = ["--preset", "katib", "--status-interval", "1s", "--output", "json", "--listen", &listen];
+    let sidecar = Sidecar::start(&fake, &args, None);
     fake.write_log(&["accuracy=0.5"]);
     wait_for("the denied patch", || fake.count("PATCH", "/status", "") == 1);
     // Prometheus and stdout go on after the sink stopped.

@@ -105,16 +105,16 @@ fn nothing_but_the_table_goes_into_pipes() {
 #[test]
 fn quiet_silences_warnings() {
     let input = b"a=1 b=2 c=3\n";
-    let loud = trialtail(&["run", "--max-metrics", "1", "-"], Some(input));
+    let loud = trialtail(&["run", "--preset", "katib", "--max-metrics", "1", "-"], Some(input));
     assert!(stderr(&loud).contains("metric limit reached"));
-    let quiet = trialtail(&["run", "--quiet", "--max-metrics", "1", "-"], Some(input));
+    let quiet = trialtail(&["run", "--preset", "katib", "--quiet", "--max-metrics", "1", "-"], Some(input));
     assert_eq!(stderr(&quiet), "");
     assert_eq!(stdout(&quiet), stdout(&loud));
 }
 
 #[test]
 fn live_without_follow_says_it_has_no_effect() {
-    let out = trialtail(&["run", "--live", "-"], Some(b"loss=1\n"));
+    let out = trialtail(&["run", "--live", "-"], Some(b"loss=1\nloss=2\n"));
     assert!(out.status.success());
     assert!(stderr(&out).contains("--live redraws the table while following a log"), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("metric"));
