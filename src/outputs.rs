@@ -286,6 +286,7 @@ impl Outputs {
     pub fn publish_end(&mut self, parser: &Parser, source: SourceStats) {
         if let Some(history) = &mut self.history {
             history.publish(Phase::Ended, true);
+            show_parameters(history, parser);
         }
         self.publisher.publish(parser, source, Phase::Ended);
     }
@@ -409,6 +410,13 @@ impl Outputs {
     }
 }
 
+/// Hands the values the recognition set apart as parameters to the live page (they change rarely: the history
+/// tells pages only when they did). Called when the run publishes now, never per line.
+fn show_parameters(history: &HistorySink, parser: &Parser) {
+    let parameters = parser.params().into_iter().map(|p| history::Parameter { name: p.name, value: p.raw });
+    history.history().set_parameters(parameters.collect());
+}
+
 /// Runs `step` to its end unless the run's second signal comes first (then `Err` with its number); a first
 /// signal lets it run on.
 async fn unless_second_signal<T>(
@@ -467,6 +475,9 @@ impl LiveSink for Outputs {
         // The points first: a page woken by the snapshot finds them (it never reads past the snapshot).
         if let Some(history) = &mut self.history {
             history.publish(phase, now);
+            if now {
+                show_parameters(history, parser);
+            }
         }
         if self.publishing {
             LiveSink::publish(&mut self.publisher, parser, source, phase, now);

@@ -495,3 +495,24 @@ fn the_series_endpoint_of_a_following_run_pages_by_cursor_without_duplicates() {
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!((idle["cursor"].as_str(), idle["metrics"].as_array().unwrap().len()), (Some(cursor.as_str()), 0));
 }
+
+#[test]
+fn the_parameters_a_log_prints_before_training_reach_the_series_endpoint() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("train.log");
+    append(&log, "Namespace(lr=0.01, batch_size=64)\n");
+    let t = Trialtail::start(&["--follow", log.to_str().expect("utf-8 path"), "--linger", "0"]);
+    append(&log, "epoch 1: loss=0.9\nepoch 2: loss=0.7\n");
+    let answer = wait_for("the parameters on /api/series", || {
+        let (status, answer, _) = t.series("");
+        assert_eq!(status, 200);
+        (answer["parameters"].as_array().is_some_and(|p| !p.is_empty()) && answer["metrics"].as_array()?.len() == 1)
+            .then_some(answer)
+    });
+    assert_eq!(
+        answer["parameters"],
+        json!([{"name": "lr", "value": "0.01"}, {"name": "batch_size", "value": "64"}]),
+        "{answer}"
+    );
+    assert_eq!(answer["metrics"][0]["name"], "loss", "{answer}");
+}
