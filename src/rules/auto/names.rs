@@ -197,6 +197,14 @@ impl Names {
     }
 
     fn emit(&mut self, id: u32, seen: Seen<'_>, emit: &mut dyn FnMut(Match<'_>, u64)) {
+        // Values a weak format gave the name before a metric context confirmed it stay unconfirmed: they are never
+        // released later, after this newer value (a name's observations keep the log's order).
+        if let Some(p) = self.states[id as usize].pending.as_mut()
+            && p.held > 0
+        {
+            p.held = 0;
+            self.held.retain(|h| h.id != id);
+        }
         self.states[id as usize].metric = true;
         self.started = true;
         if self.wanted(seen.name) {

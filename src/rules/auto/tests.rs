@@ -145,3 +145,20 @@ fn a_format_that_appears_late_is_read_then() {
     let got = observe(log.trim_end());
     assert_eq!(got, ["Accuracy=0.9@10001#10000"]);
 }
+
+#[test]
+fn values_held_before_a_metric_context_confirmed_the_name_never_come_after_newer_ones() {
+    // `loss = …` in lines no format knows is weak and held back; sklearn's `Iteration N, loss = …` then makes
+    // `loss` a metric. The held values stay unconfirmed: a later weak line must not release them after the newer
+    // values (found by the line-path fuzzer on a mutated scikit-learn log).
+    let log = "IIteration 1, loss = 2.41\nValida loss = 2.27\nValidation score: 0.14\nIteration 3, loss = 2.16\n\
+               \0Validation score: 0.20\nIteration 4, loss = 2.07\nValidation score: 0.35\nIteration 5, loss = 1.97\n\
+               Validation score: 0.53Iteration 5, loss = 1.97";
+    let lines: Vec<u64> = observe(log)
+        .iter()
+        .filter(|o| o.starts_with("loss="))
+        .map(|o| o.split('@').nth(1).unwrap().split('#').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(!lines.is_empty());
+    assert!(lines.windows(2).all(|w| w[0] <= w[1]), "loss in the log's order: {:?}", observe(log));
+}
