@@ -348,9 +348,14 @@ impl State<'_> {
     }
 }
 
+/// Whether a name and a value are within [`MAX_NAME_BYTES`] and [`MAX_VALUE_BYTES`].
+pub(crate) fn within_bounds(name: &[u8], raw: &[u8]) -> bool {
+    name.len() <= MAX_NAME_BYTES && raw.len() <= MAX_VALUE_BYTES
+}
+
 /// Whether the observation's name or value is over its limit; counts it (and says the first) when it is.
 fn oversized(name: &[u8], raw: &[u8], counters: &mut Counters) -> bool {
-    if name.len() <= MAX_NAME_BYTES && raw.len() <= MAX_VALUE_BYTES {
+    if within_bounds(name, raw) {
         return false;
     }
     if counters.oversized == 0 {

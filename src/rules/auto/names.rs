@@ -11,6 +11,7 @@
 //! [`MAX_HELD_PER_NAME`] per name, their bytes in one arena of at most [`MAX_ARENA`] bytes). Observations that do
 //! not fit are counted and dropped.
 
+use crate::parser::within_bounds;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::ops::Range;
@@ -108,8 +109,6 @@ impl<'a> Seen<'a> {
         }
     }
 }
-
-use crate::parser::{MAX_NAME_BYTES, MAX_VALUE_BYTES};
 
 type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
@@ -215,7 +214,7 @@ impl Names {
     /// A name or value over the parser's bounds is never tracked: it goes straight to the parser, which drops it
     /// whole and counts it (so a log of long names costs no memory here either).
     fn oversized(seen: &Seen<'_>, emit: &mut dyn FnMut(Match<'_>, u64)) -> bool {
-        let over = seen.name.len() > MAX_NAME_BYTES || seen.raw.len() > MAX_VALUE_BYTES;
+        let over = !within_bounds(seen.name, seen.raw);
         if over {
             emit(seen.to_match(None), seen.line);
         }
@@ -259,7 +258,7 @@ impl Names {
 
     /// A name read inside a repr: a parameter (its first value is kept).
     pub fn param(&mut self, seen: Seen<'_>) {
-        if seen.name.len() > MAX_NAME_BYTES || seen.raw.len() > MAX_VALUE_BYTES {
+        if !within_bounds(seen.name, seen.raw) {
             return;
         }
         let Some(id) = self.id(seen.name) else { return };
