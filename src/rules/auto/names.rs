@@ -11,13 +11,13 @@
 //! [`MAX_HELD_PER_NAME`] per name, their bytes in one arena of at most [`MAX_ARENA`] bytes). Observations that do
 //! not fit are counted and dropped.
 
-use crate::parser::within_bounds;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::ops::Range;
 
 use super::Format;
 use crate::aggregate::FxHasher;
+use crate::parser::within_bounds;
 use crate::rules::{Match, Origin, ValueKind};
 
 /// Names tracked (metrics, parameters and pending names together).
