@@ -137,9 +137,11 @@ impl Aggregator {
         let m = &mut self.metrics[id.0 as usize];
         m.count += 1;
         m.latest_raw.clear();
-        match std::str::from_utf8(raw) {
-            Ok(text) => m.latest_raw.push_str(text),
-            Err(_) => m.latest_raw.push_str(&String::from_utf8_lossy(raw)),
+        if raw.is_ascii() {
+            // Values are mostly a few ASCII bytes: pushed as they are, cheaper than validating them as UTF-8.
+            m.latest_raw.extend(raw.iter().map(|&b| char::from(b)));
+        } else {
+            m.latest_raw.push_str(&String::from_utf8_lossy(raw));
         }
         m.latest = value;
         if step.is_some() {

@@ -294,7 +294,8 @@ pub const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 /// (`pkg/metricscollector/v1beta1/file-metricscollector/file-metricscollector.go`, `parseLogsInTextFormat`:
 /// `strings.SplitN(line, " ", 2)` must give two parts).
 pub fn line_timestamp(line: &[u8]) -> Option<&[u8]> {
-    if !line.first().is_some_and(u8::is_ascii_digit) {
+    // A date is `yyyy-mm-ddT`: most lines fail on their first or eleventh byte, before the token is looked for.
+    if !line.first().is_some_and(u8::is_ascii_digit) || line.get(10) != Some(&b'T') {
         return None;
     }
     let token = &line[..memchr::memchr(b' ', line)?];

@@ -16,8 +16,6 @@ use crate::value::{self, is_word, scan_number};
 /// The substrings the parsers look for, each searcher built once (building one costs more than searching a line).
 struct Literals {
     dash: Finder<'static>,
-    it_s: Finder<'static>,
-    s_it: Finder<'static>,
     metric_name: Finder<'static>,
     metric_value: Finder<'static>,
     avg_loss: Finder<'static>,
@@ -29,8 +27,6 @@ struct Literals {
 
 static LIT: LazyLock<Literals> = LazyLock::new(|| Literals {
     dash: Finder::new(b" - "),
-    it_s: Finder::new(b"it/s"),
-    s_it: Finder::new(b"s/it"),
     metric_name: Finder::new(b"{metricName: "),
     metric_value: Finder::new(b", metricValue: "),
     avg_loss: Finder::new(b", Avg. loss: "),
@@ -107,6 +103,12 @@ pub(super) fn is_step_name(name: &[u8]) -> bool {
         b"round",
         b"train epoch",
     ];
+    // Most names are none of them: their length or first letter says so before any comparison.
+    if !(2..=11).contains(&name.len())
+        || !matches!(name[0] | 0x20, b'b' | b'e' | b'g' | b'i' | b'n' | b'r' | b's' | b't')
+    {
+        return false;
+    }
     STEPS.iter().any(|s| s.eq_ignore_ascii_case(name))
 }
 
@@ -317,18 +319,24 @@ pub(super) struct Frame<'a> {
     pub rest: &'a [u8],
 }
 
-/// The segment shows a progress bar's rate (`it/s` or `s/it`): it may be a frame.
-pub(super) fn has_rate(seg: &[u8]) -> bool {
-    memchr::memchr_iter(b'/', seg).any(|i| {
-        (i >= 2 && &seg[i - 2..i] == b"it" && seg.get(i + 1) == Some(&b's'))
-            || (i >= 1 && seg[i - 1] == b's' && seg.get(i + 1..i + 3) == Some(b"it"))
-    })
+/// Where a progress bar's rate is: the first `it/s`, else the first `s/it` (one `memchr` for their `/`).
+fn rate_at(seg: &[u8]) -> Option<usize> {
+    let mut s_it = None;
+    for i in memchr::memchr_iter(b'/', seg) {
+        if i >= 2 && &seg[i - 2..i] == b"it" && seg.get(i + 1) == Some(&b's') {
+            return Some(i - 2);
+        }
+        if s_it.is_none() && i >= 1 && seg[i - 1] == b's' && seg.get(i + 1..i + 3) == Some(b"it") {
+            s_it = Some(i - 1);
+        }
+    }
+    s_it
 }
 
 /// A tqdm frame with a postfix (`Epoch 0:  6%|▌   | 1/18 [00:00<00:00, 176.53it/s, v_num=0, loss=2.32]`) or a
 /// rich progress frame with metrics (`Epoch 1/3 ━━━ 16/18 0:00:02 • 0:00:01 6.20it/s v_num: 0.000 loss: 0.62`).
 pub(super) fn frame(seg: &[u8]) -> Option<Frame<'_>> {
-    let rate = LIT.it_s.find(seg).or_else(|| LIT.s_it.find(seg))?;
+    let rate = rate_at(seg)?;
     let after = rate + 4;
     let bar_end = seg.iter().position(|&b| b == b':' || b == b'|' || b >= 0x80).unwrap_or(seg.len()).min(rate);
     let bar = value::trim(&seg[..bar_end]);
@@ -781,10 +789,9 @@ fn in_repr(seg: &[u8], at: usize) -> bool {
 }
 
 /// The literals that tell a segment's formats apart, each with its mark: one search finds them all.
-const MARKS: [(&str, u16); 10] = [
+const MARKS: [(&str, u16); 9] = [
     (" at step ", Marks::AT_STEP),
     ("{metricName: ", Marks::METRIC_NAME),
-    (" - ", Marks::DASH),
     ("/step", Marks::KERAS),
     ("/sample", Marks::KERAS),
     ("ETA: ", Marks::KERAS),
@@ -814,8 +821,6 @@ impl Marks {
     pub const AT_STEP: u16 = 1;
     /// Katib's `{metricName: `.
     pub const METRIC_NAME: u16 = 1 << 1;
-    /// Keras' ` - ` separators.
-    pub const DASH: u16 = 1 << 2;
     /// Keras' `/step`, `/sample`, `ETA: `.
     pub const KERAS: u16 = 1 << 3;
     /// `arning`, before the check that it ends the word `warning`.
@@ -864,9 +869,6 @@ impl Marks {
         if memchr::memchr_iter(b'{', seg).any(|i| at(i, b"{metricName: ")) {
             bits |= Marks::METRIC_NAME;
         }
-        if memchr::memchr_iter(b'-', seg).any(|i| i >= 1 && seg[i - 1] == b' ' && at(i + 1, b" ")) {
-            bits |= Marks::DASH;
-        }
         if memchr::memchr2_iter(b'/', b'E', seg).any(|i| at(i, b"/step") || at(i, b"/sample") || at(i, b"ETA: ")) {
             bits |= Marks::KERAS;
         }
@@ -891,7 +893,7 @@ impl Marks {
     /// verbose 1 included): ` - ` separators, and a `/step`, `/sample` or `ETA:`, or a leading `N/M` batch
     /// counter.
     pub fn keras(self, seg: &[u8]) -> bool {
-        self.has(Marks::DASH) && (self.has(Marks::KERAS) || batch_counter(seg))
+        (self.has(Marks::KERAS) || batch_counter(seg)) && LIT.dash.find(seg).is_some()
     }
 }
 

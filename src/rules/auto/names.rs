@@ -132,10 +132,18 @@ pub(super) struct Names {
 /// Slots of the recent-names cache.
 const RECENT: usize = 64;
 
-/// A name's slot in the recent-names cache: its length and its first and last bytes.
+/// A name's slot in the recent-names cache: its length and three of its 8-byte words (start, middle, end), so that
+/// names differing in one byte anywhere (`validation_0-logloss`, `validation_1-logloss`) mostly take different slots.
 fn recent_slot(name: &[u8]) -> usize {
-    let (first, last) = (name.first().copied().unwrap_or(0), name.last().copied().unwrap_or(0));
-    (name.len().wrapping_mul(31) ^ usize::from(first).wrapping_mul(7) ^ usize::from(last)) % RECENT
+    let n = name.len();
+    let word = |at: usize| -> u64 {
+        match name.get(at..at + 8) {
+            Some(w) => u64::from_le_bytes(w.try_into().expect("eight bytes")),
+            None => name[at.min(n)..].iter().fold(0, |w, &b| (w << 8) | u64::from(b)),
+        }
+    };
+    let h = word(0) ^ word(n.saturating_sub(8)).rotate_left(21) ^ word((n / 2).saturating_sub(4)).rotate_left(42);
+    ((h ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % RECENT
 }
 
 fn hash(raw: &[u8]) -> u64 {
