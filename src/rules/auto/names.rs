@@ -204,18 +204,30 @@ impl Names {
     }
 
     fn emit(&mut self, id: u32, seen: Seen<'_>, emit: &mut dyn FnMut(Match<'_>, u64)) {
-        // Values a weak format gave the name before a metric context confirmed it stay unconfirmed: they are never
-        // released later, after this newer value (a name's observations keep the log's order).
-        if let Some(p) = self.states[id as usize].pending.as_mut()
-            && p.held > 0
-        {
-            p.held = 0;
-            self.held.retain(|h| h.id != id);
+        // Values a weak format gave the name with a step before a metric context confirmed it (a report line such
+        // as `epoch 1: loss=0.44 accuracy=0.81`) are observed with it, in the log's order: those printed before
+        // this value first, those printed after it (a progress bar's frame is observed when the bar moves on,
+        // lines after it was drawn) after it. Values printed without a step (a configuration echoed before
+        // training, `learning_rate=0.002,`) stay parameters.
+        let held = self.states[id as usize].pending.as_ref().is_some_and(|p| p.held > 0);
+        let first_stepped = held && self.held.iter().find(|h| h.id == id).is_some_and(|h| h.step.is_some());
+        if held {
+            self.release_lines(id, |h| h.step.is_some() && h.line <= seen.line, emit);
         }
         self.states[id as usize].metric = true;
         self.started = true;
         if self.wanted(seen.name) {
             emit(seen.to_match(Some(id)), seen.line);
+        }
+        if held {
+            self.release_lines(id, |h| h.step.is_some(), emit);
+            self.held.retain(|h| h.id != id);
+            let state = &mut self.states[id as usize];
+            if first_stepped {
+                state.pending = None;
+            } else if let Some(p) = state.pending.as_mut() {
+                p.held = 0;
+            }
         }
     }
 
@@ -345,9 +357,18 @@ impl Names {
         if self.states[id as usize].pending.take().is_none_or(|p| p.held == 0) {
             return;
         }
+        self.release_lines(id, |_| true, emit);
+        self.states[id as usize].metric = true;
+        self.started = true;
+    }
+
+    /// Observes the values held for `id` that `which` accepts, in their order, and forgets them.
+    fn release_lines(&mut self, id: u32, which: impl Fn(&Held) -> bool, emit: &mut dyn FnMut(Match<'_>, u64)) {
         let name = &self.names[id as usize];
         let wanted = self.only.as_ref().is_none_or(|only| only.iter().any(|n| **n == **name));
-        for h in self.held.iter().filter(|h| h.id == id) {
+        let mut released = 0;
+        for h in self.held.iter().filter(|h| h.id == id && which(h)) {
+            released += 1;
             if wanted {
                 let m = Match {
                     name,
@@ -362,9 +383,12 @@ impl Names {
                 emit(m, h.line);
             }
         }
-        self.held.retain(|h| h.id != id);
-        self.states[id as usize].metric = true;
-        self.started = true;
+        if released > 0 {
+            self.held.retain(|h| h.id != id || !which(h));
+            if let Some(p) = self.states[id as usize].pending.as_mut() {
+                p.held -= released;
+            }
+        }
     }
 
     /// The parameters: values read inside reprs, and values a weak format gave a name that were never confirmed

@@ -149,8 +149,8 @@ fn a_format_that_appears_late_is_read_then() {
 #[test]
 fn values_held_before_a_metric_context_confirmed_the_name_never_come_after_newer_ones() {
     // `loss = …` in lines no format knows is weak and held back; sklearn's `Iteration N, loss = …` then makes
-    // `loss` a metric. The held values stay unconfirmed: a later weak line must not release them after the newer
-    // values (found by the line-path fuzzer on a mutated scikit-learn log).
+    // `loss` a metric. The held values (printed without a step) stay parameters: a later weak line must not
+    // release them after the newer values (found by the line-path fuzzer on a mutated scikit-learn log).
     let log = "IIteration 1, loss = 2.41\nValida loss = 2.27\nValidation score: 0.14\nIteration 3, loss = 2.16\n\
                \0Validation score: 0.20\nIteration 4, loss = 2.07\nValidation score: 0.35\nIteration 5, loss = 1.97\n\
                Validation score: 0.53Iteration 5, loss = 1.97";
@@ -161,4 +161,16 @@ fn values_held_before_a_metric_context_confirmed_the_name_never_come_after_newer
         .collect();
     assert!(!lines.is_empty());
     assert!(lines.windows(2).all(|w| w[0] <= w[1]), "loss in the log's order: {:?}", observe(log));
+}
+
+#[test]
+fn values_held_with_a_step_before_a_metric_context_confirmed_the_name_are_observed_then_in_the_logs_order() {
+    // Katib's `accuracy=…` on a report line with its epoch is weak until a Keras line makes `accuracy` a metric:
+    // the held value is observed then, before the Keras one; the configuration echoed before (no step) stays a
+    // parameter.
+    let log =
+        "accuracy=0.81\nepoch 1: loss=0.44 accuracy=0.81\n12/469 [==>....] - ETA: 5s - loss: 1.91 - accuracy: 0.33\n";
+    let got: Vec<String> = observe(log).into_iter().filter(|o| o.starts_with("accuracy=")).collect();
+    assert_eq!(got, ["accuracy=0.81@2#1", "accuracy=0.33@3"]);
+    assert!(params(log).contains(&"accuracy=0.81".to_string()), "{:?}", params(log));
 }
