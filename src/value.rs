@@ -122,28 +122,30 @@ fn exact_decimal(s: &[u8]) -> Option<f64> {
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19,
         1e20, 1e21, 1e22,
     ];
-    let (negative, mut i) = match s.first()? {
+    let (negative, start) = match s.first()? {
         b'-' => (true, 1),
         b'+' => (false, 1),
         _ => (false, 0),
     };
-    let (mut mantissa, mut digits, mut exp, mut dot) = (0u64, 0u32, 0i32, false);
-    while let Some(&b) = s.get(i) {
-        match b {
-            b'0'..=b'9' => {
-                if digits == 18 {
-                    return None;
-                }
-                mantissa = mantissa * 10 + u64::from(b - b'0');
-                digits += 1;
-                exp -= i32::from(dot);
-            }
-            b'.' if !dot => dot = true,
-            _ => break,
+    // The integer part's digits, then the fraction's, into one mantissa: at most 18 digits in all, checked after
+    // the loops (whose wrapping arithmetic cannot matter then) so that each digit costs a multiply and an add.
+    let digits_from = |mut i: usize, mut m: u64| {
+        while let Some(&b @ b'0'..=b'9') = s.get(i) {
+            m = m.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
+            i += 1;
         }
-        i += 1;
+        (i, m)
+    };
+    let (mut i, mut mantissa) = digits_from(start, 0);
+    let mut digits = i - start;
+    let mut exp = 0i32;
+    if s.get(i) == Some(&b'.') {
+        let fraction = i + 1;
+        (i, mantissa) = digits_from(fraction, mantissa);
+        digits += i - fraction;
+        exp = -((i - fraction) as i32);
     }
-    if digits == 0 {
+    if digits == 0 || digits > 18 {
         return None;
     }
     if let Some(b'e' | b'E') = s.get(i) {

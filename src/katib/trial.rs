@@ -14,6 +14,7 @@
 //! Katib collector does, i.e. collector kind `Push` or a `Custom` collector that is trialtail itself, and only in
 //! the primary pod; everywhere else observe for Prometheus only. Pure: no I/O.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -85,11 +86,11 @@ pub enum Strategy {
 
 impl Strategy {
     /// The value `m` has under this strategy, as written to the status.
-    pub fn pick(self, m: &MetricStats) -> Option<&str> {
+    pub fn pick(self, m: &MetricStats) -> Option<Cow<'_, str>> {
         match self {
-            Strategy::Min => m.min.as_ref().map(|(_, s)| s.as_str()),
-            Strategy::Max => m.max.as_ref().map(|(_, s)| s.as_str()),
-            Strategy::Latest => (m.count > 0).then_some(m.latest_raw.as_str()),
+            Strategy::Min => m.min.as_ref().map(|(_, s)| Cow::Borrowed(s.as_str())),
+            Strategy::Max => m.max.as_ref().map(|(_, s)| Cow::Borrowed(s.as_str())),
+            Strategy::Latest => (m.count > 0).then(|| m.latest_raw.as_str()),
         }
     }
 
@@ -467,7 +468,7 @@ spec:
             line: 3,
         };
         let picked: Vec<_> = [Strategy::Min, Strategy::Max, Strategy::Latest].map(|s| s.pick(&m)).into();
-        assert_eq!(picked, [Some("0.5"), Some("0.9"), Some("0.7")]);
+        assert_eq!(picked, [Some("0.5".into()), Some("0.9".into()), Some("0.7".into())]);
         let none = MetricStats { count: 0, min: None, max: None, ..m };
         assert_eq!(Strategy::Latest.pick(&none), None);
     }

@@ -330,7 +330,7 @@ mod tests {
         MetricStats {
             name: name.to_string(),
             count: values.len() as u64,
-            latest_raw: values.last().map(|v| v.to_string()).unwrap_or_default(),
+            latest_raw: values.last().map(|v| v.to_string()).unwrap_or_default().as_str().into(),
             latest: values.last().copied(),
             min: finite.clone().reduce(f64::min).map(|v| (v, v.to_string())),
             max: finite.reduce(f64::max).map(|v| (v, v.to_string())),

@@ -351,7 +351,7 @@ pub fn write_table_with(out: &mut impl Write, metrics: &[MetricStats], extra: Op
             let mut row = vec![
                 m.name.clone(),
                 m.count.to_string(),
-                m.latest_raw.clone(),
+                m.latest_raw.to_string(),
                 m.min.as_ref().map_or_else(dash, |(_, s)| s.clone()),
                 m.max.as_ref().map_or_else(dash, |(_, s)| s.clone()),
                 m.step.map_or_else(dash, |s| s.to_string()),

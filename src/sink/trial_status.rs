@@ -119,7 +119,7 @@ fn entry(name: &str, m: Option<&MetricStats>) -> Value {
     let m = m.filter(|m| m.count > 0);
     json!({
         "name": name,
-        "latest": text(m.map(|m| m.latest_raw.as_str())),
+        "latest": text(m.map(|m| m.latest_raw.as_str()).as_deref()),
         "min": text(m.and_then(|m| m.min.as_ref()).map(|(_, s)| s.as_str())),
         "max": text(m.and_then(|m| m.max.as_ref()).map(|(_, s)| s.as_str())),
     })
@@ -289,7 +289,7 @@ impl TrialStatus {
         tracing::info!(
             metric = %name,
             strategy = strategy.name(),
-            value = value.unwrap_or(UNAVAILABLE),
+            value = value.as_deref().unwrap_or(UNAVAILABLE),
             trial = %self.cfg.trial,
             training = ?snapshot.source.training,
             "objective"

@@ -217,7 +217,7 @@ mod tests {
         feed(&mut out, &mut c, b"s=0.25");
         out.finish_into(&mut c.lines(&mut ()));
         err.finish_into(&mut c.lines(&mut ()));
-        let m: Vec<_> = c.aggregate().metrics().iter().map(|m| (m.name.clone(), m.latest_raw.clone())).collect();
+        let m: Vec<_> = c.aggregate().metrics().iter().map(|m| (m.name.clone(), m.latest_raw.to_string())).collect();
         assert_eq!(m, [("loss".to_string(), "0.25".to_string()), ("accuracy".to_string(), "0.9".to_string())]);
         assert_eq!((out.stats() + err.stats()).lines, 3);
     }
@@ -234,7 +234,7 @@ mod tests {
         let s = out.stats() + err.stats();
         assert_eq!((s.lines, s.too_long), (3, 1));
         let loss = &c.aggregate().metrics()[0];
-        assert_eq!((loss.count, loss.latest_raw.as_str()), (2, "2"));
+        assert_eq!((loss.count, &*loss.latest_raw.as_str()), (2, "2"));
     }
 
     #[test]

@@ -5,67 +5,26 @@
 //!   (`loss = 0.41`, `loss: 0.3`), a quoted key's colon (`'loss': `, `"loss": `, `"loss":0.3`), or the tab after
 //!   a boosting round (`[3]\t`) – found with one `memchr3` for `:`, `=` and tab, each hit checked in place;
 //! - a terminal escape or backspace (what a terminal shows may hold a pair the raw bytes do not) – one `memchr2`;
-//! - at its start, a header of a multi-line format, whose lines hold no pair: `-- Epoch ` or `***** ` (after a
-//!   leading timestamp, if any), `Validate metric` or `Test metric` (after blanks and a results table's frame) –
-//!   [`line_header`], asked of each line the other finders pass over.
+//! - a header of a multi-line format (`-- Epoch `, `***** `, `Validate metric`, `Test metric`) – one small
+//!   Aho–Corasick search.
 //!
-//! Each block-wide finder keeps its next hit and is advanced only when the scan passed it, so a block is read about
-//! once by each; a line no finder hits is not looked at. The same tests decide for a line on its own
+//! Each finder keeps its next hit and is advanced only when the scan passed it, so a block is read about once by
+//! each; a line no finder hits is not looked at. The same tests decide for a line on its own
 //! ([`Finders::is_candidate`]), so block and line-by-line scanning see the same candidates.
 //!
 //! # Performance
 //! One Aho–Corasick (Teddy) search over the 63 three-byte anchors these tests stand for cost a third of the
 //! recognition's time on the generated logs of `benches/throughput.rs`; the `memchr3` with its checks costs half
-//! of that. The headers were a third block-wide search (a four-literal Teddy), a tenth of the time at 30 % metric
-//! lines; asked at each line's start instead, they cost the line's first byte for almost every line
-//! (`docs/performance.md`).
+//! of that, the rare headers' search a tenth (`docs/performance.md`).
 
-use crate::value;
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 
 /// No further hit.
 pub(super) const NO_HIT: usize = usize::MAX;
 
-/// The headers of the multi-line formats (scikit-learn's SGD epochs, Hugging Face's metrics blocks) that start
-/// their line (after a timestamp).
-const LEADING_HEADERS: [&[u8]; 2] = [b"-- Epoch ", b"***** "];
-/// The headers of Lightning's results tables, after blanks and the table's frame.
-const TABLE_HEADERS: [&[u8]; 2] = [b"Validate metric", b"Test metric"];
-
-/// Whether a line (without its `\n`) starts with a header of a multi-line format: `-- Epoch ` or `***** ` at its
-/// start or after a leading RFC 3339 timestamp and blanks (where the formats' parsers read them), `Validate metric`
-/// or `Test metric` after blanks, `|` and box-drawing characters (a results table's header row).
-pub(super) fn line_header(line: &[u8]) -> bool {
-    match line.first() {
-        Some(b'-' | b'*' | b'V' | b'T' | b' ' | b'\t' | b'|' | 0xE2) => {}
-        // After a timestamp only the leading headers count: looked for before the timestamp is parsed.
-        Some(b'0'..=b'9') => {
-            let Some(space) = memchr::memchr(b' ', line) else { return false };
-            let rest = &line[skip_blanks(line, space)..];
-            if !matches!(rest.first(), Some(b'-' | b'*')) || value::line_timestamp(line).is_none() {
-                return false;
-            }
-            return LEADING_HEADERS.iter().any(|h| rest.starts_with(h));
-        }
-        _ => return false,
-    }
-    let mut i = skip_blanks(line, 0);
-    // The first bytes compared before the rest: most lines start with none of them.
-    let starts = |rest: &[u8], h: &[u8]| rest.first() == h.first() && rest.starts_with(h);
-    let rest = &line[i..];
-    if LEADING_HEADERS.iter().any(|h| starts(rest, h)) {
-        return true;
-    }
-    // U+2500..U+257F (box drawing) are E2 94 80..E2 95 BF in UTF-8.
-    loop {
-        match line.get(i) {
-            Some(b' ' | b'\t' | b'|') => i += 1,
-            Some(0xE2) if matches!(line.get(i + 1), Some(0x94 | 0x95)) => i += 3,
-            _ => break,
-        }
-    }
-    let rest = &line[i.min(line.len())..];
-    TABLE_HEADERS.iter().any(|h| starts(rest, h))
-}
+/// The headers of the multi-line formats (scikit-learn's SGD epochs, Hugging Face's metrics blocks, Lightning's
+/// results tables), whose lines hold no pair.
+const HEADERS: [&str; 4] = ["-- Epoch ", "***** ", "Validate metric", "Test metric"];
 
 /// A value starts at `s[at..]`: a digit, `.`, a sign, or `nan`/`NaN`/`inf`/`Inf`.
 fn value_start(s: &[u8], at: usize) -> bool {
@@ -94,14 +53,6 @@ fn pair_at(s: &[u8], i: usize) -> bool {
         // `[3]\t`: the tab after a boosting round.
         _ => i >= 2 && s[i - 1] == b']' && s[i - 2].is_ascii_digit(),
     }
-}
-
-/// Skips spaces and tabs from `at`.
-fn skip_blanks(s: &[u8], mut at: usize) -> usize {
-    while matches!(s.get(at), Some(b' ' | b'\t')) {
-        at += 1;
-    }
-    at
 }
 
 /// The next pair separator at or after `from` (see [`pair_at`]).
@@ -154,22 +105,34 @@ fn next_escape(s: &[u8], from: usize) -> usize {
     memchr::memchr2(0x1b, 0x08, &s[from..]).map_or(NO_HIT, |i| from + i)
 }
 
-/// The finders of a run.
-pub(super) struct Finders;
+/// The finders built once per run.
+pub(super) struct Finders {
+    headers: AhoCorasick,
+}
 
 impl Finders {
     pub fn new() -> Self {
-        Finders
+        let headers = AhoCorasick::builder()
+            .kind(Some(AhoCorasickKind::DFA))
+            .match_kind(MatchKind::LeftmostFirst)
+            .build(HEADERS)
+            .expect("the headers are valid literals");
+        Finders { headers }
+    }
+
+    /// The next header at or after `from`.
+    fn next_header(&self, s: &[u8], from: usize) -> usize {
+        self.headers.find(&s[from..]).map_or(NO_HIT, |m| from + m.start())
     }
 
     /// Whether one line (without its `\n`) is a candidate.
     pub fn is_candidate(&self, line: &[u8]) -> bool {
-        next_pair(line, 0) != NO_HIT || next_escape(line, 0) != NO_HIT || line_header(line)
+        next_pair(line, 0) != NO_HIT || next_escape(line, 0) != NO_HIT || self.headers.is_match(line)
     }
 
-    /// Whether one line starts with a header (for the parsers of headers: cheaper than asking each).
+    /// Whether one line holds a header (for the parsers of headers: cheaper than asking each).
     pub fn has_header(&self, line: &[u8]) -> bool {
-        line_header(line)
+        self.headers.is_match(line)
     }
 }
 
@@ -177,61 +140,33 @@ impl Finders {
 pub(super) struct Hits {
     pair: usize,
     escape: usize,
+    header: usize,
 }
 
 impl Hits {
     pub fn new() -> Self {
-        Hits { pair: 0, escape: 0 }
+        Hits { pair: 0, escape: 0, header: 0 }
     }
 
-    /// The next hit of a block-wide finder at or after `pos` (every finder's next hit is at or after `pos`
-    /// afterwards, or none is left). Headers are not among them: see [`line_header`].
-    pub fn next(&mut self, block: &[u8], pos: usize, fresh: bool) -> usize {
+    /// The next hit of any finder at or after `pos` (every finder's next hit is at or after `pos` afterwards, or
+    /// none is left).
+    pub fn next(&mut self, finders: &Finders, block: &[u8], pos: usize, fresh: bool) -> usize {
         if fresh || self.pair < pos {
             self.pair = next_pair(block, pos);
         }
         if fresh || self.escape < pos {
             self.escape = next_escape(block, pos);
         }
-        self.pair.min(self.escape)
+        if fresh || self.header < pos {
+            self.header = finders.next_header(block, pos);
+        }
+        self.pair.min(self.escape).min(self.header)
     }
 
-    /// The next candidate line of `block` at or after `pos` (a line's start): a line a block-wide finder hits, or
-    /// one before it that starts with a header. `None` when no line is left.
-    pub fn next_line(&mut self, block: &[u8], pos: usize, fresh: bool) -> Option<Candidate> {
-        if pos >= block.len() {
-            return None;
-        }
-        let hit = self.next(block, pos, fresh);
-        let (mut start, mut before) = (pos, 0);
-        for i in memchr::memchr_iter(b'\n', &block[pos..hit.min(block.len())]) {
-            let end = pos + i;
-            if line_header(&block[start..end]) {
-                return Some(Candidate { start, end, before, header: true });
-            }
-            before += 1;
-            start = end + 1;
-        }
-        if hit == NO_HIT {
-            let header = start < block.len() && line_header(&block[start..]);
-            return header.then_some(Candidate { start, end: block.len(), before, header });
-        }
-        let end = hit + memchr::memchr(b'\n', &block[hit..]).unwrap_or(block.len() - hit);
-        Some(Candidate { start, end, before, header: line_header(&block[start..end]) })
+    /// Whether the line ending at `end` (the one the last [`Hits::next`] found) holds a header.
+    pub fn header_before(&self, end: usize) -> bool {
+        self.header < end
     }
-}
-
-/// A candidate line of a block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Candidate {
-    /// Where it starts.
-    pub start: usize,
-    /// Where it ends: its `\n`, or the block's end.
-    pub end: usize,
-    /// The lines between the position asked from and it.
-    pub before: u64,
-    /// It starts with a header ([`line_header`]).
-    pub header: bool,
 }
 
 #[cfg(test)]
@@ -275,6 +210,25 @@ mod tests {
     }
 
     #[test]
+    fn the_word_search_finds_the_first_separator_of_eight_bytes_as_memchr3_does() {
+        let s = b"ab:c=d\tefgh=12345678:x=======>...:9";
+        for at in 0..s.len() {
+            let want = memchr::memchr3(b':', b'=', b'\t', &s[at..]).map(|i| at + i);
+            match separator_in_word(s, at) {
+                Ok(i) => assert_eq!(Some(i), want, "at {at}"),
+                Err(from) if from == at => assert!(s.len() - at < 8, "at {at}"),
+                Err(from) => {
+                    assert_eq!(from, at + 8);
+                    assert!(want.is_none_or(|i| i >= at + 8), "at {at}");
+                }
+            }
+        }
+        // Bytes that differ from a separator in one bit, before and after a match, are not taken for one.
+        assert_eq!(separator_in_word(b";:<=\x08\t\n\x0b", 0), Ok(1));
+        assert_eq!(separator_in_word(b";;<<\x08\x0b\n9", 0), Err(8));
+    }
+
+    #[test]
     fn a_line_is_a_candidate_by_any_finder_and_blocks_find_the_same_lines() {
         let f = Finders::new();
         let lines: [&[u8]; 7] = [
@@ -291,63 +245,17 @@ mod tests {
         let block = lines.join(&b'\n');
         let mut hits = Hits::new();
         let mut got = vec![false; lines.len()];
-        let (mut pos, mut line, mut fresh) = (0, 0, true);
-        while let Some(c) = hits.next_line(&block, pos, fresh) {
+        let (mut pos, mut fresh) = (0, true);
+        loop {
+            let next = hits.next(&f, &block, pos, fresh);
             fresh = false;
-            line += c.before as usize;
-            assert_eq!(c.header, f.has_header(lines[line]), "{}", String::from_utf8_lossy(lines[line]));
+            if next == NO_HIT {
+                break;
+            }
+            let line = block[..next].iter().filter(|&&b| b == b'\n').count();
             got[line] = true;
-            line += 1;
-            pos = c.end + 1;
+            pos = next + memchr::memchr(b'\n', &block[next..]).map_or(block.len() - next, |i| i + 1);
         }
         assert_eq!(got, want);
-    }
-
-    #[test]
-    fn the_word_search_finds_the_first_separator_of_eight_bytes_as_memchr3_does() {
-        let s = b"ab:c=d\tefgh=12345678:x=======>...:9";
-        for at in 0..s.len() {
-            let want = memchr::memchr3(b':', b'=', b'\t', &s[at..]).map(|i| at + i);
-            match separator_in_word(s, at) {
-                Ok(i) => assert_eq!(Some(i), want, "at {at}"),
-                Err(from) if from == at => assert!(s.len() - at < 8, "at {at}"),
-                Err(from) => {
-                    assert_eq!(from, at + 8);
-                    assert!(want.is_none_or(|i| i >= at + 8), "at {at}");
-                }
-            }
-        }
-        // A byte above a match that differs from a separator only in its low bit is not taken for one.
-        assert_eq!(separator_in_word(b";:<=\x08\t\n\x0b", 0), Ok(1));
-        assert_eq!(separator_in_word(b";;<<\x08\x0b\n9", 0), Err(8));
-    }
-
-    #[test]
-    fn headers_count_at_the_start_of_a_line_after_a_timestamp_blanks_or_a_table_frame() {
-        let yes: [&[u8]; 8] = [
-            b"-- Epoch 3",
-            b"***** train metrics *****",
-            b"2024-05-01T12:00:00Z -- Epoch 3",
-            b"     Validate metric           DataLoader 0",
-            "┃      Validate metric      ┃       DataLoader 0        ┃".as_bytes(),
-            "│        Test metric        │       DataLoader 0        │".as_bytes(),
-            b"| Test metric | DataLoader 0 |",
-            b"\tTest metric",
-        ];
-        for s in yes {
-            assert!(line_header(s), "{}", String::from_utf8_lossy(s));
-        }
-        let no: [&[u8]; 7] = [
-            b"INFO -- Epoch 3",
-            b"Validation DataLoader 0:   9%|",
-            b"Tests metric",
-            b"2024-05-01 12:00:00 -- Epoch 3",
-            b"x ***** train metrics *****",
-            b"",
-            "┃ val_acc ┃ 0.95 ┃".as_bytes(),
-        ];
-        for s in no {
-            assert!(!line_header(s), "{}", String::from_utf8_lossy(s));
-        }
     }
 }

@@ -30,7 +30,7 @@ mod formats;
 mod names;
 
 use bars::Bars;
-use find::{Finders, Hits};
+use find::{Finders, Hits, NO_HIT};
 use formats::{Marks, Pair, Place, WeakPair};
 pub use names::Param;
 use names::{Names, Seen};
@@ -272,8 +272,8 @@ impl Auto {
     /// A block of complete lines, each ending in `\n`, the first numbered `first`; returns the number of lines.
     ///
     /// # Performance
-    /// The block-wide finders of `find.rs` (a `memchr3` with checks, a `memchr2`) and a look at the start of each
-    /// line they pass over (the headers) find the lines that can hold a format; only those are parsed (see `benches/throughput.rs` and
+    /// The block-wide finders of `find.rs` (a `memchr3` with checks, a `memchr2`, a small Aho–Corasick search)
+    /// find the lines that can hold a format; only those are parsed (see `benches/throughput.rs` and
     /// `docs/performance.md`).
     pub fn scan_block(&mut self, block: &[u8], first: u64, emit: &mut dyn FnMut(Match<'_>, u64)) -> u64 {
         let offset = self.offset;
@@ -294,16 +294,32 @@ impl Auto {
                 fresh = true;
                 continue;
             }
-            let Some(c) = hits.next_line(block, pos, fresh) else { break };
+            let next = hits.next(&self.finders, block, pos, fresh);
             fresh = false;
-            number += c.before;
-            if c.end >= stop {
-                pos = c.start;
+            if next == NO_HIT {
                 break;
             }
-            self.candidate(&block[c.start..c.end], number, None, c.header, emit);
+            // The lines before the hit's: counted, and the last one's end is the hit line's start (a short gap in
+            // one pass, a long one with two vectorised searches).
+            let mut start = pos;
+            if next - pos <= 256 {
+                for i in memchr::memchr_iter(b'\n', &block[pos..next]) {
+                    number += 1;
+                    start = pos + i + 1;
+                }
+            } else if let Some(i) = memchr::memrchr(b'\n', &block[pos..next]) {
+                start = pos + i + 1;
+                number += crate::lines::count_newlines(&block[pos..start]);
+            }
+            let end = next + memchr::memchr(b'\n', &block[next..]).unwrap_or(block.len() - next);
+            if end >= stop {
+                pos = start;
+                break;
+            }
+            let header = hits.header_before(end);
+            self.candidate(&block[start..end], number, None, header, emit);
             number += 1;
-            pos = c.end + 1;
+            pos = end + 1;
         }
         number + crate::lines::count_newlines(&block[pos.min(block.len())..]) - first
     }
@@ -370,8 +386,6 @@ impl Auto {
             clean_screen(line, &mut clean);
             for seg in clean.split(|&b| b == b'\r') {
                 if !value::trim(seg).is_empty() {
-                    // A header drawn with escapes (a rich table's bold header row) starts its segment as shown.
-                    let header = header || find::line_header(seg);
                     self.segment(seg, line, number, read_at, header, &mut counting);
                 }
             }

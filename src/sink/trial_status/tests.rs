@@ -39,7 +39,7 @@ fn metric(name: &str, values: &[f64]) -> MetricStats {
     MetricStats {
         name: name.into(),
         count: values.len() as u64,
-        latest_raw: values.last().map(|v| text(*v)).unwrap_or_default(),
+        latest_raw: values.last().map(|v| text(*v)).unwrap_or_default().as_str().into(),
         latest: values.last().copied(),
         min: min.map(|v| (v, text(v))),
         max: max.map(|v| (v, text(v))),
