@@ -212,7 +212,7 @@ impl Names {
         let held = self.states[id as usize].pending.as_ref().is_some_and(|p| p.held > 0);
         let first_stepped = held && self.held.iter().find(|h| h.id == id).is_some_and(|h| h.step.is_some());
         if held {
-            self.release_lines(id, |h| h.step.is_some() && h.line <= seen.line, emit);
+            self.release_where(id, |h| h.step.is_some() && h.line <= seen.line, emit);
         }
         self.states[id as usize].metric = true;
         self.started = true;
@@ -220,7 +220,7 @@ impl Names {
             emit(seen.to_match(Some(id)), seen.line);
         }
         if held {
-            self.release_lines(id, |h| h.step.is_some(), emit);
+            self.release_where(id, |h| h.step.is_some(), emit);
             self.held.retain(|h| h.id != id);
             let state = &mut self.states[id as usize];
             if first_stepped {
@@ -357,13 +357,13 @@ impl Names {
         if self.states[id as usize].pending.take().is_none_or(|p| p.held == 0) {
             return;
         }
-        self.release_lines(id, |_| true, emit);
+        self.release_where(id, |_| true, emit);
         self.states[id as usize].metric = true;
         self.started = true;
     }
 
     /// Observes the values held for `id` that `which` accepts, in their order, and forgets them.
-    fn release_lines(&mut self, id: u32, which: impl Fn(&Held) -> bool, emit: &mut dyn FnMut(Match<'_>, u64)) {
+    fn release_where(&mut self, id: u32, which: impl Fn(&Held) -> bool, emit: &mut dyn FnMut(Match<'_>, u64)) {
         let name = &self.names[id as usize];
         let wanted = self.only.as_ref().is_none_or(|only| only.iter().any(|n| **n == **name));
         let mut released = 0;
