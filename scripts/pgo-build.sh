@@ -35,10 +35,11 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 echo "pgo-build: instrumented build" >&2
-RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$work/raw" CARGO_TARGET_DIR="$target_dir/pgo-instrumented" \
-  cargo build --release --locked --bin trialtail "$@"
-instrumented=$(find "$target_dir/pgo-instrumented" -path '*/release/trialtail' -type f -newer "$work" | head -n 1)
-[ -n "$instrumented" ] || instrumented=$(find "$target_dir/pgo-instrumented" -path '*/release/trialtail' -type f | head -n 1)
+# Cargo names the binary it built in its JSON messages (the path depends on --target).
+instrumented=$(RUSTFLAGS="${RUSTFLAGS:-} -Cprofile-generate=$work/raw" CARGO_TARGET_DIR="$target_dir/pgo-instrumented" \
+  cargo build --release --locked --bin trialtail --message-format=json "$@" |
+  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+[ -x "$instrumented" ] || { echo "pgo-build: the instrumented build named no binary" >&2; exit 1; }
 
 echo "pgo-build: training on examples/logs" >&2
 logs=(examples/logs/*.log examples/logs/frameworks/*.log)
