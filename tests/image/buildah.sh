@@ -7,7 +7,7 @@
 # the image's user (`--version`, `webhook --check-config`, `katib -h`).
 #
 #   RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
-#     cargo build --release --locked --bin trialtail --target x86_64-unknown-linux-gnu
+#     scripts/pgo-build.sh --target x86_64-unknown-linux-gnu      # as the Dockerfile builds it
 #   tests/image/buildah.sh target/x86_64-unknown-linux-gnu/release/trialtail [OUT-DIR]
 #
 # OUT-DIR (default: a new temporary directory) receives trialtail.oci.tar and trialtail-dropin.oci.tar (OCI
@@ -19,6 +19,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 BINARY="${1:?usage: tests/image/buildah.sh BINARY [OUT-DIR]}"
 OUT="${2:-$(mktemp -d)}"
+mkdir -p "$OUT"
 VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -1)"
 REVISION="$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)"
 CREATED="$(date -u +%Y-%m-%dT%H:%M:%SZ)"

@@ -1470,6 +1470,50 @@ fn the_image_runs_as_65532_and_its_dropin_target_as_root_both_with_the_binary_as
     assert!(!build.from.contains("--platform"), "{build:?}");
 }
 
+/// Whether `.dockerignore` (its patterns as this repository writes them: `dir/`, `dir/*`, a file, `!` to let
+/// back in; the last pattern that matches decides) leaves `path` in the build context.
+fn in_build_context(dockerignore: &str, path: &str) -> bool {
+    let mut kept = true;
+    for line in dockerignore.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let (keep, pattern) = line.strip_prefix('!').map_or((false, line), |p| (true, p));
+        let matches = match pattern.strip_suffix("/*") {
+            Some(dir) => path.starts_with(&format!("{dir}/")),
+            None => {
+                let p = pattern.trim_end_matches('/');
+                path == p || path.starts_with(&format!("{p}/"))
+            }
+        };
+        if matches {
+            kept = keep;
+        }
+    }
+    kept
+}
+
+#[test]
+fn the_image_build_runs_the_profile_guided_build_and_its_context_holds_what_the_script_trains_on() {
+    let dockerfile = std::fs::read_to_string(crate::root().join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("scripts/pgo-build.sh --target"), "the build stage builds with scripts/pgo-build.sh");
+    assert!(dockerfile.contains("rustup component add llvm-tools"), "the script needs rustc's llvm-profdata");
+    let ignore = std::fs::read_to_string(crate::root().join(".dockerignore")).unwrap();
+    // The matcher itself, on what it must tell apart.
+    assert!(!in_build_context(&ignore, "target/release/trialtail"));
+    assert!(!in_build_context(&ignore, "examples/record/keras.py"));
+    assert!(!in_build_context(&ignore, "docs/performance.md"));
+    let root = crate::root();
+    let mut needed = vec!["Cargo.toml".to_string(), "Cargo.lock".to_string(), "scripts/pgo-build.sh".to_string()];
+    for dir in ["examples/logs", "examples/logs/frameworks"] {
+        let logs = std::fs::read_dir(root.join(dir)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap());
+        let logs: Vec<String> = logs.filter(|n| n.ends_with(".log")).map(|n| format!("{dir}/{n}")).collect();
+        assert!(!logs.is_empty(), "{dir}: training logs");
+        needed.extend(logs);
+    }
+    for path in &needed {
+        assert!(root.join(path).is_file(), "{path}");
+        assert!(in_build_context(&ignore, path), "{path} is left out of the image's build context by .dockerignore");
+    }
+}
+
 /// A trialtail container found in a manifest: where, its args and its literal environment.
 struct Invocation {
     place: String,
