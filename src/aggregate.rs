@@ -2,7 +2,8 @@
 //!
 //! Metric names are interned once into a dense [`MetricId`]; the map is looked up with the borrowed name bytes,
 //! so an observation of a known metric allocates nothing (the latest value's bytes are copied into a buffer the
-//! metric keeps, unchecked: [`RawText`] shows them as UTF-8 when read). At most `max_metrics` distinct names are kept: later new names are counted and dropped.
+//! metric keeps, unchecked: [`RawText`] shows them as UTF-8 when read). At most `max_metrics` distinct names are
+//! kept: later new names are counted and dropped.
 //!
 //! Min and max are over values that parse as numbers and are not NaN (as Katib's controller computes them);
 //! `latest` is the last observation whatever it is.
